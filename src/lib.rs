@@ -1,0 +1,2 @@
+//! Sediment: a Kafka-compatible broker on a durable local log.
+pub mod log;

@@ -1,0 +1,452 @@
+//! The local partition log: segments of record batches as producers sent
+//! them, offset assignment, idempotent-producer checks, reads by offset and
+//! timestamp, rolling, retention and crash recovery.
+//!
+//! This module does file I/O but no async and no locking: `broker::partition`
+//! wraps a `PartitionLog` in a mutex and adds durability (group commit) and
+//! waiting.
+
+pub mod batch;
+pub mod producer_state;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use self::batch::{BatchError, BatchHeader, Stamp, HEADER_LEN};
+use self::producer_state::{ProducerStateTable, SequenceCheck};
+use self::segment::{ScanReport, Segment};
+
+/// The topic configs the log itself obeys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    /// -1: keep forever.
+    pub retention_ms: i64,
+    /// -1: no size limit.
+    pub retention_bytes: i64,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            log_append_time: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("storage error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid record batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error("batch of {size} bytes exceeds max.message.bytes={max}")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("producer epoch is older than the current one")]
+    InvalidProducerEpoch,
+    #[error("out of order sequence number")]
+    OutOfOrderSequence,
+    #[error("transactional and control batches are not supported")]
+    TransactionsUnsupported,
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+}
+
+/// Result of appending the batches of one produce partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    /// One past the last offset written: the offset that must be durable
+    /// before the append can be acknowledged.
+    pub next_offset: i64,
+    pub log_append_time_ms: Option<i64>,
+    pub records: i64,
+}
+
+/// What opening a log found, for logs and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub batches: u64,
+    pub truncated_bytes: u64,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    segments: BTreeMap<i64, Segment>,
+    next_offset: i64,
+    config: LogConfig,
+    producers: ProducerStateTable,
+    /// Files written since the last flush (sealed segments and the active one).
+    unflushed: Vec<Arc<File>>,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering from a crash: the last
+    /// segment's batches are all CRC-checked and a torn tail is truncated.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<(Self, RecoveryReport), LogError> {
+        std::fs::create_dir_all(dir)?;
+        let mut bases: Vec<i64> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(base) = entry.file_name().to_str().and_then(segment::parse_segment_name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let mut report = RecoveryReport::default();
+        let mut segments = BTreeMap::new();
+        let mut producers = ProducerStateTable::default();
+        let last_index = bases.len().saturating_sub(1);
+        for (i, base) in bases.iter().enumerate() {
+            let path = segment::segment_path(dir, *base);
+            let mtime_ms = std::fs::metadata(&path)?
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(now_ms, |d| d.as_millis() as i64);
+            let (segment, scan): (Segment, ScanReport) = Segment::open(&path, *base, i == last_index, mtime_ms)?;
+            if scan.truncated_bytes > 0 {
+                tracing::warn!(dir = %dir.display(), segment = base, truncated_bytes = scan.truncated_bytes, "recovery truncated an invalid segment tail");
+            }
+            report.batches += scan.batches;
+            report.truncated_bytes += scan.truncated_bytes;
+            if i + 2 >= bases.len() {
+                // Producer state from the newest segments is enough to
+                // recognise retries of recent batches.
+                replay_producers(&segment, &mut producers)?;
+            }
+            segments.insert(*base, segment);
+        }
+        if segments.is_empty() {
+            segments.insert(0, Segment::create(dir, 0, now_ms)?);
+            sync_dir(dir)?;
+        }
+        report.segments = segments.len();
+        let next_offset = segments.values().next_back().map_or(0, Segment::next_offset);
+        let log = Self { dir: dir.to_path_buf(), segments, next_offset, config, producers, unflushed: Vec::new() };
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The log end offset: the next offset to be assigned.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments.values().next().map_or(0, |s| s.base_offset)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        // `open` always leaves at least one segment and nothing removes the last.
+        #[allow(clippy::expect_used)]
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    /// Validates and appends the batches of one produce request partition.
+    pub fn append(&mut self, batches: &[(BatchHeader, Bytes)], leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
+        for (header, bytes) in batches {
+            if bytes.len() > self.config.max_message_bytes {
+                return Err(LogError::MessageTooLarge { size: bytes.len(), max: self.config.max_message_bytes });
+            }
+            if header.is_transactional() || header.is_control() {
+                return Err(LogError::TransactionsUnsupported);
+            }
+        }
+        // Retries are judged on the first batch, as one request holds one
+        // producer's in-order batches.
+        if let Some((first, _)) = batches.first() {
+            match self.producers.check(first) {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate { base_offset } => {
+                    return Ok(AppendResult { base_offset, next_offset: self.next_offset, log_append_time_ms: None, records: 0 });
+                }
+                SequenceCheck::StaleEpoch => return Err(LogError::InvalidProducerEpoch),
+                SequenceCheck::OutOfOrder => return Err(LogError::OutOfOrderSequence),
+            }
+        }
+        let log_append_time_ms = self.config.log_append_time.then_some(now_ms);
+        let base_offset = self.next_offset;
+        let mut records = 0;
+        for (header, bytes) in batches {
+            self.maybe_roll(bytes.len() as u64, now_ms)?;
+            let offset = self.next_offset;
+            let stamped = batch::stamp_header(bytes, Stamp { base_offset: offset, leader_epoch, log_append_time_ms });
+            let active = self.active();
+            active.append(&stamped, &bytes[HEADER_LEN..], now_ms)?;
+            let file = active.file();
+            self.next_offset = offset + header.last_offset_delta as i64 + 1;
+            self.producers.record(header, offset);
+            if !self.unflushed.iter().any(|f| Arc::ptr_eq(f, &file)) {
+                self.unflushed.push(file);
+            }
+            records += header.records_count as i64;
+        }
+        Ok(AppendResult { base_offset, next_offset: self.next_offset, log_append_time_ms, records })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
+        let segment_bytes = self.config.segment_bytes;
+        let segment_ms = self.config.segment_ms;
+        let active = self.active();
+        let full = active.size() + incoming > segment_bytes;
+        let old = active.first_append_ms.is_some_and(|t| now_ms - t >= segment_ms);
+        if !active.is_empty() && (full || old) {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment if it has data and is older than `segment.ms`.
+    /// Called by the maintenance timer so idle partitions roll too.
+    pub fn roll_if_expired(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        let segment_ms = self.config.segment_ms;
+        let active = self.active();
+        if !active.is_empty() && active.first_append_ms.is_some_and(|t| now_ms - t >= segment_ms) {
+            self.roll(now_ms)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let base = self.next_offset;
+        let segment = Segment::create(&self.dir, base, now_ms)?;
+        sync_dir(&self.dir)?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
+        self.segments.insert(base, segment);
+        Ok(())
+    }
+
+    /// Takes the files that need an fsync for everything appended so far to
+    /// be durable, with the offset that will then be durable.
+    pub fn take_unflushed(&mut self) -> (Vec<Arc<File>>, i64) {
+        (std::mem::take(&mut self.unflushed), self.next_offset)
+    }
+
+    /// Reads batches from `offset`, never past `upper_bound` (the high
+    /// watermark), within `max_bytes` (at least one whole batch).
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<Bytes, LogError> {
+        let log_start = self.log_start_offset();
+        if offset < log_start || offset > self.next_offset {
+            return Err(LogError::OffsetOutOfRange { offset, log_start, log_end: self.next_offset });
+        }
+        if offset >= upper_bound {
+            return Ok(Bytes::new());
+        }
+        // Segments may leave gaps (recovery of a damaged sealed segment), so
+        // move on to the next segment when one has nothing at `offset`.
+        for (_, segment) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..)) {
+            if segment.next_offset() <= offset {
+                continue;
+            }
+            let bytes = segment.read(offset, max_bytes, upper_bound)?;
+            if !bytes.is_empty() {
+                return Ok(Bytes::from(bytes));
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    /// Kafka's ListOffsets by timestamp: the first offset whose record has a
+    /// timestamp >= `timestamp`, with that timestamp.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp() < timestamp {
+                continue;
+            }
+            let Some(start) = segment.lookup_time(timestamp) else { continue };
+            let bytes = segment.read(start, 1 << 20, self.next_offset)?;
+            let mut cursor = Bytes::from(bytes);
+            while !cursor.is_empty() {
+                let Ok(header) = BatchHeader::parse(&cursor) else { break };
+                let len = header.total_len().min(cursor.len());
+                let mut one = cursor.split_to(len);
+                if header.max_timestamp < timestamp {
+                    continue;
+                }
+                if header.is_log_append_time() {
+                    return Ok(Some((header.base_offset, header.max_timestamp)));
+                }
+                let records = kafka_protocol::records::RecordBatchDecoder::decode(&mut one)
+                    .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
+                if let Some(r) = records.records.iter().find(|r| r.timestamp >= timestamp) {
+                    return Ok(Some((r.offset, r.timestamp)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp in the log with its offset (ListOffsets -3).
+    pub fn max_timestamp(&self) -> (i64, i64) {
+        let mut best = (-1, -1);
+        for segment in self.segments.values() {
+            if segment.max_timestamp() > best.0 {
+                best = (segment.max_timestamp(), segment.next_offset() - 1);
+            }
+        }
+        best
+    }
+
+    /// Deletes sealed segments past `retention.ms` / `retention.bytes`.
+    /// Returns how many were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        let mut total = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let Some((&base, oldest)) = self.segments.iter().next() else { break };
+            let by_time = self.config.retention_ms >= 0 && now_ms - oldest.last_append_ms > self.config.retention_ms;
+            let by_size = self.config.retention_bytes >= 0 && total - oldest.size() as i64 >= self.config.retention_bytes;
+            if !(by_time || by_size) {
+                break;
+            }
+            if let Some(segment) = self.segments.remove(&base) {
+                total -= segment.size() as i64;
+                tracing::info!(dir = %self.dir.display(), base_offset = base, by_time, by_size, "retention deleted segment");
+                segment.delete()?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+fn replay_producers(segment: &Segment, producers: &mut ProducerStateTable) -> Result<(), LogError> {
+    let mut position = 0;
+    let mut header_buf = [0u8; HEADER_LEN];
+    while position + HEADER_LEN as u64 <= segment.size() {
+        segment.read_at(&mut header_buf, position)?;
+        let header = BatchHeader::parse(&header_buf)?;
+        producers.record(&header, header.base_offset);
+        position += header.total_len() as u64;
+    }
+    Ok(())
+}
+
+/// fsyncs a directory so a created or removed file name is durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::tests::encode_batch;
+    use kafka_protocol::records::Compression;
+
+    fn batches(n: usize, producer_id: i64, seq: i32) -> Vec<(BatchHeader, Bytes)> {
+        batch::split_batches(&encode_batch(n, Compression::None, producer_id, seq)).unwrap()
+    }
+
+    #[test]
+    fn offsets_are_assigned_contiguously_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 400, ..LogConfig::default() };
+        let (mut log, _) = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+        for i in 0..20 {
+            let r = log.append(&batches(3, -1, -1), 0, 0).unwrap();
+            assert_eq!(r.base_offset, i * 3);
+        }
+        assert!(log.segment_count() > 1, "small segment.bytes rolls");
+        drop(log);
+        let (log, report) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        assert_eq!(log.next_offset(), 60);
+        assert_eq!(report.batches, 20);
+        let bytes = log.read(31, 1 << 20, 60).unwrap();
+        assert_eq!(BatchHeader::parse(&bytes).unwrap().base_offset, 30);
+    }
+
+    #[test]
+    fn idempotent_retry_is_not_appended_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let first = log.append(&batches(2, 9, 0), 0, 0).unwrap();
+        let retry = log.append(&batches(2, 9, 0), 0, 0).unwrap();
+        assert_eq!(retry.base_offset, first.base_offset);
+        assert_eq!(log.next_offset(), 2);
+        assert!(matches!(log.append(&batches(2, 9, 5), 0, 0), Err(LogError::OutOfOrderSequence)));
+        drop(log);
+        // Producer state is rebuilt from the log on restart.
+        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.append(&batches(2, 9, 0), 0, 0).unwrap().base_offset, 0);
+        assert_eq!(log.append(&batches(1, 9, 2), 0, 0).unwrap().base_offset, 2);
+    }
+
+    #[test]
+    fn read_out_of_range_and_at_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        log.append(&batches(5, -1, -1), 0, 0).unwrap();
+        assert!(log.read(5, 100, 5).unwrap().is_empty());
+        assert!(matches!(log.read(6, 100, 5), Err(LogError::OffsetOutOfRange { .. })));
+        assert!(log.read(0, 100, 0).unwrap().is_empty(), "nothing past the high watermark");
+    }
+
+    #[test]
+    fn too_large_batch_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { max_message_bytes: 100, ..LogConfig::default() };
+        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        assert!(matches!(log.append(&batches(20, -1, -1), 0, 0), Err(LogError::MessageTooLarge { .. })));
+        assert_eq!(log.next_offset(), 0);
+    }
+
+    #[test]
+    fn retention_by_size_keeps_the_active_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 300, retention_bytes: 600, ..LogConfig::default() };
+        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        for _ in 0..30 {
+            log.append(&batches(3, -1, -1), 0, 0).unwrap();
+        }
+        let deleted = log.apply_retention(0).unwrap();
+        assert!(deleted > 0);
+        assert!(log.size_bytes() <= 600 + 300);
+        assert!(log.log_start_offset() > 0);
+        assert!(matches!(log.read(0, 100, 90), Err(LogError::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
+    fn offset_for_timestamp_finds_first_record_at_or_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        log.append(&batches(10, -1, -1), 0, 0).unwrap(); // timestamps base+0..9
+        let found = log.offset_for_timestamp(1_700_000_000_004).unwrap();
+        assert_eq!(found, Some((4, 1_700_000_000_004)));
+        assert_eq!(log.offset_for_timestamp(1_800_000_000_000).unwrap(), None);
+    }
+}

@@ -1,0 +1,177 @@
+//! Idempotent-producer bookkeeping per partition: Kafka's sequence rules,
+//! as pure logic so every rule is unit tested.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::batch::BatchHeader;
+
+/// Kafka keeps the last five batches per producer to recognise retries.
+const RECENT_BATCHES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BatchMeta {
+    first_sequence: i32,
+    last_sequence: i32,
+    base_offset: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    recent: VecDeque<BatchMeta>,
+}
+
+/// What to do with an incoming batch from an idempotent producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Not idempotent, or next in sequence: append it.
+    Append,
+    /// A retry of a batch already in the log at `base_offset`: acknowledge
+    /// it again without appending.
+    Duplicate { base_offset: i64 },
+    /// The producer's epoch is older than the one we know (Kafka's
+    /// INVALID_PRODUCER_EPOCH).
+    StaleEpoch,
+    /// A gap or reordering (Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrder,
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+fn in_sequence(last: i32, next: i32) -> bool {
+    next as i64 == last as i64 + 1 || (last == i32::MAX && next == 0)
+}
+
+impl ProducerStateTable {
+    pub fn check(&self, header: &BatchHeader) -> SequenceCheck {
+        if header.producer_id < 0 || header.base_sequence < 0 {
+            return SequenceCheck::Append;
+        }
+        let Some(entry) = self.producers.get(&header.producer_id) else {
+            // Unknown producer (new, or its state aged out): accept any
+            // sequence, as Kafka does.
+            return SequenceCheck::Append;
+        };
+        if header.producer_epoch < entry.epoch {
+            return SequenceCheck::StaleEpoch;
+        }
+        if header.producer_epoch > entry.epoch {
+            // A bumped epoch restarts the sequence at zero.
+            return if header.base_sequence == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder };
+        }
+        let last_sequence = header.last_sequence();
+        if let Some(dup) = entry
+            .recent
+            .iter()
+            .find(|m| m.first_sequence == header.base_sequence && m.last_sequence == last_sequence)
+        {
+            return SequenceCheck::Duplicate { base_offset: dup.base_offset };
+        }
+        match entry.recent.back() {
+            Some(last) if !in_sequence(last.last_sequence, header.base_sequence) => SequenceCheck::OutOfOrder,
+            _ => SequenceCheck::Append,
+        }
+    }
+
+    /// Records an appended batch (also used when replaying the log at startup).
+    pub fn record(&mut self, header: &BatchHeader, base_offset: i64) {
+        if header.producer_id < 0 || header.base_sequence < 0 {
+            return;
+        }
+        let entry = self.producers.entry(header.producer_id).or_default();
+        if header.producer_epoch != entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.recent.clear();
+        }
+        if entry.recent.len() == RECENT_BATCHES {
+            entry.recent.pop_front();
+        }
+        entry.recent.push_back(BatchMeta {
+            first_sequence: header.base_sequence,
+            last_sequence: header.last_sequence(),
+            base_offset,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            batch_length: 49,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: count - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
+            records_count: count,
+        }
+    }
+
+    #[test]
+    fn non_idempotent_batches_always_append() {
+        let table = ProducerStateTable::default();
+        assert_eq!(table.check(&header(-1, -1, -1, 3)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn in_order_batches_append_and_retries_are_duplicates() {
+        let mut table = ProducerStateTable::default();
+        let first = header(7, 0, 0, 3);
+        assert_eq!(table.check(&first), SequenceCheck::Append);
+        table.record(&first, 100);
+        let second = header(7, 0, 3, 2);
+        assert_eq!(table.check(&second), SequenceCheck::Append);
+        table.record(&second, 103);
+        assert_eq!(table.check(&first), SequenceCheck::Duplicate { base_offset: 100 });
+        assert_eq!(table.check(&second), SequenceCheck::Duplicate { base_offset: 103 });
+    }
+
+    #[test]
+    fn gap_is_out_of_order() {
+        let mut table = ProducerStateTable::default();
+        table.record(&header(7, 0, 0, 3), 0);
+        assert_eq!(table.check(&header(7, 0, 5, 1)), SequenceCheck::OutOfOrder);
+    }
+
+    #[test]
+    fn older_epoch_is_stale_and_new_epoch_restarts_at_zero() {
+        let mut table = ProducerStateTable::default();
+        table.record(&header(7, 3, 0, 1), 0);
+        assert_eq!(table.check(&header(7, 2, 1, 1)), SequenceCheck::StaleEpoch);
+        assert_eq!(table.check(&header(7, 4, 0, 1)), SequenceCheck::Append);
+        assert_eq!(table.check(&header(7, 4, 9, 1)), SequenceCheck::OutOfOrder);
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered() {
+        let mut table = ProducerStateTable::default();
+        for i in 0..6 {
+            table.record(&header(1, 0, i, 1), i as i64);
+        }
+        assert_eq!(table.check(&header(1, 0, 0, 1)), SequenceCheck::OutOfOrder);
+        assert_eq!(table.check(&header(1, 0, 1, 1)), SequenceCheck::Duplicate { base_offset: 1 });
+    }
+
+    #[test]
+    fn sequence_wraps_to_zero() {
+        let mut table = ProducerStateTable::default();
+        table.record(&header(1, 0, i32::MAX, 1), 0);
+        assert_eq!(table.check(&header(1, 0, 0, 1)), SequenceCheck::Append);
+    }
+}
