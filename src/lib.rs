@@ -1,2 +1,25 @@
-//! Sediment: a Kafka-compatible broker on a durable local log.
+//! Sediment: a Kafka-compatible broker on a durable local log, whose history
+//! is meant to live in object storage as Parquet.
+//!
+//! Module map (docs/ARCHITECTURE.md tells the whole story):
+//! - [`server`]: TCP listener and connections; frames in, frames out.
+//! - [`protocol`]: the Kafka edge on the `kafka-protocol` codec; one handler per API.
+//! - [`broker`]: topics, partitions, group commit, maintenance; no sockets, no frames.
+//! - [`log`]: the partition log on disk: segments, indexes, recovery.
+//! - [`groups`]: consumer groups (pure state machine + async shell) and committed offsets.
+//! - [`coordination`]: the seam to cluster metadata (embedded file now, etcd later).
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/v1/...`.
+//! - [`config`], [`topic_config`], [`metrics`], [`clock`].
+
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod coordination;
+pub mod groups;
+pub mod http;
 pub mod log;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod server;
+pub mod topic_config;

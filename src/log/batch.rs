@@ -67,7 +67,10 @@ impl BatchHeader {
     /// Decodes the header at the start of `buf` without checking the CRC.
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
         if buf.len() < HEADER_LEN {
-            return Err(BatchError::Truncated { have: buf.len(), need: HEADER_LEN });
+            return Err(BatchError::Truncated {
+                have: buf.len(),
+                need: HEADER_LEN,
+            });
         }
         let header = BatchHeader {
             base_offset: be_i64(buf, 0),
@@ -133,7 +136,10 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let computed = crc32c::crc32c(&buf[CRC_START..need]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     if header.records_count <= 0 {
         return Err(BatchError::Malformed("batch holds no records"));
@@ -220,9 +226,7 @@ impl Iterator for BatchWalker<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     /// Encodes `n` records as one batch with kafka-protocol's encoder, the
     /// way a client would.
@@ -237,7 +241,11 @@ pub(crate) mod tests {
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 // The encoder batches records whose offset-sequence distance is equal.
-                sequence: if producer_id >= 0 { seq.wrapping_add(i as i32) } else { i as i32 - 1 },
+                sequence: if producer_id >= 0 {
+                    seq.wrapping_add(i as i32)
+                } else {
+                    i as i32 - 1
+                },
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: Some(Bytes::from(format!("key-{i}"))),
                 value: Some(Bytes::from(format!("value-{i}"))),
@@ -279,7 +287,14 @@ pub(crate) mod tests {
     #[test]
     fn stamping_offset_keeps_crc_valid() {
         let batch = encode_batch(2, Compression::None, -1, -1);
-        let header = stamp_header(&batch, Stamp { base_offset: 42, leader_epoch: 7, log_append_time_ms: None });
+        let header = stamp_header(
+            &batch,
+            Stamp {
+                base_offset: 42,
+                leader_epoch: 7,
+                log_append_time_ms: None,
+            },
+        );
         let mut stamped = header.to_vec();
         stamped.extend_from_slice(&batch[HEADER_LEN..]);
         let parsed = validate(&stamped).unwrap();
@@ -290,7 +305,14 @@ pub(crate) mod tests {
     #[test]
     fn stamping_log_append_time_recomputes_crc() {
         let batch = encode_batch(2, Compression::Gzip, -1, -1);
-        let header = stamp_header(&batch, Stamp { base_offset: 0, leader_epoch: 0, log_append_time_ms: Some(123) });
+        let header = stamp_header(
+            &batch,
+            Stamp {
+                base_offset: 0,
+                leader_epoch: 0,
+                log_append_time_ms: Some(123),
+            },
+        );
         let mut stamped = header.to_vec();
         stamped.extend_from_slice(&batch[HEADER_LEN..]);
         let parsed = validate(&stamped).unwrap();

@@ -137,7 +137,14 @@ impl PartitionLog {
         }
         report.segments = segments.len();
         let next_offset = segments.values().next_back().map_or(0, Segment::next_offset);
-        let log = Self { dir: dir.to_path_buf(), segments, next_offset, config, producers, unflushed: Vec::new() };
+        let log = Self {
+            dir: dir.to_path_buf(),
+            segments,
+            next_offset,
+            config,
+            producers,
+            unflushed: Vec::new(),
+        };
         Ok((log, report))
     }
 
@@ -180,7 +187,10 @@ impl PartitionLog {
     pub fn append(&mut self, batches: &[(BatchHeader, Bytes)], leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
         for (header, bytes) in batches {
             if bytes.len() > self.config.max_message_bytes {
-                return Err(LogError::MessageTooLarge { size: bytes.len(), max: self.config.max_message_bytes });
+                return Err(LogError::MessageTooLarge {
+                    size: bytes.len(),
+                    max: self.config.max_message_bytes,
+                });
             }
             if header.is_transactional() || header.is_control() {
                 return Err(LogError::TransactionsUnsupported);
@@ -192,7 +202,12 @@ impl PartitionLog {
             match self.producers.check(first) {
                 SequenceCheck::Append => {}
                 SequenceCheck::Duplicate { base_offset } => {
-                    return Ok(AppendResult { base_offset, next_offset: self.next_offset, log_append_time_ms: None, records: 0 });
+                    return Ok(AppendResult {
+                        base_offset,
+                        next_offset: self.next_offset,
+                        log_append_time_ms: None,
+                        records: 0,
+                    });
                 }
                 SequenceCheck::StaleEpoch => return Err(LogError::InvalidProducerEpoch),
                 SequenceCheck::OutOfOrder => return Err(LogError::OutOfOrderSequence),
@@ -204,7 +219,14 @@ impl PartitionLog {
         for (header, bytes) in batches {
             self.maybe_roll(bytes.len() as u64, now_ms)?;
             let offset = self.next_offset;
-            let stamped = batch::stamp_header(bytes, Stamp { base_offset: offset, leader_epoch, log_append_time_ms });
+            let stamped = batch::stamp_header(
+                bytes,
+                Stamp {
+                    base_offset: offset,
+                    leader_epoch,
+                    log_append_time_ms,
+                },
+            );
             let active = self.active();
             active.append(&stamped, &bytes[HEADER_LEN..], now_ms)?;
             let file = active.file();
@@ -215,7 +237,12 @@ impl PartitionLog {
             }
             records += header.records_count as i64;
         }
-        Ok(AppendResult { base_offset, next_offset: self.next_offset, log_append_time_ms, records })
+        Ok(AppendResult {
+            base_offset,
+            next_offset: self.next_offset,
+            log_append_time_ms,
+            records,
+        })
     }
 
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
@@ -262,14 +289,24 @@ impl PartitionLog {
     pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<Bytes, LogError> {
         let log_start = self.log_start_offset();
         if offset < log_start || offset > self.next_offset {
-            return Err(LogError::OffsetOutOfRange { offset, log_start, log_end: self.next_offset });
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end: self.next_offset,
+            });
         }
         if offset >= upper_bound {
             return Ok(Bytes::new());
         }
         // Segments may leave gaps (recovery of a damaged sealed segment), so
         // move on to the next segment when one has nothing at `offset`.
-        for (_, segment) in self.segments.range(..=offset).next_back().into_iter().chain(self.segments.range(offset + 1..)) {
+        for (_, segment) in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(offset + 1..))
+        {
             if segment.next_offset() <= offset {
                 continue;
             }
@@ -328,7 +365,9 @@ impl PartitionLog {
         let mut deleted = 0;
         let mut total = self.size_bytes() as i64;
         while self.segments.len() > 1 {
-            let Some((&base, oldest)) = self.segments.iter().next() else { break };
+            let Some((&base, oldest)) = self.segments.iter().next() else {
+                break;
+            };
             let by_time = self.config.retention_ms >= 0 && now_ms - oldest.last_append_ms > self.config.retention_ms;
             let by_size = self.config.retention_bytes >= 0 && total - oldest.size() as i64 >= self.config.retention_bytes;
             if !(by_time || by_size) {
@@ -375,7 +414,10 @@ mod tests {
     #[test]
     fn offsets_are_assigned_contiguously_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { segment_bytes: 400, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 400,
+            ..LogConfig::default()
+        };
         let (mut log, _) = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
         for i in 0..20 {
             let r = log.append(&batches(3, -1, -1), 0, 0).unwrap();
@@ -419,16 +461,26 @@ mod tests {
     #[test]
     fn too_large_batch_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { max_message_bytes: 100, ..LogConfig::default() };
+        let config = LogConfig {
+            max_message_bytes: 100,
+            ..LogConfig::default()
+        };
         let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
-        assert!(matches!(log.append(&batches(20, -1, -1), 0, 0), Err(LogError::MessageTooLarge { .. })));
+        assert!(matches!(
+            log.append(&batches(20, -1, -1), 0, 0),
+            Err(LogError::MessageTooLarge { .. })
+        ));
         assert_eq!(log.next_offset(), 0);
     }
 
     #[test]
     fn retention_by_size_keeps_the_active_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { segment_bytes: 300, retention_bytes: 600, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 300,
+            retention_bytes: 600,
+            ..LogConfig::default()
+        };
         let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
         for _ in 0..30 {
             log.append(&batches(3, -1, -1), 0, 0).unwrap();

@@ -60,7 +60,11 @@ impl ProducerStateTable {
         }
         if header.producer_epoch > entry.epoch {
             // A bumped epoch restarts the sequence at zero.
-            return if header.base_sequence == 0 { SequenceCheck::Append } else { SequenceCheck::OutOfOrder };
+            return if header.base_sequence == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder
+            };
         }
         let last_sequence = header.last_sequence();
         if let Some(dup) = entry
@@ -68,7 +72,9 @@ impl ProducerStateTable {
             .iter()
             .find(|m| m.first_sequence == header.base_sequence && m.last_sequence == last_sequence)
         {
-            return SequenceCheck::Duplicate { base_offset: dup.base_offset };
+            return SequenceCheck::Duplicate {
+                base_offset: dup.base_offset,
+            };
         }
         match entry.recent.back() {
             Some(last) if !in_sequence(last.last_sequence, header.base_sequence) => SequenceCheck::OutOfOrder,
@@ -96,7 +102,8 @@ impl ProducerStateTable {
         });
     }
 
-    pub fn len(&self) -> usize {
+    /// Producers with state in this partition.
+    pub fn producer_count(&self) -> usize {
         self.producers.len()
     }
 }

@@ -95,7 +95,11 @@ impl Segment {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let file_len = file.metadata()?.len();
         let mut segment = Self::from_file(path.to_path_buf(), file, base_offset, mtime_ms);
-        let mut report = if validate_all { segment.scan_validating(file_len)? } else { segment.scan_headers(file_len)? };
+        let mut report = if validate_all {
+            segment.scan_validating(file_len)?
+        } else {
+            segment.scan_headers(file_len)?
+        };
         if report.valid_bytes < file_len {
             report.truncated_bytes = file_len - report.valid_bytes;
             segment.file.set_len(report.valid_bytes)?;
@@ -172,13 +176,19 @@ impl Segment {
     fn note_batch(&mut self, header: &BatchHeader, position: u64) {
         let len = header.total_len() as u64;
         if self.offset_index.is_empty() || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
-            self.offset_index.push(IndexEntry { offset: header.base_offset, position });
+            self.offset_index.push(IndexEntry {
+                offset: header.base_offset,
+                position,
+            });
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += len;
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
-            self.time_index.push(TimeIndexEntry { timestamp: header.max_timestamp, offset: header.base_offset });
+            self.time_index.push(TimeIndexEntry {
+                timestamp: header.max_timestamp,
+                offset: header.base_offset,
+            });
         }
         self.size = position + len;
         self.next_offset = header.last_offset() + 1;
@@ -303,7 +313,14 @@ mod tests {
 
     fn append_n(segment: &mut Segment, offset: i64, n: usize) -> i64 {
         let batch = encode_batch(n, Compression::None, -1, -1);
-        let header = stamp_header(&batch, Stamp { base_offset: offset, leader_epoch: 0, log_append_time_ms: None });
+        let header = stamp_header(
+            &batch,
+            Stamp {
+                base_offset: offset,
+                leader_epoch: 0,
+                log_append_time_ms: None,
+            },
+        );
         segment.append(&header, &batch[HEADER_LEN..], 0).unwrap();
         offset + n as i64
     }

@@ -1,0 +1,513 @@
+//! The broker's state: topics and their partitions, producer ids, groups,
+//! metrics. Protocol handlers (`protocol/`) call into it; it never sees a
+//! socket or a Kafka frame.
+
+pub mod partition;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use kafka_protocol::ResponseError;
+use tokio::sync::Notify;
+
+use crate::clock::now_ms;
+use crate::config::{Config, FlushPolicy};
+use crate::coordination::{CoordinationError, Coordinator, TopicRecord};
+use crate::groups::coordinator::GroupCoordinator;
+use crate::log::PartitionLog;
+use crate::metrics::{Metrics, PartitionLabels};
+use crate::topic_config::{InvalidConfig, TopicConfig};
+
+pub use partition::Partition;
+pub use task_set::TaskSet;
+
+/// Kafka's limit on topic name length.
+const TOPIC_NAME_MAX: usize = 249;
+/// A sanity bound on partitions per topic.
+const PARTITIONS_MAX: i32 = 10_000;
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+pub struct Topic {
+    pub name: String,
+    pub id: uuid::Uuid,
+    config: RwLock<(TopicConfig, BTreeMap<String, String>)>,
+    partitions: RwLock<Vec<Arc<Partition>>>,
+}
+
+impl Topic {
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        let partitions = self.partitions.read().ok()?;
+        usize::try_from(index).ok().and_then(|i| partitions.get(i).cloned())
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.read().map(|p| p.len() as i32).unwrap_or(0)
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().map(|c| c.0.clone()).unwrap_or_default()
+    }
+
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.config.read().map(|c| c.1.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("invalid topic name {0:?}: use 1 to 249 of [a-zA-Z0-9._-], not '.' or '..'")]
+    InvalidName(String),
+    #[error("topic {0} already exists")]
+    AlreadyExists(String),
+    #[error("unknown topic {0}")]
+    Unknown(String),
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(i32),
+    #[error("replication factor {0} is not possible on this single-node broker (use 1 or -1)")]
+    InvalidReplicationFactor(i16),
+    #[error("invalid config {0}")]
+    InvalidConfig(#[from] InvalidConfig),
+    #[error("{0}")]
+    Coordination(#[from] CoordinationError),
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl TopicError {
+    pub fn code(&self) -> i16 {
+        match self {
+            TopicError::InvalidName(_) => ResponseError::InvalidTopicException.code(),
+            TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists.code(),
+            TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition.code(),
+            TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions.code(),
+            TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor.code(),
+            TopicError::InvalidConfig(_) => ResponseError::InvalidConfig.code(),
+            TopicError::Coordination(_) | TopicError::Storage(_) => ResponseError::KafkaStorageError.code(),
+        }
+    }
+}
+
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let ok = !name.is_empty()
+        && name.len() <= TOPIC_NAME_MAX
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(TopicError::InvalidName(name.to_string()))
+    }
+}
+
+pub struct Broker {
+    pub config: Config,
+    pub coordinator: Arc<dyn Coordinator>,
+    pub metrics: Arc<Metrics>,
+    pub groups: GroupCoordinator,
+    /// Single node: bumped on every start, written into each batch header.
+    pub leader_epoch: i32,
+    pub data_arrived: Arc<Notify>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Serialises topic creation and deletion.
+    topic_changes: tokio::sync::Mutex<()>,
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    ready: AtomicBool,
+    tasks: TaskSet,
+}
+
+/// A tiny owner for background tasks so they stop with the broker.
+mod task_set {
+    use std::sync::Mutex;
+    use tokio::task::JoinHandle;
+
+    #[derive(Default)]
+    pub struct TaskSet(Mutex<Vec<JoinHandle<()>>>);
+
+    impl TaskSet {
+        pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+            let handle = tokio::spawn(fut);
+            if let Ok(mut tasks) = self.0.lock() {
+                tasks.retain(|t| !t.is_finished());
+                tasks.push(handle);
+            }
+        }
+    }
+
+    impl Drop for TaskSet {
+        fn drop(&mut self) {
+            if let Ok(tasks) = self.0.lock() {
+                tasks.iter().for_each(JoinHandle::abort);
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// Opens every topic's log (recovering from a crash) and starts the
+    /// background tasks: flushers, log maintenance, group timers.
+    pub async fn open(config: Config, coordinator: Arc<dyn Coordinator>, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
+        let leader_epoch = coordinator.register_start(config.broker_id).await?;
+        let groups = GroupCoordinator::open(&config.data_dir.join("meta"), &config)?;
+        let broker = Arc::new(Self {
+            coordinator,
+            metrics,
+            groups,
+            leader_epoch,
+            data_arrived: Arc::new(Notify::new()),
+            topics: RwLock::new(HashMap::new()),
+            topic_changes: tokio::sync::Mutex::new(()),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            ready: AtomicBool::new(false),
+            tasks: Default::default(),
+            config,
+        });
+        let records = broker.coordinator.topics().await?;
+        let mut known_dirs = Vec::new();
+        for record in records {
+            let topic = broker.open_topic(&record).await?;
+            known_dirs.push(broker.topic_dir(&topic.name, &topic.id));
+            broker.insert_topic(topic);
+        }
+        broker.remove_stray_topic_dirs(&known_dirs);
+        broker.spawn_maintenance();
+        let timers = broker.clone();
+        broker.tasks.spawn(async move { timers.groups.run_timers().await });
+        broker.ready.store(true, Ordering::Release);
+        Ok(broker)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn topics_root(&self) -> PathBuf {
+        self.config.data_dir.join("topics")
+    }
+
+    fn topic_dir(&self, name: &str, id: &uuid::Uuid) -> PathBuf {
+        self.topics_root().join(format!("{name}.{id}"))
+    }
+
+    /// Removes directories of topics deleted while the broker was down
+    /// (a crash between forgetting the topic and removing its files).
+    fn remove_stray_topic_dirs(&self, known: &[PathBuf]) {
+        let Ok(entries) = std::fs::read_dir(self.topics_root()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !known.contains(&path) {
+                tracing::warn!(dir = %path.display(), "removing the directory of a deleted topic");
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+
+    async fn open_topic(&self, record: &TopicRecord) -> Result<Arc<Topic>, TopicError> {
+        let id = uuid::Uuid::parse_str(&record.id).map_err(|e| TopicError::Storage(format!("topic {} has a bad id: {e}", record.name)))?;
+        let config = TopicConfig::from_overrides(&self.config.topic_defaults(), &record.configs)?;
+        let topic = Arc::new(Topic {
+            name: record.name.clone(),
+            id,
+            config: RwLock::new((config, record.configs.clone())),
+            partitions: RwLock::new(Vec::new()),
+        });
+        self.add_partitions(&topic, record.partitions).await?;
+        Ok(topic)
+    }
+
+    async fn add_partitions(&self, topic: &Arc<Topic>, total: i32) -> Result<(), TopicError> {
+        let existing = topic.partition_count();
+        let log_config = topic.config().log_config();
+        for index in existing..total {
+            let dir = self.topic_dir(&topic.name, &topic.id).join(index.to_string());
+            let now = now_ms();
+            let config = log_config.clone();
+            let (log, report) = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, config, now))
+                .await
+                .map_err(|e| TopicError::Storage(e.to_string()))?
+                .map_err(|e| TopicError::Storage(e.to_string()))?;
+            if report.truncated_bytes > 0 {
+                self.metrics.recovery_truncated_bytes.inc_by(report.truncated_bytes);
+            }
+            tracing::info!(topic = %topic.name, partition = index, segments = report.segments, batches = report.batches, truncated_bytes = report.truncated_bytes, log_end_offset = log.next_offset(), "opened partition");
+            let partition = Partition::new(topic.name.clone(), index, log, self.config.flush, self.data_arrived.clone());
+            if self.config.flush == FlushPolicy::Always {
+                self.tasks.spawn(partition.clone().run_flusher(self.metrics.clone()));
+            }
+            if let Ok(mut partitions) = topic.partitions.write() {
+                partitions.push(partition);
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_topic(&self, topic: Arc<Topic>) {
+        if let Ok(mut topics) = self.topics.write() {
+            topics.insert(topic.name.clone(), topic);
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().ok()?.get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: &uuid::Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().ok()?.values().find(|t| &t.id == id).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self.topics.read().map(|t| t.values().cloned().collect()).unwrap_or_default();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.topic(topic)?.partition(index)
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_topic_name(name)?;
+        let partitions = if partitions == -1 {
+            self.config.default_partitions
+        } else {
+            partitions
+        };
+        if !(1..=PARTITIONS_MAX).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions(partitions));
+        }
+        if replication_factor != -1 && replication_factor != 1 {
+            return Err(TopicError::InvalidReplicationFactor(replication_factor));
+        }
+        let config = TopicConfig::from_overrides(&self.config.topic_defaults(), &configs)?;
+        let _guard = self.topic_changes.lock().await;
+        if self.topic(name).is_some() {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        let id = uuid::Uuid::new_v4();
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id,
+            config: RwLock::new((config, configs.clone())),
+            partitions: RwLock::new(Vec::new()),
+        });
+        if validate_only {
+            return Ok(topic);
+        }
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: id.to_string(),
+            partitions,
+            configs,
+        };
+        self.coordinator.put_topic(record).await?;
+        self.add_partitions(&topic, partitions).await?;
+        self.insert_topic(topic.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// The topic, created with defaults if auto-creation is on.
+    pub async fn topic_or_auto_create(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        if let Some(topic) = self.topic(name) {
+            return Ok(topic);
+        }
+        if !self.config.auto_create_topics {
+            return Err(TopicError::Unknown(name.to_string()));
+        }
+        match self.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+            Err(TopicError::AlreadyExists(_)) => self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string())),
+            other => other,
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let _guard = self.topic_changes.lock().await;
+        let topic = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        self.coordinator.delete_topic(name.to_string()).await?;
+        if let Ok(mut topics) = self.topics.write() {
+            topics.remove(name);
+        }
+        for partition in topic.partitions() {
+            partition.close();
+        }
+        let dir = self.topic_dir(&topic.name, &topic.id);
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+            .await
+            .map_err(|e| TopicError::Storage(e.to_string()))?
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    pub async fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<(), TopicError> {
+        let _guard = self.topic_changes.lock().await;
+        let topic = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        if total <= topic.partition_count() || total > PARTITIONS_MAX {
+            return Err(TopicError::InvalidPartitions(total));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: topic.id.to_string(),
+            partitions: total,
+            configs: topic.overrides(),
+        };
+        self.coordinator.put_topic(record).await?;
+        self.add_partitions(&topic, total).await
+    }
+
+    /// Applies config changes (key, Some(value) to set, None to delete).
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _guard = self.topic_changes.lock().await;
+        let topic = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let mut overrides = topic.overrides();
+        for (key, value) in changes {
+            match value {
+                Some(v) => overrides.insert(key.clone(), v.clone()),
+                None => {
+                    // Deleting an unknown key is still an error, as in Kafka.
+                    TopicConfig::default().get(key).ok_or_else(|| InvalidConfig {
+                        key: key.clone(),
+                        message: "unknown topic config".into(),
+                    })?;
+                    overrides.remove(key)
+                }
+            };
+        }
+        let config = TopicConfig::from_overrides(&self.config.topic_defaults(), &overrides)?;
+        if validate_only {
+            return Ok(());
+        }
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: topic.id.to_string(),
+            partitions: topic.partition_count(),
+            configs: overrides.clone(),
+        };
+        self.coordinator.put_topic(record).await?;
+        for partition in topic.partitions() {
+            if let Ok(mut log) = partition.lock_log() {
+                log.set_config(config.log_config());
+            }
+        }
+        if let Ok(mut c) = topic.config.write() {
+            *c = (config, overrides);
+        }
+        Ok(())
+    }
+
+    pub async fn next_producer_id(&self) -> Result<i64, CoordinationError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            let first = self.coordinator.allocate_producer_ids(PRODUCER_ID_BLOCK).await?;
+            *ids = (first, first + PRODUCER_ID_BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    fn spawn_maintenance(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let interval_ms = self.config.log_maintenance_interval_ms;
+        let flush_interval_ms = self.config.flush_interval_ms;
+        let flush = self.config.flush;
+        self.tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(broker) = weak.upgrade() else { return };
+                broker.run_log_maintenance();
+            }
+        });
+        if flush == FlushPolicy::Interval {
+            let weak = Arc::downgrade(self);
+            self.tasks.spawn(async move {
+                let mut ticker = tokio::time::interval(std::time::Duration::from_millis(flush_interval_ms));
+                loop {
+                    ticker.tick().await;
+                    let Some(broker) = weak.upgrade() else { return };
+                    for topic in broker.topics() {
+                        for partition in topic.partitions() {
+                            partition.flush(&broker.metrics).await;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Rolls expired active segments and applies retention on every partition.
+    pub fn run_log_maintenance(&self) {
+        let now = now_ms();
+        for topic in self.topics() {
+            for partition in topic.partitions() {
+                let Ok(mut log) = partition.lock_log() else { continue };
+                if let Err(e) = log.roll_if_expired(now) {
+                    tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "segment roll failed");
+                }
+                if let Err(e) = log.apply_retention(now) {
+                    tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// Refreshes the per-partition and per-group gauges before a scrape.
+    pub fn update_gauges(&self) {
+        let m = &self.metrics;
+        for family in [
+            &m.log_end_offset,
+            &m.log_start_offset,
+            &m.high_watermark,
+            &m.log_size_bytes,
+            &m.log_segments,
+        ] {
+            family.clear();
+        }
+        let mut high_watermarks = HashMap::new();
+        for topic in self.topics() {
+            for partition in topic.partitions() {
+                let labels = PartitionLabels {
+                    topic: topic.name.clone(),
+                    partition: partition.index.to_string(),
+                };
+                let hw = partition.high_watermark();
+                high_watermarks.insert((topic.name.clone(), partition.index), hw);
+                m.high_watermark.get_or_create(&labels).set(hw);
+                if let Ok(log) = partition.lock_log() {
+                    m.log_end_offset.get_or_create(&labels).set(log.next_offset());
+                    m.log_start_offset.get_or_create(&labels).set(log.log_start_offset());
+                    m.log_size_bytes.get_or_create(&labels).set(log.size_bytes() as i64);
+                    m.log_segments.get_or_create(&labels).set(log.segment_count() as i64);
+                }
+            }
+        }
+        self.groups.update_gauges(m, &high_watermarks);
+    }
+}

@@ -1,0 +1,153 @@
+//! A partition as the broker serves it: the log behind a mutex, the high
+//! watermark, and group commit (one fsync covers every batch appended while
+//! the previous fsync ran).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{watch, Notify};
+
+use crate::config::FlushPolicy;
+use crate::log::batch::BatchHeader;
+use crate::log::{AppendResult, LogError, PartitionLog};
+use crate::metrics::Metrics;
+
+/// What produce waiters watch: how far the log is durable, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durability {
+    pub durable_offset: i64,
+    pub failed: Option<String>,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    log: Mutex<PartitionLog>,
+    /// Offset below which records are durable and may be read by consumers.
+    high_watermark: AtomicI64,
+    durability: watch::Sender<Durability>,
+    flush_needed: Notify,
+    closed: AtomicBool,
+    flush_policy: FlushPolicy,
+    /// Broker-wide: wakes long-polling fetches when any high watermark moves.
+    data_arrived: Arc<Notify>,
+}
+
+impl Partition {
+    pub fn new(topic: String, index: i32, log: PartitionLog, flush_policy: FlushPolicy, data_arrived: Arc<Notify>) -> Arc<Self> {
+        let end = log.next_offset();
+        let (durability, _) = watch::channel(Durability {
+            durable_offset: end,
+            failed: None,
+        });
+        Arc::new(Self {
+            topic,
+            index,
+            log: Mutex::new(log),
+            // Everything recovered from disk at startup was fsynced by recovery.
+            high_watermark: AtomicI64::new(end),
+            durability,
+            flush_needed: Notify::new(),
+            closed: AtomicBool::new(false),
+            flush_policy,
+            data_arrived,
+        })
+    }
+
+    pub fn lock_log(&self) -> Result<MutexGuard<'_, PartitionLog>, LogError> {
+        self.log
+            .lock()
+            .map_err(|_| LogError::Io(std::io::Error::other("partition log lock poisoned")))
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Appends and, under the `always` policy, asks the flusher for an fsync.
+    /// The caller acknowledges after `wait_durable(result.next_offset)`.
+    pub fn append(&self, batches: &[(BatchHeader, Bytes)], leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Io(std::io::Error::other("partition is closed (topic deleted)")));
+        }
+        let result = self.lock_log()?.append(batches, leader_epoch, now_ms)?;
+        match self.flush_policy {
+            FlushPolicy::Always => self.flush_needed.notify_one(),
+            FlushPolicy::Interval => self.advance_high_watermark(result.next_offset),
+        }
+        Ok(result)
+    }
+
+    fn advance_high_watermark(&self, offset: i64) {
+        let previous = self.high_watermark.fetch_max(offset, Ordering::AcqRel);
+        if offset > previous {
+            self.data_arrived.notify_waiters();
+        }
+        self.durability.send_if_modified(|d| {
+            if offset > d.durable_offset {
+                d.durable_offset = offset;
+                return true;
+            }
+            false
+        });
+    }
+
+    /// Waits until everything below `offset` is durable.
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), String> {
+        if self.flush_policy == FlushPolicy::Interval {
+            return Ok(());
+        }
+        let mut rx = self.durability.subscribe();
+        let state = rx
+            .wait_for(|d| d.durable_offset >= offset || d.failed.is_some())
+            .await
+            .map_err(|_| "partition closed".to_string())?;
+        match &state.failed {
+            Some(e) if state.durable_offset < offset => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// fsyncs what was appended since the last flush.
+    pub async fn flush(&self, metrics: &Metrics) {
+        let Ok((files, target)) = self.lock_log().map(|mut log| log.take_unflushed()) else {
+            return;
+        };
+        if files.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data())).await;
+        metrics.fsync_duration.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(())) => self.advance_high_watermark(target),
+            Ok(Err(e)) => self.fail(format!("fsync failed: {e}")),
+            Err(e) => self.fail(format!("fsync task failed: {e}")),
+        }
+    }
+
+    fn fail(&self, message: String) {
+        // An fsync error leaves the page cache in an unknown state: stop
+        // acknowledging anything more on this partition.
+        tracing::error!(topic = %self.topic, partition = self.index, error = %message, "log flush failed");
+        self.durability.send_modify(|d| d.failed = Some(message));
+    }
+
+    /// Runs group commit until the partition is closed.
+    pub async fn run_flusher(self: Arc<Self>, metrics: Arc<Metrics>) {
+        loop {
+            self.flush_needed.notified().await;
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            self.flush(&metrics).await;
+        }
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.flush_needed.notify_one();
+    }
+}

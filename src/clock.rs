@@ -1,0 +1,9 @@
+//! The one place wall-clock time is read. Pure logic takes `now_ms` as an
+//! argument instead, so it can be tested deterministically.
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

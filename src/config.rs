@@ -1,0 +1,308 @@
+//! Broker configuration: defaults, then a TOML file, then `SEDIMENT_*`
+//! environment variables, then flags (the later wins). Every key is
+//! documented in docs/configuration.md.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::topic_config::TopicConfig;
+
+/// How an acknowledgement relates to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushPolicy {
+    /// Acknowledge only once the batch is fsynced (group commit: one fsync
+    /// covers every batch appended while the previous one ran).
+    Always,
+    /// Acknowledge once written to the page cache; fsync every
+    /// `flush_interval_ms`. A machine crash may lose the last interval.
+    Interval,
+}
+
+/// The whole broker configuration, as read from the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Local log, group offsets and topic metadata live here.
+    pub data_dir: PathBuf,
+    /// Kafka protocol listener.
+    pub listen: SocketAddr,
+    /// host:port given to clients in Metadata; the listen address when unset.
+    pub advertise: Option<String>,
+    /// Admin HTTP: /healthz, /readyz, /metrics.
+    pub http_listen: SocketAddr,
+    /// Object store URL for the archive; `file://<data_dir>/archive` when unset.
+    pub archive: Option<String>,
+    /// etcd endpoints, comma-separated; embedded coordination when unset.
+    pub etcd: Option<String>,
+    pub broker_id: i32,
+    /// etcd key prefix; also the Kafka cluster id.
+    pub cluster: String,
+    /// Create a topic on first Metadata or Produce naming it (Kafka's auto.create.topics.enable).
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic or a CreateTopics with -1.
+    pub default_partitions: i32,
+    pub flush: FlushPolicy,
+    /// fsync period under `flush = "interval"`.
+    pub flush_interval_ms: u64,
+    /// Largest request frame accepted; a larger one closes the connection.
+    pub max_request_bytes: usize,
+    pub max_connections: usize,
+    /// Requests read ahead of their responses on one connection.
+    pub max_inflight_requests_per_connection: usize,
+    /// Kafka's group.initial.rebalance.delay.ms.
+    pub group_initial_rebalance_delay_ms: i64,
+    pub group_min_session_timeout_ms: i64,
+    pub group_max_session_timeout_ms: i64,
+    pub group_max_size: usize,
+    /// How often retention and time-based segment rolling run.
+    pub log_maintenance_interval_ms: u64,
+    /// Longest Fetch long poll honoured, whatever the client asks.
+    pub fetch_max_wait_ms: u64,
+    /// Broker-wide defaults for topic configs, with Kafka's keys
+    /// (`"retention.ms" = "604800000"`).
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertise: None,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9644)),
+            archive: None,
+            etcd: None,
+            broker_id: 0,
+            cluster: "sediment".to_string(),
+            auto_create_topics: true,
+            default_partitions: 1,
+            flush: FlushPolicy::Always,
+            flush_interval_ms: 1000,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            max_inflight_requests_per_connection: 64,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 1000,
+            log_maintenance_interval_ms: 10_000,
+            fetch_max_wait_ms: 30_000,
+            topic_defaults: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Values given as flags or `SEDIMENT_*` variables; `None` where absent.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// TOML file with the same keys as the flags (data_dir, listen, ...).
+    #[arg(long, env = "SEDIMENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Local log and cache directory [default: ./data].
+    #[arg(long, env = "SEDIMENT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka protocol listener [default: 127.0.0.1:9092].
+    #[arg(long, env = "SEDIMENT_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address given to clients in Metadata [default: the listen address].
+    #[arg(long, env = "SEDIMENT_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Admin HTTP listener for /healthz, /readyz, /metrics [default: 127.0.0.1:9644].
+    #[arg(long, env = "SEDIMENT_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Object store URL for the archive [default: file://<data-dir>/archive].
+    #[arg(long, env = "SEDIMENT_ARCHIVE", value_name = "URL")]
+    pub archive: Option<String>,
+    /// Comma-separated etcd endpoints [default: embedded single-node coordination].
+    #[arg(long, env = "SEDIMENT_ETCD", value_name = "URLS")]
+    pub etcd: Option<String>,
+    /// Broker id, unique per cluster [default: 0].
+    #[arg(long, env = "SEDIMENT_BROKER_ID", value_name = "N")]
+    pub broker_id: Option<i32>,
+    /// Cluster name: etcd key prefix and Kafka cluster id [default: sediment].
+    #[arg(long, env = "SEDIMENT_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+impl Config {
+    /// Builds the configuration: defaults, the file, then env and flags.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &overrides.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = overrides.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &overrides.advertise {
+            config.advertise = Some(v.clone());
+        }
+        if let Some(v) = overrides.http_listen {
+            config.http_listen = v;
+        }
+        if let Some(v) = &overrides.archive {
+            config.archive = Some(v.clone());
+        }
+        if let Some(v) = &overrides.etcd {
+            config.etcd = Some(v.clone());
+        }
+        if let Some(v) = overrides.broker_id {
+            config.broker_id = v;
+        }
+        if let Some(v) = &overrides.cluster {
+            config.cluster = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.broker_id < 0 {
+            return invalid(format!("broker_id must be >= 0, got {}", self.broker_id));
+        }
+        if self.cluster.is_empty() || !self.cluster.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return invalid(format!("cluster name {:?} must be non-empty [A-Za-z0-9._-]", self.cluster));
+        }
+        if self.default_partitions < 1 {
+            return invalid("default_partitions must be >= 1".into());
+        }
+        if self.max_request_bytes < 1024 {
+            return invalid("max_request_bytes must be >= 1024".into());
+        }
+        if self.max_connections == 0 || self.max_inflight_requests_per_connection == 0 {
+            return invalid("max_connections and max_inflight_requests_per_connection must be >= 1".into());
+        }
+        if self.flush_interval_ms == 0 || self.log_maintenance_interval_ms == 0 {
+            return invalid("flush_interval_ms and log_maintenance_interval_ms must be >= 1".into());
+        }
+        if let Some(advertise) = &self.advertise {
+            if parse_host_port(advertise).is_none() {
+                return invalid(format!("advertise {advertise:?} must be HOST:PORT"));
+            }
+        }
+        if let Some(archive) = &self.archive {
+            if !archive.contains("://") {
+                return invalid(format!(
+                    "archive {archive:?} must be a URL such as file:///path or s3://bucket/prefix"
+                ));
+            }
+        }
+        TopicConfig::from_overrides(&TopicConfig::default(), &self.topic_defaults)
+            .map_err(|e| ConfigError::Invalid(format!("topic_defaults: {e}")))?;
+        Ok(())
+    }
+
+    /// The topic config every topic starts from.
+    pub fn topic_defaults(&self) -> TopicConfig {
+        TopicConfig::from_overrides(&TopicConfig::default(), &self.topic_defaults).unwrap_or_default()
+    }
+
+    /// (host, port) given to clients.
+    pub fn advertised(&self) -> (String, i32) {
+        self.advertise
+            .as_deref()
+            .and_then(parse_host_port)
+            .unwrap_or_else(|| (self.listen.ip().to_string(), self.listen.port() as i32))
+    }
+
+    pub fn archive_url(&self) -> String {
+        self.archive
+            .clone()
+            .unwrap_or_else(|| format!("file://{}/archive", self.data_dir.display()))
+    }
+}
+
+fn parse_host_port(s: &str) -> Option<(String, i32)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.trim_matches(['[', ']']).to_string(), port as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sediment.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from/file\"\nbroker_id = 3\n[topic_defaults]\n\"retention.ms\" = \"1000\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(path),
+            broker_id: Some(5),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.broker_id, 5);
+        assert_eq!(config.topic_defaults().retention_ms, 1000);
+        assert_eq!(config.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Config::from_toml("no_such_key = 1").is_err());
+        assert!(Config::from_toml("broker_id = \"x\"").is_err());
+        let bad = Config {
+            advertise: Some("nohost".into()),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = Config {
+            topic_defaults: [("segment.bytes".to_string(), "-4".to_string())].into(),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn advertised_defaults_to_listen() {
+        let config = Config::default();
+        assert_eq!(config.advertised(), ("127.0.0.1".to_string(), 9092));
+        let config = Config {
+            advertise: Some("broker-0.example:19092".into()),
+            ..Config::default()
+        };
+        assert_eq!(config.advertised(), ("broker-0.example".to_string(), 19092));
+    }
+}

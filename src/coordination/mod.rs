@@ -1,0 +1,49 @@
+//! The coordination seam: cluster metadata that must outlive any one broker
+//! (topics, producer-id blocks, broker starts). One trait, two
+//! implementations: `embedded` (a file under the data dir, single node) and,
+//! later, etcd for a cluster. Everything above this seam is the same code.
+
+pub mod embedded;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A topic as the cluster records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    /// Kafka topic id (UUID), fixed at creation.
+    pub id: String,
+    pub partitions: i32,
+    /// Topic config overrides with Kafka's keys.
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinationError {
+    #[error("coordination storage error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("coordination state is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub trait Coordinator: Send + Sync {
+    /// Every topic, as of now.
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicRecord>, CoordinationError>>;
+    /// Creates or replaces a topic record; durable when it returns.
+    fn put_topic(&self, topic: TopicRecord) -> BoxFuture<'_, Result<(), CoordinationError>>;
+    fn delete_topic(&self, name: String) -> BoxFuture<'_, Result<(), CoordinationError>>;
+    /// Reserves `count` producer ids; returns the first. Never hands out an
+    /// id twice, across restarts.
+    fn allocate_producer_ids(&self, count: i64) -> BoxFuture<'_, Result<i64, CoordinationError>>;
+    /// Registers this broker's start and returns its epoch: a number larger
+    /// than any earlier start's. Single node: it is the partitions' leader
+    /// epoch, so batches written before a restart are told apart.
+    fn register_start(&self, broker_id: i32) -> BoxFuture<'_, Result<i32, CoordinationError>>;
+}

@@ -1,0 +1,105 @@
+//! Admin HTTP: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and JSON
+//! admin endpoints under `/v1/`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::broker::Broker;
+
+/// An admin error: a status and `{"error": "..."}`.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct PartitionView {
+    partition: i32,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    high_watermark: i64,
+    size_bytes: u64,
+    segments: usize,
+}
+
+#[derive(Serialize)]
+struct TopicView {
+    name: String,
+    id: String,
+    partitions: Vec<PartitionView>,
+    configs: std::collections::BTreeMap<String, String>,
+}
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/topics", get(list_topics))
+        .route("/v1/topics/{name}", get(get_topic))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(broker)
+}
+
+async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
+    if broker.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+    broker.update_gauges();
+    let body = broker.metrics.encode();
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn view(topic: &crate::broker::Topic) -> TopicView {
+    let partitions = topic
+        .partitions()
+        .iter()
+        .filter_map(|p| {
+            let log = p.lock_log().ok()?;
+            Some(PartitionView {
+                partition: p.index,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: log.next_offset(),
+                high_watermark: p.high_watermark(),
+                size_bytes: log.size_bytes(),
+                segments: log.segment_count(),
+            })
+        })
+        .collect();
+    TopicView {
+        name: topic.name.clone(),
+        id: topic.id.to_string(),
+        partitions,
+        configs: topic.overrides(),
+    }
+}
+
+async fn list_topics(State(broker): State<Arc<Broker>>) -> Json<Vec<TopicView>> {
+    Json(broker.topics().iter().map(|t| view(t)).collect())
+}
+
+async fn get_topic(State(broker): State<Arc<Broker>>, Path(name): Path<String>) -> Result<Json<TopicView>, ApiError> {
+    crate::broker::validate_topic_name(&name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let topic = broker
+        .topic(&name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown topic {name}")))?;
+    Ok(Json(view(&topic)))
+}

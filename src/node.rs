@@ -1,0 +1,61 @@
+//! The composition root: builds the coordinator, broker, listeners and HTTP
+//! server from a `Config`, and owns shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::coordination::embedded::EmbeddedCoordinator;
+use crate::coordination::Coordinator;
+use crate::metrics::Metrics;
+
+/// Runs a broker until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    if let Some(etcd) = &config.etcd {
+        anyhow::bail!("cluster mode (--etcd {etcd}) is not implemented yet; run without --etcd for a single-node broker");
+    }
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::open(&config.data_dir.join("meta"))?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http)", config.http_listen))?;
+    let broker = Broker::open(config, coordinator, Arc::new(Metrics::new())).await?;
+    tracing::info!(
+        listen = %broker.config.listen,
+        http = %broker.config.http_listen,
+        data_dir = %broker.config.data_dir.display(),
+        broker_id = broker.config.broker_id,
+        leader_epoch = broker.leader_epoch,
+        "sediment is serving"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let http = axum::serve(http_listener, crate::http::router(broker.clone())).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+    let http_task = tokio::spawn(async move { http.await });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut kafka_stop = stop_rx;
+    crate::server::run(listener, broker.clone(), async move {
+        let _ = kafka_stop.wait_for(|s| *s).await;
+    })
+    .await;
+    tracing::info!("shutting down: flushing logs");
+    for topic in broker.topics() {
+        for partition in topic.partitions() {
+            partition.flush(&broker.metrics).await;
+        }
+    }
+    let _ = http_task.await;
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! One place that turns internal errors into Kafka error codes.
+
+use kafka_protocol::ResponseError;
+
+use crate::log::batch::BatchError;
+use crate::log::LogError;
+
+pub fn log_error(e: &LogError) -> i16 {
+    match e {
+        LogError::Io(_) => ResponseError::KafkaStorageError.code(),
+        LogError::Batch(BatchError::CrcMismatch { .. }) => ResponseError::CorruptMessage.code(),
+        LogError::Batch(BatchError::UnsupportedMagic(_)) => ResponseError::UnsupportedForMessageFormat.code(),
+        LogError::Batch(_) => ResponseError::InvalidRecord.code(),
+        LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge.code(),
+        LogError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch.code(),
+        LogError::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber.code(),
+        // Transactions are not implemented (docs/compatibility.md).
+        LogError::TransactionsUnsupported => ResponseError::UnsupportedVersion.code(),
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_kafka() {
+        assert_eq!(log_error(&LogError::Batch(BatchError::CrcMismatch { stored: 0, computed: 1 })), 2);
+        assert_eq!(log_error(&LogError::MessageTooLarge { size: 2, max: 1 }), 10);
+        assert_eq!(log_error(&LogError::OutOfOrderSequence), 45);
+        assert_eq!(log_error(&LogError::InvalidProducerEpoch), 47);
+        assert_eq!(
+            log_error(&LogError::OffsetOutOfRange {
+                offset: 0,
+                log_start: 1,
+                log_end: 2
+            }),
+            1
+        );
+    }
+}

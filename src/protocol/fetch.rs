@@ -1,0 +1,106 @@
+//! Fetch: batches from the local log as stored, never past the high
+//! watermark, with long polling on max.wait.ms / min.bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+
+use super::{encode_response, error_code, RequestContext};
+use crate::broker::Broker;
+use crate::metrics::TopicLabels;
+
+const READ_COMMITTED: i8 = 1;
+
+pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> Bytes {
+    let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
+    let deadline = tokio::time::Instant::now() + max_wait;
+    loop {
+        // Register for wake-ups before reading, so an append between the
+        // read and the wait is not missed.
+        let notified = broker.data_arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (response, bytes, has_error) = read_once(broker, &req);
+        let done = bytes >= req.min_bytes.max(0) as usize || has_error || tokio::time::Instant::now() >= deadline;
+        if done {
+            for topic in &response.responses {
+                let total: usize = topic.partitions.iter().map(|p| p.records.as_ref().map_or(0, Bytes::len)).sum();
+                if total > 0 {
+                    broker
+                        .metrics
+                        .bytes_out
+                        .get_or_create(&TopicLabels {
+                            topic: topic.topic.0.to_string(),
+                        })
+                        .inc_by(total as u64);
+                }
+            }
+            return encode_response(ctx, &response);
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let mut remaining = req.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut has_error = false;
+    let mut response = FetchResponse::default();
+    for fetch_topic in &req.topics {
+        let name = fetch_topic.topic.0.to_string();
+        let topic = broker.topic(&name);
+        let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
+        for fp in &fetch_topic.partitions {
+            let mut pd = PartitionData::default().with_partition_index(fp.partition);
+            pd.aborted_transactions = (req.isolation_level == READ_COMMITTED).then(Vec::new);
+            let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
+                pd.error_code = ResponseError::UnknownTopicOrPartition.code();
+                has_error = true;
+                partitions.push(pd);
+                continue;
+            };
+            let high_watermark = partition.high_watermark();
+            pd.high_watermark = high_watermark;
+            pd.last_stable_offset = high_watermark;
+            let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+            let read = partition.lock_log().and_then(|log| {
+                pd.log_start_offset = log.log_start_offset();
+                if limit == 0 && total > 0 {
+                    return Ok(Bytes::new());
+                }
+                log.read(fp.fetch_offset, limit.max(1), high_watermark)
+            });
+            match read {
+                // Only the first data in a response may exceed the limits
+                // (KIP-74), so a consumer always progresses.
+                Ok(bytes) if total > 0 && bytes.len() > limit => pd.records = Some(Bytes::new()),
+                Ok(bytes) => {
+                    total += bytes.len();
+                    remaining = remaining.saturating_sub(bytes.len());
+                    pd.records = Some(bytes);
+                }
+                Err(e) => {
+                    pd.error_code = error_code::log_error(&e);
+                    has_error = true;
+                    if !matches!(e, crate::log::LogError::OffsetOutOfRange { .. }) {
+                        tracing::warn!(topic = %name, partition = fp.partition, error = %e, "fetch read failed");
+                    }
+                }
+            }
+            partitions.push(pd);
+        }
+        response.responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(fetch_topic.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (response, total, has_error)
+}

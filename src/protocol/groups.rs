@@ -1,0 +1,315 @@
+//! Consumer-group APIs (classic protocol) and committed offsets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{encode_response, str_bytes, RequestContext};
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::groups::offsets::CommittedOffset;
+use crate::groups::state_machine::{JoinInput, SyncInput};
+
+fn opt_string(s: &Option<StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.to_string())
+}
+
+pub(super) async fn handle_join(broker: &Arc<Broker>, ctx: &RequestContext, req: JoinGroupRequest) -> Bytes {
+    let input = JoinInput {
+        member_id: req.member_id.to_string(),
+        group_instance_id: opt_string(&req.group_instance_id),
+        client_id: ctx.client_id.clone(),
+        client_host: ctx.client_host.clone(),
+        session_timeout_ms: req.session_timeout_ms as i64,
+        // v0 had no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if ctx.api_version == 0 {
+            req.session_timeout_ms as i64
+        } else {
+            req.rebalance_timeout_ms as i64
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+        require_known_member_id: ctx.api_version >= 4,
+    };
+    let out = broker.groups.join(req.group_id.0.as_str(), input).await;
+    let response = JoinGroupResponse::default()
+        .with_error_code(out.error_code)
+        .with_generation_id(out.generation_id)
+        // v7+ carries the protocol type; older versions need a non-null name.
+        .with_protocol_type(out.protocol_type.map(str_bytes))
+        .with_protocol_name(Some(str_bytes(out.protocol_name.unwrap_or_default())))
+        .with_leader(str_bytes(out.leader))
+        .with_member_id(str_bytes(out.member_id))
+        .with_members(
+            out.members
+                .into_iter()
+                .map(|m| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(str_bytes(m.member_id))
+                        .with_group_instance_id(m.group_instance_id.map(str_bytes))
+                        .with_metadata(m.metadata)
+                })
+                .collect(),
+        );
+    encode_response(ctx, &response)
+}
+
+pub(super) async fn handle_sync(broker: &Arc<Broker>, ctx: &RequestContext, req: SyncGroupRequest) -> Bytes {
+    let input = SyncInput {
+        member_id: req.member_id.to_string(),
+        group_instance_id: opt_string(&req.group_instance_id),
+        generation_id: req.generation_id,
+        protocol_type: opt_string(&req.protocol_type),
+        protocol_name: opt_string(&req.protocol_name),
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let out = broker.groups.sync(req.group_id.0.as_str(), input).await;
+    let response = SyncGroupResponse::default()
+        .with_error_code(out.error_code)
+        .with_protocol_type(out.protocol_type.map(str_bytes))
+        .with_protocol_name(out.protocol_name.map(str_bytes))
+        .with_assignment(out.assignment);
+    encode_response(ctx, &response)
+}
+
+pub(super) fn handle_heartbeat(broker: &Broker, ctx: &RequestContext, req: HeartbeatRequest) -> Bytes {
+    let code = broker.groups.heartbeat(
+        req.group_id.0.as_str(),
+        req.member_id.as_str(),
+        req.group_instance_id.as_ref().map(|s| s.as_str()),
+        req.generation_id,
+    );
+    encode_response(ctx, &HeartbeatResponse::default().with_error_code(code))
+}
+
+pub(super) fn handle_leave(broker: &Broker, ctx: &RequestContext, req: LeaveGroupRequest) -> Bytes {
+    // v0-2 leave one member by id; v3+ a batch of identities.
+    let members: Vec<(String, Option<String>)> = if ctx.api_version < 3 {
+        vec![(req.member_id.to_string(), None)]
+    } else {
+        req.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), opt_string(&m.group_instance_id)))
+            .collect()
+    };
+    let codes = broker.groups.leave(req.group_id.0.as_str(), &members);
+    let mut response = LeaveGroupResponse::default();
+    if ctx.api_version < 3 {
+        response.error_code = codes.first().copied().unwrap_or(0);
+    } else {
+        response.members = members
+            .into_iter()
+            .zip(codes)
+            .map(|((id, instance), code)| {
+                MemberResponse::default()
+                    .with_member_id(str_bytes(id))
+                    .with_group_instance_id(instance.map(str_bytes))
+                    .with_error_code(code)
+            })
+            .collect();
+    }
+    encode_response(ctx, &response)
+}
+
+pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestContext, req: OffsetCommitRequest) -> Bytes {
+    let group_id = req.group_id.0.to_string();
+    let check = broker.groups.validate_commit(
+        &group_id,
+        req.member_id.as_str(),
+        req.group_instance_id.as_ref().map(|s| s.as_str()),
+        req.generation_id_or_member_epoch,
+    );
+    let now = now_ms();
+    let mut to_store = Vec::new();
+    let mut response = OffsetCommitResponse::default();
+    for topic in &req.topics {
+        let known = broker.topic(topic.name.0.as_str());
+        let mut partitions = Vec::new();
+        for p in &topic.partitions {
+            let code = match (&check, &known) {
+                (Err(code), _) => *code,
+                (Ok(()), None) => ResponseError::UnknownTopicOrPartition.code(),
+                (Ok(()), Some(t)) if t.partition(p.partition_index).is_none() => ResponseError::UnknownTopicOrPartition.code(),
+                (Ok(()), Some(_)) => {
+                    let value = CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: opt_string(&p.committed_metadata),
+                        commit_timestamp_ms: now,
+                    };
+                    to_store.push((topic.name.0.to_string(), p.partition_index, value));
+                    0
+                }
+            };
+            partitions.push(
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code),
+            );
+        }
+        response.topics.push(
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    if !to_store.is_empty() {
+        if let Err(e) = broker.groups.offsets.commit(&group_id, to_store).await {
+            tracing::error!(group = %group_id, error = %e, "offset commit failed to persist");
+            for topic in &mut response.topics {
+                for p in &mut topic.partitions {
+                    if p.error_code == 0 {
+                        p.error_code = ResponseError::CoordinatorNotAvailable.code();
+                    }
+                }
+            }
+        }
+    }
+    encode_response(ctx, &response)
+}
+
+pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetchRequest) -> Bytes {
+    let group_id = req.group_id.0.to_string();
+    let mut response = OffsetFetchResponse::default();
+    let entry = |topic: &str, partition: i32| {
+        let committed = broker.groups.offsets.fetch(&group_id, topic, partition);
+        OffsetFetchResponsePartition::default()
+            .with_partition_index(partition)
+            .with_committed_offset(committed.as_ref().map_or(-1, |c| c.offset))
+            .with_committed_leader_epoch(committed.as_ref().map_or(-1, |c| c.leader_epoch))
+            .with_metadata(Some(str_bytes(committed.and_then(|c| c.metadata).unwrap_or_default())))
+    };
+    match &req.topics {
+        Some(topics) => {
+            for t in topics {
+                let partitions = t.partition_indexes.iter().map(|p| entry(t.name.0.as_str(), *p)).collect();
+                response.topics.push(
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(partitions),
+                );
+            }
+        }
+        None => {
+            // All committed offsets of the group (v2+).
+            let mut by_topic: std::collections::BTreeMap<String, Vec<OffsetFetchResponsePartition>> = Default::default();
+            for (topic, partition, _) in broker.groups.offsets.group_offsets(&group_id) {
+                let e = entry(&topic, partition);
+                by_topic.entry(topic).or_default().push(e);
+            }
+            for (topic, partitions) in by_topic {
+                response.topics.push(
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(str_bytes(topic)))
+                        .with_partitions(partitions),
+                );
+            }
+        }
+    }
+    encode_response(ctx, &response)
+}
+
+pub(super) fn handle_list_groups(broker: &Broker, ctx: &RequestContext, req: ListGroupsRequest) -> Bytes {
+    let filter: Vec<String> = req.states_filter.iter().map(|s| s.to_string().to_ascii_lowercase()).collect();
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|g| filter.is_empty() || filter.contains(&g.state.to_ascii_lowercase()))
+        .map(|g| {
+            ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(g.group_id)))
+                .with_protocol_type(str_bytes(g.protocol_type))
+                .with_group_state(str_bytes(g.state))
+                .with_group_type(str_bytes("classic"))
+        })
+        .collect();
+    encode_response(ctx, &ListGroupsResponse::default().with_groups(groups))
+}
+
+pub(super) fn handle_describe_groups(broker: &Broker, ctx: &RequestContext, req: DescribeGroupsRequest) -> Bytes {
+    let groups = req
+        .groups
+        .iter()
+        .map(|id| {
+            let g = broker.groups.describe(id.0.as_str());
+            DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_group_state(str_bytes(g.state))
+                .with_protocol_type(str_bytes(g.protocol_type))
+                .with_protocol_data(str_bytes(g.protocol_name))
+                .with_members(
+                    g.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(str_bytes(m.member_id))
+                                .with_group_instance_id(m.group_instance_id.map(str_bytes))
+                                .with_client_id(str_bytes(m.client_id))
+                                .with_client_host(str_bytes(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    encode_response(ctx, &DescribeGroupsResponse::default().with_groups(groups))
+}
+
+pub(super) async fn handle_delete_groups(broker: &Arc<Broker>, ctx: &RequestContext, req: DeleteGroupsRequest) -> Bytes {
+    let mut response = DeleteGroupsResponse::default();
+    for id in req.groups_names {
+        let code = broker.groups.delete(id.0.as_str()).await.err().unwrap_or(0);
+        response
+            .results
+            .push(DeletableGroupResult::default().with_group_id(id).with_error_code(code));
+    }
+    encode_response(ctx, &response)
+}
+
+pub(super) async fn handle_offset_delete(broker: &Arc<Broker>, ctx: &RequestContext, req: OffsetDeleteRequest) -> Bytes {
+    let group_id = req.group_id.0.to_string();
+    let mut response = OffsetDeleteResponse::default();
+    if broker.groups.has_members(&group_id) {
+        // Kafka refuses while the group is consuming; we refuse any member.
+        response.error_code = ResponseError::NonEmptyGroup.code();
+        return encode_response(ctx, &response);
+    }
+    let mut doomed = Vec::new();
+    for t in &req.topics {
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| {
+                doomed.push((t.name.0.to_string(), p.partition_index));
+                OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index)
+            })
+            .collect();
+        response.topics.push(
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    if let Err(e) = broker.groups.offsets.delete(&group_id, doomed).await {
+        tracing::error!(group = %group_id, error = %e, "offset delete failed to persist");
+        response.error_code = ResponseError::CoordinatorNotAvailable.code();
+    }
+    encode_response(ctx, &response)
+}

@@ -1,0 +1,201 @@
+//! The Kafka edge: frames in, frames out, on top of the `kafka-protocol`
+//! crate's codec. Never touches a socket: `server/` hands it whole frames.
+//!
+//! A request is handled in two steps. `handle_frame` runs synchronously, in
+//! the order requests arrive on a connection (so a producer's batches are
+//! appended in the order it sent them), and returns a future that completes
+//! the response (waiting for an fsync, a long poll, a rebalance). The
+//! connection writes those responses in request order.
+
+pub mod error_code;
+mod fetch;
+mod groups;
+mod metadata;
+mod offsets;
+mod produce;
+mod topics;
+pub mod versions;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use crate::broker::Broker;
+use crate::metrics::ApiLabels;
+
+/// A response still being completed; `None` when the request gets no
+/// response (Produce with acks=0).
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// Why a frame could not be handled. The connection is closed, as Kafka
+/// does, because the stream can no longer be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is too short for a request header")]
+    TooShort(usize),
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("API {api} is not supported")]
+    UnsupportedApi { api: &'static str },
+    #[error("API {api} version {version} is not supported (supported: {min}..={max})")]
+    UnsupportedVersion {
+        api: &'static str,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error("cannot decode {api} v{version}: {message}")]
+    Decode { api: &'static str, version: i16, message: String },
+}
+
+impl FrameError {
+    /// Short label for the protocol-errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FrameError::TooShort(_) => "too_short",
+            FrameError::UnknownApiKey(_) => "unknown_api_key",
+            FrameError::UnsupportedApi { .. } => "unsupported_api",
+            FrameError::UnsupportedVersion { .. } => "unsupported_version",
+            FrameError::Decode { .. } => "decode",
+        }
+    }
+}
+
+/// What a handler knows about the request it serves.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+fn api_name(key: ApiKey) -> &'static str {
+    versions::name(key)
+}
+
+/// Encodes a response frame: length, header, body.
+pub fn encode_response<R: Encodable + HeaderVersion>(ctx: &RequestContext, response: &R) -> Bytes {
+    encode_with_header_version(ctx.correlation_id, R::header_version(ctx.api_version), ctx.api_version, response)
+}
+
+fn encode_with_header_version<R: Encodable>(correlation_id: i32, header_version: i16, version: i16, response: &R) -> Bytes {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let encoded = header
+        .encode(&mut buf, header_version)
+        .and_then(|()| response.encode(&mut buf, version));
+    if let Err(e) = encoded {
+        // Our own response failed to encode: a bug, not a client's fault.
+        tracing::error!(error = %e, "failed to encode a response");
+        return Bytes::new();
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    buf.freeze()
+}
+
+fn ready(bytes: Bytes) -> ResponseFuture {
+    Box::pin(std::future::ready(Some(bytes)))
+}
+
+/// Handles one request frame (without its length prefix).
+pub fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str) -> Result<ResponseFuture, FrameError> {
+    if frame.len() < 8 {
+        return Err(FrameError::TooShort(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| FrameError::UnknownApiKey(raw_key))?;
+    let api = api_name(api_key);
+    let Some(range) = versions::supported(api_key) else {
+        return Err(FrameError::UnsupportedApi { api });
+    };
+    if api_key == ApiKey::ApiVersions && version > range.max {
+        // KIP-511: answer a newer client in a v0 body so it can pick a
+        // version we share.
+        let response = metadata::api_versions_response(kafka_protocol::ResponseError::UnsupportedVersion.code());
+        broker.metrics.requests.get_or_create(&ApiLabels { api }).inc();
+        return Ok(ready(encode_with_header_version(correlation_id, 0, 0, &response)));
+    }
+    if version < range.min || version > range.max {
+        return Err(FrameError::UnsupportedVersion {
+            api,
+            version,
+            min: range.min,
+            max: range.max,
+        });
+    }
+    let decode_err = |e: anyhow::Error| FrameError::Decode {
+        api,
+        version,
+        message: e.to_string(),
+    };
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version)).map_err(decode_err)?;
+    let request = RequestKind::decode(api_key, &mut frame, version).map_err(decode_err)?;
+    let ctx = RequestContext {
+        api_key,
+        api_version: version,
+        correlation_id,
+        client_id: header.client_id.as_ref().map(StrBytes::to_string).unwrap_or_default(),
+        client_host: client_host.to_string(),
+    };
+    let started = Instant::now();
+    let metrics = broker.metrics.clone();
+    let response = dispatch(broker, ctx, request);
+    Ok(Box::pin(async move {
+        let out = response.await;
+        metrics.requests.get_or_create(&ApiLabels { api }).inc();
+        metrics
+            .request_duration
+            .get_or_create(&ApiLabels { api })
+            .observe(started.elapsed().as_secs_f64());
+        out
+    }))
+}
+
+fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKind) -> ResponseFuture {
+    let b = broker.clone();
+    match request {
+        RequestKind::ApiVersions(_) => ready(encode_response(&ctx, &metadata::api_versions_response(0))),
+        RequestKind::Produce(req) => produce::handle(broker, ctx, req),
+        RequestKind::Fetch(req) => Box::pin(async move { Some(fetch::handle(&b, &ctx, req).await) }),
+        RequestKind::Metadata(req) => Box::pin(async move { Some(metadata::handle_metadata(&b, &ctx, req).await) }),
+        RequestKind::DescribeCluster(_) => ready(metadata::handle_describe_cluster(broker, &ctx)),
+        RequestKind::FindCoordinator(req) => ready(metadata::handle_find_coordinator(broker, &ctx, req)),
+        RequestKind::ListOffsets(req) => ready(offsets::handle_list_offsets(broker, &ctx, req)),
+        RequestKind::InitProducerId(req) => Box::pin(async move { Some(offsets::handle_init_producer_id(&b, &ctx, req).await) }),
+        RequestKind::CreateTopics(req) => Box::pin(async move { Some(topics::handle_create_topics(&b, &ctx, req).await) }),
+        RequestKind::DeleteTopics(req) => Box::pin(async move { Some(topics::handle_delete_topics(&b, &ctx, req).await) }),
+        RequestKind::CreatePartitions(req) => Box::pin(async move { Some(topics::handle_create_partitions(&b, &ctx, req).await) }),
+        RequestKind::DescribeConfigs(req) => ready(topics::handle_describe_configs(broker, &ctx, req)),
+        RequestKind::IncrementalAlterConfigs(req) => {
+            Box::pin(async move { Some(topics::handle_incremental_alter_configs(&b, &ctx, req).await) })
+        }
+        RequestKind::JoinGroup(req) => Box::pin(async move { Some(groups::handle_join(&b, &ctx, req).await) }),
+        RequestKind::SyncGroup(req) => Box::pin(async move { Some(groups::handle_sync(&b, &ctx, req).await) }),
+        RequestKind::Heartbeat(req) => ready(groups::handle_heartbeat(broker, &ctx, req)),
+        RequestKind::LeaveGroup(req) => ready(groups::handle_leave(broker, &ctx, req)),
+        RequestKind::OffsetCommit(req) => Box::pin(async move { Some(groups::handle_offset_commit(&b, &ctx, req).await) }),
+        RequestKind::OffsetFetch(req) => ready(groups::handle_offset_fetch(broker, &ctx, req)),
+        RequestKind::ListGroups(req) => ready(groups::handle_list_groups(broker, &ctx, req)),
+        RequestKind::DescribeGroups(req) => ready(groups::handle_describe_groups(broker, &ctx, req)),
+        RequestKind::DeleteGroups(req) => Box::pin(async move { Some(groups::handle_delete_groups(&b, &ctx, req).await) }),
+        RequestKind::OffsetDelete(req) => Box::pin(async move { Some(groups::handle_offset_delete(&b, &ctx, req).await) }),
+        // `versions::supported` lets through only the APIs above.
+        _ => Box::pin(std::future::ready(None)),
+    }
+}
+
+/// `StrBytes` from an owned string, for response fields.
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

@@ -1,0 +1,128 @@
+//! Produce: validate each partition's batches, append them now (in arrival
+//! order), then wait for durability before answering (acks 1 and all; a
+//! single node is its own in-sync replica set).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+
+use super::{encode_response, error_code, str_bytes, RequestContext, ResponseFuture};
+use crate::broker::{Broker, TopicError};
+use crate::clock::now_ms;
+use crate::log::batch;
+use crate::metrics::{ApiLabels, TopicLabels};
+
+struct Pending {
+    response: PartitionProduceResponse,
+    /// Offset that must be durable before this partition is acknowledged.
+    wait: Option<(Arc<crate::broker::Partition>, i64)>,
+}
+
+pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) -> ResponseFuture {
+    let acks = req.acks;
+    let now = now_ms();
+    let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Pending>)> = Vec::with_capacity(req.topic_data.len());
+    let mut errors = 0u64;
+    for topic_data in req.topic_data {
+        let name = topic_data.name.0.to_string();
+        // Auto-creation needs the coordinator (async); do it only when the
+        // topic is missing, which a producer's Metadata usually did already.
+        let topic = broker.topic(&name);
+        let topic_err = if req.transactional_id.is_some() {
+            // Transactions are not implemented (docs/compatibility.md).
+            Some(ResponseError::UnsupportedVersion.code())
+        } else if topic.is_none() {
+            Some(match crate::broker::validate_topic_name(&name) {
+                Err(e) => e.code(),
+                Ok(()) => TopicError::Unknown(name.clone()).code(),
+            })
+        } else {
+            None
+        };
+        let mut pendings = Vec::with_capacity(topic_data.partition_data.len());
+        for pd in topic_data.partition_data {
+            let mut response = PartitionProduceResponse::default().with_index(pd.index).with_base_offset(-1);
+            let mut wait = None;
+            let result = match (&topic_err, &topic) {
+                (Some(code), _) => Err((*code, None)),
+                (None, Some(topic)) => match topic.partition(pd.index) {
+                    None => Err((ResponseError::UnknownTopicOrPartition.code(), None)),
+                    Some(partition) => {
+                        let records = pd.records.unwrap_or_default();
+                        match batch::split_batches(&records)
+                            .map_err(crate::log::LogError::from)
+                            .and_then(|b| partition.append(&b, broker.leader_epoch, now))
+                        {
+                            Ok(appended) => {
+                                broker
+                                    .metrics
+                                    .bytes_in
+                                    .get_or_create(&TopicLabels { topic: name.clone() })
+                                    .inc_by(records.len() as u64);
+                                broker
+                                    .metrics
+                                    .records_in
+                                    .get_or_create(&TopicLabels { topic: name.clone() })
+                                    .inc_by(appended.records as u64);
+                                response.base_offset = appended.base_offset;
+                                response.log_append_time_ms = appended.log_append_time_ms.unwrap_or(-1);
+                                if let Ok(log) = partition.lock_log() {
+                                    response.log_start_offset = log.log_start_offset();
+                                }
+                                wait = Some((partition.clone(), appended.next_offset));
+                                Ok(())
+                            }
+                            Err(e) => {
+                                tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
+                                Err((error_code::log_error(&e), Some(e.to_string())))
+                            }
+                        }
+                    }
+                },
+                (None, None) => Err((ResponseError::UnknownTopicOrPartition.code(), None)),
+            };
+            if let Err((code, message)) = result {
+                errors += 1;
+                response.error_code = code;
+                response.error_message = message.map(str_bytes);
+            }
+            pendings.push(Pending { response, wait });
+        }
+        topics.push((topic_data.name, pendings));
+    }
+    if errors > 0 {
+        broker
+            .metrics
+            .request_errors
+            .get_or_create(&ApiLabels { api: "Produce" })
+            .inc_by(errors);
+    }
+    let broker = broker.clone();
+    Box::pin(async move {
+        let mut response = ProduceResponse::default();
+        for (name, pendings) in topics {
+            let mut partition_responses = Vec::with_capacity(pendings.len());
+            for mut p in pendings {
+                if let (Some((partition, offset)), true) = (p.wait, acks != 0) {
+                    if let Err(message) = partition.wait_durable(offset).await {
+                        p.response.error_code = ResponseError::KafkaStorageError.code();
+                        p.response.error_message = Some(str_bytes(message));
+                        broker.metrics.request_errors.get_or_create(&ApiLabels { api: "Produce" }).inc();
+                    }
+                }
+                partition_responses.push(p.response);
+            }
+            response.responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        if acks == 0 {
+            return None;
+        }
+        Some(encode_response(&ctx, &response))
+    })
+}

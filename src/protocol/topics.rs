@@ -1,0 +1,293 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions,
+//! DescribeConfigs and IncrementalAlterConfigs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    TopicName,
+};
+use kafka_protocol::ResponseError;
+
+use super::{encode_response, str_bytes, RequestContext};
+use crate::broker::{Broker, TopicError};
+use crate::topic_config::KEYS;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+
+fn config_type(key: &str) -> i8 {
+    match key {
+        "cleanup.policy" | "message.timestamp.type" => TYPE_STRING,
+        "min.insync.replicas" | "max.message.bytes" | "segment.bytes" => TYPE_INT,
+        _ => TYPE_LONG,
+    }
+}
+
+fn config_source(broker: &Broker, overrides: &BTreeMap<String, String>, key: &str) -> i8 {
+    if overrides.contains_key(key) {
+        SOURCE_DYNAMIC_TOPIC
+    } else if broker.config.topic_defaults.contains_key(key) {
+        SOURCE_STATIC_BROKER
+    } else {
+        SOURCE_DEFAULT
+    }
+}
+
+pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestContext, req: CreateTopicsRequest) -> Bytes {
+    let mut response = CreateTopicsResponse::default();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let mut configs = BTreeMap::new();
+        for c in &t.configs {
+            if let Some(value) = &c.value {
+                configs.insert(c.name.to_string(), value.to_string());
+            }
+        }
+        let outcome = if !t.assignments.is_empty() {
+            Err(TopicError::InvalidReplicationFactor(t.replication_factor)).or_else(|e| {
+                // Manual assignment is only meaningful to a single broker.
+                if t.assignments
+                    .iter()
+                    .all(|a| a.broker_ids.iter().all(|b| b.0 == broker.config.broker_id) && a.broker_ids.len() == 1)
+                {
+                    Ok(t.assignments.len() as i32)
+                } else {
+                    Err(e)
+                }
+            })
+        } else {
+            Ok(t.num_partitions)
+        };
+        let outcome = match outcome {
+            Ok(partitions) => {
+                broker
+                    .create_topic(&name, partitions, t.replication_factor, configs, req.validate_only)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(topic) => {
+                let config = topic.config();
+                let overrides = topic.overrides();
+                result.topic_id = topic.id;
+                result.num_partitions = if req.validate_only {
+                    t.num_partitions.max(broker.config.default_partitions)
+                } else {
+                    topic.partition_count()
+                };
+                result.replication_factor = 1;
+                result.configs = Some(
+                    KEYS.iter()
+                        .map(|k| {
+                            CreatableTopicConfigs::default()
+                                .with_name(str_bytes(*k))
+                                .with_value(config.get(k).map(str_bytes))
+                                .with_config_source(config_source(broker, &overrides, k))
+                        })
+                        .collect(),
+                );
+            }
+            Err(e) => {
+                result.error_code = e.code();
+                result.error_message = Some(str_bytes(e.to_string()));
+            }
+        }
+        response.topics.push(result);
+    }
+    encode_response(ctx, &response)
+}
+
+pub(super) async fn handle_delete_topics(broker: &Arc<Broker>, ctx: &RequestContext, req: DeleteTopicsRequest) -> Bytes {
+    let mut targets: Vec<(Option<TopicName>, uuid::Uuid)> = req.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect();
+    targets.extend(req.topics.into_iter().map(|t| (t.name, t.topic_id)));
+    let mut response = DeleteTopicsResponse::default();
+    for (name, id) in targets {
+        let resolved = match &name {
+            Some(n) => Some(n.0.to_string()),
+            None => broker.topic_by_id(&id).map(|t| t.name.clone()),
+        };
+        let mut result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+        match resolved {
+            None => result.error_code = ResponseError::UnknownTopicId.code(),
+            Some(n) => {
+                if let Some(topic) = broker.topic(&n) {
+                    result.topic_id = topic.id;
+                }
+                if let Err(e) = broker.delete_topic(&n).await {
+                    result.error_code = e.code();
+                    result.error_message = Some(str_bytes(e.to_string()));
+                }
+                result.name = Some(TopicName(str_bytes(n)));
+            }
+        }
+        response.responses.push(result);
+    }
+    encode_response(ctx, &response)
+}
+
+pub(super) async fn handle_create_partitions(broker: &Arc<Broker>, ctx: &RequestContext, req: CreatePartitionsRequest) -> Bytes {
+    let mut response = CreatePartitionsResponse::default();
+    for t in req.topics {
+        let mut result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if let Err(e) = broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only).await {
+            result.error_code = e.code();
+            result.error_message = Some(str_bytes(e.to_string()));
+        }
+        response.results.push(result);
+    }
+    encode_response(ctx, &response)
+}
+
+fn describe_topic_configs(broker: &Broker, name: &str, keys: Option<&[String]>) -> Result<Vec<DescribeConfigsResourceResult>, i16> {
+    let topic = broker.topic(name).ok_or(ResponseError::UnknownTopicOrPartition.code())?;
+    let config = topic.config();
+    let overrides = topic.overrides();
+    Ok(KEYS
+        .iter()
+        .filter(|k| keys.is_none_or(|wanted| wanted.iter().any(|w| w == *k)))
+        .map(|k| {
+            DescribeConfigsResourceResult::default()
+                .with_name(str_bytes(*k))
+                .with_value(config.get(k).map(str_bytes))
+                .with_config_source(config_source(broker, &overrides, k))
+                .with_config_type(config_type(k))
+        })
+        .collect())
+}
+
+fn describe_broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
+    let defaults = broker.config.topic_defaults();
+    let mut out: Vec<DescribeConfigsResourceResult> = KEYS
+        .iter()
+        .filter_map(|k| {
+            let value = defaults.get(k)?;
+            let source = if broker.config.topic_defaults.contains_key(*k) {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            };
+            Some(
+                DescribeConfigsResourceResult::default()
+                    .with_name(str_bytes(format!("log.{k}")))
+                    .with_value(Some(str_bytes(value)))
+                    .with_read_only(true)
+                    .with_config_source(source),
+            )
+        })
+        .collect();
+    out.push(
+        DescribeConfigsResourceResult::default()
+            .with_name(str_bytes("auto.create.topics.enable"))
+            .with_value(Some(str_bytes(broker.config.auto_create_topics.to_string())))
+            .with_read_only(true)
+            .with_config_source(SOURCE_STATIC_BROKER),
+    );
+    out
+}
+
+pub(super) fn handle_describe_configs(broker: &Broker, ctx: &RequestContext, req: DescribeConfigsRequest) -> Bytes {
+    let mut response = DescribeConfigsResponse::default();
+    for resource in req.resources {
+        let keys: Option<Vec<String>> = resource
+            .configuration_keys
+            .as_ref()
+            .map(|ks| ks.iter().map(|k| k.to_string()).collect());
+        let mut result = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        match resource.resource_type {
+            RESOURCE_TOPIC => match describe_topic_configs(broker, resource.resource_name.as_str(), keys.as_deref()) {
+                Ok(configs) => result.configs = configs,
+                Err(code) => result.error_code = code,
+            },
+            RESOURCE_BROKER => result.configs = describe_broker_configs(broker),
+            other => {
+                result.error_code = ResponseError::InvalidRequest.code();
+                result.error_message = Some(str_bytes(format!("resource type {other} is not supported")));
+            }
+        }
+        response.results.push(result);
+    }
+    encode_response(ctx, &response)
+}
+
+pub(super) async fn handle_incremental_alter_configs(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: IncrementalAlterConfigsRequest,
+) -> Bytes {
+    let mut response = IncrementalAlterConfigsResponse::default();
+    for resource in req.resources {
+        let mut result = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let outcome: Result<(), (i16, String)> = if resource.resource_type != RESOURCE_TOPIC {
+            Err((
+                ResponseError::InvalidRequest.code(),
+                "only topic configs can be altered; broker configs come from the config file".into(),
+            ))
+        } else {
+            let mut changes = Vec::new();
+            let mut bad = None;
+            for c in &resource.configs {
+                match c.config_operation {
+                    OP_SET => changes.push((
+                        c.name.to_string(),
+                        Some(c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()),
+                    )),
+                    OP_DELETE => changes.push((c.name.to_string(), None)),
+                    op => bad = Some(format!("{}: operation {op} applies only to list configs", c.name.as_str())),
+                }
+            }
+            match bad {
+                Some(message) => Err((ResponseError::InvalidConfig.code(), message)),
+                None => broker
+                    .alter_topic_config(resource.resource_name.as_str(), &changes, req.validate_only)
+                    .await
+                    .map_err(|e| (e.code(), e.to_string())),
+            }
+        };
+        if let Err((code, message)) = outcome {
+            result.error_code = code;
+            result.error_message = Some(str_bytes(message));
+        }
+        response.responses.push(result);
+    }
+    encode_response(ctx, &response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic_config::TopicConfig;
+
+    #[test]
+    fn every_topic_key_has_a_type() {
+        for key in KEYS {
+            assert!(TopicConfig::default().get(key).is_some());
+            assert!(matches!(config_type(key), TYPE_STRING | TYPE_INT | TYPE_LONG));
+        }
+    }
+}
