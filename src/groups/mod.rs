@@ -1,0 +1,6 @@
+//! Consumer groups: the classic join/sync protocol and committed offsets.
+//! `state_machine` is pure (time is an argument); `coordinator` is its async
+//! shell; `offsets` persists commits.
+pub mod coordinator;
+pub mod offsets;
+pub mod state_machine;
