@@ -82,7 +82,15 @@ fn api_name(key: ApiKey) -> &'static str {
 
 /// Encodes a response frame: length, header, body.
 pub fn encode_response<R: Encodable + HeaderVersion>(ctx: &RequestContext, response: &R) -> Bytes {
-    encode_with_header_version(ctx.correlation_id, R::header_version(ctx.api_version), ctx.api_version, response)
+    let bytes = encode_with_header_version(ctx.correlation_id, R::header_version(ctx.api_version), ctx.api_version, response);
+    if bytes.is_empty() {
+        tracing::error!(
+            api = api_name(ctx.api_key),
+            version = ctx.api_version,
+            "response not encodable at this version"
+        );
+    }
+    bytes
 }
 
 fn encode_with_header_version<R: Encodable>(correlation_id: i32, header_version: i16, version: i16, response: &R) -> Bytes {

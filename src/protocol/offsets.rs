@@ -46,9 +46,13 @@ pub(super) fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, req: Li
                         Err(e) => return out.with_error_code(error_code::log_error(&e)),
                     },
                 };
-                out.with_offset(offset)
-                    .with_timestamp(timestamp)
-                    .with_leader_epoch(broker.leader_epoch)
+                let out = out.with_offset(offset).with_timestamp(timestamp);
+                // leader_epoch exists from v4 on; the codec refuses it below.
+                if ctx.api_version >= 4 {
+                    out.with_leader_epoch(broker.leader_epoch)
+                } else {
+                    out
+                }
             })
             .collect();
         response.topics.push(
