@@ -1,0 +1,206 @@
+//! Malformed and hostile requests: the broker answers with an error code or
+//! closes that connection, never panics, and keeps serving everyone else.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::common::{http_get, Broker};
+use crate::kafka::{consume_all, create_topic, produce, producer, record};
+
+fn connect(broker: &Broker) -> TcpStream {
+    let s = TcpStream::connect(broker.bootstrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Sends raw bytes and reads until the broker closes or answers.
+fn send_raw(broker: &Broker, bytes: &[u8]) -> Vec<u8> {
+    let mut s = connect(broker);
+    let _ = s.write_all(bytes);
+    // No more bytes are coming: a broker waiting for the rest sees EOF.
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
+    let mut f = BytesMut::new();
+    f.put_i16(api_key);
+    f.put_i16(version);
+    f.put_i32(7); // correlation id
+    f.put_i16(-1); // null client id
+    f.put_slice(body);
+    let mut out = (f.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&f);
+    out
+}
+
+fn request<R: Encodable>(key: ApiKey, version: i16, req: &R) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(9)
+        .with_client_id(Some(StrBytes::from_static_str("raw")));
+    header.encode(&mut buf, key.request_header_version(version)).unwrap();
+    req.encode(&mut buf, version).unwrap();
+    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&buf);
+    out
+}
+
+fn read_response(s: &mut TcpStream) -> Bytes {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    Bytes::from(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_never_disturb_a_well_behaved_client() {
+    let mut broker = Broker::start("max_request_bytes = 1048576\n");
+    // Frames the broker must refuse by closing the connection.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("negative length", (-1i32).to_be_bytes().to_vec()),
+        ("length over max_request_bytes", (i32::MAX).to_be_bytes().to_vec()),
+        (
+            "frame shorter than a header",
+            [4i32.to_be_bytes().to_vec(), b"abcd".to_vec()].concat(),
+        ),
+        ("unknown api key", frame(999, 0, b"")),
+        ("unsupported produce version", frame(0, 99, b"")),
+        // Regression: kafka-protocol reserved 2^31 elements from this 4-byte
+        // count and aborted the process (vendor/kafka-protocol/SEDIMENT-PATCH.md).
+        ("metadata claiming 2^31 topics", frame(3, 1, &[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0])),
+        (
+            "metadata with a topic name longer than the frame",
+            frame(3, 1, &[0, 0, 0, 1, 0x7f, 0xff, b'a']),
+        ),
+        (
+            "flexible metadata claiming a huge compact array",
+            frame(3, 9, &[0x00, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+        ),
+        ("produce body truncated", frame(0, 3, &[0, 1, 0])),
+        (
+            "fetch with absurd array length",
+            frame(1, 4, &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]),
+        ),
+        (
+            "length larger than the bytes sent",
+            [100i32.to_be_bytes().to_vec(), vec![0, 18, 0, 0]].concat(),
+        ),
+    ];
+    for (name, bytes) in &cases {
+        let answer = send_raw(&broker, bytes);
+        assert!(
+            answer.is_empty(),
+            "{name}: expected the connection closed, got {} bytes",
+            answer.len()
+        );
+        assert!(broker.is_running(), "{name}: broker died");
+    }
+    // A pseudo-random storm of frames over one connection each.
+    let mut seed: u64 = 0x5eed;
+    for _ in 0..300 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let key = (seed >> 33) as i16 % 70;
+        let version = (seed >> 20) as i16 % 14;
+        let len = (seed >> 40) as usize % 200;
+        let body: Vec<u8> = (0..len).map(|i| (seed.rotate_left(i as u32) & 0xff) as u8).collect();
+        send_raw(&broker, &frame(key, version, &body));
+    }
+    assert!(broker.is_running(), "broker survived the storm");
+
+    // A newer ApiVersions gets UNSUPPORTED_VERSION and the ranges in a v0 body.
+    let mut s = connect(&broker);
+    s.write_all(&frame(ApiKey::ApiVersions as i16, 42, b"")).unwrap();
+    let mut response = read_response(&mut s);
+    let header = ResponseHeader::decode(&mut response, 0).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    let versions = ApiVersionsResponse::decode(&mut response, 0).unwrap();
+    assert_eq!(versions.error_code, 35);
+    assert!(versions.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16));
+
+    // A batch with a bad CRC gets CORRUPT_MESSAGE, and the log is untouched.
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "guarded", 1, &[]).await;
+    let good = encode_batch();
+    let mut bad = good.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    let produce_req = |records: Bytes, topic: &str| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records))])])
+    };
+    let mut s = connect(&broker);
+    for (records, topic, expected) in [
+        (Bytes::from(bad), "guarded", 2i16),
+        (good.clone(), "guarded", 0),
+        (good.clone(), "no/such topic", 17),
+        (good.clone(), "missing", 3),
+    ] {
+        s.write_all(&request(ApiKey::Produce, 7, &produce_req(records, topic))).unwrap();
+        let mut response = read_response(&mut s);
+        ResponseHeader::decode(&mut response, 0).unwrap();
+        let produced = ProduceResponse::decode(&mut response, 7).unwrap();
+        let code = produced.responses[0].partition_responses[0].error_code;
+        assert_eq!(code, expected, "produce to {topic}");
+    }
+
+    // The well-behaved client is served as if nothing happened.
+    let sent: Vec<_> = (0..100).map(|i| record(i, 20)).collect();
+    produce(&producer(&bootstrap, &[]), "guarded", &sent).await;
+    let b = bootstrap.clone();
+    let consumed = tokio::task::spawn_blocking(move || consume_all(&b, "guarded", 1, 101, &[]))
+        .await
+        .unwrap();
+    assert_eq!(consumed[&0].len(), 101, "the one good raw batch plus the client's records");
+    let metrics = http_get(&broker.http("/metrics")).unwrap();
+    assert!(metrics.contains("sediment_protocol_errors_total{kind=\"decode\"}"), "{metrics}");
+    assert!(broker.is_running());
+    broker.kill();
+}
+
+fn encode_batch() -> Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records = vec![Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_700_000_000_000,
+        key: Some(Bytes::from_static(b"raw-key")),
+        value: Some(Bytes::from_static(b"raw-value")),
+        headers: Default::default(),
+        delete_horizon: false,
+    }];
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}

@@ -1,0 +1,165 @@
+//! Test harness: runs the real `sediment` binary on free ports with its own
+//! data dir, and kills or restarts it like an operator (or a crash) would.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Broker {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub http_port: u16,
+    extra_config: String,
+    child: Option<Child>,
+    log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// Starts a broker with `extra_config` appended to its TOML config file.
+    pub fn start(extra_config: &str) -> Broker {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut broker = Broker {
+            data_dir,
+            port: free_port(),
+            http_port: free_port(),
+            extra_config: extra_config.to_string(),
+            child: None,
+            log_path: tmp.path().join("broker.log"),
+            _tmp: Some(tmp),
+        };
+        broker.spawn();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    fn spawn(&mut self) {
+        let config_path = self.data_dir.parent().unwrap().join("sediment.toml");
+        // Groups form quickly in tests; everything else is the default.
+        let config = format!("group_initial_rebalance_delay_ms = 100\n{}", self.extra_config);
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sediment"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(body) = http_get(&self.http("/readyz")) {
+                if body.starts_with("ready") {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("broker exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("broker not ready: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown, no flush, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        let topics = self.data_dir.join("topics");
+        for entry in std::fs::read_dir(&topics).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            // Directories are named <topic>.<uuid>; a uuid is 36 characters.
+            if name.len() > 37 && &name[..name.len() - 37] == topic {
+                return path.join(partition.to_string());
+            }
+        }
+        panic!("no directory for topic {topic} under {}", topics.display());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Minimal HTTP/1.1 GET over a TcpStream, to avoid an HTTP client dependency.
+pub fn http_get(url: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status_ok = response.starts_with("HTTP/1.1 200");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    if status_ok {
+        Ok(body)
+    } else {
+        Err(std::io::Error::other(format!(
+            "HTTP error: {}",
+            response.lines().next().unwrap_or("")
+        )))
+    }
+}
+
+/// Runs a client script from tests/clients with python3; panics with its
+/// output if it fails.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(script);
+    let output = Command::new("python3").arg(path).args(args).output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{script} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real `sediment` binary driven by real Kafka
+//! clients (librdkafka through the rdkafka crate, kafka-python, kcat).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step fails the test
+
+mod bad_input;
+mod clients;
+mod common;
+mod crash;
+mod groups;
+mod kafka;
