@@ -1,1 +1,404 @@
-fn main() {}
+//! The load tool: Sediment driven by librdkafka, reporting msgs/s, MB/s and
+//! latency percentiles, plus the broker's peak RSS.
+//!
+//! cargo bench --bench load -- [matrix|produce|consume|e2e] [options]
+//!   --partitions N   (default 1)     --size BYTES   (default 100)
+//!   --acks 1|all     (default all)   --linger-ms N  (default 5)
+//!   --batch-size N   librdkafka batch.num.messages (default 10000)
+//!   --count N        records for produce/consume (default 2000000)
+//!   --rate N         e2e records per second (default 20000)
+//!   --seconds N      e2e duration (default 10)
+//!   --bootstrap H:P  use a running broker instead of starting one
+//!
+//! Without --bootstrap it starts the release `sediment` binary on free ports
+//! with a fresh data dir and default durability (acknowledged = fsynced).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails should stop loudly
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+#[derive(Clone, Debug)]
+struct Opts {
+    partitions: i32,
+    size: usize,
+    acks: String,
+    linger_ms: u64,
+    batch_size: usize,
+    count: u64,
+    rate: u64,
+    seconds: u64,
+    bootstrap: Option<String>,
+}
+
+fn parse(args: &[String]) -> (String, Opts) {
+    let mut o = Opts {
+        partitions: 1,
+        size: 100,
+        acks: "all".into(),
+        linger_ms: 5,
+        batch_size: 10_000,
+        count: 2_000_000,
+        rate: 20_000,
+        seconds: 10,
+        bootstrap: None,
+    };
+    let mut mode = "matrix".to_string();
+    let mut it = args.iter().filter(|a| *a != "--bench");
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--partitions" => o.partitions = val().parse().unwrap(),
+            "--size" => o.size = val().parse().unwrap(),
+            "--acks" => o.acks = val(),
+            "--linger-ms" => o.linger_ms = val().parse().unwrap(),
+            "--batch-size" => o.batch_size = val().parse().unwrap(),
+            "--count" => o.count = val().parse().unwrap(),
+            "--rate" => o.rate = val().parse().unwrap(),
+            "--seconds" => o.seconds = val().parse().unwrap(),
+            "--bootstrap" => o.bootstrap = Some(val()),
+            m if !m.starts_with('-') => mode = m.to_string(),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    (mode, o)
+}
+
+struct Broker {
+    child: Option<Child>,
+    bootstrap: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    fn start(opts: &Opts) -> Broker {
+        if let Some(b) = &opts.bootstrap {
+            return Broker {
+                child: None,
+                bootstrap: b.clone(),
+                _dir: None,
+            };
+        }
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sediment"))
+            .args(["serve", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--http-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(Instant::now() < deadline, "broker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker {
+            child: Some(child),
+            bootstrap,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Peak resident set size of the broker process (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn base_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap).set("broker.address.family", "v4");
+    c
+}
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = base_config(bootstrap).create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let r = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    r.into_iter().for_each(|x| {
+        x.unwrap();
+    });
+}
+
+/// Records each delivery's latency (send to acknowledgement).
+struct LatencyContext {
+    started: Instant,
+    latencies_us: Mutex<Vec<u32>>,
+    failed: AtomicU64,
+}
+
+impl ClientContext for LatencyContext {}
+
+impl ProducerContext for LatencyContext {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_at_us: usize) {
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now_us = self.started.elapsed().as_micros() as usize;
+        self.latencies_us.lock().unwrap().push(now_us.saturating_sub(sent_at_us) as u32);
+    }
+}
+
+fn producer(bootstrap: &str, o: &Opts) -> ThreadedProducer<LatencyContext> {
+    let ctx = LatencyContext {
+        started: Instant::now(),
+        latencies_us: Mutex::new(Vec::new()),
+        failed: AtomicU64::new(0),
+    };
+    base_config(bootstrap)
+        .set("acks", if o.acks == "1" { "1" } else { "all" })
+        .set("linger.ms", o.linger_ms.to_string())
+        .set("batch.num.messages", o.batch_size.to_string())
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("enable.idempotence", if o.acks == "1" { "false" } else { "true" })
+        .create_with_context(ctx)
+        .unwrap()
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+fn report(name: &str, o: &Opts, msgs: u64, elapsed: Duration, latencies_us: Option<Vec<u32>>, broker: &Broker) {
+    let secs = elapsed.as_secs_f64();
+    let mut line = format!(
+        "{name:<8} partitions={:<2} size={:<5} acks={:<3} linger_ms={:<2} msgs={msgs:<9} msgs/s={:>10.0} MB/s={:>7.1}",
+        o.partitions,
+        o.size,
+        o.acks,
+        o.linger_ms,
+        msgs as f64 / secs,
+        msgs as f64 * o.size as f64 / secs / 1e6
+    );
+    if let Some(mut l) = latencies_us {
+        l.sort_unstable();
+        line += &format!(
+            " p50_ms={:.2} p99_ms={:.2} p99.9_ms={:.2}",
+            percentile(&l, 0.5),
+            percentile(&l, 0.99),
+            percentile(&l, 0.999)
+        );
+    }
+    if let Some(rss) = broker.peak_rss_mib() {
+        line += &format!(" broker_peak_rss_mib={rss:.0}");
+    }
+    println!("{line}");
+}
+
+fn produce_n(bootstrap: &str, topic: &str, o: &Opts) -> (Duration, Vec<u32>) {
+    let p = producer(bootstrap, o);
+    let payload = vec![b'x'; o.size];
+    let started = Instant::now();
+    let ctx_start = p.context().started;
+    for i in 0..o.count {
+        let key = (i % 1024).to_be_bytes();
+        let mut record = BaseRecord::with_opaque_to(topic, ctx_start.elapsed().as_micros() as usize)
+            .key(&key[..])
+            .payload(&payload[..]);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(p.context().failed.load(Ordering::Relaxed), 0, "deliveries failed");
+    let latencies = std::mem::take(&mut *p.context().latencies_us.lock().unwrap());
+    (elapsed, latencies)
+}
+
+fn run_produce(o: &Opts) {
+    let broker = Broker::start(o);
+    let topic = format!("load-produce-{}", free_port());
+    create_topic(&broker.bootstrap, &topic, o.partitions);
+    let (elapsed, latencies) = produce_n(&broker.bootstrap, &topic, o);
+    report("produce", o, o.count, elapsed, Some(latencies), &broker);
+}
+
+fn run_consume(o: &Opts) {
+    let broker = Broker::start(o);
+    let topic = format!("load-consume-{}", free_port());
+    create_topic(&broker.bootstrap, &topic, o.partitions);
+    produce_n(&broker.bootstrap, &topic, o);
+    let consumer: BaseConsumer = base_config(&broker.bootstrap)
+        .set("group.id", "load")
+        .set("enable.auto.commit", "false")
+        .set("fetch.message.max.bytes", "4194304")
+        .set("queued.max.messages.kbytes", "262144")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..o.partitions {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let started = Instant::now();
+    let mut n = 0u64;
+    while n < o.count {
+        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+            m.unwrap();
+            n += 1;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "consume stalled at {n}");
+    }
+    report("consume", o, n, started.elapsed(), None, &broker);
+}
+
+fn run_e2e(o: &Opts) {
+    let broker = Broker::start(o);
+    let topic = format!("load-e2e-{}", free_port());
+    create_topic(&broker.bootstrap, &topic, o.partitions);
+    let clock = Instant::now();
+    let total = o.rate * o.seconds;
+    let consumer_done = Arc::new(Mutex::new(Vec::<u32>::with_capacity(total as usize)));
+    let consumer_thread = {
+        let (bootstrap, topic, partitions, sink) = (broker.bootstrap.clone(), topic.clone(), o.partitions, consumer_done.clone());
+        std::thread::spawn(move || {
+            let consumer: BaseConsumer = base_config(&bootstrap)
+                .set("group.id", "e2e")
+                .set("enable.auto.commit", "false")
+                .set("fetch.wait.max.ms", "100")
+                .set("fetch.min.bytes", "1")
+                .create()
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+            }
+            consumer.assign(&tpl).unwrap();
+            let mut got = 0;
+            let deadline = Instant::now() + Duration::from_secs(o_seconds_guard(total));
+            while got < total && Instant::now() < deadline {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    let sent_us = u64::from_be_bytes(m.payload().unwrap()[..8].try_into().unwrap());
+                    let now_us = clock.elapsed().as_micros() as u64;
+                    sink.lock().unwrap().push(now_us.saturating_sub(sent_us) as u32);
+                    got += 1;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500)); // consumer assigned
+    let mut e2e_opts = o.clone();
+    e2e_opts.linger_ms = 0;
+    let p = producer(&broker.bootstrap, &e2e_opts);
+    let mut payload = vec![b'x'; o.size.max(8)];
+    let started = Instant::now();
+    for i in 0..total {
+        // Pace to the target rate.
+        let due = started + Duration::from_secs_f64(i as f64 / o.rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        payload[..8].copy_from_slice(&(clock.elapsed().as_micros() as u64).to_be_bytes());
+        let key = (i % 1024).to_be_bytes();
+        p.send(BaseRecord::with_opaque_to(&topic, 0).key(&key[..]).payload(&payload[..]))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    consumer_thread.join().unwrap();
+    let latencies = std::mem::take(&mut *consumer_done.lock().unwrap());
+    let n = latencies.len() as u64;
+    report("e2e", o, n, started.elapsed(), Some(latencies), &broker);
+}
+
+fn o_seconds_guard(total: u64) -> u64 {
+    60 + total / 10_000
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, o) = parse(&args);
+    match mode.as_str() {
+        "produce" => run_produce(&o),
+        "consume" => run_consume(&o),
+        "e2e" => run_e2e(&o),
+        "matrix" => {
+            for partitions in [1, 8] {
+                for size in [100, 1024] {
+                    for acks in ["1", "all"] {
+                        let count = if size == 100 { 2_000_000 } else { 500_000 };
+                        run_produce(&Opts {
+                            partitions,
+                            size,
+                            acks: acks.into(),
+                            count,
+                            ..o.clone()
+                        });
+                    }
+                }
+            }
+            run_produce(&Opts {
+                linger_ms: 0,
+                batch_size: 1,
+                count: 300_000,
+                ..o.clone()
+            });
+            for partitions in [1, 8] {
+                run_consume(&Opts {
+                    partitions,
+                    count: 2_000_000,
+                    ..o.clone()
+                });
+            }
+            run_e2e(&Opts {
+                rate: 20_000,
+                seconds: 10,
+                ..o.clone()
+            });
+        }
+        other => panic!("unknown mode {other}: matrix, produce, consume or e2e"),
+    }
+}

@@ -114,8 +114,23 @@ fn ready(bytes: Bytes) -> ResponseFuture {
     Box::pin(std::future::ready(Some(bytes)))
 }
 
-/// Handles one request frame (without its length prefix).
-pub fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str) -> Result<ResponseFuture, FrameError> {
+/// A request frame, decoded.
+#[derive(Debug)]
+pub enum Decoded {
+    Request {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        client_id: String,
+        request: Box<RequestKind>,
+    },
+    /// An ApiVersions request newer than we know; its body is not decoded.
+    ApiVersionsTooNew { correlation_id: i32 },
+}
+
+/// Decodes one request frame (without its length prefix). Pure: this is
+/// what the `request_decode` fuzz target drives.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
     if frame.len() < 8 {
         return Err(FrameError::TooShort(frame.len()));
     }
@@ -128,11 +143,7 @@ pub fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str) -
         return Err(FrameError::UnsupportedApi { api });
     };
     if api_key == ApiKey::ApiVersions && version > range.max {
-        // KIP-511: answer a newer client in a v0 body so it can pick a
-        // version we share.
-        let response = metadata::api_versions_response(kafka_protocol::ResponseError::UnsupportedVersion.code());
-        broker.metrics.requests.get_or_create(&ApiLabels { api }).inc();
-        return Ok(ready(encode_with_header_version(correlation_id, 0, 0, &response)));
+        return Ok(Decoded::ApiVersionsTooNew { correlation_id });
     }
     if version < range.min || version > range.max {
         return Err(FrameError::UnsupportedVersion {
@@ -148,17 +159,46 @@ pub fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes, client_host: &str) -
         message: e.to_string(),
     };
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version)).map_err(decode_err)?;
-    let request = RequestKind::decode(api_key, &mut frame, version).map_err(decode_err)?;
+    let request = Box::new(RequestKind::decode(api_key, &mut frame, version).map_err(decode_err)?);
+    let client_id = header.client_id.as_ref().map(StrBytes::to_string).unwrap_or_default();
+    Ok(Decoded::Request {
+        api_key,
+        version,
+        correlation_id,
+        client_id,
+        request,
+    })
+}
+
+/// Handles one request frame (without its length prefix).
+pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Result<ResponseFuture, FrameError> {
+    let (api_key, version, correlation_id, client_id, request) = match decode_request(frame)? {
+        Decoded::Request {
+            api_key,
+            version,
+            correlation_id,
+            client_id,
+            request,
+        } => (api_key, version, correlation_id, client_id, request),
+        Decoded::ApiVersionsTooNew { correlation_id } => {
+            // KIP-511: answer a newer client in a v0 body so it can pick a
+            // version we share.
+            let response = metadata::api_versions_response(kafka_protocol::ResponseError::UnsupportedVersion.code());
+            broker.metrics.requests.get_or_create(&ApiLabels { api: "ApiVersions" }).inc();
+            return Ok(ready(encode_with_header_version(correlation_id, 0, 0, &response)));
+        }
+    };
+    let api = api_name(api_key);
     let ctx = RequestContext {
         api_key,
         api_version: version,
         correlation_id,
-        client_id: header.client_id.as_ref().map(StrBytes::to_string).unwrap_or_default(),
+        client_id,
         client_host: client_host.to_string(),
     };
     let started = Instant::now();
     let metrics = broker.metrics.clone();
-    let response = dispatch(broker, ctx, request);
+    let response = dispatch(broker, ctx, *request);
     Ok(Box::pin(async move {
         let out = response.await;
         metrics.requests.get_or_create(&ApiLabels { api }).inc();
@@ -206,4 +246,89 @@ fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKind) -> 
 /// `StrBytes` from an owned string, for response fields.
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::MetadataRequest;
+
+    fn frame_of<R: Encodable>(key: ApiKey, version: i16, req: &R) -> Bytes {
+        let mut buf = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(5);
+        header.encode(&mut buf, key.request_header_version(version)).unwrap();
+        req.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn well_formed_request_decodes() {
+        let frame = frame_of(ApiKey::Metadata, 9, &MetadataRequest::default());
+        match decode_request(frame).unwrap() {
+            Decoded::Request {
+                api_key,
+                version,
+                correlation_id,
+                ..
+            } => {
+                assert_eq!((api_key, version, correlation_id), (ApiKey::Metadata, 9, 5));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        assert!(matches!(decode_request(Bytes::from_static(b"abc")), Err(FrameError::TooShort(3))));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0x03, 0xe7, 0, 0, 0, 0, 0, 1])),
+            Err(FrameError::UnknownApiKey(999))
+        ));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 1])),
+            Err(FrameError::UnsupportedVersion { .. })
+        ));
+        // AlterPartition (56) is a controller API we do not serve.
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 56, 0, 0, 0, 0, 0, 1])),
+            Err(FrameError::UnsupportedApi { .. })
+        ));
+        let mut huge = vec![0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff];
+        huge.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
+        assert!(
+            matches!(decode_request(Bytes::from(huge)), Err(FrameError::Decode { .. })),
+            "2^31 topics in 4 bytes"
+        );
+    }
+
+    #[test]
+    fn newer_api_versions_is_answered_not_refused() {
+        let frame = Bytes::from_static(&[0, 18, 0, 99, 0, 0, 0, 7, 0xff, 0xff]);
+        assert!(matches!(
+            decode_request(frame).unwrap(),
+            Decoded::ApiVersionsTooNew { correlation_id: 7 }
+        ));
+    }
+
+    #[test]
+    fn every_decodable_version_of_every_api_survives_truncation() {
+        // Encode a default request of each advertised version, then decode
+        // every prefix of it: errors are fine, panics and aborts are not.
+        for (key, min, max) in versions::SUPPORTED {
+            for version in *min..=*max {
+                let mut buf = BytesMut::new();
+                let header = RequestHeader::default()
+                    .with_request_api_key(*key as i16)
+                    .with_request_api_version(version);
+                header.encode(&mut buf, key.request_header_version(version)).unwrap();
+                let full = buf.freeze();
+                for cut in 0..full.len() {
+                    let _ = decode_request(full.slice(..cut));
+                }
+            }
+        }
+    }
 }

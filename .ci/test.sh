@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The full test suite, from a fresh machine: installs what the tests need
+# when it is missing, then runs formatting, lints, unit and integration tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: cmake builds librdkafka for the rdkafka crate (tests and
+# the load tool), curl's header is needed by that build, kcat is a client
+# under test.
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v kcat >/dev/null || need+=(kcat)
+[ -f /usr/include/curl/curl.h ] || need+=(libcurl4-openssl-dev)
+command -v g++ >/dev/null || need+=(g++)
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Python clients under test (kafka-python with its compression codecs).
+if ! python3 -c "import kafka, snappy, lz4.frame, zstandard" 2>/dev/null; then
+  echo "installing: kafka-python and codecs"
+  python3 -m pip install -q --disable-pip-version-check 'kafka-python==3.0.12' python-snappy lz4 zstandard
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test
