@@ -9,6 +9,7 @@
 //!   --rate N         e2e records per second (default 20000)
 //!   --seconds N      e2e duration (default 10)
 //!   --bootstrap H:P  use a running broker instead of starting one
+//!   --idempotence B  enable.idempotence (default false, as in librdkafka)
 //!
 //! Without --bootstrap it starts the release `sediment` binary on free ports
 //! with a fresh data dir and default durability (acknowledged = fsynced).
@@ -37,6 +38,7 @@ struct Opts {
     rate: u64,
     seconds: u64,
     bootstrap: Option<String>,
+    idempotence: Option<bool>,
 }
 
 fn parse(args: &[String]) -> (String, Opts) {
@@ -50,6 +52,7 @@ fn parse(args: &[String]) -> (String, Opts) {
         rate: 20_000,
         seconds: 10,
         bootstrap: None,
+        idempotence: None,
     };
     let mut mode = "matrix".to_string();
     let mut it = args.iter().filter(|a| *a != "--bench");
@@ -65,6 +68,7 @@ fn parse(args: &[String]) -> (String, Opts) {
             "--rate" => o.rate = val().parse().unwrap(),
             "--seconds" => o.seconds = val().parse().unwrap(),
             "--bootstrap" => o.bootstrap = Some(val()),
+            "--idempotence" => o.idempotence = Some(val().parse().unwrap()),
             m if !m.starts_with('-') => mode = m.to_string(),
             other => panic!("unknown option {other}"),
         }
@@ -192,7 +196,7 @@ fn producer(bootstrap: &str, o: &Opts) -> ThreadedProducer<LatencyContext> {
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .set("enable.idempotence", if o.acks == "1" { "false" } else { "true" })
+        .set("enable.idempotence", o.idempotence.unwrap_or(false).to_string())
         .create_with_context(ctx)
         .unwrap()
 }

@@ -1,1 +1,111 @@
-fn main() {}
+//! Criterion micro-benchmarks of the hot paths: request frame decode, log
+//! append (batch validation + header stamp + write) and log read.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, ProduceRequest, RequestHeader, TopicName};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use sediment::log::{batch, LogConfig, PartitionLog};
+
+fn batch_of(n: usize, value_len: usize) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(vec![b'x'; value_len])),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn frame<R: Encodable>(key: ApiKey, version: i16, req: &R) -> Bytes {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_client_id(Some(StrBytes::from_static_str("bench")))
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    req.encode(&mut buf, version).unwrap();
+    buf.freeze()
+}
+
+fn decode(c: &mut Criterion) {
+    let records = batch_of(1000, 100);
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("bench")))
+            .with_partition_data(vec![PartitionProduceData::default().with_records(Some(records.clone()))])]);
+    let produce_frame = frame(ApiKey::Produce, 9, &produce);
+    let fetch_frame = frame(ApiKey::Fetch, 12, &FetchRequest::default());
+    let mut g = c.benchmark_group("frame_decode");
+    g.throughput(Throughput::Bytes(produce_frame.len() as u64));
+    g.bench_function("produce_v9_1000x100B", |b| {
+        b.iter(|| sediment::protocol::decode_request(produce_frame.clone()).unwrap())
+    });
+    g.bench_function("fetch_v12", |b| {
+        b.iter(|| sediment::protocol::decode_request(fetch_frame.clone()).unwrap())
+    });
+    g.bench_function("validate_batch_1000x100B", |b| b.iter(|| batch::split_batches(&records).unwrap()));
+    g.finish();
+}
+
+fn log_append(c: &mut Criterion) {
+    let records = batch_of(1000, 100);
+    let batches = batch::split_batches(&records).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: 256 << 20,
+            ..LogConfig::default()
+        },
+        0,
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("log");
+    g.throughput(Throughput::Bytes(records.len() as u64));
+    g.bench_function("append_1000x100B_no_fsync", |b| {
+        b.iter(|| {
+            log.append(&batches, 0, 0).unwrap();
+            // Drop the flush list so it does not grow; fsync is measured by the load tool.
+            log.take_unflushed();
+        })
+    });
+    let end = log.next_offset();
+    g.bench_function("read_1MiB_from_page_cache", |b| {
+        b.iter_batched(
+            || (end / 2) % end.max(1),
+            |offset| log.read(offset, 1 << 20, end).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, log_append);
+criterion_main!(benches);

@@ -17,8 +17,9 @@ use crate::config::{Config, FlushPolicy};
 use crate::coordination::{CoordinationError, Coordinator, TopicRecord};
 use crate::groups::coordinator::GroupCoordinator;
 use crate::log::PartitionLog;
-use crate::metrics::{Metrics, PartitionLabels};
+use crate::metrics::{Metrics, PartitionLabels, TopicLabels};
 use crate::topic_config::{InvalidConfig, TopicConfig};
+use prometheus_client::metrics::counter::Counter;
 
 pub use partition::Partition;
 pub use task_set::TaskSet;
@@ -34,9 +35,33 @@ pub struct Topic {
     pub id: uuid::Uuid,
     config: RwLock<(TopicConfig, BTreeMap<String, String>)>,
     partitions: RwLock<Vec<Arc<Partition>>>,
+    /// This topic's counters, resolved once so the data path does not look
+    /// labels up per request.
+    pub metrics: TopicMetrics,
+}
+
+pub struct TopicMetrics {
+    pub produce_bytes: Counter,
+    pub produce_records: Counter,
+    pub fetch_bytes: Counter,
 }
 
 impl Topic {
+    fn new(name: &str, id: uuid::Uuid, config: TopicConfig, overrides: BTreeMap<String, String>, metrics: &Metrics) -> Self {
+        let labels = TopicLabels { topic: name.to_string() };
+        Self {
+            name: name.to_string(),
+            id,
+            config: RwLock::new((config, overrides)),
+            partitions: RwLock::new(Vec::new()),
+            metrics: TopicMetrics {
+                produce_bytes: metrics.bytes_in.get_or_create_owned(&labels),
+                produce_records: metrics.records_in.get_or_create_owned(&labels),
+                fetch_bytes: metrics.bytes_out.get_or_create_owned(&labels),
+            },
+        }
+    }
+
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions.read().map(|p| p.clone()).unwrap_or_default()
     }
@@ -215,12 +240,7 @@ impl Broker {
     async fn open_topic(&self, record: &TopicRecord) -> Result<Arc<Topic>, TopicError> {
         let id = uuid::Uuid::parse_str(&record.id).map_err(|e| TopicError::Storage(format!("topic {} has a bad id: {e}", record.name)))?;
         let config = TopicConfig::from_overrides(&self.config.topic_defaults(), &record.configs)?;
-        let topic = Arc::new(Topic {
-            name: record.name.clone(),
-            id,
-            config: RwLock::new((config, record.configs.clone())),
-            partitions: RwLock::new(Vec::new()),
-        });
+        let topic = Arc::new(Topic::new(&record.name, id, config, record.configs.clone(), &self.metrics));
         self.add_partitions(&topic, record.partitions).await?;
         Ok(topic)
     }
@@ -301,12 +321,7 @@ impl Broker {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
         let id = uuid::Uuid::new_v4();
-        let topic = Arc::new(Topic {
-            name: name.to_string(),
-            id,
-            config: RwLock::new((config, configs.clone())),
-            partitions: RwLock::new(Vec::new()),
-        });
+        let topic = Arc::new(Topic::new(name, id, config, configs.clone(), &self.metrics));
         if validate_only {
             return Ok(topic);
         }

@@ -74,6 +74,7 @@ pub struct AppendResult {
     pub next_offset: i64,
     pub log_append_time_ms: Option<i64>,
     pub records: i64,
+    pub log_start_offset: i64,
 }
 
 /// What opening a log found, for logs and metrics.
@@ -207,6 +208,7 @@ impl PartitionLog {
                         next_offset: self.next_offset,
                         log_append_time_ms: None,
                         records: 0,
+                        log_start_offset: self.log_start_offset(),
                     });
                 }
                 SequenceCheck::StaleEpoch => return Err(LogError::InvalidProducerEpoch),
@@ -242,6 +244,7 @@ impl PartitionLog {
             next_offset: self.next_offset,
             log_append_time_ms,
             records,
+            log_start_offset: self.log_start_offset(),
         })
     }
 

@@ -10,6 +10,8 @@ use super::batch::{self, BatchHeader, HEADER_LEN};
 
 /// Bytes between two sparse index entries (Kafka's `index.interval.bytes`).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+/// Batches up to this size are written with their header in one syscall.
+const SMALL_BATCH_BYTES: usize = 16 * 1024;
 /// Chunk size of the sequential recovery scan.
 const SCAN_CHUNK: usize = 1 << 20;
 
@@ -62,6 +64,8 @@ pub struct Segment {
     pub first_append_ms: Option<i64>,
     /// Wall-clock time of the last append, for time retention.
     pub last_append_ms: i64,
+    /// Reused buffer for writing small batches in one syscall.
+    scratch: Vec<u8>,
 }
 
 impl Segment {
@@ -84,6 +88,7 @@ impl Segment {
             bytes_since_index: 0,
             first_append_ms: None,
             last_append_ms: now_ms,
+            scratch: Vec::new(),
         }
     }
 
@@ -198,10 +203,18 @@ impl Segment {
     /// On a write error the file is cut back so no partial batch remains.
     pub fn append(&mut self, header_bytes: &[u8; HEADER_LEN], records: &[u8], now_ms: i64) -> std::io::Result<()> {
         let position = self.size;
-        let result = self
-            .file
-            .write_all_at(header_bytes, position)
-            .and_then(|()| self.file.write_all_at(records, position + HEADER_LEN as u64));
+        let result = if records.len() <= SMALL_BATCH_BYTES {
+            // One syscall for small batches: copying a few KiB is cheaper
+            // than a second write.
+            self.scratch.clear();
+            self.scratch.extend_from_slice(header_bytes);
+            self.scratch.extend_from_slice(records);
+            self.file.write_all_at(&self.scratch, position)
+        } else {
+            self.file
+                .write_all_at(header_bytes, position)
+                .and_then(|()| self.file.write_all_at(records, position + HEADER_LEN as u64))
+        };
         if let Err(e) = result {
             let _ = self.file.set_len(position);
             return Err(e);

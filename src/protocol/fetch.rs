@@ -10,8 +10,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, error_code, RequestContext};
-use crate::broker::Broker;
-use crate::metrics::TopicLabels;
+use crate::broker::{Broker, Topic};
 
 const READ_COMMITTED: i8 = 1;
 
@@ -24,20 +23,11 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (response, bytes, has_error) = read_once(broker, &req);
+        let (response, bytes, has_error, served) = read_once(broker, &req);
         let done = bytes >= req.min_bytes.max(0) as usize || has_error || tokio::time::Instant::now() >= deadline;
         if done {
-            for topic in &response.responses {
-                let total: usize = topic.partitions.iter().map(|p| p.records.as_ref().map_or(0, Bytes::len)).sum();
-                if total > 0 {
-                    broker
-                        .metrics
-                        .bytes_out
-                        .get_or_create(&TopicLabels {
-                            topic: topic.topic.0.to_string(),
-                        })
-                        .inc_by(total as u64);
-                }
+            for (topic, bytes) in served {
+                topic.metrics.fetch_bytes.inc_by(bytes as u64);
             }
             return encode_response(ctx, &response);
         }
@@ -48,12 +38,16 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
     }
 }
 
-fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+/// One pass over the requested partitions. Also returns the bytes served
+/// per topic, counted only if this pass becomes the response.
+fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool, Vec<(Arc<Topic>, usize)>) {
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut has_error = false;
     let mut response = FetchResponse::default();
+    let mut served = Vec::new();
     for fetch_topic in &req.topics {
+        let before = total;
         let name = fetch_topic.topic.0.to_string();
         let topic = broker.topic(&name);
         let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
@@ -96,11 +90,14 @@ fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool
             }
             partitions.push(pd);
         }
+        if let (Some(t), true) = (&topic, total > before) {
+            served.push((t.clone(), total - before));
+        }
         response.responses.push(
             FetchableTopicResponse::default()
                 .with_topic(fetch_topic.topic.clone())
                 .with_partitions(partitions),
         );
     }
-    (response, total, has_error)
+    (response, total, has_error, served)
 }

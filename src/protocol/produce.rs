@@ -12,7 +12,7 @@ use super::{encode_response, error_code, str_bytes, RequestContext, ResponseFutu
 use crate::broker::{Broker, TopicError};
 use crate::clock::now_ms;
 use crate::log::batch;
-use crate::metrics::{ApiLabels, TopicLabels};
+use crate::metrics::ApiLabels;
 
 struct Pending {
     response: PartitionProduceResponse,
@@ -56,21 +56,11 @@ pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequ
                             .and_then(|b| partition.append(&b, broker.leader_epoch, now))
                         {
                             Ok(appended) => {
-                                broker
-                                    .metrics
-                                    .bytes_in
-                                    .get_or_create(&TopicLabels { topic: name.clone() })
-                                    .inc_by(records.len() as u64);
-                                broker
-                                    .metrics
-                                    .records_in
-                                    .get_or_create(&TopicLabels { topic: name.clone() })
-                                    .inc_by(appended.records as u64);
+                                topic.metrics.produce_bytes.inc_by(records.len() as u64);
+                                topic.metrics.produce_records.inc_by(appended.records as u64);
                                 response.base_offset = appended.base_offset;
                                 response.log_append_time_ms = appended.log_append_time_ms.unwrap_or(-1);
-                                if let Ok(log) = partition.lock_log() {
-                                    response.log_start_offset = log.log_start_offset();
-                                }
+                                response.log_start_offset = appended.log_start_offset;
                                 wait = Some((partition.clone(), appended.next_offset));
                                 Ok(())
                             }
