@@ -41,7 +41,7 @@ pub struct Config {
     pub broker_id: i32,
     /// etcd key prefix; also the Kafka cluster id.
     pub cluster: String,
-    /// Create a topic on first Metadata or Produce naming it (Kafka's auto.create.topics.enable).
+    /// Create a topic when a Metadata request names it (Kafka's auto.create.topics.enable).
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic or a CreateTopics with -1.
     pub default_partitions: i32,
@@ -51,6 +51,9 @@ pub struct Config {
     /// Largest request frame accepted; a larger one closes the connection.
     pub max_request_bytes: usize,
     pub max_connections: usize,
+    /// A connection with no request for this long is closed (Kafka's
+    /// connections.max.idle.ms).
+    pub connections_max_idle_ms: u64,
     /// Requests read ahead of their responses on one connection.
     pub max_inflight_requests_per_connection: usize,
     /// Kafka's group.initial.rebalance.delay.ms.
@@ -84,6 +87,7 @@ impl Default for Config {
             flush_interval_ms: 1000,
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
+            connections_max_idle_ms: 600_000,
             max_inflight_requests_per_connection: 64,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
@@ -196,8 +200,20 @@ impl Config {
         if self.cluster.is_empty() || !self.cluster.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return invalid(format!("cluster name {:?} must be non-empty [A-Za-z0-9._-]", self.cluster));
         }
-        if self.default_partitions < 1 {
-            return invalid("default_partitions must be >= 1".into());
+        if !(1..=10_000).contains(&self.default_partitions) {
+            return invalid(format!("default_partitions must be 1..=10000, got {}", self.default_partitions));
+        }
+        if self.group_min_session_timeout_ms < 1 || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return invalid("group_min_session_timeout_ms must be >= 1 and <= group_max_session_timeout_ms".into());
+        }
+        if self.group_max_size == 0 {
+            return invalid("group_max_size must be >= 1".into());
+        }
+        if self.group_initial_rebalance_delay_ms < 0 {
+            return invalid("group_initial_rebalance_delay_ms must be >= 0".into());
+        }
+        if self.connections_max_idle_ms == 0 {
+            return invalid("connections_max_idle_ms must be >= 1".into());
         }
         if self.max_request_bytes < 1024 {
             return invalid("max_request_bytes must be >= 1024".into());

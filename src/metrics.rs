@@ -49,7 +49,7 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<ApiLabels, Counter>,
-    pub request_errors: Family<ApiLabels, Counter>,
+    pub produce_errors: Family<ApiLabels, Counter>,
     pub request_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
     pub bytes_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
@@ -79,7 +79,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("sediment");
         let m = Self {
             requests: Family::default(),
-            request_errors: Family::default(),
+            produce_errors: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             bytes_in: Family::default(),
             bytes_out: Family::default(),
@@ -100,9 +100,9 @@ impl Metrics {
         };
         registry.register("requests", "Kafka requests handled, by API", m.requests.clone());
         registry.register(
-            "request_errors",
-            "Kafka responses carrying an error code, by API",
-            m.request_errors.clone(),
+            "produce_errors",
+            "Produce partitions answered with an error code",
+            m.produce_errors.clone(),
         );
         registry.register(
             "request_duration_seconds",

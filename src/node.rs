@@ -2,7 +2,7 @@
 //! server from a `Config`, and owns shutdown.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -19,6 +19,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         anyhow::bail!("cluster mode (--etcd {etcd}) is not implemented yet; run without --etcd for a single-node broker");
     }
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    // Two brokers on one data dir would corrupt each other's logs.
+    let lock = std::fs::File::create(config.data_dir.join(".lock")).context("cannot create the data dir lock file")?;
+    lock.try_lock()
+        .map_err(|_| anyhow::anyhow!("data dir {} is in use by another sediment process", config.data_dir.display()))?;
+    if config.listen.ip().is_unspecified() && config.advertise.is_none() {
+        tracing::warn!(listen = %config.listen, "listening on all interfaces without --advertise: clients will be told to connect to {}", config.listen);
+    }
     let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::open(&config.data_dir.join("meta"))?);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -26,7 +33,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (http)", config.http_listen))?;
-    let broker = Broker::open(config, coordinator, Arc::new(Metrics::new())).await?;
+    let metrics = Arc::new(Metrics::new());
+    let http_state = Arc::new(crate::http::HttpState {
+        metrics: metrics.clone(),
+        broker: OnceLock::new(),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let http = axum::serve(http_listener, crate::http::router(http_state.clone())).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+    let http_task = tokio::spawn(async move { http.await });
+    let broker = Broker::open(config, coordinator, metrics).await?;
+    let _ = http_state.broker.set(broker.clone());
     tracing::info!(
         listen = %broker.config.listen,
         http = %broker.config.http_listen,
@@ -35,12 +54,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         leader_epoch = broker.leader_epoch,
         "sediment is serving"
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut http_stop = stop_rx.clone();
-    let http = axum::serve(http_listener, crate::http::router(broker.clone())).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    });
-    let http_task = tokio::spawn(async move { http.await });
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -29,6 +29,8 @@ const TOPIC_NAME_MAX: usize = 249;
 /// A sanity bound on partitions per topic.
 const PARTITIONS_MAX: i32 = 10_000;
 const PRODUCER_ID_BLOCK: i64 = 1000;
+/// Extension of a topic directory whose deletion is under way.
+const DELETED_SUFFIX: &str = "deleted";
 
 pub struct Topic {
     pub name: String,
@@ -96,6 +98,8 @@ pub enum TopicError {
     InvalidPartitions(i32),
     #[error("replication factor {0} is not possible on this single-node broker (use 1 or -1)")]
     InvalidReplicationFactor(i16),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
     #[error("invalid config {0}")]
     InvalidConfig(#[from] InvalidConfig),
     #[error("{0}")]
@@ -112,6 +116,7 @@ impl TopicError {
             TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition.code(),
             TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions.code(),
             TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor.code(),
+            TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment.code(),
             TopicError::InvalidConfig(_) => ResponseError::InvalidConfig.code(),
             TopicError::Coordination(_) | TopicError::Storage(_) => ResponseError::KafkaStorageError.code(),
         }
@@ -144,7 +149,8 @@ pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises topic creation and deletion.
     topic_changes: tokio::sync::Mutex<()>,
-    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// (next id, end of the reserved block, first id issued since start).
+    producer_ids: tokio::sync::Mutex<(i64, i64, i64)>,
     ready: AtomicBool,
     tasks: TaskSet,
 }
@@ -190,7 +196,7 @@ impl Broker {
             data_arrived: Arc::new(Notify::new()),
             topics: RwLock::new(HashMap::new()),
             topic_changes: tokio::sync::Mutex::new(()),
-            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            producer_ids: tokio::sync::Mutex::new((0, 0, 0)),
             ready: AtomicBool::new(false),
             tasks: Default::default(),
             config,
@@ -222,17 +228,20 @@ impl Broker {
         self.topics_root().join(format!("{name}.{id}"))
     }
 
-    /// Removes directories of topics deleted while the broker was down
-    /// (a crash between forgetting the topic and removing its files).
+    /// Finishes deletions a crash interrupted (directories renamed to
+    /// `*.deleted`), and warns about, but never removes, directories no
+    /// topic record names: they may be data whose metadata was lost.
     fn remove_stray_topic_dirs(&self, known: &[PathBuf]) {
         let Ok(entries) = std::fs::read_dir(self.topics_root()) else {
             return;
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if !known.contains(&path) {
-                tracing::warn!(dir = %path.display(), "removing the directory of a deleted topic");
+            if path.extension().is_some_and(|e| e == DELETED_SUFFIX) {
+                tracing::info!(dir = %path.display(), "finishing an interrupted topic deletion");
                 let _ = std::fs::remove_dir_all(&path);
+            } else if !known.contains(&path) {
+                tracing::warn!(dir = %path.display(), "no topic record names this directory; leaving it untouched");
             }
         }
     }
@@ -355,15 +364,19 @@ impl Broker {
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         let _guard = self.topic_changes.lock().await;
         let topic = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        for partition in topic.partitions() {
+            partition.close();
+        }
+        // Rename first: a crash after this point finishes the deletion at
+        // the next start instead of leaving an unnamed directory behind.
+        let dir = self.topic_dir(&topic.name, &topic.id);
+        let doomed = PathBuf::from(format!("{}.{DELETED_SUFFIX}", dir.display()));
+        std::fs::rename(&dir, &doomed).map_err(|e| TopicError::Storage(format!("cannot remove {}: {e}", dir.display())))?;
         self.coordinator.delete_topic(name.to_string()).await?;
         if let Ok(mut topics) = self.topics.write() {
             topics.remove(name);
         }
-        for partition in topic.partitions() {
-            partition.close();
-        }
-        let dir = self.topic_dir(&topic.name, &topic.id);
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(doomed))
             .await
             .map_err(|e| TopicError::Storage(e.to_string()))?
             .map_err(|e| TopicError::Storage(e.to_string()))?;
@@ -435,11 +448,19 @@ impl Broker {
         Ok(())
     }
 
+    /// Whether this broker handed out `id` since it started (an epoch bump
+    /// is honoured only for those; others get a fresh id).
+    pub async fn issued_producer_id(&self, id: i64) -> bool {
+        let ids = self.producer_ids.lock().await;
+        id >= ids.2 && id < ids.0
+    }
+
     pub async fn next_producer_id(&self) -> Result<i64, CoordinationError> {
         let mut ids = self.producer_ids.lock().await;
         if ids.0 >= ids.1 {
             let first = self.coordinator.allocate_producer_ids(PRODUCER_ID_BLOCK).await?;
-            *ids = (first, first + PRODUCER_ID_BLOCK);
+            let issued_since = if ids.1 == 0 { first } else { ids.2 };
+            *ids = (first, first + PRODUCER_ID_BLOCK, issued_since);
         }
         let id = ids.0;
         ids.0 += 1;

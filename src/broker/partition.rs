@@ -46,7 +46,7 @@ impl Partition {
             topic,
             index,
             log: Mutex::new(log),
-            // Everything recovered from disk at startup was fsynced by recovery.
+            // `PartitionLog::open` fsyncs what it recovers, so all of it is durable.
             high_watermark: AtomicI64::new(end),
             durability,
             flush_needed: Notify::new(),
@@ -71,6 +71,11 @@ impl Partition {
     pub fn append(&self, batches: &[(BatchHeader, Bytes)], leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Io(std::io::Error::other("partition is closed (topic deleted)")));
+        }
+        if let Some(e) = &self.durability.borrow().failed {
+            return Err(LogError::Io(std::io::Error::other(format!(
+                "partition storage failed earlier ({e}); restart the broker"
+            ))));
         }
         let result = self.lock_log()?.append(batches, leader_epoch, now_ms)?;
         match self.flush_policy {
@@ -112,6 +117,12 @@ impl Partition {
 
     /// fsyncs what was appended since the last flush.
     pub async fn flush(&self, metrics: &Metrics) {
+        if self.durability.borrow().failed.is_some() {
+            // After a failed fsync the page cache may have dropped dirty
+            // pages and a retry can falsely succeed ("fsyncgate"): never
+            // advance the high watermark again until a restart recovers.
+            return;
+        }
         let Ok((files, target)) = self.lock_log().map(|mut log| log.take_unflushed()) else {
             return;
         };
@@ -146,8 +157,13 @@ impl Partition {
         }
     }
 
+    /// Stops the flusher and fails produce requests still waiting on this
+    /// partition (its topic is being deleted).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.durability.send_modify(|d| {
+            d.failed.get_or_insert_with(|| "topic deleted".to_string());
+        });
         self.flush_needed.notify_one();
     }
 }

@@ -121,8 +121,14 @@ impl OffsetStore {
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || {
             let mut file = file.lock().map_err(|_| std::io::Error::other("offsets file lock poisoned"))?;
-            file.write_all(&bytes)?;
-            file.sync_data()
+            let before = file.metadata()?.len();
+            let written = file.write_all(&bytes).and_then(|()| file.sync_data());
+            if written.is_err() {
+                // Cut a partial line off so the next commit starts on a
+                // line of its own and stays readable after a restart.
+                let _ = file.set_len(before);
+            }
+            written
         })
         .await
         .map_err(std::io::Error::other)??;

@@ -10,7 +10,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
+use std::sync::OnceLock;
+
 use crate::broker::Broker;
+use crate::metrics::Metrics;
 
 /// An admin error: a status and `{"error": "..."}`.
 pub struct ApiError(StatusCode, String);
@@ -39,7 +42,22 @@ struct TopicView {
     configs: std::collections::BTreeMap<String, String>,
 }
 
-pub fn router(broker: Arc<Broker>) -> Router {
+/// What the HTTP server sees. It starts before the broker has recovered its
+/// logs, so `/healthz` answers during recovery and `/readyz` says 503.
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub broker: OnceLock<Arc<Broker>>,
+}
+
+impl HttpState {
+    fn broker(&self) -> Result<&Arc<Broker>, ApiError> {
+        self.broker
+            .get()
+            .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the broker is still starting".into()))
+    }
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -47,20 +65,22 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/topics", get(list_topics))
         .route("/v1/topics/{name}", get(get_topic))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-        .with_state(broker)
+        .method_not_allowed_fallback(|| async { ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()) })
+        .with_state(state)
 }
 
-async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
-    if broker.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    match state.broker.get() {
+        Some(broker) if broker.is_ready() => (StatusCode::OK, "ready\n").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
     }
 }
 
-async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
-    broker.update_gauges();
-    let body = broker.metrics.encode();
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    if let Some(broker) = state.broker.get() {
+        broker.update_gauges();
+    }
+    let body = state.metrics.encode();
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         body,
@@ -92,11 +112,12 @@ fn view(topic: &crate::broker::Topic) -> TopicView {
     }
 }
 
-async fn list_topics(State(broker): State<Arc<Broker>>) -> Json<Vec<TopicView>> {
-    Json(broker.topics().iter().map(|t| view(t)).collect())
+async fn list_topics(State(state): State<Arc<HttpState>>) -> Result<Json<Vec<TopicView>>, ApiError> {
+    Ok(Json(state.broker()?.topics().iter().map(|t| view(t)).collect()))
 }
 
-async fn get_topic(State(broker): State<Arc<Broker>>, Path(name): Path<String>) -> Result<Json<TopicView>, ApiError> {
+async fn get_topic(State(state): State<Arc<HttpState>>, Path(name): Path<String>) -> Result<Json<TopicView>, ApiError> {
+    let broker = state.broker()?;
     crate::broker::validate_topic_name(&name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let topic = broker
         .topic(&name)

@@ -134,7 +134,15 @@ impl PartitionLog {
         }
         if segments.is_empty() {
             segments.insert(0, Segment::create(dir, 0, now_ms)?);
-            sync_dir(dir)?;
+        }
+        // What a crashed process left in the page cache becomes readable
+        // now, so make it durable first; clean files sync in microseconds.
+        for segment in segments.values() {
+            segment.file().sync_data()?;
+        }
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
         }
         report.segments = segments.len();
         let next_offset = segments.values().next_back().map_or(0, Segment::next_offset);
@@ -351,15 +359,14 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The largest timestamp in the log with its offset (ListOffsets -3).
-    pub fn max_timestamp(&self) -> (i64, i64) {
-        let mut best = (-1, -1);
-        for segment in self.segments.values() {
-            if segment.max_timestamp() > best.0 {
-                best = (segment.max_timestamp(), segment.next_offset() - 1);
-            }
+    /// The largest timestamp in the log and the offset of the first record
+    /// carrying it (ListOffsets -3, KIP-734).
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let max = self.segments.values().map(Segment::max_timestamp).max().unwrap_or(-1);
+        if max < 0 {
+            return Ok(None);
         }
-        best
+        Ok(self.offset_for_timestamp(max)?.map(|(offset, ts)| (ts, offset)))
     }
 
     /// Deletes sealed segments past `retention.ms` / `retention.bytes`.
@@ -403,6 +410,7 @@ fn replay_producers(segment: &Segment, producers: &mut ProducerStateTable) -> Re
 /// all back, asserting what recovery promises: no panic, a valid prefix kept,
 /// every batch served CRC-valid with ascending offsets. The `log_recovery`
 /// fuzz target and the unit tests drive it.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn check_recovery_of(segment_bytes: &[u8]) {
     let Ok(dir) = tempfile_dir() else { return };
     let path = segment::segment_path(dir.path(), 0);
@@ -434,6 +442,7 @@ pub fn check_recovery_of(segment_bytes: &[u8]) {
 }
 
 /// A scratch directory for `check_recovery_of`.
+#[cfg(any(test, feature = "fuzzing"))]
 fn tempfile_dir() -> std::io::Result<ScratchDir> {
     let path = std::env::temp_dir().join(format!(
         "sediment-recovery-{}-{}",
@@ -444,16 +453,20 @@ fn tempfile_dir() -> std::io::Result<ScratchDir> {
     Ok(ScratchDir(path))
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 static SCRATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+#[cfg(any(test, feature = "fuzzing"))]
 struct ScratchDir(PathBuf);
 
+#[cfg(any(test, feature = "fuzzing"))]
 impl ScratchDir {
     fn path(&self) -> &Path {
         &self.0
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

@@ -94,8 +94,9 @@ impl Segment {
 
     /// Opens an existing segment and rebuilds its indexes. With
     /// `validate_all`, every batch's CRC is checked and a torn or corrupt
-    /// tail is truncated; otherwise only headers are read (sealed segments,
-    /// which were fsynced when they were rolled).
+    /// tail is truncated; otherwise only headers are read (sealed segments:
+    /// their data was fsynced before the high watermark passed it under the
+    /// default flush policy, so only a torn end is looked for).
     pub fn open(path: &Path, base_offset: i64, validate_all: bool, mtime_ms: i64) -> std::io::Result<(Self, ScanReport)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let file_len = file.metadata()?.len();

@@ -35,10 +35,11 @@ pub(super) fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, req: Li
                 let (offset, timestamp) = match p.timestamp {
                     LATEST => (high_watermark, -1),
                     EARLIEST => (log.log_start_offset(), -1),
-                    MAX_TIMESTAMP => {
-                        let (ts, offset) = log.max_timestamp();
-                        (offset, ts)
-                    }
+                    MAX_TIMESTAMP => match log.max_timestamp() {
+                        Ok(Some((ts, offset))) if offset < high_watermark => (offset, ts),
+                        Ok(_) => (-1, -1),
+                        Err(e) => return out.with_error_code(error_code::log_error(&e)),
+                    },
                     ts if ts < 0 => return out.with_error_code(ResponseError::InvalidRequest.code()),
                     ts => match log.offset_for_timestamp(ts) {
                         Ok(Some((offset, found_ts))) if offset < high_watermark => (offset, found_ts),
@@ -74,7 +75,11 @@ pub(super) async fn handle_init_producer_id(broker: &Arc<Broker>, ctx: &RequestC
         return encode_response(ctx, &response);
     }
     // KIP-360: an idempotent producer may ask to bump its own epoch.
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+    if req.producer_id.0 >= 0
+        && req.producer_epoch >= 0
+        && req.producer_epoch < i16::MAX - 1
+        && broker.issued_producer_id(req.producer_id.0).await
+    {
         response.producer_id = req.producer_id;
         response.producer_epoch = req.producer_epoch + 1;
         return encode_response(ctx, &response);

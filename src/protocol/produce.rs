@@ -27,10 +27,13 @@ pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequ
     let mut errors = 0u64;
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
-        // Auto-creation needs the coordinator (async); do it only when the
-        // topic is missing, which a producer's Metadata usually did already.
+        // Produce never creates topics, as in Kafka: the producer's Metadata
+        // request does (auto_create_topics), and a missing topic gets the
+        // retriable UNKNOWN_TOPIC_OR_PARTITION so the client refreshes it.
         let topic = broker.topic(&name);
-        let topic_err = if req.transactional_id.is_some() {
+        let topic_err = if !matches!(acks, -1..=1) {
+            Some(ResponseError::InvalidRequiredAcks.code())
+        } else if req.transactional_id.is_some() {
             // Transactions are not implemented (docs/compatibility.md).
             Some(ResponseError::UnsupportedVersion.code())
         } else if topic.is_none() {
@@ -85,7 +88,7 @@ pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequ
     if errors > 0 {
         broker
             .metrics
-            .request_errors
+            .produce_errors
             .get_or_create(&ApiLabels { api: "Produce" })
             .inc_by(errors);
     }
@@ -99,7 +102,7 @@ pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequ
                     if let Err(message) = partition.wait_durable(offset).await {
                         p.response.error_code = ResponseError::KafkaStorageError.code();
                         p.response.error_message = Some(str_bytes(message));
-                        broker.metrics.request_errors.get_or_create(&ApiLabels { api: "Produce" }).inc();
+                        broker.metrics.produce_errors.get_or_create(&ApiLabels { api: "Produce" }).inc();
                     }
                 }
                 partition_responses.push(p.response);

@@ -29,12 +29,14 @@ const SOURCE_DEFAULT: i8 = 5;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
 fn config_type(key: &str) -> i8 {
     match key {
-        "cleanup.policy" | "message.timestamp.type" => TYPE_STRING,
+        "cleanup.policy" => TYPE_LIST,
+        "message.timestamp.type" => TYPE_STRING,
         "min.insync.replicas" | "max.message.bytes" | "segment.bytes" => TYPE_INT,
         _ => TYPE_LONG,
     }
@@ -64,39 +66,29 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
                 configs.insert(c.name.to_string(), value.to_string());
             }
         }
-        let outcome = if !t.assignments.is_empty() {
-            Err(TopicError::InvalidReplicationFactor(t.replication_factor)).or_else(|e| {
-                // Manual assignment is only meaningful to a single broker.
-                if t.assignments
-                    .iter()
-                    .all(|a| a.broker_ids.iter().all(|b| b.0 == broker.config.broker_id) && a.broker_ids.len() == 1)
-                {
-                    Ok(t.assignments.len() as i32)
-                } else {
-                    Err(e)
-                }
-            })
+        // Manual assignment is only meaningful when it names this broker alone.
+        let me = broker.config.broker_id;
+        let outcome = if t.assignments.iter().any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != me) {
+            Err(TopicError::InvalidReplicaAssignment(format!(
+                "every partition must be assigned to broker {me} alone"
+            )))
         } else {
-            Ok(t.num_partitions)
-        };
-        let outcome = match outcome {
-            Ok(partitions) => {
-                broker
-                    .create_topic(&name, partitions, t.replication_factor, configs, req.validate_only)
-                    .await
-            }
-            Err(e) => Err(e),
+            let partitions = match (t.assignments.len(), t.num_partitions) {
+                (0, -1) => broker.config.default_partitions,
+                (0, n) => n,
+                (n, _) => n as i32,
+            };
+            broker
+                .create_topic(&name, partitions, t.replication_factor, configs, req.validate_only)
+                .await
+                .map(|topic| (topic, partitions))
         };
         match outcome {
-            Ok(topic) => {
+            Ok((topic, partitions)) => {
                 let config = topic.config();
                 let overrides = topic.overrides();
                 result.topic_id = topic.id;
-                result.num_partitions = if req.validate_only {
-                    t.num_partitions.max(broker.config.default_partitions)
-                } else {
-                    topic.partition_count()
-                };
+                result.num_partitions = partitions;
                 result.replication_factor = 1;
                 result.configs = Some(
                     KEYS.iter()
@@ -177,6 +169,23 @@ fn describe_topic_configs(broker: &Broker, name: &str, keys: Option<&[String]>) 
         .collect())
 }
 
+/// Kafka's broker-level name for the default of a topic config.
+fn broker_config_name(topic_key: &str) -> &'static str {
+    match topic_key {
+        "cleanup.policy" => "log.cleanup.policy",
+        "retention.ms" => "log.retention.ms",
+        "retention.bytes" => "log.retention.bytes",
+        "segment.bytes" => "log.segment.bytes",
+        "segment.ms" => "log.roll.ms",
+        "local.retention.ms" => "log.local.retention.ms",
+        "local.retention.bytes" => "log.local.retention.bytes",
+        "min.insync.replicas" => "min.insync.replicas",
+        "max.message.bytes" => "message.max.bytes",
+        "message.timestamp.type" => "log.message.timestamp.type",
+        _ => "unknown",
+    }
+}
+
 fn describe_broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     let defaults = broker.config.topic_defaults();
     let mut out: Vec<DescribeConfigsResourceResult> = KEYS
@@ -190,7 +199,7 @@ fn describe_broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult
             };
             Some(
                 DescribeConfigsResourceResult::default()
-                    .with_name(str_bytes(format!("log.{k}")))
+                    .with_name(str_bytes(broker_config_name(k)))
                     .with_value(Some(str_bytes(value)))
                     .with_read_only(true)
                     .with_config_source(source),
@@ -287,7 +296,8 @@ mod tests {
     fn every_topic_key_has_a_type() {
         for key in KEYS {
             assert!(TopicConfig::default().get(key).is_some());
-            assert!(matches!(config_type(key), TYPE_STRING | TYPE_INT | TYPE_LONG));
+            assert!(matches!(config_type(key), TYPE_STRING | TYPE_INT | TYPE_LONG | TYPE_LIST));
+            assert_ne!(broker_config_name(key), "unknown");
         }
     }
 }

@@ -5,15 +5,20 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::metrics::KindLabels;
 use crate::protocol::{self, ResponseFuture};
+
+/// Largest step in which a request frame's buffer grows.
+const READ_CHUNK: usize = 1 << 20;
 
 /// Serves Kafka connections on `listener` until `shutdown` completes.
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
@@ -59,27 +64,40 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ResponseFuture>(broker.config.max_inflight_requests_per_connection);
-    let writer = tokio::spawn(async move {
-        let mut out = BufWriter::with_capacity(64 * 1024, write_half);
-        while let Some(response) = rx.recv().await {
-            if let Some(bytes) = response.await {
-                if out.write_all(&bytes).await.is_err() {
+    let writer = tokio::spawn(
+        async move {
+            let mut out = BufWriter::with_capacity(64 * 1024, write_half);
+            while let Some(response) = rx.recv().await {
+                if let Some(bytes) = response.await {
+                    // An empty response is one we could not encode: closing
+                    // tells the client at once instead of leaving it to time out.
+                    if bytes.is_empty() || out.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                // Flush when no further response is queued, so pipelined
+                // responses share a syscall.
+                if rx.is_empty() && out.flush().await.is_err() {
                     return;
                 }
             }
-            // Flush when no further response is queued, so pipelined
-            // responses share a syscall.
-            if rx.is_empty() && out.flush().await.is_err() {
-                return;
-            }
+            let _ = out.flush().await;
         }
-        let _ = out.flush().await;
-    });
+        .instrument(tracing::Span::current()),
+    );
     let host = peer.ip().to_string();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max = broker.config.max_request_bytes;
-    // Ends when the client closes the connection.
-    while let Ok(len) = reader.read_i32().await {
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+    loop {
+        let len = match tokio::time::timeout(idle, reader.read_i32()).await {
+            Ok(Ok(len)) => len,
+            Ok(Err(_)) => break, // closed by the client
+            Err(_) => {
+                tracing::debug!("idle connection closed");
+                break;
+            }
+        };
         if len < 0 || len as usize > max {
             tracing::warn!(len, max, "request size out of bounds, closing connection");
             broker
@@ -89,8 +107,20 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
                 .inc();
             break;
         }
-        let mut frame = BytesMut::zeroed(len as usize);
-        if reader.read_exact(&mut frame).await.is_err() {
+        // Grow the buffer as bytes arrive rather than trusting the length
+        // prefix up front: a client that claims 100 MiB and sends nothing
+        // costs nothing.
+        let len = len as usize;
+        let mut frame = BytesMut::with_capacity(len.min(READ_CHUNK));
+        while frame.len() < len {
+            frame.reserve((len - frame.len()).min(READ_CHUNK));
+            let want = len - frame.len();
+            match (&mut reader).take(want as u64).read_buf(&mut frame).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if frame.len() < len {
             break;
         }
         match protocol::handle_frame(broker, frame.freeze(), &host) {
