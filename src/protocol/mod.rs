@@ -225,6 +225,7 @@ fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKind) -> 
         RequestKind::DeleteTopics(req) => Box::pin(async move { Some(topics::handle_delete_topics(&b, &ctx, req).await) }),
         RequestKind::CreatePartitions(req) => Box::pin(async move { Some(topics::handle_create_partitions(&b, &ctx, req).await) }),
         RequestKind::DescribeConfigs(req) => ready(topics::handle_describe_configs(broker, &ctx, req)),
+        RequestKind::AlterConfigs(req) => Box::pin(async move { Some(topics::handle_alter_configs(&b, &ctx, req).await) }),
         RequestKind::IncrementalAlterConfigs(req) => {
             Box::pin(async move { Some(topics::handle_incremental_alter_configs(&b, &ctx, req).await) })
         }

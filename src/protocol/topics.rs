@@ -5,15 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as AlterConfigsResponseEntry;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
@@ -238,6 +239,51 @@ pub(super) fn handle_describe_configs(broker: &Broker, ctx: &RequestContext, req
             }
         }
         response.results.push(result);
+    }
+    encode_response(ctx, &response)
+}
+
+/// AlterConfigs (the older, non-incremental API): the given configs become
+/// the topic's whole set of overrides, as in Kafka.
+pub(super) async fn handle_alter_configs(broker: &Arc<Broker>, ctx: &RequestContext, req: AlterConfigsRequest) -> Bytes {
+    let mut response = AlterConfigsResponse::default();
+    for resource in req.resources {
+        let mut result = AlterConfigsResponseEntry::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let outcome = match (resource.resource_type, broker.topic(resource.resource_name.as_str())) {
+            (RESOURCE_TOPIC, Some(topic)) => {
+                let wanted: BTreeMap<String, Option<String>> = resource
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                    .collect();
+                let mut changes: Vec<(String, Option<String>)> = topic
+                    .overrides()
+                    .into_keys()
+                    .filter(|k| !wanted.contains_key(k))
+                    .map(|k| (k, None))
+                    .collect();
+                changes.extend(wanted);
+                broker
+                    .alter_topic_config(&topic.name, &changes, req.validate_only)
+                    .await
+                    .map_err(|e| (e.code(), e.to_string()))
+            }
+            (RESOURCE_TOPIC, None) => Err((
+                ResponseError::UnknownTopicOrPartition.code(),
+                format!("unknown topic {}", resource.resource_name.as_str()),
+            )),
+            _ => Err((
+                ResponseError::InvalidRequest.code(),
+                "only topic configs can be altered; broker configs come from the config file".into(),
+            )),
+        };
+        if let Err((code, message)) = outcome {
+            result.error_code = code;
+            result.error_message = Some(str_bytes(message));
+        }
+        response.responses.push(result);
     }
     encode_response(ctx, &response)
 }

@@ -60,7 +60,19 @@ def round_trip(topic, partitions, n, **producer_args):
     consumer.close()
 
 
+def admin_errors(topic):
+    from kafka.admin import ConfigResource, ConfigResourceType
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": "soon"})])
+    assert "Error 40" in str(result), f"invalid config must be INVALID_CONFIG (40): {result}"
+    result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": "60000"})])
+    assert "Error" not in str(result), result
+    admin.close()
+
+
 suffix = uuid.uuid4().hex[:8]
+admin_errors(f"py-admin-{suffix}")
 round_trip(f"py-{suffix}", 3, count)
 for codec in ["gzip", "snappy", "lz4", "zstd"]:
     round_trip(f"py-{codec}-{suffix}", 2, 3000, compression_type=codec)

@@ -2,6 +2,7 @@
 //! clients (librdkafka through the rdkafka crate, kafka-python, kcat).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // tests may fail loudly and read the clock
 
+mod admin;
 mod bad_input;
 mod clients;
 mod common;
