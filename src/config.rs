@@ -65,6 +65,10 @@ pub struct Config {
     pub log_maintenance_interval_ms: u64,
     /// Longest Fetch long poll honoured, whatever the client asks.
     pub fetch_max_wait_ms: u64,
+    /// Largest Fetch response, whatever the client asks (Kafka's broker
+    /// fetch.max.bytes); with max_connections and
+    /// max_inflight_requests_per_connection it bounds fetch memory.
+    pub fetch_max_bytes: usize,
     /// Broker-wide defaults for topic configs, with Kafka's keys
     /// (`"retention.ms" = "604800000"`).
     pub topic_defaults: BTreeMap<String, String>,
@@ -95,6 +99,7 @@ impl Default for Config {
             group_max_size: 1000,
             log_maintenance_interval_ms: 10_000,
             fetch_max_wait_ms: 30_000,
+            fetch_max_bytes: 55 * 1024 * 1024,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -211,6 +216,9 @@ impl Config {
         }
         if self.group_initial_rebalance_delay_ms < 0 {
             return invalid("group_initial_rebalance_delay_ms must be >= 0".into());
+        }
+        if self.fetch_max_bytes < 1024 {
+            return invalid("fetch_max_bytes must be >= 1024".into());
         }
         if self.connections_max_idle_ms == 0 {
             return invalid("connections_max_idle_ms must be >= 1".into());

@@ -41,7 +41,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
 /// One pass over the requested partitions. Also returns the bytes served
 /// per topic, counted only if this pass becomes the response.
 fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool, Vec<(Arc<Topic>, usize)>) {
-    let mut remaining = req.max_bytes.max(0) as usize;
+    let mut remaining = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut has_error = false;
     let mut response = FetchResponse::default();
