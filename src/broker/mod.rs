@@ -202,13 +202,17 @@ impl Broker {
             config,
         });
         let records = broker.coordinator.topics().await?;
-        let mut known_dirs = Vec::new();
+        // Settle interrupted deletions before any topic directory is opened
+        // (opening creates a missing one).
+        let known_dirs: Vec<PathBuf> = records
+            .iter()
+            .map(|r| broker.topics_root().join(format!("{}.{}", r.name, r.id)))
+            .collect();
+        broker.remove_stray_topic_dirs(&known_dirs);
         for record in records {
             let topic = broker.open_topic(&record).await?;
-            known_dirs.push(broker.topic_dir(&topic.name, &topic.id));
             broker.insert_topic(topic);
         }
-        broker.remove_stray_topic_dirs(&known_dirs);
         broker.spawn_maintenance();
         let timers = broker.clone();
         broker.tasks.spawn(async move { timers.groups.run_timers().await });
@@ -225,12 +229,15 @@ impl Broker {
     }
 
     fn topic_dir(&self, name: &str, id: &uuid::Uuid) -> PathBuf {
+        // Keep in step with the known-directory list in `open`.
         self.topics_root().join(format!("{name}.{id}"))
     }
 
-    /// Finishes deletions a crash interrupted (directories renamed to
-    /// `*.deleted`), and warns about, but never removes, directories no
-    /// topic record names: they may be data whose metadata was lost.
+    /// Settles deletions a crash interrupted and warns about, but never
+    /// removes, directories no topic record names (they may be data whose
+    /// metadata was lost). A `*.deleted` directory whose topic is still on
+    /// record was renamed just before a crash stopped the deletion: it is
+    /// renamed back; otherwise the deletion is finished.
     fn remove_stray_topic_dirs(&self, known: &[PathBuf]) {
         let Ok(entries) = std::fs::read_dir(self.topics_root()) else {
             return;
@@ -238,8 +245,14 @@ impl Broker {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == DELETED_SUFFIX) {
-                tracing::info!(dir = %path.display(), "finishing an interrupted topic deletion");
-                let _ = std::fs::remove_dir_all(&path);
+                let original = path.with_extension("");
+                if known.contains(&original) && !original.exists() {
+                    tracing::warn!(dir = %original.display(), "a topic deletion did not complete; keeping the topic");
+                    let _ = std::fs::rename(&path, &original);
+                } else {
+                    tracing::info!(dir = %path.display(), "finishing an interrupted topic deletion");
+                    let _ = std::fs::remove_dir_all(&path);
+                }
             } else if !known.contains(&path) {
                 tracing::warn!(dir = %path.display(), "no topic record names this directory; leaving it untouched");
             }
@@ -364,15 +377,21 @@ impl Broker {
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         let _guard = self.topic_changes.lock().await;
         let topic = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        for partition in topic.partitions() {
-            partition.close();
-        }
-        // Rename first: a crash after this point finishes the deletion at
-        // the next start instead of leaving an unnamed directory behind.
+        // Rename first: once the record is gone the data must go too, and a
+        // crash in between is settled at the next start (see
+        // `remove_stray_topic_dirs`).
         let dir = self.topic_dir(&topic.name, &topic.id);
         let doomed = PathBuf::from(format!("{}.{DELETED_SUFFIX}", dir.display()));
         std::fs::rename(&dir, &doomed).map_err(|e| TopicError::Storage(format!("cannot remove {}: {e}", dir.display())))?;
-        self.coordinator.delete_topic(name.to_string()).await?;
+        if let Err(e) = self.coordinator.delete_topic(name.to_string()).await {
+            // Not deleted after all: put the directory back.
+            let _ = std::fs::rename(&doomed, &dir);
+            return Err(e.into());
+        }
+        let _ = crate::log::sync_dir(&self.topics_root());
+        for partition in topic.partitions() {
+            partition.close();
+        }
         if let Ok(mut topics) = self.topics.write() {
             topics.remove(name);
         }

@@ -140,9 +140,11 @@ impl PartitionLog {
         for segment in segments.values() {
             segment.file().sync_data()?;
         }
+        // The partition directory, the topic directory and `topics/` may all
+        // be new: make each name durable.
         sync_dir(dir)?;
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
+        for ancestor in dir.ancestors().skip(1).take(2) {
+            sync_dir(ancestor)?;
         }
         report.segments = segments.len();
         let next_offset = segments.values().next_back().map_or(0, Segment::next_offset);

@@ -115,9 +115,11 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
         while frame.len() < len {
             frame.reserve((len - frame.len()).min(READ_CHUNK));
             let want = len - frame.len();
-            match (&mut reader).take(want as u64).read_buf(&mut frame).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            // A client that stops mid-request is as idle as one that stops
+            // between requests.
+            match tokio::time::timeout(idle, (&mut reader).take(want as u64).read_buf(&mut frame)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(_)) => {}
             }
         }
         if frame.len() < len {

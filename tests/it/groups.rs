@@ -129,3 +129,48 @@ async fn roundrobin_group_splits_partitions_and_restarted_member_resumes_from_co
 async fn cooperative_sticky_group_splits_partitions_and_restarted_member_resumes_from_commits() {
     scenario("cooperative-sticky").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_restarting_within_its_session_gets_its_partitions_back() {
+    let broker = Broker::start("");
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "grouped", 4, &[]).await;
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let static_member = |instance: &str| -> BaseConsumer {
+            let c: BaseConsumer = config(&b)
+                .set("group.id", "static")
+                .set("group.instance.id", instance)
+                .set("session.timeout.ms", "30000")
+                .set("heartbeat.interval.ms", "200")
+                .set("partition.assignment.strategy", "range")
+                .create()
+                .unwrap();
+            c.subscribe(&["grouped"]).unwrap();
+            c
+        };
+        let settle = |members: &[&BaseConsumer]| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let mut sink = vec![Vec::new(); members.len()];
+                poll_round(members, &mut sink);
+                let sets: Vec<BTreeSet<i32>> = members.iter().map(|c| assigned(c)).collect();
+                if sets.iter().all(|s| !s.is_empty()) && sets.iter().map(BTreeSet::len).sum::<usize>() == 4 {
+                    return sets;
+                }
+                assert!(Instant::now() < deadline, "static group did not settle: {sets:?}");
+            }
+        };
+        let a = static_member("member-a");
+        let c = static_member("member-c");
+        let before = settle(&[&a, &c]);
+        // A static member leaves without LeaveGroup (KIP-345) and comes back
+        // with the same instance id well within its session timeout.
+        drop(c);
+        let c = static_member("member-c");
+        let after = settle(&[&a, &c]);
+        assert_eq!(before, after, "the restarted static member got its own partitions back");
+    })
+    .await
+    .unwrap();
+}
