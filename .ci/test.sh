@@ -8,10 +8,9 @@ cd "$(dirname "$0")/.."
 # the load tool), curl's header is needed by that build, kcat is a client
 # under test.
 need=()
-command -v cmake >/dev/null || need+=(cmake)
-command -v kcat >/dev/null || need+=(kcat)
-[ -f /usr/include/curl/curl.h ] || need+=(libcurl4-openssl-dev)
-command -v g++ >/dev/null || need+=(g++)
+for pkg in cmake kcat libcurl4-openssl-dev g++; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq

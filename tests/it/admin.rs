@@ -296,6 +296,8 @@ async fn a_deletion_interrupted_before_it_was_recorded_keeps_the_topic() {
     std::fs::rename(&topic_dir, format!("{}.deleted", topic_dir.display())).unwrap();
     broker.restart();
     let b = broker.bootstrap();
-    let consumed = tokio::task::spawn_blocking(move || consume_all(&b, "survivor", 1, usize::MAX, &[])).await.unwrap();
+    let consumed = tokio::task::spawn_blocking(move || consume_all(&b, "survivor", 1, usize::MAX, &[]))
+        .await
+        .unwrap();
     assert_eq!(consumed.values().map(Vec::len).sum::<usize>(), 50, "the topic kept its records");
 }
