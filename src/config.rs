@@ -63,6 +63,14 @@ pub struct Config {
     pub group_max_size: usize,
     /// How often retention and time-based segment rolling run.
     pub log_maintenance_interval_ms: u64,
+    /// How often the uploader looks for sealed segments to archive.
+    pub tiering_interval_ms: u64,
+    /// Bound of the on-disk cache of archive reads (under data_dir/cache).
+    pub cache_bytes: u64,
+    /// Local log bytes beyond which archived segments are evicted early and,
+    /// if that is not enough (the archive is unreachable), produce is refused
+    /// with a retriable KAFKA_STORAGE_ERROR. 0: no budget.
+    pub local_disk_budget_bytes: u64,
     /// Longest Fetch long poll honoured, whatever the client asks.
     pub fetch_max_wait_ms: u64,
     /// Largest Fetch response, whatever the client asks (Kafka's broker
@@ -97,7 +105,10 @@ impl Default for Config {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 1000,
-            log_maintenance_interval_ms: 10_000,
+            log_maintenance_interval_ms: 5_000,
+            tiering_interval_ms: 2_000,
+            cache_bytes: 1 << 30,
+            local_disk_budget_bytes: 0,
             fetch_max_wait_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             topic_defaults: BTreeMap::new(),
@@ -145,6 +156,9 @@ pub struct Overrides {
     /// Cluster name: etcd key prefix and Kafka cluster id [default: sediment].
     #[arg(long, env = "SEDIMENT_CLUSTER", value_name = "NAME")]
     pub cluster: Option<String>,
+    /// Bound of the on-disk cache of archive reads, in bytes [default: 1 GiB].
+    #[arg(long, env = "SEDIMENT_CACHE_BYTES", value_name = "BYTES")]
+    pub cache_bytes: Option<u64>,
 }
 
 impl Config {
@@ -177,6 +191,9 @@ impl Config {
         }
         if let Some(v) = &overrides.cluster {
             config.cluster = v.clone();
+        }
+        if let Some(v) = overrides.cache_bytes {
+            config.cache_bytes = v;
         }
         config.validate()?;
         Ok(config)
@@ -229,8 +246,8 @@ impl Config {
         if self.max_connections == 0 || self.max_inflight_requests_per_connection == 0 {
             return invalid("max_connections and max_inflight_requests_per_connection must be >= 1".into());
         }
-        if self.flush_interval_ms == 0 || self.log_maintenance_interval_ms == 0 {
-            return invalid("flush_interval_ms and log_maintenance_interval_ms must be >= 1".into());
+        if self.flush_interval_ms == 0 || self.log_maintenance_interval_ms == 0 || self.tiering_interval_ms == 0 {
+            return invalid("flush_interval_ms, log_maintenance_interval_ms and tiering_interval_ms must be >= 1".into());
         }
         if let Some(advertise) = &self.advertise {
             if parse_host_port(advertise).is_none() {
@@ -265,7 +282,7 @@ impl Config {
     pub fn archive_url(&self) -> String {
         self.archive
             .clone()
-            .unwrap_or_else(|| format!("file://{}/archive", self.data_dir.display()))
+            .unwrap_or_else(|| crate::archive::store::default_url(&self.data_dir))
     }
 }
 

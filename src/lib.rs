@@ -11,6 +11,7 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/v1/...`.
 //! - [`config`], [`topic_config`], [`metrics`], [`clock`].
 
+pub mod archive;
 pub mod broker;
 pub mod clock;
 pub mod config;

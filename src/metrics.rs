@@ -65,6 +65,23 @@ pub struct Metrics {
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
     pub log_segments: Family<PartitionLabels, Gauge>,
     pub group_lag: Family<LagLabels, Gauge>,
+    pub tiering_uploads: Counter,
+    pub tiering_upload_errors: Counter,
+    pub tiering_uploaded_bytes: Counter,
+    pub tiering_uploaded_records: Counter,
+    pub tiering_backlog_bytes: Gauge,
+    pub tiering_backlog_segments: Gauge,
+    pub tiering_last_upload_age_seconds: Gauge,
+    pub archive_read_bytes: Counter,
+    pub archive_read_duration: Histogram,
+    pub archive_cache_hits: Counter,
+    pub archive_cache_misses: Counter,
+    pub archive_cache_bytes: Gauge,
+    pub archive_bytes: Family<PartitionLabels, Gauge>,
+    pub archive_start_offset: Family<PartitionLabels, Gauge>,
+    pub archive_end_offset: Family<PartitionLabels, Gauge>,
+    pub local_disk_bytes: Gauge,
+    pub produce_refused_disk_budget: Counter,
     pub group_members: Family<GroupLabels, Gauge>,
 }
 
@@ -95,6 +112,23 @@ impl Metrics {
             log_size_bytes: Family::default(),
             log_segments: Family::default(),
             group_lag: Family::default(),
+            tiering_uploads: Counter::default(),
+            tiering_upload_errors: Counter::default(),
+            tiering_uploaded_bytes: Counter::default(),
+            tiering_uploaded_records: Counter::default(),
+            tiering_backlog_bytes: Gauge::default(),
+            tiering_backlog_segments: Gauge::default(),
+            tiering_last_upload_age_seconds: Gauge::default(),
+            archive_read_bytes: Counter::default(),
+            archive_read_duration: latency_histogram(),
+            archive_cache_hits: Counter::default(),
+            archive_cache_misses: Counter::default(),
+            archive_cache_bytes: Gauge::default(),
+            archive_bytes: Family::default(),
+            archive_start_offset: Family::default(),
+            archive_end_offset: Family::default(),
+            local_disk_bytes: Gauge::default(),
+            produce_refused_disk_budget: Counter::default(),
             group_members: Family::default(),
             registry: Registry::default(),
         };
@@ -148,6 +182,83 @@ impl Metrics {
         registry.register("log_segments", "Segments of the local log, per partition", m.log_segments.clone());
         registry.register("consumer_group_lag", "High watermark minus committed offset", m.group_lag.clone());
         registry.register("consumer_group_members", "Members of each consumer group", m.group_members.clone());
+        registry.register("tiering_uploads", "Segments archived as Parquet objects", m.tiering_uploads.clone());
+        registry.register(
+            "tiering_upload_errors",
+            "Failed archive uploads and manifest publishes (retried)",
+            m.tiering_upload_errors.clone(),
+        );
+        registry.register(
+            "tiering_uploaded_bytes",
+            "Bytes of Parquet written to the archive",
+            m.tiering_uploaded_bytes.clone(),
+        );
+        registry.register(
+            "tiering_uploaded_records",
+            "Records written to the archive",
+            m.tiering_uploaded_records.clone(),
+        );
+        registry.register(
+            "tiering_backlog_bytes",
+            "Local log bytes not yet in the archive",
+            m.tiering_backlog_bytes.clone(),
+        );
+        registry.register(
+            "tiering_backlog_segments",
+            "Local segments not yet wholly in the archive",
+            m.tiering_backlog_segments.clone(),
+        );
+        registry.register(
+            "tiering_last_upload_age_seconds",
+            "Seconds since the last successful archive upload (-1: none yet)",
+            m.tiering_last_upload_age_seconds.clone(),
+        );
+        registry.register(
+            "archive_read_bytes",
+            "Record batch bytes served from the archive",
+            m.archive_read_bytes.clone(),
+        );
+        registry.register(
+            "archive_read_duration_seconds",
+            "Duration of archive reads for Fetch",
+            m.archive_read_duration.clone(),
+        );
+        registry.register(
+            "archive_cache_hits",
+            "Archive reads served from the local cache",
+            m.archive_cache_hits.clone(),
+        );
+        registry.register(
+            "archive_cache_misses",
+            "Archive reads that went to the object store",
+            m.archive_cache_misses.clone(),
+        );
+        registry.register(
+            "archive_cache_bytes",
+            "Bytes held by the archive read cache",
+            m.archive_cache_bytes.clone(),
+        );
+        registry.register(
+            "archive_bytes",
+            "Bytes of Parquet in the archive, per partition",
+            m.archive_bytes.clone(),
+        );
+        registry.register(
+            "archive_start_offset",
+            "First archived offset, per partition",
+            m.archive_start_offset.clone(),
+        );
+        registry.register(
+            "archive_end_offset",
+            "One past the last archived offset, per partition",
+            m.archive_end_offset.clone(),
+        );
+        registry.register("local_disk_bytes", "Bytes of all local logs", m.local_disk_bytes.clone());
+        registry.register(
+            "produce_refused_disk_budget",
+            "Produce partitions refused because the local disk budget is used",
+            m.produce_refused_disk_budget.clone(),
+        );
         Self { registry, ..m }
     }
 

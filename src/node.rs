@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::archive::Archive;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::coordination::embedded::EmbeddedCoordinator;
@@ -26,7 +27,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if config.listen.ip().is_unspecified() && config.advertise.is_none() {
         tracing::warn!(listen = %config.listen, "listening on all interfaces without --advertise: clients will be told to connect to {}", config.listen);
     }
-    let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::open(&config.data_dir.join("meta"))?);
+    let archive_url = config.archive_url();
+    let store = crate::archive::store::open(&archive_url)?;
+    let meta_dir = config.data_dir.join("meta");
+    if !EmbeddedCoordinator::has_state(&meta_dir) {
+        restore_cluster_state(store.as_ref(), &meta_dir, &archive_url).await?;
+    }
+    let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::open(&meta_dir)?);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -44,9 +51,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let http_task = tokio::spawn(async move { http.await });
-    let broker = Broker::open(config, coordinator, metrics).await?;
+    let archive = Arc::new(Archive::new(
+        store,
+        archive_url,
+        config.data_dir.join("cache"),
+        config.cache_bytes,
+        metrics.clone(),
+    )?);
+    let broker = Broker::open(config, coordinator, archive, metrics).await?;
     let _ = http_state.broker.set(broker.clone());
     tracing::info!(
+        archive = %broker.archive.url,
         listen = %broker.config.listen,
         http = %broker.config.http_listen,
         data_dir = %broker.config.data_dir.display(),
@@ -70,5 +85,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     }
     let _ = http_task.await;
+    Ok(())
+}
+
+/// A broker on an empty data dir takes its topics from the newest copy of
+/// the cluster state in the archive (written by the uploader). Nothing there
+/// means a new cluster. Retries while the archive does not answer: starting
+/// without it could reuse offsets the archive already holds.
+async fn restore_cluster_state(store: &dyn object_store::ObjectStore, meta_dir: &std::path::Path, url: &str) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let mut attempt = 0;
+    let newest = loop {
+        let listed: Result<Vec<_>, _> = store.list(Some(&crate::archive::layout::cluster_prefix())).try_collect().await;
+        match listed {
+            Ok(metas) => {
+                break metas
+                    .into_iter()
+                    .filter_map(|m| crate::archive::layout::parse_version(&m.location).map(|v| (v, m.location)))
+                    .max_by_key(|(v, _)| *v)
+            }
+            Err(e) => {
+                tracing::warn!(archive = url, error = %e, attempt, "cannot list the archive to restore cluster state; retrying");
+                tokio::time::sleep(crate::archive::backoff(attempt)).await;
+                attempt += 1;
+            }
+        }
+    };
+    let Some((version, key)) = newest else {
+        tracing::info!(archive = url, "no cluster state in the archive: starting a new cluster");
+        return Ok(());
+    };
+    let bytes = store.get(&key).await?.bytes().await?;
+    EmbeddedCoordinator::restore(meta_dir, &bytes)?;
+    tracing::info!(archive = url, version, "restored cluster state from the archive");
     Ok(())
 }

@@ -26,8 +26,11 @@ impl Default for TopicConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             segment_bytes: 1 << 30,
-            segment_ms: 7 * 24 * 3600 * 1000,
-            local_retention_ms: -2,
+            // Kafka rolls weekly; Sediment rolls every 30 s so that every
+            // acknowledged record reaches the archive within a minute.
+            segment_ms: 30_000,
+            // Local disk is a buffer and a cache: keep an hour locally.
+            local_retention_ms: 3_600_000,
             local_retention_bytes: -2,
             min_insync_replicas: 1,
             max_message_bytes: 1_048_588,
@@ -140,6 +143,17 @@ impl TopicConfig {
             retention_bytes: self.retention_bytes,
             max_message_bytes: self.max_message_bytes.max(0) as usize,
             log_append_time: self.message_timestamp_type == "LogAppendTime",
+            // -2 means "as retention.*", as in Kafka.
+            local_retention_ms: if self.local_retention_ms == -2 {
+                self.retention_ms
+            } else {
+                self.local_retention_ms
+            },
+            local_retention_bytes: if self.local_retention_bytes == -2 {
+                self.retention_bytes
+            } else {
+                self.local_retention_bytes
+            },
         }
     }
 }

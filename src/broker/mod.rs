@@ -6,12 +6,13 @@ pub mod partition;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 
+use crate::archive::Archive;
 use crate::clock::now_ms;
 use crate::config::{Config, FlushPolicy};
 use crate::coordination::{CoordinationError, Coordinator, TopicRecord};
@@ -141,6 +142,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 pub struct Broker {
     pub config: Config,
     pub coordinator: Arc<dyn Coordinator>,
+    pub archive: Arc<Archive>,
+    /// Bytes of all local logs: refreshed by maintenance, raised by appends;
+    /// checked against `local_disk_budget_bytes` on produce.
+    local_bytes: AtomicU64,
     pub metrics: Arc<Metrics>,
     pub groups: GroupCoordinator,
     /// Single node: bumped on every start, written into each batch header.
@@ -185,11 +190,18 @@ mod task_set {
 impl Broker {
     /// Opens every topic's log (recovering from a crash) and starts the
     /// background tasks: flushers, log maintenance, group timers.
-    pub async fn open(config: Config, coordinator: Arc<dyn Coordinator>, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Self>> {
+    pub async fn open(
+        config: Config,
+        coordinator: Arc<dyn Coordinator>,
+        archive: Arc<Archive>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Self>> {
         let leader_epoch = coordinator.register_start(config.broker_id).await?;
         let groups = GroupCoordinator::open(&config.data_dir.join("meta"), &config)?;
         let broker = Arc::new(Self {
             coordinator,
+            archive,
+            local_bytes: AtomicU64::new(0),
             metrics,
             groups,
             leader_epoch,
@@ -213,7 +225,10 @@ impl Broker {
             let topic = broker.open_topic(&record).await?;
             broker.insert_topic(topic);
         }
+        broker.refresh_local_bytes();
         broker.spawn_maintenance();
+        let tiering = broker.clone();
+        broker.tasks.spawn(async move { crate::archive::tiering::run(tiering).await });
         let timers = broker.clone();
         broker.tasks.spawn(async move { timers.groups.run_timers().await });
         broker.ready.store(true, Ordering::Release);
@@ -263,26 +278,50 @@ impl Broker {
         let id = uuid::Uuid::parse_str(&record.id).map_err(|e| TopicError::Storage(format!("topic {} has a bad id: {e}", record.name)))?;
         let config = TopicConfig::from_overrides(&self.config.topic_defaults(), &record.configs)?;
         let topic = Arc::new(Topic::new(&record.name, id, config, record.configs.clone(), &self.metrics));
-        self.add_partitions(&topic, record.partitions).await?;
+        self.add_partitions(&topic, record.partitions, true).await?;
         Ok(topic)
     }
 
-    async fn add_partitions(&self, topic: &Arc<Topic>, total: i32) -> Result<(), TopicError> {
+    async fn add_partitions(&self, topic: &Arc<Topic>, total: i32, restore: bool) -> Result<(), TopicError> {
         let existing = topic.partition_count();
         let log_config = topic.config().log_config();
         for index in existing..total {
+            // What the archive holds decides where the log continues: a broker
+            // on an empty disk serves the archived history and appends after it.
+            let manifest = if restore {
+                self.load_manifest_patiently(&topic.name, index, &topic.id.to_string()).await
+            } else {
+                crate::archive::manifest::Manifest::for_topic(&topic.id.to_string())
+            };
             let dir = self.topic_dir(&topic.name, &topic.id).join(index.to_string());
             let now = now_ms();
             let config = log_config.clone();
-            let (log, report) = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, config, now))
-                .await
-                .map_err(|e| TopicError::Storage(e.to_string()))?
-                .map_err(|e| TopicError::Storage(e.to_string()))?;
+            let archived_end = manifest.end_offset();
+            let (log, report) = tokio::task::spawn_blocking(move || {
+                let (mut log, report) = PartitionLog::open(&dir, config, now)?;
+                if let Some(end) = archived_end {
+                    log.advance_to(end, now)?;
+                }
+                Ok::<_, crate::log::LogError>((log, report))
+            })
+            .await
+            .map_err(|e| TopicError::Storage(e.to_string()))?
+            .map_err(|e| TopicError::Storage(e.to_string()))?;
             if report.truncated_bytes > 0 {
                 self.metrics.recovery_truncated_bytes.inc_by(report.truncated_bytes);
             }
-            tracing::info!(topic = %topic.name, partition = index, segments = report.segments, batches = report.batches, truncated_bytes = report.truncated_bytes, log_end_offset = log.next_offset(), "opened partition");
+            tracing::info!(
+                topic = %topic.name,
+                partition = index,
+                segments = report.segments,
+                batches = report.batches,
+                truncated_bytes = report.truncated_bytes,
+                log_end_offset = log.next_offset(),
+                archived_objects = manifest.objects.len(),
+                "opened partition"
+            );
             let partition = Partition::new(topic.name.clone(), index, log, self.config.flush, self.data_arrived.clone());
+            partition.set_manifest(manifest);
             if self.config.flush == FlushPolicy::Always {
                 self.tasks.spawn(partition.clone().run_flusher(self.metrics.clone()));
             }
@@ -291,6 +330,59 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// The partition's manifest, retried until the archive answers: without
+    /// it the log could reuse offsets the archive already holds.
+    async fn load_manifest_patiently(&self, topic: &str, partition: i32, topic_id: &str) -> crate::archive::manifest::Manifest {
+        let mut attempt = 0;
+        loop {
+            match crate::archive::manifest::load(self.archive.store.as_ref(), topic, partition).await {
+                Ok(m) => return m.for_incarnation(topic_id),
+                Err(e) => {
+                    tracing::warn!(topic, partition, error = %e, attempt, archive = %self.archive.url, "cannot read the archive manifest; retrying");
+                    self.metrics.tiering_upload_errors.inc();
+                    tokio::time::sleep(crate::archive::backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Removes a deleted topic's archive, retrying until the store answers.
+    fn spawn_archive_deletion(&self, topic: String) {
+        let archive = self.archive.clone();
+        self.tasks.spawn(async move {
+            let mut attempt = 0;
+            while let Err(e) = archive.delete_topic(&topic).await {
+                tracing::warn!(topic = %topic, error = %e, attempt, "cannot delete a deleted topic's archive yet; retrying");
+                tokio::time::sleep(crate::archive::backoff(attempt)).await;
+                attempt += 1;
+            }
+            tracing::info!(topic = %topic, "deleted the topic's archive");
+        });
+    }
+
+    /// Recomputes the bytes of all local logs.
+    pub fn refresh_local_bytes(&self) {
+        let total: u64 = self
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .filter_map(|p| p.lock_log().ok().map(|l| l.size_bytes()))
+            .sum();
+        self.local_bytes.store(total, Ordering::Relaxed);
+        self.metrics.local_disk_bytes.set(total as i64);
+    }
+
+    pub fn add_local_bytes(&self, bytes: u64) {
+        self.local_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether the local disk budget is used up (produce is then refused).
+    pub fn over_disk_budget(&self) -> bool {
+        let budget = self.config.local_disk_budget_bytes;
+        budget > 0 && self.local_bytes.load(Ordering::Relaxed) >= budget
     }
 
     fn insert_topic(&self, topic: Arc<Topic>) {
@@ -354,7 +446,7 @@ impl Broker {
             configs,
         };
         self.coordinator.put_topic(record).await?;
-        self.add_partitions(&topic, partitions).await?;
+        self.add_partitions(&topic, partitions, false).await?;
         self.insert_topic(topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
@@ -399,6 +491,7 @@ impl Broker {
             .await
             .map_err(|e| TopicError::Storage(e.to_string()))?
             .map_err(|e| TopicError::Storage(e.to_string()))?;
+        self.spawn_archive_deletion(name.to_string());
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -419,7 +512,7 @@ impl Broker {
             configs: topic.overrides(),
         };
         self.coordinator.put_topic(record).await?;
-        self.add_partitions(&topic, total).await
+        self.add_partitions(&topic, total, false).await
     }
 
     /// Applies config changes (key, Some(value) to set, None to delete).

@@ -3,12 +3,13 @@
 //! the previous fsync ran).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
+use crate::archive::manifest::Manifest;
 use crate::config::FlushPolicy;
 use crate::log::batch::BatchHeader;
 use crate::log::{AppendResult, LogError, PartitionLog};
@@ -33,6 +34,8 @@ pub struct Partition {
     flush_policy: FlushPolicy,
     /// Broker-wide: wakes long-polling fetches when any high watermark moves.
     data_arrived: Arc<Notify>,
+    /// The newest archive manifest this broker knows for the partition.
+    manifest: RwLock<Arc<Manifest>>,
 }
 
 impl Partition {
@@ -53,6 +56,7 @@ impl Partition {
             closed: AtomicBool::new(false),
             flush_policy,
             data_arrived,
+            manifest: RwLock::new(Arc::new(Manifest::default())),
         })
     }
 
@@ -60,6 +64,23 @@ impl Partition {
         self.log
             .lock()
             .map_err(|_| LogError::Io(std::io::Error::other("partition log lock poisoned")))
+    }
+
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.manifest.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn set_manifest(&self, manifest: Manifest) {
+        if let Ok(mut m) = self.manifest.write() {
+            *m = Arc::new(manifest);
+        }
+    }
+
+    /// The first offset a consumer can read: in the archive if it holds
+    /// anything, else in the local log.
+    pub fn log_start_offset(&self) -> Result<i64, LogError> {
+        let local = self.lock_log()?.log_start_offset();
+        Ok(self.manifest().start_offset().map_or(local, |archived| archived.min(local)))
     }
 
     pub fn high_watermark(&self) -> i64 {

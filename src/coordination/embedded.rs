@@ -18,6 +18,9 @@ struct State {
     next_producer_id: i64,
     #[serde(default)]
     broker_epoch: i32,
+    /// Grows with every change.
+    #[serde(default)]
+    version: u64,
 }
 
 pub struct EmbeddedCoordinator {
@@ -48,6 +51,7 @@ impl EmbeddedCoordinator {
             .map_err(|_| CoordinationError::Corrupt("state lock poisoned".into()))?;
         let mut next = guard.clone();
         let out = change(&mut next);
+        next.version += 1;
         let bytes = serde_json::to_vec_pretty(&next).map_err(|e| CoordinationError::Corrupt(e.to_string()))?;
         write_atomically(&self.path, &bytes)?;
         *guard = next;
@@ -68,7 +72,31 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+impl EmbeddedCoordinator {
+    /// Writes `bytes` (a snapshot from the archive) as the local state, for a
+    /// broker starting on an empty data dir. Refuses to overwrite.
+    pub fn restore(meta_dir: &Path, bytes: &[u8]) -> Result<(), CoordinationError> {
+        serde_json::from_slice::<State>(bytes).map_err(|e| CoordinationError::Corrupt(format!("archived cluster state: {e}")))?;
+        std::fs::create_dir_all(meta_dir)?;
+        let path = meta_dir.join("cluster.json");
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomically(&path, bytes)?;
+        Ok(())
+    }
+
+    pub fn has_state(meta_dir: &Path) -> bool {
+        meta_dir.join("cluster.json").exists()
+    }
+}
+
 impl Coordinator for EmbeddedCoordinator {
+    fn snapshot(&self) -> Option<(u64, Vec<u8>)> {
+        let guard = self.state.lock().ok()?;
+        Some((guard.version, serde_json::to_vec_pretty(&*guard).ok()?))
+    }
+
     fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicRecord>, CoordinationError>> {
         Box::pin(async move {
             let guard = self

@@ -46,4 +46,10 @@ pub trait Coordinator: Send + Sync {
     /// than any earlier start's. Single node: it is the partitions' leader
     /// epoch, so batches written before a restart are told apart.
     fn register_start(&self, broker_id: i32) -> BoxFuture<'_, Result<i32, CoordinationError>>;
+    /// The whole state with a version that grows with every change, for a
+    /// copy in the archive (single node: how a broker on an empty disk finds
+    /// its topics again). `None` where the store is durable by itself (etcd).
+    fn snapshot(&self) -> Option<(u64, Vec<u8>)> {
+        None
+    }
 }

@@ -32,6 +32,9 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    /// How long / how much archived data stays on local disk (-1: no limit).
+    pub local_retention_ms: i64,
+    pub local_retention_bytes: i64,
 }
 
 impl Default for LogConfig {
@@ -43,6 +46,8 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
             log_append_time: false,
+            local_retention_ms: 3_600_000,
+            local_retention_bytes: -1,
         }
     }
 }
@@ -369,6 +374,75 @@ impl PartitionLog {
             return Ok(None);
         }
         Ok(self.offset_for_timestamp(max)?.map(|(offset, ts)| (ts, offset)))
+    }
+
+    /// The sealed segments (every one but the active), oldest first.
+    pub fn sealed_segments(&self) -> Vec<crate::archive::SealedSegment> {
+        let count = self.segments.len().saturating_sub(1);
+        self.segments
+            .values()
+            .take(count)
+            .map(|s| crate::archive::SealedSegment {
+                path: s.path().to_path_buf(),
+                base_offset: s.base_offset,
+                next_offset: s.next_offset(),
+                size_bytes: s.size(),
+            })
+            .collect()
+    }
+
+    /// Bytes at offsets >= `offset` (the part not yet archived).
+    pub fn bytes_from(&self, offset: i64) -> (u64, usize) {
+        let mut bytes = 0;
+        let mut segments = 0;
+        for s in self.segments.values().filter(|s| s.next_offset() > offset && !s.is_empty()) {
+            bytes += s.size();
+            segments += 1;
+        }
+        (bytes, segments)
+    }
+
+    /// Deletes sealed segments wholly below `archived_end` (they are in the
+    /// archive) that `keep` does not want kept: local retention, and
+    /// eviction under the disk budget. Returns the bytes freed.
+    pub fn delete_archived(&mut self, archived_end: i64, mut keep: impl FnMut(&Segment, u64) -> bool) -> Result<u64, LogError> {
+        let mut freed = 0;
+        let mut remaining = self.size_bytes();
+        while self.segments.len() > 1 {
+            let Some((&base, oldest)) = self.segments.iter().next() else {
+                break;
+            };
+            if oldest.next_offset() > archived_end || keep(oldest, remaining) {
+                break;
+            }
+            if let Some(segment) = self.segments.remove(&base) {
+                freed += segment.size();
+                remaining -= segment.size();
+                tracing::info!(dir = %self.dir.display(), base_offset = base, "removed a local segment that is in the archive");
+                segment.delete()?;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Makes the next offset at least `offset`: a log restored on an empty
+    /// disk continues after what the archive holds.
+    pub fn advance_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        if offset <= self.next_offset {
+            return Ok(());
+        }
+        let active_empty = self.segments.values().next_back().is_some_and(Segment::is_empty);
+        if active_empty {
+            if let Some((&base, _)) = self.segments.iter().next_back() {
+                if let Some(old) = self.segments.remove(&base) {
+                    old.delete()?;
+                }
+            }
+        }
+        self.segments.insert(offset, Segment::create(&self.dir, offset, now_ms)?);
+        sync_dir(&self.dir)?;
+        self.next_offset = offset;
+        Ok(())
     }
 
     /// Deletes sealed segments past `retention.ms` / `retention.bytes`.

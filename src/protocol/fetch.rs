@@ -10,7 +10,8 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, error_code, RequestContext};
-use crate::broker::{Broker, Topic};
+use crate::broker::{Broker, Partition, Topic};
+use crate::log::LogError;
 
 const READ_COMMITTED: i8 = 1;
 
@@ -23,7 +24,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
         let notified = broker.data_arrived.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (response, bytes, has_error, served) = read_once(broker, &req);
+        let (response, bytes, has_error, served) = read_once(broker, &req).await;
         let done = bytes >= req.min_bytes.max(0) as usize || has_error || tokio::time::Instant::now() >= deadline;
         if done {
             for (topic, bytes) in served {
@@ -40,7 +41,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
 
 /// One pass over the requested partitions. Also returns the bytes served
 /// per topic, counted only if this pass becomes the response.
-fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool, Vec<(Arc<Topic>, usize)>) {
+async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool, Vec<(Arc<Topic>, usize)>) {
     let mut remaining = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut has_error = false;
@@ -64,13 +65,12 @@ fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool
             pd.high_watermark = high_watermark;
             pd.last_stable_offset = high_watermark;
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-            let read = partition.lock_log().and_then(|log| {
-                pd.log_start_offset = log.log_start_offset();
-                if limit == 0 && total > 0 {
-                    return Ok(Bytes::new());
-                }
-                log.read(fp.fetch_offset, limit.max(1), high_watermark)
-            });
+            let read = if limit == 0 && total > 0 {
+                Ok(Bytes::new())
+            } else {
+                read_partition(broker, &partition, fp.fetch_offset, limit.max(1)).await
+            };
+            pd.log_start_offset = partition.log_start_offset().unwrap_or(-1);
             match read {
                 // Only the first data in a response may exceed the limits
                 // (KIP-74), so a consumer always progresses.
@@ -100,4 +100,31 @@ fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool
         );
     }
     (response, total, has_error, served)
+}
+
+/// Reads from the local log, or from the archive below the local log's
+/// start: a consumer sees one log either way.
+async fn read_partition(broker: &Broker, partition: &Partition, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+    let high_watermark = partition.high_watermark();
+    let local_start = partition.lock_log()?.log_start_offset();
+    if offset < local_start {
+        let manifest = partition.manifest();
+        let archived_start = manifest.start_offset().unwrap_or(local_start);
+        if offset < archived_start {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: archived_start,
+                log_end: high_watermark,
+            });
+        }
+        if let Some(object) = manifest.find(offset).filter(|o| o.first_offset < local_start) {
+            return broker.archive.read(object, offset, max_bytes).await.map_err(|e| {
+                tracing::warn!(topic = %partition.topic, partition = partition.index, offset, error = %e, "archive read failed");
+                LogError::Io(std::io::Error::other(e.to_string()))
+            });
+        }
+        // A gap between the archive and the local log: continue locally.
+        return partition.lock_log()?.read(local_start, max_bytes, high_watermark);
+    }
+    partition.lock_log()?.read(offset, max_bytes, high_watermark)
 }

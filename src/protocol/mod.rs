@@ -219,7 +219,7 @@ fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKind) -> 
         RequestKind::Metadata(req) => Box::pin(async move { Some(metadata::handle_metadata(&b, &ctx, req).await) }),
         RequestKind::DescribeCluster(_) => ready(metadata::handle_describe_cluster(broker, &ctx)),
         RequestKind::FindCoordinator(req) => ready(metadata::handle_find_coordinator(broker, &ctx, req)),
-        RequestKind::ListOffsets(req) => ready(offsets::handle_list_offsets(broker, &ctx, req)),
+        RequestKind::ListOffsets(req) => Box::pin(async move { Some(offsets::handle_list_offsets(&b, &ctx, req).await) }),
         RequestKind::InitProducerId(req) => Box::pin(async move { Some(offsets::handle_init_producer_id(&b, &ctx, req).await) }),
         RequestKind::CreateTopics(req) => Box::pin(async move { Some(topics::handle_create_topics(&b, &ctx, req).await) }),
         RequestKind::DeleteTopics(req) => Box::pin(async move { Some(topics::handle_delete_topics(&b, &ctx, req).await) }),

@@ -9,53 +9,34 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Li
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, error_code, RequestContext};
-use crate::broker::Broker;
+use crate::broker::{Broker, Partition};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub(super) fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, req: ListOffsetsRequest) -> Bytes {
+pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, req: ListOffsetsRequest) -> Bytes {
     let mut response = ListOffsetsResponse::default();
     for topic in req.topics {
         let found = broker.topic(topic.name.0.as_str());
-        let partitions = topic
-            .partitions
-            .iter()
-            .map(|p| {
-                let out = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                let Some(partition) = found.as_ref().and_then(|t| t.partition(p.partition_index)) else {
-                    return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                };
-                let high_watermark = partition.high_watermark();
-                let log = match partition.lock_log() {
-                    Ok(log) => log,
-                    Err(e) => return out.with_error_code(error_code::log_error(&e)),
-                };
-                let (offset, timestamp) = match p.timestamp {
-                    LATEST => (high_watermark, -1),
-                    EARLIEST => (log.log_start_offset(), -1),
-                    MAX_TIMESTAMP => match log.max_timestamp() {
-                        Ok(Some((ts, offset))) if offset < high_watermark => (offset, ts),
-                        Ok(_) => (-1, -1),
-                        Err(e) => return out.with_error_code(error_code::log_error(&e)),
-                    },
-                    ts if ts < 0 => return out.with_error_code(ResponseError::InvalidRequest.code()),
-                    ts => match log.offset_for_timestamp(ts) {
-                        Ok(Some((offset, found_ts))) if offset < high_watermark => (offset, found_ts),
-                        Ok(_) => (-1, -1),
-                        Err(e) => return out.with_error_code(error_code::log_error(&e)),
-                    },
-                };
-                let out = out.with_offset(offset).with_timestamp(timestamp);
-                // leader_epoch exists from v4 on; the codec refuses it below.
-                if ctx.api_version >= 4 {
-                    out.with_leader_epoch(broker.leader_epoch)
-                } else {
-                    out
-                }
-            })
-            .collect();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let out = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let Some(partition) = found.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                partitions.push(out.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let out = match list_one(broker, &partition, p.timestamp).await {
+                Ok((offset, timestamp)) => out.with_offset(offset).with_timestamp(timestamp),
+                Err(code) => out.with_error_code(code),
+            };
+            // leader_epoch exists from v4 on; the codec refuses it below.
+            partitions.push(if ctx.api_version >= 4 {
+                out.with_leader_epoch(broker.leader_epoch)
+            } else {
+                out
+            });
+        }
         response.topics.push(
             ListOffsetsTopicResponse::default()
                 .with_name(topic.name)
@@ -63,6 +44,72 @@ pub(super) fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, req: Li
         );
     }
     encode_response(ctx, &response)
+}
+
+/// (offset, timestamp) for one partition and ListOffsets timestamp.
+async fn list_one(broker: &Broker, partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16> {
+    let high_watermark = partition.high_watermark();
+    let found = |r: Result<Option<(i64, i64)>, crate::log::LogError>| match r {
+        Ok(Some((offset, ts))) if offset < high_watermark => Ok((offset, ts)),
+        Ok(_) => Ok((-1, -1)),
+        Err(e) => Err(error_code::log_error(&e)),
+    };
+    match timestamp {
+        LATEST => Ok((high_watermark, -1)),
+        EARLIEST => partition.log_start_offset().map(|o| (o, -1)).map_err(|e| error_code::log_error(&e)),
+        MAX_TIMESTAMP => {
+            let local = partition
+                .lock_log()
+                .map_err(|e| error_code::log_error(&e))?
+                .max_timestamp()
+                .map(|m| m.map(|(ts, o)| (o, ts)));
+            let archived = partition.manifest().objects.iter().map(|o| o.max_timestamp).max();
+            match (found(local)?, archived) {
+                ((-1, _), Some(ts)) => archived_offset_for(broker, partition, ts).await,
+                ((o, local_ts), Some(ts)) if ts > local_ts => {
+                    archived_offset_for(broker, partition, ts)
+                        .await
+                        .map(|r| if r.0 < 0 { (o, local_ts) } else { r })
+                }
+                (local, _) => Ok(local),
+            }
+        }
+        ts if ts < 0 => Err(ResponseError::InvalidRequest.code()),
+        ts => {
+            // The archive holds the older records: look there first.
+            let archived = archived_offset_for(broker, partition, ts).await?;
+            if archived.0 >= 0 {
+                return Ok(archived);
+            }
+            found(
+                partition
+                    .lock_log()
+                    .map_err(|e| error_code::log_error(&e))?
+                    .offset_for_timestamp(ts),
+            )
+        }
+    }
+}
+
+/// The first archived record with a timestamp >= `timestamp`, or (-1, -1).
+async fn archived_offset_for(broker: &Broker, partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16> {
+    let manifest = partition.manifest();
+    let local_start = partition.lock_log().map_err(|e| error_code::log_error(&e))?.log_start_offset();
+    for object in manifest
+        .objects
+        .iter()
+        .filter(|o| o.max_timestamp >= timestamp && o.first_offset < local_start)
+    {
+        match broker.archive.offset_for_timestamp(object, timestamp).await {
+            Ok(Some(found)) => return Ok(found),
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "archive read failed");
+                return Err(ResponseError::KafkaStorageError.code());
+            }
+        }
+    }
+    Ok((-1, -1))
 }
 
 pub(super) async fn handle_init_producer_id(broker: &Arc<Broker>, ctx: &RequestContext, req: InitProducerIdRequest) -> Bytes {

@@ -52,6 +52,15 @@ pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequ
                 (Some(code), _) => Err((*code, None)),
                 (None, Some(topic)) => match topic.partition(pd.index) {
                     None => Err((ResponseError::UnknownTopicOrPartition.code(), None)),
+                    Some(_) if broker.over_disk_budget() => {
+                        // Retriable: clears once tiering drains and archived
+                        // local segments are evicted.
+                        broker.metrics.produce_refused_disk_budget.inc();
+                        Err((
+                            ResponseError::KafkaStorageError.code(),
+                            Some("local disk budget used up while the archive catches up; retry".to_string()),
+                        ))
+                    }
                     Some(partition) => {
                         let records = pd.records.unwrap_or_default();
                         match batch::split_batches(&records)
@@ -60,6 +69,7 @@ pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequ
                         {
                             Ok(appended) => {
                                 topic.metrics.produce_bytes.inc_by(records.len() as u64);
+                                broker.add_local_bytes(records.len() as u64);
                                 topic.metrics.produce_records.inc_by(appended.records as u64);
                                 response.base_offset = appended.base_offset;
                                 response.log_append_time_ms = appended.log_append_time_ms.unwrap_or(-1);

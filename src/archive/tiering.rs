@@ -1,0 +1,244 @@
+//! The uploader: seals become Parquet objects, the manifest records them,
+//! and retention trims the archive and the local log. One task per broker,
+//! at its own pace (`tiering_interval_ms`), backing off while the store
+//! fails. An outage stalls this task, never produce or fetch of local data.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+
+use super::manifest::{self, Manifest, ManifestError, ObjectEntry};
+use super::{layout, ArchiveError};
+use crate::broker::{Broker, Partition, Topic};
+use crate::clock::now_ms;
+use crate::metrics::PartitionLabels;
+
+/// Runs until the broker goes away.
+pub async fn run(broker: Arc<Broker>) {
+    let mut attempt = 0u32;
+    let mut last_upload: Option<Instant> = None;
+    let mut mirrored_version = 0u64;
+    loop {
+        let interval = Duration::from_millis(broker.config.tiering_interval_ms);
+        let mut result = Ok(());
+        for topic in broker.topics() {
+            for partition in topic.partitions() {
+                let outcome = tier_partition(&broker, &topic, &partition, &mut last_upload).await;
+                let outcome = match outcome {
+                    Ok(()) => apply_archive_retention(&broker, &topic, &partition).await,
+                    err => err,
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "tiering failed; will retry");
+                    broker.metrics.tiering_upload_errors.inc();
+                    result = Err(e);
+                }
+                apply_local_retention(&broker, &topic, &partition);
+            }
+        }
+        if let Err(e) = mirror_cluster_state(&broker, &mut mirrored_version).await {
+            tracing::warn!(error = %e, "cannot copy cluster metadata to the archive; will retry");
+            result = Err(e);
+        }
+        broker.refresh_local_bytes();
+        update_metrics(&broker, last_upload);
+        let pause = match result {
+            Ok(()) => {
+                attempt = 0;
+                interval
+            }
+            Err(_) => {
+                attempt += 1;
+                interval.max(super::backoff(attempt))
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Archives every sealed, durable segment past the archive's end, in order.
+async fn tier_partition(
+    broker: &Broker,
+    topic: &Topic,
+    partition: &Partition,
+    last_upload: &mut Option<Instant>,
+) -> Result<(), ArchiveError> {
+    let high_watermark = partition.high_watermark();
+    let sealed = partition
+        .lock_log()
+        .map_err(|e| ArchiveError::Task(e.to_string()))?
+        .sealed_segments();
+    for segment in sealed {
+        let end = partition.manifest().end_offset().unwrap_or(i64::MIN);
+        if segment.next_offset <= end {
+            continue;
+        }
+        if segment.next_offset > high_watermark {
+            break; // not durable yet: never archive what could still be lost
+        }
+        let started = Instant::now();
+        let Some(entry) = broker.archive.upload_segment(&topic.name, partition.index, &segment, end).await? else {
+            continue;
+        };
+        let (records, bytes) = (entry.records, entry.size_bytes);
+        publish(broker, topic, partition, |current| {
+            current.with_object(entry.clone(), broker.leader_epoch)
+        })
+        .await?;
+        *last_upload = Some(Instant::now());
+        broker.metrics.tiering_uploads.inc();
+        broker.metrics.tiering_uploaded_bytes.inc_by(bytes);
+        broker.metrics.tiering_uploaded_records.inc_by(records as u64);
+        tracing::info!(
+            topic = %topic.name,
+            partition = partition.index,
+            first_offset = entry.first_offset,
+            last_offset = entry.last_offset,
+            records,
+            parquet_bytes = bytes,
+            segment_bytes = segment.size_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "archived segment"
+        );
+    }
+    Ok(())
+}
+
+/// Publishes `change` applied to the newest manifest in the store, retrying
+/// when another writer won the version; fenced writers stop.
+async fn publish(
+    broker: &Broker,
+    topic: &Topic,
+    partition: &Partition,
+    change: impl Fn(&Manifest) -> Result<Manifest, ManifestError>,
+) -> Result<(), ArchiveError> {
+    let store = broker.archive.store.as_ref();
+    let topic_id = topic.id.to_string();
+    for _ in 0..5 {
+        let current = manifest::load(store, &topic.name, partition.index)
+            .await?
+            .for_incarnation(&topic_id);
+        let next = change(&current)?;
+        match manifest::publish(store, &topic.name, partition.index, &current, &next).await {
+            Ok(()) => {
+                partition.set_manifest(next);
+                return Ok(());
+            }
+            Err(ManifestError::Store(object_store::Error::AlreadyExists { .. })) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ArchiveError::Task("manifest publish kept losing races".into()))
+}
+
+/// `retention.ms` / `retention.bytes` over the archive: oldest objects
+/// leave the manifest first, then the store.
+async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Partition) -> Result<(), ArchiveError> {
+    let config = topic.config();
+    let now = now_ms();
+    let expired = |m: &Manifest| -> usize {
+        let mut remaining = m.total_bytes() as i64;
+        let mut count = 0;
+        for o in &m.objects {
+            let by_time = config.retention_ms >= 0 && o.max_timestamp < now - config.retention_ms;
+            let by_size = config.retention_bytes >= 0 && remaining > config.retention_bytes;
+            if !(by_time || by_size) {
+                break;
+            }
+            remaining -= o.size_bytes as i64;
+            count += 1;
+        }
+        count
+    };
+    let known = partition.manifest();
+    if expired(&known) == 0 {
+        return Ok(());
+    }
+    let mut doomed: Vec<ObjectEntry> = Vec::new();
+    let collect = std::sync::Mutex::new(&mut doomed);
+    publish(broker, topic, partition, |current| {
+        let count = expired(current);
+        if let Ok(mut d) = collect.lock() {
+            **d = current.objects[..count].to_vec();
+        }
+        Ok(current.without_oldest(count, broker.leader_epoch))
+    })
+    .await?;
+    tracing::info!(topic = %topic.name, partition = partition.index, objects = doomed.len(), "archive retention removed objects");
+    broker.archive.delete_objects(&doomed).await;
+    Ok(())
+}
+
+/// `local.retention.*` and the disk budget: removes local segments that
+/// the archive holds.
+fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Partition) {
+    let Some(archived_end) = partition.manifest().end_offset() else {
+        return;
+    };
+    let now = now_ms();
+    let config = topic.config().log_config();
+    let mut over_budget = broker.over_disk_budget();
+    let Ok(mut log) = partition.lock_log() else { return };
+    let result = log.delete_archived(archived_end, |segment, remaining| {
+        let by_time = config.local_retention_ms >= 0 && now - segment.last_append_ms > config.local_retention_ms;
+        let by_size = config.local_retention_bytes >= 0 && remaining as i64 > config.local_retention_bytes;
+        let evict = by_time || by_size || over_budget;
+        // One eviction per round under the budget; the next round re-checks.
+        over_budget = false;
+        !evict
+    });
+    if let Err(e) = result {
+        tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "local retention failed");
+    }
+}
+
+/// Copies the embedded coordinator's state to the archive, so a broker on
+/// an empty disk finds its topics again.
+async fn mirror_cluster_state(broker: &Broker, mirrored: &mut u64) -> Result<(), ArchiveError> {
+    let Some((version, bytes)) = broker.coordinator.snapshot() else {
+        return Ok(());
+    };
+    if version <= *mirrored {
+        return Ok(());
+    }
+    broker.archive.store.put(&layout::cluster_key(version), bytes.into()).await?;
+    if *mirrored > 0 {
+        let _ = broker.archive.store.delete(&layout::cluster_key(*mirrored)).await;
+    }
+    *mirrored = version;
+    Ok(())
+}
+
+fn update_metrics(broker: &Broker, last_upload: Option<Instant>) {
+    let m = &broker.metrics;
+    let (mut backlog_bytes, mut backlog_segments) = (0u64, 0usize);
+    for family in [&m.archive_bytes, &m.archive_start_offset, &m.archive_end_offset] {
+        family.clear();
+    }
+    for topic in broker.topics() {
+        for partition in topic.partitions() {
+            let manifest = partition.manifest();
+            let end = manifest.end_offset();
+            if let Ok(log) = partition.lock_log() {
+                let (bytes, segments) = log.bytes_from(end.unwrap_or(i64::MIN));
+                backlog_bytes += bytes;
+                backlog_segments += segments;
+            }
+            let labels = PartitionLabels {
+                topic: topic.name.clone(),
+                partition: partition.index.to_string(),
+            };
+            m.archive_bytes.get_or_create(&labels).set(manifest.total_bytes() as i64);
+            if let (Some(start), Some(end)) = (manifest.start_offset(), end) {
+                m.archive_start_offset.get_or_create(&labels).set(start);
+                m.archive_end_offset.get_or_create(&labels).set(end);
+            }
+        }
+    }
+    m.tiering_backlog_bytes.set(backlog_bytes as i64);
+    m.tiering_backlog_segments.set(backlog_segments as i64);
+    m.tiering_last_upload_age_seconds
+        .set(last_upload.map_or(-1, |t| t.elapsed().as_secs() as i64));
+    m.archive_cache_bytes.set(broker.archive.cache_bytes() as i64);
+}
