@@ -17,10 +17,11 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# Python clients under test (kafka-python with its compression codecs).
-if ! python3 -c "import kafka, snappy, lz4.frame, zstandard" 2>/dev/null; then
-  echo "installing: kafka-python and codecs"
-  python3 -m pip install -q --disable-pip-version-check 'kafka-python==3.0.12' python-snappy lz4 zstandard
+# Python clients under test (kafka-python with its compression codecs) and
+# pyarrow, which reads the archive straight from the S3 test server.
+if ! python3 -c "import kafka, snappy, lz4.frame, zstandard, pyarrow" 2>/dev/null; then
+  echo "installing: kafka-python, codecs and pyarrow"
+  python3 -m pip install -q --disable-pip-version-check 'kafka-python==3.0.12' python-snappy lz4 zstandard pyarrow
 fi
 
 cargo fmt --all -- --check

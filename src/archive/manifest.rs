@@ -33,6 +33,10 @@ pub struct Manifest {
     pub topic_id: String,
     /// Objects in offset order, never overlapping.
     pub objects: Vec<ObjectEntry>,
+    /// One past the last offset ever archived. Kept when retention removes
+    /// objects, so the uploader never archives the same offsets twice.
+    #[serde(default)]
+    pub archived_end: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +74,14 @@ impl Manifest {
                 epoch: self.epoch,
                 topic_id: topic_id.to_string(),
                 objects: Vec::new(),
+                archived_end: None,
             }
         }
     }
 
-    /// One past the last archived offset, if anything is archived.
+    /// One past the last archived offset, if anything was ever archived.
     pub fn end_offset(&self) -> Option<i64> {
-        self.objects.last().map(|o| o.last_offset + 1)
+        self.archived_end.or(self.objects.last().map(|o| o.last_offset + 1))
     }
 
     pub fn start_offset(&self) -> Option<i64> {
@@ -111,6 +116,7 @@ impl Manifest {
         let mut next = self.clone();
         next.version += 1;
         next.epoch = epoch;
+        next.archived_end = Some(entry.last_offset + 1);
         next.objects.push(entry);
         Ok(next)
     }
@@ -218,6 +224,9 @@ mod tests {
         assert!(m.with_object(entry(25, 30), 1).is_ok(), "a gap is allowed");
         let trimmed = m.without_oldest(1, 1);
         assert_eq!(trimmed.start_offset(), Some(10));
+        let emptied = m.without_oldest(2, 1);
+        assert_eq!(emptied.end_offset(), Some(20), "retention keeps the archived end");
+        assert!(emptied.with_object(entry(5, 9), 1).is_err(), "nothing is archived twice");
         assert_eq!(trimmed.find(3).unwrap().first_offset, 10, "below the start finds the first object");
     }
 

@@ -15,6 +15,7 @@ pub struct Broker {
     pub port: u16,
     pub http_port: u16,
     extra_config: String,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -23,6 +24,11 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with `extra_config` appended to its TOML config file.
     pub fn start(extra_config: &str) -> Broker {
+        Self::start_with_env(extra_config, &[])
+    }
+
+    /// Starts a broker with extra environment variables (`AWS_*` for S3).
+    pub fn start_with_env(extra_config: &str, env: &[(String, String)]) -> Broker {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let mut broker = Broker {
@@ -30,6 +36,7 @@ impl Broker {
             port: free_port(),
             http_port: free_port(),
             extra_config: extra_config.to_string(),
+            env: env.to_vec(),
             child: None,
             log_path: tmp.path().join("broker.log"),
             _tmp: Some(tmp),
@@ -63,6 +70,7 @@ impl Broker {
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -125,6 +133,26 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The value of an unlabelled metric (or the first series of a labelled one
+/// whose line starts with `name`).
+pub fn metric(broker: &Broker, name: &str) -> f64 {
+    let text = http_get(&broker.http("/metrics")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Polls `check` until it holds or `secs` pass.
+pub fn wait_until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // tests may fail loudly and read the clock
 
 mod admin;
+mod archive;
 mod bad_input;
 mod clients;
 mod common;
 mod crash;
 mod groups;
 mod kafka;
+mod s3;
