@@ -1,7 +1,7 @@
 //! The load tool: Sediment driven by librdkafka, reporting msgs/s, MB/s and
 //! latency percentiles, plus the broker's peak RSS.
 //!
-//! cargo bench --bench load -- [matrix|produce|consume|e2e] [options]
+//! cargo bench --bench load -- [matrix|produce|consume|e2e|archive] [options]
 //!   --partitions N   (default 1)     --size BYTES   (default 100)
 //!   --acks 1|all     (default all)   --linger-ms N  (default 5)
 //!   --batch-size N   librdkafka batch.num.messages (default 10000)
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -79,29 +79,37 @@ fn parse(args: &[String]) -> (String, Opts) {
 struct Broker {
     child: Option<Child>,
     bootstrap: String,
+    /// host:port of the admin HTTP listener.
+    http: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Broker {
     fn start(opts: &Opts) -> Broker {
+        Self::start_with_config(opts, "")
+    }
+
+    /// Starts the release broker with `config` as its TOML config file.
+    fn start_with_config(opts: &Opts, config: &str) -> Broker {
         if let Some(b) = &opts.bootstrap {
             return Broker {
                 child: None,
                 bootstrap: b.clone(),
+                http: String::new(),
                 _dir: None,
             };
         }
         let port = free_port();
+        let http = format!("127.0.0.1:{}", free_port());
         let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("sediment.toml");
+        std::fs::write(&config_path, config).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sediment"))
             .args(["serve", "--data-dir"])
-            .arg(dir.path())
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--http-listen",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--http-listen", &http])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -114,8 +122,47 @@ impl Broker {
         }
         Broker {
             child: Some(child),
+            http,
             bootstrap,
             _dir: Some(dir),
+        }
+    }
+
+    /// A metric's value from /metrics (first series whose line starts with `name`).
+    fn metric(&self, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&self.http) else {
+            return f64::NAN;
+        };
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    /// CPU seconds (user + system) the broker has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return f64::NAN;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return f64::NAN;
+        };
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    fn wait_metric(&self, name: &str, what: &str, done: impl Fn(f64) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !done(self.metric(name)) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -237,14 +284,25 @@ fn report(name: &str, o: &Opts, msgs: u64, elapsed: Duration, latencies_us: Opti
 
 fn produce_n(bootstrap: &str, topic: &str, o: &Opts) -> (Duration, Vec<u32>) {
     let p = producer(bootstrap, o);
-    let payload = vec![b'x'; o.size];
+    // Values: a window into 16 MiB of pseudo-random bytes, different for
+    // every record, so compression (librdkafka's, Parquet's) is not flattered.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let pool: Vec<u8> = (0..(16 << 20) + o.size)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect();
     let started = Instant::now();
     let ctx_start = p.context().started;
     for i in 0..o.count {
         let key = (i % 1024).to_be_bytes();
+        let at = (i as usize).wrapping_mul(7919) % (16 << 20);
         let mut record = BaseRecord::with_opaque_to(topic, ctx_start.elapsed().as_micros() as usize)
             .key(&key[..])
-            .payload(&payload[..]);
+            .payload(&pool[at..at + o.size]);
         loop {
             match p.send(record) {
                 Ok(()) => break,
@@ -381,6 +439,108 @@ fn run_e2e(o: &Opts) {
     report("e2e", &e2e_opts, n, started.elapsed(), Some(latencies), &broker);
 }
 
+/// Tiering and archive reads: how fast sealed segments become Parquet in
+/// the (file://) archive, what it costs in broker CPU, how a consumer from
+/// offset 0 reads the archive compared with the local log, and the delay
+/// from acknowledgement to visibility in the archive.
+fn run_archive(o: &Opts) {
+    let config = format!(
+        "log_maintenance_interval_ms = 100\ntiering_interval_ms = 100\n[topic_defaults]\n\"segment.bytes\" = \"{}\"\n\"segment.ms\" = \"1000\"\n\"retention.ms\" = \"-1\"\n",
+        64 << 20
+    );
+    let broker = Broker::start_with_config(o, &config);
+    let topic = format!("load-archive-{}", free_port());
+    create_topic(&broker.bootstrap, &topic, o.partitions);
+    let cpu_start = broker.cpu_seconds();
+    let started = Instant::now();
+    let (produce_elapsed, _) = produce_n(&broker.bootstrap, &topic, o);
+    let produced_mb = o.count as f64 * o.size as f64 / 1e6;
+    let cpu_after_produce = broker.cpu_seconds();
+    let uploaded_at_produce_end = broker.metric("sediment_tiering_uploaded_records_total");
+    broker.wait_metric("sediment_tiering_uploaded_records_total", "tiering to catch up", |v| {
+        v >= o.count as f64
+    });
+    let caught_up = started.elapsed();
+    let tier_cpu = broker.cpu_seconds() - cpu_after_produce;
+    let tier_mb = (o.count as f64 - uploaded_at_produce_end.max(0.0)) * o.size as f64 / 1e6;
+    let parquet_mb = broker.metric("sediment_tiering_uploaded_bytes_total") / 1e6;
+    let objects = broker.metric("sediment_tiering_uploads_total");
+    println!(
+        "tiering  partitions={} size={} msgs={} produce_MB/s={:.1} ingest_to_archived_MB/s={:.1} catch_up_after_produce_s={:.2} tiering_cpu_s_per_MB={:.4} parquet_MB={:.1} objects={} compression={:.1}x total_broker_cpu_s={:.2}",
+        o.partitions,
+        o.size,
+        o.count,
+        produced_mb / produce_elapsed.as_secs_f64(),
+        produced_mb / caught_up.as_secs_f64(),
+        (caught_up - produce_elapsed).as_secs_f64(),
+        tier_cpu / tier_mb.max(f64::EPSILON),
+        parquet_mb,
+        objects,
+        produced_mb / parquet_mb.max(f64::EPSILON),
+        broker.cpu_seconds() - cpu_start,
+    );
+    // A consumer from offset 0: local log, then archive (cold, then warm cache).
+    let read_all = |label: &str| {
+        let consumer: BaseConsumer = base_config(&broker.bootstrap)
+            .set("group.id", format!("archive-{label}"))
+            .set("enable.auto.commit", "false")
+            .set("fetch.message.max.bytes", "4194304")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..o.partitions {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let t = Instant::now();
+        let n = consume_batches(&consumer, o.count);
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "read     from={label:<13} msgs={n} msgs/s={:.0} MB/s={:.1}",
+            n as f64 / secs,
+            n as f64 * o.size as f64 / secs / 1e6
+        );
+    };
+    read_all("local");
+    let admin: AdminClient<DefaultClientContext> = base_config(&broker.bootstrap).create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(admin.alter_configs(
+        &[AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("local.retention.ms", "0")],
+        &AdminOptions::new(),
+    ))
+    .unwrap();
+    broker.wait_metric("sediment_local_disk_bytes", "local segments to go", |v| v < 1e6);
+    read_all("archive-cold");
+    read_all("archive-warm");
+    // Acknowledgement to visibility in the archive, one record at a time.
+    let p = producer(
+        &broker.bootstrap,
+        &Opts {
+            acks: "all".into(),
+            linger_ms: 0,
+            ..o.clone()
+        },
+    );
+    let mut delays = Vec::new();
+    for i in 0..5 {
+        let before = broker.metric("sediment_tiering_uploaded_records_total");
+        let t = Instant::now();
+        p.send(BaseRecord::with_opaque_to(&topic, 0).key(&[i as u8][..]).payload(&b"visible?"[..]))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        p.flush(Duration::from_secs(10)).unwrap();
+        let acked = t.elapsed();
+        broker.wait_metric("sediment_tiering_uploaded_records_total", "the record to reach the archive", |v| {
+            v > before
+        });
+        delays.push((t.elapsed() - acked).as_secs_f64());
+    }
+    println!(
+        "visible  ack_to_archive_s={:?} (segment.ms=1000, tiering_interval_ms=100)",
+        delays.iter().map(|d| (d * 100.0).round() / 100.0).collect::<Vec<_>>()
+    );
+}
+
 fn o_seconds_guard(total: u64) -> u64 {
     60 + total / 10_000
 }
@@ -392,6 +552,7 @@ fn main() {
         "produce" => run_produce(&o),
         "consume" => run_consume(&o),
         "e2e" => run_e2e(&o),
+        "archive" => run_archive(&o),
         "matrix" => {
             for partitions in [1, 8] {
                 for size in [100, 1024] {
@@ -426,6 +587,6 @@ fn main() {
                 ..o.clone()
             });
         }
-        other => panic!("unknown mode {other}: matrix, produce, consume or e2e"),
+        other => panic!("unknown mode {other}: matrix, produce, consume, e2e or archive"),
     }
 }

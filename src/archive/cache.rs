@@ -54,6 +54,10 @@ impl DiskCache {
         std::fs::read(file).ok().map(Bytes::from)
     }
 
+    pub fn contains(&self, key: &str) -> bool {
+        self.state.lock().is_ok_and(|s| s.entries.contains_key(key))
+    }
+
     /// Stores `value` under `key`, evicting older entries to stay within
     /// the bound. A value larger than the whole cache is not stored.
     pub fn put(&self, key: &str, value: &[u8]) {

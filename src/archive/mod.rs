@@ -36,7 +36,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use self::cache::DiskCache;
 use self::manifest::ObjectEntry;
 use self::records::Row;
-use crate::log::batch::{BatchWalker, HEADER_LEN};
+use crate::log::batch::BatchWalker;
 use crate::metrics::Metrics;
 
 /// Largest Kafka batch re-encoded from archived rows.
@@ -80,6 +80,8 @@ pub struct Archive {
     /// Per object: the largest offset in each row group, so cached reads
     /// need no footer fetch.
     row_groups: Mutex<HashMap<String, Vec<i64>>>,
+    /// Row groups being read ahead, so each is read once.
+    prefetching: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Archive {
@@ -96,6 +98,7 @@ impl Archive {
             cache: DiskCache::open(cache_dir, cache_bytes)?,
             metrics,
             row_groups: Mutex::new(HashMap::new()),
+            prefetching: Mutex::new(Default::default()),
         })
     }
 
@@ -177,12 +180,17 @@ impl Archive {
 
     /// Kafka record batches re-encoded from the archive, starting with the
     /// batch holding `offset`, up to `max_bytes` (at least one batch).
-    pub async fn read(&self, object: &ObjectEntry, offset: i64, max_bytes: usize) -> Result<Bytes, ArchiveError> {
+    pub async fn read(self: &Arc<Self>, object: &ObjectEntry, offset: i64, max_bytes: usize) -> Result<Bytes, ArchiveError> {
         let started = Instant::now();
         let groups = self.row_group_ends(object).await?;
         let mut out = BytesMut::new();
         let first_group = groups.partition_point(|max| *max < offset);
         for (index, _) in groups.iter().enumerate().skip(first_group) {
+            // A consumer reading from the archive reads on: prepare the next
+            // row group while this one is served.
+            if index + 1 < groups.len() {
+                self.prefetch(object, index + 1);
+            }
             let encoded = self.row_group_batches(object, index).await?;
             for (header, range) in BatchWalker::new(&encoded) {
                 if header.last_offset() < offset {
@@ -244,6 +252,26 @@ impl Archive {
         Ok(ends)
     }
 
+    fn prefetch(self: &Arc<Self>, object: &ObjectEntry, index: usize) {
+        let key = format!("{}#{index}", object.key);
+        if self.cache.contains(&key) {
+            return;
+        }
+        let Ok(mut inflight) = self.prefetching.lock() else { return };
+        if !inflight.insert(key.clone()) {
+            return;
+        }
+        let (archive, object) = (self.clone(), object.clone());
+        tokio::spawn(async move {
+            if let Err(e) = archive.row_group_batches(&object, index).await {
+                tracing::debug!(key = %object.key, index, error = %e, "archive prefetch failed");
+            }
+            if let Ok(mut inflight) = archive.prefetching.lock() {
+                inflight.remove(&key);
+            }
+        });
+    }
+
     /// One row group re-encoded as Kafka batches, from the cache or the store.
     async fn row_group_batches(&self, object: &ObjectEntry, index: usize) -> Result<Bytes, ArchiveError> {
         let cache_key = format!("{}#{index}", object.key);
@@ -256,11 +284,11 @@ impl Archive {
             .await?
             .with_row_groups(vec![index])
             .build()?;
-        let mut rows = Vec::new();
+        let mut out = BytesMut::new();
         while let Some(batch) = stream.try_next().await? {
-            parquet::rows_from_record_batch(&batch, i64::MIN, &mut rows)?;
+            parquet::encode_record_batch(&batch, ARCHIVE_BATCH_BYTES, &mut out)?;
         }
-        let encoded = encode_rows(&rows);
+        let encoded = out.freeze();
         self.cache.put(&cache_key, &encoded);
         Ok(encoded)
     }
@@ -300,34 +328,6 @@ impl Archive {
         }
         Ok(())
     }
-}
-
-/// Rows as Kafka batches of at most `ARCHIVE_BATCH_BYTES` (a single larger
-/// record gets a batch of its own).
-pub fn encode_rows(rows: &[Row]) -> Bytes {
-    let mut out = BytesMut::new();
-    let mut start = 0;
-    let mut size = 0;
-    for (i, row) in rows.iter().enumerate() {
-        let row_size = 32
-            + row.key.as_ref().map_or(0, Bytes::len)
-            + row.value.as_ref().map_or(0, Bytes::len)
-            + row
-                .headers
-                .iter()
-                .map(|h| h.0.len() + h.1.as_ref().map_or(0, Bytes::len) + 8)
-                .sum::<usize>();
-        if i > start && size + row_size > ARCHIVE_BATCH_BYTES - HEADER_LEN {
-            out.extend_from_slice(&records::encode_batch(&rows[start..i], -1));
-            start = i;
-            size = 0;
-        }
-        size += row_size;
-    }
-    if start < rows.len() {
-        out.extend_from_slice(&records::encode_batch(&rows[start..], -1));
-    }
-    out.freeze()
 }
 
 /// Calls `f` with each batch of a segment file, read in large chunks.

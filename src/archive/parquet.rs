@@ -139,6 +139,53 @@ pub fn rows_from_record_batch(batch: &RecordBatch, from_offset: i64, out: &mut V
     Ok(())
 }
 
+/// Encodes the rows of `batch` straight into Kafka batches of at most
+/// `max_batch_bytes` (a larger single record gets a batch of its own).
+pub fn encode_record_batch(batch: &RecordBatch, max_batch_bytes: usize, out: &mut bytes::BytesMut) -> Result<(), ArrowError> {
+    let offsets = batch
+        .column(0)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| column_error("offset"))?;
+    let timestamps = batch
+        .column(1)
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| column_error("timestamp"))?;
+    let keys = batch.column(2).as_binary_opt::<i32>().ok_or_else(|| column_error("key"))?;
+    let values = batch.column(3).as_binary_opt::<i32>().ok_or_else(|| column_error("value"))?;
+    let headers = batch.column(4).as_list_opt::<i32>().ok_or_else(|| column_error("headers"))?;
+    let header_structs = headers.values().as_struct_opt().ok_or_else(|| column_error("headers.item"))?;
+    let header_keys = header_structs
+        .column(0)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| column_error("headers.key"))?;
+    let header_values = header_structs
+        .column(1)
+        .as_binary_opt::<i32>()
+        .ok_or_else(|| column_error("headers.value"))?;
+    fn field(a: &BinaryArray, i: usize) -> Option<&[u8]> {
+        (!a.is_null(i)).then(|| a.value(i))
+    }
+    let mut builder = super::records::BatchBuilder::new(-1);
+    for i in 0..batch.num_rows() {
+        let key = field(keys, i);
+        let value = field(values, i);
+        let range = headers.value_offsets()[i] as usize..headers.value_offsets()[i + 1] as usize;
+        let size = 32 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+        if !builder.is_empty() && builder.len() + size > max_batch_bytes {
+            builder.finish_into(out);
+        }
+        builder.push(
+            offsets.value(i),
+            timestamps.value(i),
+            key,
+            value,
+            range.map(|j| (header_keys.value(j), field(header_values, j))),
+        );
+    }
+    builder.finish_into(out);
+    Ok(())
+}
+
 /// The largest offset a row group holds, from its statistics.
 pub fn row_group_max_offset(group: &RowGroupMetaData) -> Option<i64> {
     match group.column(0).statistics()? {

@@ -139,66 +139,130 @@ pub fn decode_batch(batch: &Bytes, rows: &mut Vec<Row>) -> Result<(), RecordErro
     Ok(())
 }
 
+/// Builds uncompressed v2 batches record by record, from borrowed fields:
+/// the archive read path encodes straight from Arrow arrays without
+/// materialising rows.
+pub struct BatchBuilder {
+    records: BytesMut,
+    body: BytesMut,
+    base_offset: i64,
+    base_timestamp: i64,
+    last_offset: i64,
+    max_timestamp: i64,
+    count: i32,
+    leader_epoch: i32,
+}
+
+impl BatchBuilder {
+    pub fn new(leader_epoch: i32) -> Self {
+        Self {
+            records: BytesMut::new(),
+            body: BytesMut::with_capacity(256),
+            base_offset: 0,
+            base_timestamp: 0,
+            last_offset: 0,
+            max_timestamp: 0,
+            count: 0,
+            leader_epoch,
+        }
+    }
+
+    /// Bytes the batch would take now.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn put_nullable(buf: &mut BytesMut, field: Option<&[u8]>) {
+        match field {
+            None => put_varint(buf, -1),
+            Some(b) => {
+                put_varint(buf, b.len() as i64);
+                buf.put_slice(b);
+            }
+        }
+    }
+
+    /// Appends one record; offsets must ascend.
+    pub fn push<'a>(
+        &mut self,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl ExactSizeIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) {
+        if self.count == 0 {
+            self.base_offset = offset;
+            self.base_timestamp = timestamp;
+            self.max_timestamp = timestamp;
+        }
+        self.last_offset = offset;
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.count += 1;
+        let body = &mut self.body;
+        body.clear();
+        body.put_u8(0); // record attributes: unused
+        put_varint(body, timestamp - self.base_timestamp);
+        put_varint(body, offset - self.base_offset);
+        Self::put_nullable(body, key);
+        Self::put_nullable(body, value);
+        put_varint(body, headers.len() as i64);
+        for (k, v) in headers {
+            put_varint(body, k.len() as i64);
+            body.put_slice(k.as_bytes());
+            Self::put_nullable(body, v);
+        }
+        put_varint(&mut self.records, self.body.len() as i64);
+        self.records.put_slice(&self.body);
+    }
+
+    /// Appends the finished batch to `out` and starts a new one.
+    pub fn finish_into(&mut self, out: &mut BytesMut) {
+        if self.count == 0 {
+            return;
+        }
+        let start = out.len();
+        out.reserve(HEADER_LEN + self.records.len());
+        out.put_i64(self.base_offset);
+        out.put_i32((HEADER_LEN - LOG_OVERHEAD + self.records.len()) as i32);
+        out.put_i32(self.leader_epoch);
+        out.put_i8(2);
+        out.put_u32(0); // crc, filled below
+        out.put_i16(0); // attributes: no compression, create time
+        out.put_i32((self.last_offset - self.base_offset) as i32);
+        out.put_i64(self.base_timestamp);
+        out.put_i64(self.max_timestamp);
+        out.put_i64(-1); // producer id
+        out.put_i16(-1); // producer epoch
+        out.put_i32(-1); // base sequence
+        out.put_i32(self.count);
+        out.put_slice(&self.records);
+        let crc = crc32c::crc32c(&out[start + 21..]);
+        out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+        self.records.clear();
+        self.count = 0;
+    }
+}
+
 /// Encodes rows (ascending offsets) as one uncompressed v2 batch that a
 /// client decodes into exactly these records.
 pub fn encode_batch(rows: &[Row], leader_epoch: i32) -> Bytes {
-    let Some(first) = rows.first() else { return Bytes::new() };
-    let base_offset = first.offset;
-    let base_timestamp = first.timestamp;
-    let mut records = BytesMut::with_capacity(
-        rows.iter()
-            .map(|r| 24 + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len))
-            .sum(),
-    );
-    let mut body = BytesMut::with_capacity(64);
-    for row in rows {
-        body.clear();
-        body.put_u8(0); // record attributes: unused
-        put_varint(&mut body, row.timestamp - base_timestamp);
-        put_varint(&mut body, row.offset - base_offset);
-        for field in [&row.key, &row.value] {
-            match field {
-                None => put_varint(&mut body, -1),
-                Some(b) => {
-                    put_varint(&mut body, b.len() as i64);
-                    body.put_slice(b);
-                }
-            }
-        }
-        put_varint(&mut body, row.headers.len() as i64);
-        for (k, v) in &row.headers {
-            put_varint(&mut body, k.len() as i64);
-            body.put_slice(k.as_bytes());
-            match v {
-                None => put_varint(&mut body, -1),
-                Some(b) => {
-                    put_varint(&mut body, b.len() as i64);
-                    body.put_slice(b);
-                }
-            }
-        }
-        put_varint(&mut records, body.len() as i64);
-        records.put_slice(&body);
+    let mut builder = BatchBuilder::new(leader_epoch);
+    for r in rows {
+        builder.push(
+            r.offset,
+            r.timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            r.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
+        );
     }
-    let last_offset = rows.last().map_or(base_offset, |r| r.offset);
-    let max_timestamp = rows.iter().map(|r| r.timestamp).max().unwrap_or(base_timestamp);
-    let mut out = BytesMut::with_capacity(HEADER_LEN + records.len());
-    out.put_i64(base_offset);
-    out.put_i32((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32);
-    out.put_i32(leader_epoch);
-    out.put_i8(2);
-    out.put_u32(0); // crc, filled below
-    out.put_i16(0); // attributes: no compression, create time
-    out.put_i32((last_offset - base_offset) as i32);
-    out.put_i64(base_timestamp);
-    out.put_i64(max_timestamp);
-    out.put_i64(-1); // producer id
-    out.put_i16(-1); // producer epoch
-    out.put_i32(-1); // base sequence
-    out.put_i32(rows.len() as i32);
-    out.put_slice(&records);
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    let mut out = BytesMut::new();
+    builder.finish_into(&mut out);
     out.freeze()
 }
 

@@ -222,3 +222,49 @@ async fn retention_removes_old_objects_from_the_bucket_and_the_manifest() {
 fn config_for(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     config(bootstrap).create().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_budget_refuses_produce_until_tiering_drains() {
+    let mut s3 = S3Server::start();
+    let config = archive_config("budget").replacen("[topic_defaults]", "local_disk_budget_bytes = 1000000\n[topic_defaults]", 1);
+    let broker = Broker::start_with_env(&config, &s3.env());
+    create_topic(&broker.bootstrap(), "budget", 1, &[]).await;
+    s3.stop();
+    let batch = crate::bad_input::encode_batch_of(200, 400);
+    let mut s = crate::bad_input::connect(&broker);
+    let mut accepted = 0;
+    let refused = tokio::task::block_in_place(|| {
+        for _ in 0..200 {
+            match crate::bad_input::produce_raw(&mut s, "budget", batch.clone()) {
+                0 => accepted += 1,
+                code => return code,
+            }
+        }
+        0
+    });
+    assert_eq!(refused, 56, "KAFKA_STORAGE_ERROR once the budget is used");
+    assert!(
+        accepted > 0 && accepted * batch.len() < 3_000_000,
+        "refused near the budget, after {accepted} batches"
+    );
+    assert!(metric(&broker, "sediment_produce_refused_disk_budget_total") > 0.0);
+    // The archive comes back: tiering drains, archived segments are evicted,
+    // and produce is accepted again.
+    s3.restart();
+    tokio::task::block_in_place(|| {
+        wait_until("produce accepted again", 120, || {
+            let mut s = crate::bad_input::connect(&broker);
+            crate::bad_input::produce_raw(&mut s, "budget", batch.clone()) == 0
+        })
+    });
+    let b = broker.bootstrap();
+    let expected = (accepted + 1) * 200;
+    let consumed = tokio::task::spawn_blocking(move || consume_all(&b, "budget", 1, expected, &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        consumed[&0].len(),
+        expected,
+        "every accepted record is readable, from the archive and the local log"
+    );
+}

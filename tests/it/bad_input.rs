@@ -13,7 +13,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use crate::common::{http_get, Broker};
 use crate::kafka::{consume_all, create_topic, produce, producer, record};
 
-fn connect(broker: &Broker) -> TcpStream {
+pub(crate) fn connect(broker: &Broker) -> TcpStream {
     let s = TcpStream::connect(broker.bootstrap()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
@@ -136,16 +136,6 @@ async fn malformed_requests_never_disturb_a_well_behaved_client() {
     let mut bad = good.to_vec();
     let last = bad.len() - 1;
     bad[last] ^= 0x01;
-    let produce_req = |records: Bytes, topic: &str| {
-        ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(records))])])
-    };
     let mut s = connect(&broker);
     for (records, topic, expected) in [
         (Bytes::from(bad), "guarded", 2i16),
@@ -153,12 +143,7 @@ async fn malformed_requests_never_disturb_a_well_behaved_client() {
         (good.clone(), "no/such topic", 17),
         (good.clone(), "missing", 3),
     ] {
-        s.write_all(&request(ApiKey::Produce, 7, &produce_req(records, topic))).unwrap();
-        let mut response = read_response(&mut s);
-        ResponseHeader::decode(&mut response, 0).unwrap();
-        let produced = ProduceResponse::decode(&mut response, 7).unwrap();
-        let code = produced.responses[0].partition_responses[0].error_code;
-        assert_eq!(code, expected, "produce to {topic}");
+        assert_eq!(produce_raw(&mut s, topic, records), expected, "produce to {topic}");
     }
 
     // The well-behaved client is served as if nothing happened.
@@ -175,7 +160,58 @@ async fn malformed_requests_never_disturb_a_well_behaved_client() {
     broker.kill();
 }
 
-fn encode_batch() -> Bytes {
+/// Sends one Produce v7 request (acks=all, partition 0) on `s` and returns
+/// the partition's error code.
+pub(crate) fn produce_raw(s: &mut TcpStream, topic: &str, records: Bytes) -> i16 {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    s.write_all(&request(ApiKey::Produce, 7, &req)).unwrap();
+    let mut response = read_response(s);
+    ResponseHeader::decode(&mut response, 0).unwrap();
+    let produced = ProduceResponse::decode(&mut response, 7).unwrap();
+    produced.responses[0].partition_responses[0].error_code
+}
+
+/// A batch of `n` records with `value_len`-byte values, as a client sends it.
+pub(crate) fn encode_batch_of(n: usize, value_len: usize) -> Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(vec![b'v'; value_len])),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+pub(crate) fn encode_batch() -> Bytes {
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let records = vec![Record {
         transactional: false,
