@@ -333,21 +333,27 @@ fn run_consume(o: &Opts) {
     let topic = format!("load-consume-{}", free_port());
     create_topic(&broker.bootstrap, &topic, o.partitions);
     produce_n(&broker.bootstrap, &topic, o);
-    let consumer: BaseConsumer = base_config(&broker.bootstrap)
-        .set("group.id", "load")
+    let consumer = consumer_from_beginning(&broker.bootstrap, "load", &topic, o.partitions);
+    let started = Instant::now();
+    let n = consume_batches(&consumer, o.count);
+    report("consume", o, n, started.elapsed(), None, &broker);
+}
+
+/// A consumer assigned every partition of `topic` from offset 0.
+fn consumer_from_beginning(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BaseConsumer {
+    let consumer: BaseConsumer = base_config(bootstrap)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("fetch.message.max.bytes", "4194304")
         .set("queued.max.messages.kbytes", "262144")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    for p in 0..o.partitions {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    let started = Instant::now();
-    let n = consume_batches(&consumer, o.count);
-    report("consume", o, n, started.elapsed(), None, &broker);
+    consumer
 }
 
 /// Consumes `count` messages through librdkafka's batch API. The safe
@@ -481,17 +487,7 @@ fn run_archive(o: &Opts) {
     );
     // A consumer from offset 0: local log, then archive (cold, then warm cache).
     let read_all = |label: &str| {
-        let consumer: BaseConsumer = base_config(&broker.bootstrap)
-            .set("group.id", format!("archive-{label}"))
-            .set("enable.auto.commit", "false")
-            .set("fetch.message.max.bytes", "4194304")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..o.partitions {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
+        let consumer = consumer_from_beginning(&broker.bootstrap, &format!("archive-{label}"), &topic, o.partitions);
         let t = Instant::now();
         let n = consume_batches(&consumer, o.count);
         let secs = t.elapsed().as_secs_f64();

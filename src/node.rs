@@ -28,12 +28,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tracing::warn!(listen = %config.listen, "listening on all interfaces without --advertise: clients will be told to connect to {}", config.listen);
     }
     let archive_url = config.archive_url();
-    let store = crate::archive::store::open(&archive_url)?;
-    let meta_dir = config.data_dir.join("meta");
-    if !EmbeddedCoordinator::has_state(&meta_dir) {
-        restore_cluster_state(store.as_ref(), &meta_dir, &archive_url).await?;
-    }
-    let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::open(&meta_dir)?);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -51,6 +45,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let http_task = tokio::spawn(async move { http.await });
+    // The HTTP server answers /healthz (and /readyz with 503) while the
+    // archive is consulted and the logs recover.
+    let store = crate::archive::store::open(&archive_url)?;
+    let meta_dir = config.data_dir.join("meta");
+    if !EmbeddedCoordinator::has_state(&meta_dir) {
+        restore_cluster_state(store.as_ref(), &meta_dir, &archive_url).await?;
+    }
+    let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::open(&meta_dir)?);
     let archive = Arc::new(Archive::new(
         store,
         archive_url,

@@ -41,6 +41,8 @@ use crate::metrics::Metrics;
 
 /// Largest Kafka batch re-encoded from archived rows.
 const ARCHIVE_BATCH_BYTES: usize = 1 << 20;
+/// Objects whose row-group offsets are remembered.
+const ROW_GROUP_INDEX_MAX: usize = 10_000;
 /// Bytes of a segment read at a time while tiering it.
 const SEGMENT_READ_CHUNK: usize = 4 << 20;
 
@@ -127,13 +129,14 @@ impl Archive {
         let segment = segment.clone();
         let handle = tokio::runtime::Handle::current();
         let key_for_task = key.clone();
-        let stats = tokio::task::spawn_blocking(move || -> Result<(i64, i64, i64), ArchiveError> {
+        let stats = tokio::task::spawn_blocking(move || -> Result<(i64, i64, i64, u64), ArchiveError> {
             // Multipart upload: the object appears whole when the writer
             // completes, or not at all.
             let writer = BufWriter::new(store, key_for_task);
             let mut writer = AsyncArrowWriter::try_new(writer, parquet::schema(), Some(props))?;
             let mut rows: Vec<Row> = Vec::with_capacity(parquet::ROWS_PER_BATCH);
             let (mut count, mut min_ts, mut max_ts) = (0i64, i64::MAX, i64::MIN);
+            let mut skipped = 0u64;
             let flush = |rows: &mut Vec<Row>, writer: &mut AsyncArrowWriter<BufWriter>| -> Result<(), ArchiveError> {
                 if rows.is_empty() {
                     return Ok(());
@@ -146,7 +149,15 @@ impl Archive {
             let mut decoded = Vec::new();
             for_each_batch(&segment.path, |batch| {
                 decoded.clear();
-                records::decode_batch(&batch, &mut decoded)?;
+                if let Err(e) = records::decode_batch(&batch, &mut decoded) {
+                    // A batch whose CRC holds but whose records do not parse
+                    // (a broken client) must not stop tiering for good: it
+                    // stays readable in the local log until local retention,
+                    // and is missing from the archive.
+                    tracing::error!(error = %e, segment = %segment.path.display(), "skipping an undecodable batch while archiving");
+                    skipped += 1;
+                    decoded.clear();
+                }
                 // Rows below `first` were archived already.
                 for row in decoded.drain(..).filter(|r| r.offset >= first && r.offset <= last) {
                     count += 1;
@@ -161,11 +172,12 @@ impl Archive {
             })?;
             flush(&mut rows, &mut writer)?;
             handle.block_on(writer.close())?;
-            Ok((count, min_ts, max_ts))
+            Ok((count, min_ts, max_ts, skipped))
         })
         .await
         .map_err(|e| ArchiveError::Task(e.to_string()))??;
-        let (records, min_timestamp, max_timestamp) = stats;
+        let (records, min_timestamp, max_timestamp, skipped) = stats;
+        self.metrics.tiering_skipped_batches.inc_by(skipped);
         let size_bytes = self.store.head(&key).await?.size;
         Ok(Some(ObjectEntry {
             key: key.to_string(),
@@ -247,6 +259,10 @@ impl Archive {
             .map(|g| parquet::row_group_max_offset(g).unwrap_or(i64::MAX))
             .collect();
         if let Ok(mut m) = self.row_groups.lock() {
+            // A bound on memory: dropping the map only costs footer reads.
+            if m.len() >= ROW_GROUP_INDEX_MAX {
+                m.clear();
+            }
             m.insert(object.key.clone(), ends.clone());
         }
         Ok(ends)

@@ -96,43 +96,72 @@ fn column_error(what: &str) -> ArrowError {
     ArrowError::SchemaError(format!("archive column {what} has an unexpected type"))
 }
 
+/// The archive schema's columns of one record batch, typed.
+struct Columns<'a> {
+    offsets: &'a arrow::array::PrimitiveArray<Int64Type>,
+    timestamps: &'a arrow::array::PrimitiveArray<TimestampMillisecondType>,
+    keys: &'a BinaryArray,
+    values: &'a BinaryArray,
+    headers: &'a ListArray,
+    header_keys: &'a StringArray,
+    header_values: &'a BinaryArray,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Self, ArrowError> {
+        let headers = batch.column(4).as_list_opt::<i32>().ok_or_else(|| column_error("headers"))?;
+        let header_structs = headers.values().as_struct_opt().ok_or_else(|| column_error("headers.item"))?;
+        Ok(Self {
+            offsets: batch
+                .column(0)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| column_error("offset"))?,
+            timestamps: batch
+                .column(1)
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .ok_or_else(|| column_error("timestamp"))?,
+            keys: batch.column(2).as_binary_opt::<i32>().ok_or_else(|| column_error("key"))?,
+            values: batch.column(3).as_binary_opt::<i32>().ok_or_else(|| column_error("value"))?,
+            headers,
+            header_keys: header_structs
+                .column(0)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| column_error("headers.key"))?,
+            header_values: header_structs
+                .column(1)
+                .as_binary_opt::<i32>()
+                .ok_or_else(|| column_error("headers.value"))?,
+        })
+    }
+
+    /// The range of header entries of row `i`.
+    fn header_range(&self, i: usize) -> std::ops::Range<usize> {
+        self.headers.value_offsets()[i] as usize..self.headers.value_offsets()[i + 1] as usize
+    }
+}
+
+fn nullable(a: &BinaryArray, i: usize) -> Option<&[u8]> {
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
 /// Appends the rows of `batch` with offset >= `from_offset` to `out`.
 pub fn rows_from_record_batch(batch: &RecordBatch, from_offset: i64, out: &mut Vec<Row>) -> Result<(), ArrowError> {
-    let offsets = batch
-        .column(0)
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| column_error("offset"))?;
-    let timestamps = batch
-        .column(1)
-        .as_primitive_opt::<TimestampMillisecondType>()
-        .ok_or_else(|| column_error("timestamp"))?;
-    let keys = batch.column(2).as_binary_opt::<i32>().ok_or_else(|| column_error("key"))?;
-    let values = batch.column(3).as_binary_opt::<i32>().ok_or_else(|| column_error("value"))?;
-    let headers = batch.column(4).as_list_opt::<i32>().ok_or_else(|| column_error("headers"))?;
-    let header_structs = headers.values().as_struct_opt().ok_or_else(|| column_error("headers.item"))?;
-    let header_keys = header_structs
-        .column(0)
-        .as_string_opt::<i32>()
-        .ok_or_else(|| column_error("headers.key"))?;
-    let header_values = header_structs
-        .column(1)
-        .as_binary_opt::<i32>()
-        .ok_or_else(|| column_error("headers.value"))?;
-    let bytes_at = |a: &BinaryArray, i: usize| (!a.is_null(i)).then(|| Bytes::copy_from_slice(a.value(i)));
+    let c = Columns::of(batch)?;
+    let bytes_at = |a: &BinaryArray, i: usize| nullable(a, i).map(Bytes::copy_from_slice);
     for i in 0..batch.num_rows() {
-        let offset = offsets.value(i);
+        let offset = c.offsets.value(i);
         if offset < from_offset {
             continue;
         }
-        let range = headers.value_offsets()[i] as usize..headers.value_offsets()[i + 1] as usize;
-        let row_headers = range
-            .map(|j| (header_keys.value(j).to_string(), bytes_at(header_values, j)))
+        let row_headers = c
+            .header_range(i)
+            .map(|j| (c.header_keys.value(j).to_string(), bytes_at(c.header_values, j)))
             .collect();
         out.push(Row {
             offset,
-            timestamp: timestamps.value(i),
-            key: bytes_at(keys, i),
-            value: bytes_at(values, i),
+            timestamp: c.timestamps.value(i),
+            key: bytes_at(c.keys, i),
+            value: bytes_at(c.values, i),
             headers: row_headers,
         });
     }
@@ -142,44 +171,21 @@ pub fn rows_from_record_batch(batch: &RecordBatch, from_offset: i64, out: &mut V
 /// Encodes the rows of `batch` straight into Kafka batches of at most
 /// `max_batch_bytes` (a larger single record gets a batch of its own).
 pub fn encode_record_batch(batch: &RecordBatch, max_batch_bytes: usize, out: &mut bytes::BytesMut) -> Result<(), ArrowError> {
-    let offsets = batch
-        .column(0)
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| column_error("offset"))?;
-    let timestamps = batch
-        .column(1)
-        .as_primitive_opt::<TimestampMillisecondType>()
-        .ok_or_else(|| column_error("timestamp"))?;
-    let keys = batch.column(2).as_binary_opt::<i32>().ok_or_else(|| column_error("key"))?;
-    let values = batch.column(3).as_binary_opt::<i32>().ok_or_else(|| column_error("value"))?;
-    let headers = batch.column(4).as_list_opt::<i32>().ok_or_else(|| column_error("headers"))?;
-    let header_structs = headers.values().as_struct_opt().ok_or_else(|| column_error("headers.item"))?;
-    let header_keys = header_structs
-        .column(0)
-        .as_string_opt::<i32>()
-        .ok_or_else(|| column_error("headers.key"))?;
-    let header_values = header_structs
-        .column(1)
-        .as_binary_opt::<i32>()
-        .ok_or_else(|| column_error("headers.value"))?;
-    fn field(a: &BinaryArray, i: usize) -> Option<&[u8]> {
-        (!a.is_null(i)).then(|| a.value(i))
-    }
+    let c = Columns::of(batch)?;
     let mut builder = super::records::BatchBuilder::new(-1);
     for i in 0..batch.num_rows() {
-        let key = field(keys, i);
-        let value = field(values, i);
-        let range = headers.value_offsets()[i] as usize..headers.value_offsets()[i + 1] as usize;
+        let key = nullable(c.keys, i);
+        let value = nullable(c.values, i);
         let size = 32 + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
         if !builder.is_empty() && builder.len() + size > max_batch_bytes {
             builder.finish_into(out);
         }
         builder.push(
-            offsets.value(i),
-            timestamps.value(i),
+            c.offsets.value(i),
+            c.timestamps.value(i),
             key,
             value,
-            range.map(|j| (header_keys.value(j), field(header_values, j))),
+            c.header_range(i).map(|j| (c.header_keys.value(j), nullable(c.header_values, j))),
         );
     }
     builder.finish_into(out);

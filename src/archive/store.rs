@@ -54,7 +54,19 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
                 .host_str()
                 .filter(|h| !h.is_empty())
                 .ok_or_else(|| invalid("an s3 URL needs a bucket".into()))?;
-            let store = AmazonS3Builder::from_env().with_bucket_name(bucket).build().map_err(open_err)?;
+            // Fail a request within ~15 s rather than object_store's default of
+            // three minutes: the uploader has its own backoff, and operators
+            // see errors (and the backlog) while the store is unreachable.
+            let retry = object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(15),
+                ..Default::default()
+            };
+            let store = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry)
+                .build()
+                .map_err(open_err)?;
             Ok(with_prefix(Arc::new(store), parsed.path()))
         }
         _ => {

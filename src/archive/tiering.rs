@@ -203,10 +203,20 @@ async fn mirror_cluster_state(broker: &Broker, mirrored: &mut u64) -> Result<(),
         return Ok(());
     }
     broker.archive.store.put(&layout::cluster_key(version), bytes.into()).await?;
-    if *mirrored > 0 {
-        let _ = broker.archive.store.delete(&layout::cluster_key(*mirrored)).await;
-    }
     *mirrored = version;
+    // Keep the newest three copies (earlier runs' included).
+    use futures::TryStreamExt;
+    let mut versions: Vec<u64> = broker
+        .archive
+        .store
+        .list(Some(&layout::cluster_prefix()))
+        .try_filter_map(|m| async move { Ok(layout::parse_version(&m.location)) })
+        .try_collect()
+        .await?;
+    versions.sort_unstable();
+    for old in versions.iter().rev().skip(3) {
+        let _ = broker.archive.store.delete(&layout::cluster_key(*old)).await;
+    }
     Ok(())
 }
 

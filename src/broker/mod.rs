@@ -143,6 +143,8 @@ pub struct Broker {
     pub config: Config,
     pub coordinator: Arc<dyn Coordinator>,
     pub archive: Arc<Archive>,
+    /// Archive deletions of deleted topics still under way, by topic name.
+    archive_deletions: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// Bytes of all local logs: refreshed by maintenance, raised by appends;
     /// checked against `local_disk_budget_bytes` on produce.
     local_bytes: AtomicU64,
@@ -202,6 +204,7 @@ impl Broker {
             coordinator,
             archive,
             local_bytes: AtomicU64::new(0),
+            archive_deletions: Default::default(),
             metrics,
             groups,
             leader_epoch,
@@ -350,9 +353,12 @@ impl Broker {
     }
 
     /// Removes a deleted topic's archive, retrying until the store answers.
+    /// Creating a topic of the same name cancels it, so the new topic's
+    /// objects are never removed by the old one's deletion.
     fn spawn_archive_deletion(&self, topic: String) {
         let archive = self.archive.clone();
-        self.tasks.spawn(async move {
+        let name = topic.clone();
+        let handle = tokio::spawn(async move {
             let mut attempt = 0;
             while let Err(e) = archive.delete_topic(&topic).await {
                 tracing::warn!(topic = %topic, error = %e, attempt, "cannot delete a deleted topic's archive yet; retrying");
@@ -361,6 +367,24 @@ impl Broker {
             }
             tracing::info!(topic = %topic, "deleted the topic's archive");
         });
+        if let Ok(mut pending) = self.archive_deletions.lock() {
+            pending.retain(|_, h| !h.is_finished());
+            if let Some(previous) = pending.insert(name, handle) {
+                previous.abort();
+            }
+        }
+    }
+
+    fn cancel_archive_deletion(&self, topic: &str) {
+        if let Some(handle) = self.archive_deletions.lock().ok().and_then(|mut p| p.remove(topic)) {
+            if !handle.is_finished() {
+                tracing::warn!(
+                    topic,
+                    "a topic of this name was deleted and is created again before its archive was removed; old objects may remain"
+                );
+            }
+            handle.abort();
+        }
     }
 
     /// Recomputes the bytes of all local logs.
@@ -445,6 +469,7 @@ impl Broker {
             partitions,
             configs,
         };
+        self.cancel_archive_deletion(name);
         self.coordinator.put_topic(record).await?;
         self.add_partitions(&topic, partitions, false).await?;
         self.insert_topic(topic.clone());
@@ -619,7 +644,8 @@ impl Broker {
                 if let Err(e) = log.roll_if_expired(now) {
                     tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "segment roll failed");
                 }
-                if let Err(e) = log.apply_retention(now) {
+                let archived_end = partition.manifest().end_offset().unwrap_or(i64::MIN);
+                if let Err(e) = log.apply_retention(now, archived_end) {
                     tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention failed");
                 }
             }

@@ -447,7 +447,11 @@ impl PartitionLog {
 
     /// Deletes sealed segments past `retention.ms` / `retention.bytes`.
     /// Returns how many were deleted.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+    /// Time retention removes expired segments whether archived or not;
+    /// size retention only removes segments below `archived_end` (the
+    /// archive's own `retention.bytes` bounds the rest), so the archive is
+    /// never left with a gap by it.
+    pub fn apply_retention(&mut self, now_ms: i64, archived_end: i64) -> Result<usize, LogError> {
         let mut deleted = 0;
         let mut total = self.size_bytes() as i64;
         while self.segments.len() > 1 {
@@ -455,7 +459,9 @@ impl PartitionLog {
                 break;
             };
             let by_time = self.config.retention_ms >= 0 && now_ms - oldest.last_append_ms > self.config.retention_ms;
-            let by_size = self.config.retention_bytes >= 0 && total - oldest.size() as i64 >= self.config.retention_bytes;
+            let by_size = self.config.retention_bytes >= 0
+                && total - oldest.size() as i64 >= self.config.retention_bytes
+                && oldest.next_offset() <= archived_end;
             if !(by_time || by_size) {
                 break;
             }
@@ -638,7 +644,8 @@ mod tests {
         for _ in 0..30 {
             log.append(&batches(3, -1, -1), 0, 0).unwrap();
         }
-        let deleted = log.apply_retention(0).unwrap();
+        assert_eq!(log.apply_retention(0, 0).unwrap(), 0, "nothing archived: size retention waits");
+        let deleted = log.apply_retention(0, i64::MAX).unwrap();
         assert!(deleted > 0);
         assert!(log.size_bytes() <= 600 + 300);
         assert!(log.log_start_offset() > 0);
@@ -682,6 +689,37 @@ mod tests {
         }
         check_recovery_of(&[0u8; 200]);
         check_recovery_of(&[0xffu8; 200]);
+    }
+
+    #[test]
+    fn only_archived_segments_are_removed_and_advance_skips_archived_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 300,
+            ..LogConfig::default()
+        };
+        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        for _ in 0..10 {
+            log.append(&batches(3, -1, -1), 0, 0).unwrap();
+        }
+        let sealed = log.sealed_segments();
+        assert!(sealed.len() >= 3);
+        let archived_end = sealed[1].next_offset;
+        let freed = log.delete_archived(archived_end, |_, _| false).unwrap();
+        assert!(freed > 0);
+        assert_eq!(
+            log.log_start_offset(),
+            archived_end,
+            "segments wholly below the archived end went, no more"
+        );
+        assert!(log.delete_archived(archived_end, |_, _| false).unwrap() == 0);
+        // A fresh log continues after what the archive holds.
+        let fresh = tempfile::tempdir().unwrap();
+        let (mut restored, _) = PartitionLog::open(fresh.path(), LogConfig::default(), 0).unwrap();
+        restored.advance_to(1000, 0).unwrap();
+        assert_eq!(restored.next_offset(), 1000);
+        assert_eq!(restored.append(&batches(2, -1, -1), 0, 0).unwrap().base_offset, 1000);
+        assert_eq!(restored.segment_count(), 1, "the empty first segment was replaced");
     }
 
     #[test]

@@ -73,7 +73,11 @@ pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequ
                                 topic.metrics.produce_records.inc_by(appended.records as u64);
                                 response.base_offset = appended.base_offset;
                                 response.log_append_time_ms = appended.log_append_time_ms.unwrap_or(-1);
-                                response.log_start_offset = appended.log_start_offset;
+                                // The start a consumer sees: the archive's, if it holds anything.
+                                response.log_start_offset = partition
+                                    .manifest()
+                                    .start_offset()
+                                    .map_or(appended.log_start_offset, |a| a.min(appended.log_start_offset));
                                 wait = Some((partition.clone(), appended.next_offset));
                                 Ok(())
                             }

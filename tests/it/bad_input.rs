@@ -212,31 +212,5 @@ pub(crate) fn encode_batch_of(n: usize, value_len: usize) -> Bytes {
 }
 
 pub(crate) fn encode_batch() -> Bytes {
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-    let records = vec![Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: Some(Bytes::from_static(b"raw-key")),
-        value: Some(Bytes::from_static(b"raw-value")),
-        headers: Default::default(),
-        delete_horizon: false,
-    }];
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    encode_batch_of(1, 9)
 }
