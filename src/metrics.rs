@@ -191,6 +191,11 @@ impl Metrics {
             m.tiering_upload_errors.clone(),
         );
         registry.register(
+            "tiering_skipped_batches",
+            "Batches left out of the archive because their records do not parse",
+            m.tiering_skipped_batches.clone(),
+        );
+        registry.register(
             "tiering_uploaded_bytes",
             "Bytes of Parquet written to the archive",
             m.tiering_uploaded_bytes.clone(),

@@ -54,9 +54,10 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
                 .host_str()
                 .filter(|h| !h.is_empty())
                 .ok_or_else(|| invalid("an s3 URL needs a bucket".into()))?;
-            // Fail a request within ~15 s rather than object_store's default of
-            // three minutes: the uploader has its own backoff, and operators
-            // see errors (and the backlog) while the store is unreachable.
+            // Stop retrying after 15 s rather than object_store's default of
+            // three minutes (an attempt that hangs still waits for the 30 s
+            // request timeout, AWS_TIMEOUT): the uploader has its own backoff,
+            // and operators see errors and the backlog sooner.
             let retry = object_store::RetryConfig {
                 max_retries: 3,
                 retry_timeout: std::time::Duration::from_secs(15),

@@ -117,11 +117,18 @@ async fn read_partition(broker: &Broker, partition: &Partition, offset: i64, max
                 log_end: high_watermark,
             });
         }
-        if let Some(object) = manifest.find(offset).filter(|o| o.first_offset < local_start) {
-            return broker.archive.read(object, offset, max_bytes).await.map_err(|e| {
+        // An object may hold no rows past `offset` (batches that could not be
+        // archived): move on to the next object rather than answer empty.
+        let mut next = offset;
+        while let Some(object) = manifest.find(next).filter(|o| o.first_offset < local_start) {
+            let bytes = broker.archive.read(object, next, max_bytes).await.map_err(|e| {
                 tracing::warn!(topic = %partition.topic, partition = partition.index, offset, error = %e, "archive read failed");
                 LogError::Io(std::io::Error::other(e.to_string()))
-            });
+            })?;
+            if !bytes.is_empty() {
+                return Ok(bytes);
+            }
+            next = object.last_offset + 1;
         }
         // A gap between the archive and the local log: continue locally.
         return partition.lock_log()?.read(local_start, max_bytes, high_watermark);

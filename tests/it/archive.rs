@@ -268,3 +268,49 @@ async fn a_full_disk_budget_refuses_produce_until_tiering_drains() {
         "every accepted record is readable, from the archive and the local log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_records_do_not_parse_is_skipped_and_consumers_move_past_it() {
+    let s3 = S3Server::start();
+    let broker = Broker::start_with_env(&archive_config("poison"), &s3.env());
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "poison", 1, &[]).await;
+    // A batch with a valid CRC that claims more records than it holds.
+    let mut poison = crate::bad_input::encode_batch_of(5, 10).to_vec();
+    poison[57..61].copy_from_slice(&10i32.to_be_bytes());
+    poison[23..27].copy_from_slice(&9i32.to_be_bytes());
+    let crc = crc32c::crc32c(&poison[21..]);
+    poison[17..21].copy_from_slice(&crc.to_be_bytes());
+    let good = crate::bad_input::encode_batch_of(10, 10);
+    tokio::task::block_in_place(|| {
+        let mut s = crate::bad_input::connect(&broker);
+        assert_eq!(crate::bad_input::produce_raw(&mut s, "poison", good.clone()), 0);
+        assert_eq!(
+            crate::bad_input::produce_raw(&mut s, "poison", bytes::Bytes::from(poison)),
+            0,
+            "CRC-valid, so the log takes it"
+        );
+        // The poison batch ends its segment and its object.
+        wait_until("the poison batch skipped by tiering", 60, || {
+            metric(&broker, "sediment_tiering_skipped_batches_total") >= 1.0
+        });
+        assert_eq!(crate::bad_input::produce_raw(&mut s, "poison", good.clone()), 0);
+        wait_for_tiering(&broker, 20.0);
+    });
+    set_topic_config(&bootstrap, "poison", "local.retention.ms", "0").await;
+    tokio::task::block_in_place(|| {
+        wait_until("local segments removed", 60, || {
+            metric(&broker, "sediment_log_start_offset") >= 30.0
+        })
+    });
+    let b = bootstrap.clone();
+    let consumed = tokio::task::spawn_blocking(move || consume_all(&b, "poison", 1, 20, &[]))
+        .await
+        .unwrap();
+    let offsets: Vec<i64> = consumed[&0].iter().map(|(o, _)| *o).collect();
+    assert_eq!(
+        offsets,
+        (0..10).chain(20..30).collect::<Vec<_>>(),
+        "the readable records, past the skipped ones"
+    );
+}
