@@ -431,14 +431,19 @@ impl PartitionLog {
         if offset <= self.next_offset {
             return Ok(());
         }
-        let active_empty = self.segments.values().next_back().is_some_and(Segment::is_empty);
-        if active_empty {
-            if let Some((&base, _)) = self.segments.iter().next_back() {
-                if let Some(old) = self.segments.remove(&base) {
-                    old.delete()?;
+        // Everything this log holds is below `offset`, so the archive holds
+        // it too (a stale disk, or an empty one): drop it, so reads below
+        // `offset` go to the archive and never to an older local copy.
+        let stale: Vec<i64> = self.segments.keys().copied().collect();
+        for base in stale {
+            if let Some(old) = self.segments.remove(&base) {
+                if !old.is_empty() {
+                    tracing::warn!(dir = %self.dir.display(), base_offset = base, archived_end = offset, "dropping a local segment the archive already covers");
                 }
+                old.delete()?;
             }
         }
+        self.unflushed.clear();
         self.segments.insert(offset, Segment::create(&self.dir, offset, now_ms)?);
         sync_dir(&self.dir)?;
         self.next_offset = offset;
@@ -720,6 +725,15 @@ mod tests {
         assert_eq!(restored.next_offset(), 1000);
         assert_eq!(restored.append(&batches(2, -1, -1), 0, 0).unwrap().base_offset, 1000);
         assert_eq!(restored.segment_count(), 1, "the empty first segment was replaced");
+        // A stale disk whose log ends before the archive: its segments go.
+        let mut stale = log;
+        stale.advance_to(10_000, 0).unwrap();
+        assert_eq!(stale.segment_count(), 1);
+        assert_eq!(stale.log_start_offset(), 10_000);
+        assert!(
+            matches!(stale.read(5, 100, 10_000), Err(LogError::OffsetOutOfRange { .. })),
+            "older offsets are the archive's to serve"
+        );
     }
 
     #[test]
