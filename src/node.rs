@@ -121,5 +121,16 @@ async fn restore_cluster_state(store: &dyn object_store::ObjectStore, meta_dir: 
     let bytes = store.get(&key).await?.bytes().await?;
     EmbeddedCoordinator::restore(meta_dir, &bytes)?;
     tracing::info!(archive = url, version, "restored cluster state from the archive");
+    // The consumer groups' committed offsets, copied beside it.
+    let listed: Vec<_> = store.list(Some(&crate::archive::layout::offsets_prefix())).try_collect().await?;
+    if let Some((version, key)) = listed
+        .into_iter()
+        .filter_map(|m| crate::archive::layout::parse_version(&m.location).map(|v| (v, m.location)))
+        .max_by_key(|(v, _)| *v)
+    {
+        let bytes = store.get(&key).await?.bytes().await?;
+        crate::groups::offsets::OffsetStore::restore(meta_dir, &bytes)?;
+        tracing::info!(archive = url, version, "restored committed offsets from the archive");
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! topic=<topic>/partition=<p>/<first offset:020>-<last offset:020>.parquet
 //! topic=<topic>/partition=<p>/_manifest/<version:020>.json
 //! _sediment/cluster/<version:020>.json
+//! _sediment/offsets/<version:020>.jsonl
 //! ```
 //! No key is a prefix of another key: data files and manifest versions sit
 //! beside each other, never at a folder's own name. Names starting with `_`
@@ -41,10 +42,19 @@ pub fn cluster_key(version: u64) -> Path {
     Path::from(format!("_sediment/cluster/{version:020}.json"))
 }
 
-/// The version number of a versioned JSON file, from its key.
+pub fn offsets_prefix() -> Path {
+    Path::from("_sediment/offsets")
+}
+
+/// A copy of the committed consumer offsets (JSON lines).
+pub fn offsets_key(version: u64) -> Path {
+    Path::from(format!("_sediment/offsets/{version:020}.jsonl"))
+}
+
+/// The version number of a versioned JSON (or JSON-lines) file, from its key.
 pub fn parse_version(key: &Path) -> Option<u64> {
     let name = key.filename()?;
-    let stem = name.strip_suffix(".json")?;
+    let stem = name.strip_suffix(".json").or_else(|| name.strip_suffix(".jsonl"))?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -79,6 +89,7 @@ mod tests {
         assert_eq!(parse_version(&m), Some(7));
         assert_eq!(parse_version(&data_key("orders", 3, 1, 2)), None);
         assert_eq!(cluster_key(2).as_ref(), "_sediment/cluster/00000000000000000002.json");
+        assert_eq!(parse_version(&offsets_key(9)), Some(9));
     }
 
     #[test]
@@ -89,6 +100,7 @@ mod tests {
             manifest_key("t", 0, 1).to_string(),
             manifest_key("t", 0, 2).to_string(),
             cluster_key(1).to_string(),
+            offsets_key(1).to_string(),
             data_key("t", 1, 0, 9).to_string(),
         ];
         for a in &keys {

@@ -18,7 +18,7 @@ use crate::metrics::PartitionLabels;
 pub async fn run(broker: Arc<Broker>) {
     let mut attempt = 0u32;
     let mut last_upload: Option<Instant> = None;
-    let mut mirrored_version = 0u64;
+    let mut mirrored_versions = (0u64, 0u64);
     loop {
         let interval = Duration::from_millis(broker.config.tiering_interval_ms);
         let mut result = Ok(());
@@ -37,7 +37,7 @@ pub async fn run(broker: Arc<Broker>) {
                 apply_local_retention(&broker, &topic, &partition);
             }
         }
-        if let Err(e) = mirror_cluster_state(&broker, &mut mirrored_version).await {
+        if let Err(e) = mirror_cluster_state(&broker, &mut mirrored_versions).await {
             tracing::warn!(error = %e, "cannot copy cluster metadata to the archive; will retry");
             result = Err(e);
         }
@@ -193,29 +193,44 @@ fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Partition) 
     }
 }
 
-/// Copies the embedded coordinator's state to the archive, so a broker on
-/// an empty disk finds its topics again.
-async fn mirror_cluster_state(broker: &Broker, mirrored: &mut u64) -> Result<(), ArchiveError> {
-    let Some((version, bytes)) = broker.coordinator.snapshot() else {
-        return Ok(());
-    };
-    if version <= *mirrored {
-        return Ok(());
+/// Copies the embedded coordinator's state and the committed offsets to the
+/// archive, so a broker on an empty disk finds its topics and its consumer
+/// groups' positions again.
+async fn mirror_cluster_state(broker: &Broker, mirrored: &mut (u64, u64)) -> Result<(), ArchiveError> {
+    if let Some((version, bytes)) = broker.coordinator.snapshot() {
+        if version > mirrored.0 {
+            mirror(broker, bytes, &layout::cluster_prefix(), layout::cluster_key(version)).await?;
+            mirrored.0 = version;
+        }
     }
-    broker.archive.store.put(&layout::cluster_key(version), bytes.into()).await?;
-    *mirrored = version;
-    // Keep the newest three copies (earlier runs' included).
+    if let Some((version, bytes)) = broker.groups.offsets.snapshot() {
+        if version > mirrored.1 {
+            mirror(broker, bytes, &layout::offsets_prefix(), layout::offsets_key(version)).await?;
+            mirrored.1 = version;
+        }
+    }
+    Ok(())
+}
+
+/// Writes one versioned copy and keeps the newest three under `prefix`.
+async fn mirror(
+    broker: &Broker,
+    bytes: Vec<u8>,
+    prefix: &object_store::path::Path,
+    key: object_store::path::Path,
+) -> Result<(), ArchiveError> {
+    broker.archive.store.put(&key, bytes.into()).await?;
     use futures::TryStreamExt;
-    let mut versions: Vec<u64> = broker
+    let mut versions: Vec<(u64, object_store::path::Path)> = broker
         .archive
         .store
-        .list(Some(&layout::cluster_prefix()))
-        .try_filter_map(|m| async move { Ok(layout::parse_version(&m.location)) })
+        .list(Some(prefix))
+        .try_filter_map(|m| async move { Ok(layout::parse_version(&m.location).map(|v| (v, m.location))) })
         .try_collect()
         .await?;
-    versions.sort_unstable();
-    for old in versions.iter().rev().skip(3) {
-        let _ = broker.archive.store.delete(&layout::cluster_key(*old)).await;
+    versions.sort_unstable_by_key(|(v, _)| *v);
+    for (_, old) in versions.iter().rev().skip(3) {
+        let _ = broker.archive.store.delete(old).await;
     }
     Ok(())
 }

@@ -44,6 +44,27 @@ pub struct OffsetStore {
     path: PathBuf,
     file: Arc<Mutex<File>>,
     table: Mutex<HashMap<String, GroupOffsets>>,
+    /// Grows with every change (milliseconds-based, so it also grows across
+    /// restarts): the archive keeps copies by it.
+    version: std::sync::atomic::AtomicU64,
+}
+
+/// The table as JSON lines, one committed offset a line.
+fn compact(table: &HashMap<String, GroupOffsets>) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for (group, offsets) in table {
+        for ((topic, partition), value) in offsets {
+            let entry = Entry::Commit {
+                group: group.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: value.clone(),
+            };
+            serde_json::to_writer(&mut out, &entry).map_err(std::io::Error::other)?;
+            out.push(b'\n');
+        }
+    }
+    Ok(out)
 }
 
 fn apply(table: &mut HashMap<String, GroupOffsets>, entry: Entry) {
@@ -86,25 +107,14 @@ impl OffsetStore {
             Err(e) => return Err(e),
         }
         // Compact: the current table, one line per offset.
-        let mut compacted = Vec::new();
-        for (group, offsets) in &table {
-            for ((topic, partition), value) in offsets {
-                let entry = Entry::Commit {
-                    group: group.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    value: value.clone(),
-                };
-                serde_json::to_writer(&mut compacted, &entry).map_err(std::io::Error::other)?;
-                compacted.push(b'\n');
-            }
-        }
+        let compacted = compact(&table)?;
         crate::coordination::embedded::write_atomically(&path, &compacted)?;
         let file = OpenOptions::new().append(true).open(&path)?;
         Ok(Self {
             path,
             file: Arc::new(Mutex::new(file)),
             table: Mutex::new(table),
+            version: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -136,7 +146,32 @@ impl OffsetStore {
         for entry in entries {
             apply(&mut table, entry);
         }
+        let now = crate::clock::now_ms().max(0) as u64;
+        self.version.fetch_max(now, std::sync::atomic::Ordering::AcqRel);
+        self.version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
+    }
+
+    /// The whole table with its version, for a copy in the archive; `None`
+    /// before the first change of this run.
+    pub fn snapshot(&self) -> Option<(u64, Vec<u8>)> {
+        let version = self.version.load(std::sync::atomic::Ordering::Acquire);
+        if version == 0 {
+            return None;
+        }
+        let table = self.table.lock().ok()?;
+        Some((version, compact(&table).ok()?))
+    }
+
+    /// Writes `bytes` (a copy from the archive) as the offsets file of a
+    /// broker starting on an empty data dir. Never overwrites.
+    pub fn restore(meta_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(meta_dir)?;
+        let path = meta_dir.join("offsets.jsonl");
+        if path.exists() {
+            return Ok(());
+        }
+        crate::coordination::embedded::write_atomically(&path, bytes)
     }
 
     /// Durably records the offsets; visible to fetches once this returns.
@@ -223,5 +258,20 @@ mod tests {
         assert!(store.fetch("h", "t", 0).is_none());
         store.delete("g", vec![("t".into(), 1)]).await.unwrap();
         assert!(store.fetch("g", "t", 1).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_restores_into_an_empty_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        assert!(store.snapshot().is_none(), "nothing changed yet");
+        store.commit("g", vec![("t".into(), 2, value(42))]).await.unwrap();
+        let (v1, bytes) = store.snapshot().unwrap();
+        store.commit("g", vec![("t".into(), 2, value(43))]).await.unwrap();
+        assert!(store.snapshot().unwrap().0 > v1, "versions grow");
+        let fresh = tempfile::tempdir().unwrap();
+        OffsetStore::restore(fresh.path(), &bytes).unwrap();
+        let restored = OffsetStore::open(fresh.path()).unwrap();
+        assert_eq!(restored.fetch("g", "t", 2).unwrap().offset, 42);
     }
 }

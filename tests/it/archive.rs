@@ -127,8 +127,15 @@ async fn archive_serves_pyarrow_consumers_across_the_boundary_and_a_broker_on_an
     assert_exact(&all, &all_placed, &consumed);
     assert!(metric(&broker, "sediment_archive_read_bytes_total") > 0.0);
 
-    // A broker on an empty disk with the same archive serves the history.
+    // A broker on an empty disk with the same archive serves the history,
+    // and knows where the consumer groups were.
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || commit_offsets(&b, "analysts", &[(0, 1234), (1, 56), (2, 7)]))
+        .await
+        .unwrap();
     tokio::task::block_in_place(|| wait_for_tiering(&broker, 201_000.0));
+    // One more uploader round copies the offsets.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     broker.kill();
     let fresh = Broker::start_with_env(&config, &s3.env());
     let b = fresh.bootstrap();
@@ -136,6 +143,36 @@ async fn archive_serves_pyarrow_consumers_across_the_boundary_and_a_broker_on_an
         .await
         .unwrap();
     assert_exact(&all, &all_placed, &consumed);
+    let b = fresh.bootstrap();
+    let committed = tokio::task::spawn_blocking(move || committed_offsets(&b, "analysts", 3))
+        .await
+        .unwrap();
+    assert_eq!(committed, vec![1234, 56, 7], "committed offsets came back from the archive");
+}
+
+fn commit_offsets(bootstrap: &str, group: &str, offsets: &[(i32, i64)]) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset("orders", *p, rdkafka::Offset::Offset(*o)).unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+fn committed_offsets(bootstrap: &str, group: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = config(bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition("orders", p);
+    }
+    let committed = consumer.committed_offsets(tpl, std::time::Duration::from_secs(10)).unwrap();
+    committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
