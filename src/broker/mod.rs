@@ -124,6 +124,15 @@ impl TopicError {
     }
 }
 
+/// How a config change applies to a topic's overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// IncrementalAlterConfigs: set or delete the named keys, keep the rest.
+    Incremental,
+    /// AlterConfigs: the given keys become the whole set of overrides.
+    Replace,
+}
+
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     let ok = !name.is_empty()
         && name.len() <= TOPIC_NAME_MAX
@@ -545,11 +554,16 @@ impl Broker {
         &self,
         name: &str,
         changes: &[(String, Option<String>)],
+        how: ConfigChange,
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let _guard = self.topic_changes.lock().await;
         let topic = self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        let mut overrides = topic.overrides();
+        // Read under the lock, so a concurrent change is never undone.
+        let mut overrides = match how {
+            ConfigChange::Incremental => topic.overrides(),
+            ConfigChange::Replace => BTreeMap::new(),
+        };
         for (key, value) in changes {
             match value {
                 Some(v) => overrides.insert(key.clone(), v.clone()),

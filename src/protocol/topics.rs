@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, str_bytes, RequestContext};
-use crate::broker::{Broker, TopicError};
+use crate::broker::{Broker, ConfigChange, TopicError};
 use crate::topic_config::KEYS;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -258,15 +258,9 @@ pub(super) async fn handle_alter_configs(broker: &Arc<Broker>, ctx: &RequestCont
                     .iter()
                     .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                     .collect();
-                let mut changes: Vec<(String, Option<String>)> = topic
-                    .overrides()
-                    .into_keys()
-                    .filter(|k| !wanted.contains_key(k))
-                    .map(|k| (k, None))
-                    .collect();
-                changes.extend(wanted);
+                let changes: Vec<(String, Option<String>)> = wanted.into_iter().collect();
                 broker
-                    .alter_topic_config(&topic.name, &changes, req.validate_only)
+                    .alter_topic_config(&topic.name, &changes, ConfigChange::Replace, req.validate_only)
                     .await
                     .map_err(|e| (e.code(), e.to_string()))
             }
@@ -319,7 +313,12 @@ pub(super) async fn handle_incremental_alter_configs(
             match bad {
                 Some(message) => Err((ResponseError::InvalidConfig.code(), message)),
                 None => broker
-                    .alter_topic_config(resource.resource_name.as_str(), &changes, req.validate_only)
+                    .alter_topic_config(
+                        resource.resource_name.as_str(),
+                        &changes,
+                        ConfigChange::Incremental,
+                        req.validate_only,
+                    )
                     .await
                     .map_err(|e| (e.code(), e.to_string())),
             }
