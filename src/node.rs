@@ -95,18 +95,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 /// means a new cluster. Retries while the archive does not answer: starting
 /// without it could reuse offsets the archive already holds.
 async fn restore_cluster_state(store: &dyn object_store::ObjectStore, meta_dir: &std::path::Path, url: &str) -> anyhow::Result<()> {
-    use futures::TryStreamExt;
+    use crate::archive::layout;
     use object_store::ObjectStoreExt;
     let mut attempt = 0;
     let newest = loop {
-        let listed: Result<Vec<_>, _> = store.list(Some(&crate::archive::layout::cluster_prefix())).try_collect().await;
-        match listed {
-            Ok(metas) => {
-                break metas
-                    .into_iter()
-                    .filter_map(|m| crate::archive::layout::parse_version(&m.location).map(|v| (v, m.location)))
-                    .max_by_key(|(v, _)| *v)
-            }
+        match layout::newest_version(store, &layout::cluster_prefix()).await {
+            Ok(newest) => break newest,
             Err(e) => {
                 tracing::warn!(archive = url, error = %e, attempt, "cannot list the archive to restore cluster state; retrying");
                 tokio::time::sleep(crate::archive::backoff(attempt)).await;
@@ -122,12 +116,7 @@ async fn restore_cluster_state(store: &dyn object_store::ObjectStore, meta_dir: 
     EmbeddedCoordinator::restore(meta_dir, &bytes)?;
     tracing::info!(archive = url, version, "restored cluster state from the archive");
     // The consumer groups' committed offsets, copied beside it.
-    let listed: Vec<_> = store.list(Some(&crate::archive::layout::offsets_prefix())).try_collect().await?;
-    if let Some((version, key)) = listed
-        .into_iter()
-        .filter_map(|m| crate::archive::layout::parse_version(&m.location).map(|v| (v, m.location)))
-        .max_by_key(|(v, _)| *v)
-    {
+    if let Some((version, key)) = layout::newest_version(store, &layout::offsets_prefix()).await? {
         let bytes = store.get(&key).await?.bytes().await?;
         crate::groups::offsets::OffsetStore::restore(meta_dir, &bytes)?;
         tracing::info!(archive = url, version, "restored committed offsets from the archive");

@@ -61,6 +61,16 @@ pub fn parse_version(key: &Path) -> Option<u64> {
     stem.parse().ok()
 }
 
+/// The newest versioned file under `prefix`, with its version.
+pub async fn newest_version(store: &dyn object_store::ObjectStore, prefix: &Path) -> object_store::Result<Option<(u64, Path)>> {
+    use futures::TryStreamExt;
+    let metas: Vec<_> = store.list(Some(prefix)).try_collect().await?;
+    Ok(metas
+        .into_iter()
+        .filter_map(|m| parse_version(&m.location).map(|v| (v, m.location)))
+        .max_by_key(|(v, _)| *v))
+}
+
 /// The offsets a data file covers, from its key.
 pub fn parse_data_key(key: &Path) -> Option<(i64, i64)> {
     let name = key.filename()?;

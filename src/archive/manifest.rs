@@ -133,19 +133,12 @@ impl Manifest {
 
 /// Reads the newest manifest version (an empty manifest if none exists).
 pub async fn load(store: &dyn ObjectStore, topic: &str, partition: i32) -> Result<Manifest, ManifestError> {
-    use futures::TryStreamExt;
-    let prefix = layout::manifest_prefix(topic, partition);
-    let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
-    let Some(newest) = metas
-        .iter()
-        .filter_map(|m| layout::parse_version(&m.location).map(|v| (v, &m.location)))
-        .max_by_key(|(v, _)| *v)
-    else {
+    let Some((_, key)) = layout::newest_version(store, &layout::manifest_prefix(topic, partition)).await? else {
         return Ok(Manifest::default());
     };
-    let bytes = store.get(newest.1).await?.bytes().await?;
+    let bytes = store.get(&key).await?.bytes().await?;
     serde_json::from_slice(&bytes).map_err(|e| ManifestError::Corrupt {
-        key: newest.1.to_string(),
+        key: key.to_string(),
         message: e.to_string(),
     })
 }

@@ -80,7 +80,14 @@ impl Partition {
     /// anything, else in the local log.
     pub fn log_start_offset(&self) -> Result<i64, LogError> {
         let local = self.lock_log()?.log_start_offset();
-        Ok(self.manifest().start_offset().map_or(local, |archived| archived.min(local)))
+        Ok(self.start_seen_by_consumers(local))
+    }
+
+    /// The start consumers see, given the local log's start.
+    pub fn start_seen_by_consumers(&self, local_start: i64) -> i64 {
+        self.manifest()
+            .start_offset()
+            .map_or(local_start, |archived| archived.min(local_start))
     }
 
     pub fn high_watermark(&self) -> i64 {

@@ -74,10 +74,7 @@ pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequ
                                 response.base_offset = appended.base_offset;
                                 response.log_append_time_ms = appended.log_append_time_ms.unwrap_or(-1);
                                 // The start a consumer sees: the archive's, if it holds anything.
-                                response.log_start_offset = partition
-                                    .manifest()
-                                    .start_offset()
-                                    .map_or(appended.log_start_offset, |a| a.min(appended.log_start_offset));
+                                response.log_start_offset = partition.start_seen_by_consumers(appended.log_start_offset);
                                 wait = Some((partition.clone(), appended.next_offset));
                                 Ok(())
                             }

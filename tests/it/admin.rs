@@ -2,16 +2,13 @@
 //! the command line's handling of bad flags.
 
 use std::process::Command;
-use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::common::{free_port, http_get, Broker};
-use crate::kafka::{config, consume_all, create_topic, produce, producer, record};
+use crate::kafka::{commit_offsets, committed_offsets, config, consume_all, create_topic, produce, producer, record};
 
 fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     config(bootstrap).create().unwrap()
@@ -40,19 +37,9 @@ async fn topics_configs_and_committed_offsets_survive_a_crash() {
     let sent: Vec<_> = (0..500).map(|i| record(i, 20)).collect();
     produce(&producer(&bootstrap, &[]), "kept", &sent).await;
     let b = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config(&b)
-            .set("group.id", "keeper")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("kept", 0, Offset::Offset(42)).unwrap();
-        tpl.add_partition_offset("kept", 1, Offset::Offset(7)).unwrap();
-        consumer.commit(&tpl, CommitMode::Sync).unwrap();
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || commit_offsets(&b, "keeper", "kept", &[(0, 42), (1, 7)]))
+        .await
+        .unwrap();
 
     broker.restart(); // SIGKILL, then start on the same data dir
     let bootstrap = broker.bootstrap();
@@ -64,17 +51,12 @@ async fn topics_configs_and_committed_offsets_survive_a_crash() {
     );
     let b = bootstrap.clone();
     let (committed, consumed) = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config(&b).set("group.id", "keeper").create().unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition("kept", 0);
-        tpl.add_partition("kept", 1);
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        let offsets: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+        let offsets = committed_offsets(&b, "keeper", "kept", 2);
         (offsets, consume_all(&b, "kept", 2, 500, &[]))
     })
     .await
     .unwrap();
-    assert_eq!(committed, vec![Offset::Offset(42), Offset::Offset(7)]);
+    assert_eq!(committed, vec![42, 7]);
     let all: Vec<_> = consumed.values().flatten().collect();
     assert_eq!(all.len(), 500);
     // LogAppendTime: the broker stamped the time, not the producer's value.
@@ -174,19 +156,9 @@ async fn http_endpoints_report_health_metrics_and_topics() {
     let sent: Vec<_> = (0..100).map(|i| record(i, 10)).collect();
     produce(&producer(&bootstrap, &[]), "watched", &sent).await;
     let b = bootstrap.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config(&b)
-            .set("group.id", "watchers")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("watched", 0, Offset::Offset(60)).unwrap();
-        consumer.commit(&tpl, CommitMode::Sync).unwrap();
-        let _ = consumer.poll(Duration::from_millis(10)).map(|m| m.map(|m| m.offset()));
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || commit_offsets(&b, "watchers", "watched", &[(0, 60)]))
+        .await
+        .unwrap();
     assert_eq!(http_get(&broker.http("/healthz")).unwrap(), "ok\n");
     assert_eq!(http_get(&broker.http("/readyz")).unwrap(), "ready\n");
     let metrics = http_get(&broker.http("/metrics")).unwrap();

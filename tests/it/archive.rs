@@ -9,7 +9,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 
 use crate::common::{metric, run_python, wait_until, Broker};
-use crate::kafka::{assert_exact, config, consume_all, create_topic, produce, producer, record, TestRecord};
+use crate::kafka::{
+    assert_exact, commit_offsets, committed_offsets, config, consume_all, create_topic, produce, producer, record, TestRecord,
+};
 use crate::s3::{S3Server, BUCKET};
 
 /// Small segments and fast timers, archiving to `s3://archive/<prefix>`.
@@ -130,7 +132,7 @@ async fn archive_serves_pyarrow_consumers_across_the_boundary_and_a_broker_on_an
     // A broker on an empty disk with the same archive serves the history,
     // and knows where the consumer groups were.
     let b = bootstrap.clone();
-    tokio::task::spawn_blocking(move || commit_offsets(&b, "analysts", &[(0, 1234), (1, 56), (2, 7)]))
+    tokio::task::spawn_blocking(move || commit_offsets(&b, "analysts", "orders", &[(0, 1234), (1, 56), (2, 7)]))
         .await
         .unwrap();
     tokio::task::block_in_place(|| wait_for_tiering(&broker, 201_000.0));
@@ -144,35 +146,10 @@ async fn archive_serves_pyarrow_consumers_across_the_boundary_and_a_broker_on_an
         .unwrap();
     assert_exact(&all, &all_placed, &consumed);
     let b = fresh.bootstrap();
-    let committed = tokio::task::spawn_blocking(move || committed_offsets(&b, "analysts", 3))
+    let committed = tokio::task::spawn_blocking(move || committed_offsets(&b, "analysts", "orders", 3))
         .await
         .unwrap();
     assert_eq!(committed, vec![1234, 56, 7], "committed offsets came back from the archive");
-}
-
-fn commit_offsets(bootstrap: &str, group: &str, offsets: &[(i32, i64)]) {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    let consumer: BaseConsumer = config(bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for (p, o) in offsets {
-        tpl.add_partition_offset("orders", *p, rdkafka::Offset::Offset(*o)).unwrap();
-    }
-    consumer.commit(&tpl, CommitMode::Sync).unwrap();
-}
-
-fn committed_offsets(bootstrap: &str, group: &str, partitions: i32) -> Vec<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = config(bootstrap).set("group.id", group).create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition("orders", p);
-    }
-    let committed = consumer.committed_offsets(tpl, std::time::Duration::from_secs(10)).unwrap();
-    committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

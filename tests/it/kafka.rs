@@ -181,3 +181,30 @@ pub fn assert_exact(sent: &[TestRecord], placed: &[(i32, i64)], consumed: &BTree
         assert_eq!(*got, r, "record {i} at {pos:?}");
     }
 }
+
+/// Commits `offsets` (partition, offset) of `topic` for `group`, as a
+/// consumer outside the group's generation does (admin tools, assign()).
+pub fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    use rdkafka::consumer::CommitMode;
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o)).unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// The committed offsets of `group` for partitions 0..`partitions` (-1: none).
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = config(bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect()
+}
