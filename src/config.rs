@@ -77,6 +77,11 @@ pub struct Config {
     /// fetch.max.bytes); with max_connections and
     /// max_inflight_requests_per_connection it bounds fetch memory.
     pub fetch_max_bytes: usize,
+    /// Most bytes one record batch may decompress to. Every produced batch
+    /// is decoded record by record to validate it; one that decodes to more
+    /// than this (or than its topic's max.message.bytes, whichever is
+    /// larger) is refused with MESSAGE_TOO_LARGE.
+    pub max_batch_decoded_bytes: u64,
     /// Broker-wide defaults for topic configs, with Kafka's keys
     /// (`"retention.ms" = "604800000"`).
     pub topic_defaults: BTreeMap<String, String>,
@@ -111,6 +116,7 @@ impl Default for Config {
             local_disk_budget_bytes: 0,
             fetch_max_wait_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
+            max_batch_decoded_bytes: 256 * 1024 * 1024,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -236,6 +242,9 @@ impl Config {
         }
         if self.fetch_max_bytes < 1024 {
             return invalid("fetch_max_bytes must be >= 1024".into());
+        }
+        if self.max_batch_decoded_bytes < 1024 * 1024 {
+            return invalid("max_batch_decoded_bytes must be >= 1048576".into());
         }
         if self.connections_max_idle_ms == 0 {
             return invalid("connections_max_idle_ms must be >= 1".into());

@@ -117,6 +117,7 @@ impl Archive {
         partition: i32,
         segment: &SealedSegment,
         from_offset: i64,
+        limits: records::Limits,
     ) -> Result<Option<ObjectEntry>, ArchiveError> {
         let first = from_offset.max(segment.base_offset);
         let last = segment.next_offset - 1;
@@ -134,41 +135,63 @@ impl Archive {
             // completes, or not at all.
             let writer = BufWriter::new(store, key_for_task);
             let mut writer = AsyncArrowWriter::try_new(writer, parquet::schema(), Some(props))?;
-            let mut rows: Vec<Row> = Vec::with_capacity(parquet::ROWS_PER_BATCH);
+            let mut rows = RowBuffer::default();
             let (mut count, mut min_ts, mut max_ts) = (0i64, i64::MAX, i64::MIN);
             let mut skipped = 0u64;
-            let flush = |rows: &mut Vec<Row>, writer: &mut AsyncArrowWriter<BufWriter>| -> Result<(), ArchiveError> {
-                if rows.is_empty() {
+            // Arrow batches and row groups are bounded by bytes as well as
+            // rows: one compressed batch can decode to gigabytes of
+            // repetitive values, and an Arrow binary column holds < 2 GiB.
+            let flush = |rows: &mut RowBuffer, writer: &mut AsyncArrowWriter<BufWriter>| -> Result<(), ArchiveError> {
+                if rows.rows.is_empty() {
                     return Ok(());
                 }
-                let batch = parquet::to_record_batch(rows)?;
-                handle.block_on(writer.write(&batch))?;
+                let batch = parquet::to_record_batch(&rows.rows)?;
                 rows.clear();
+                handle.block_on(writer.write(&batch))?;
+                if writer.in_progress_size() >= parquet::MAX_ROW_GROUP_BYTES {
+                    handle.block_on(writer.flush())?;
+                }
                 Ok(())
             };
-            let mut decoded = Vec::new();
             for_each_batch(&segment.path, |batch| {
-                decoded.clear();
-                if let Err(e) = records::decode_batch(&batch, &mut decoded) {
-                    // A batch whose CRC holds but whose records do not parse
-                    // (a broken client) must not stop tiering for good: it
-                    // stays readable in the local log until local retention,
-                    // and is missing from the archive.
-                    tracing::error!(error = %e, segment = %segment.path.display(), "skipping an undecodable batch while archiving");
-                    skipped += 1;
-                    decoded.clear();
-                }
-                // Rows below `first` were archived already.
-                for row in decoded.drain(..).filter(|r| r.offset >= first && r.offset <= last) {
+                // Checked whole before any row is kept, so that a batch is
+                // archived entirely or not at all, even when its rows are
+                // flushed in several Arrow batches.
+                let checked = crate::log::batch::validate(&batch)
+                    .map_err(records::RecordError::from)
+                    .and_then(|header| crate::log::records::validate(&batch, &header, limits).map(|()| header));
+                let header = match checked {
+                    Ok(header) => header,
+                    Err(e) => {
+                        // A batch whose CRC holds but whose records do not
+                        // parse or exceed the decode bound (accepted before
+                        // produce validated records) must not stop tiering
+                        // for good: it stays readable in the local log until
+                        // local retention, and is missing from the archive.
+                        tracing::error!(error = %e, segment = %segment.path.display(), "skipping an undecodable batch while archiving");
+                        skipped += 1;
+                        return Ok(());
+                    }
+                };
+                let mut failed = None;
+                records::for_each_row(&batch, &header, limits, |row| {
+                    // Rows below `first` were archived already.
+                    if row.offset < first || row.offset > last {
+                        return Ok(true);
+                    }
                     count += 1;
                     min_ts = min_ts.min(row.timestamp);
                     max_ts = max_ts.max(row.timestamp);
                     rows.push(row);
-                }
-                if rows.len() >= parquet::ROWS_PER_BATCH {
-                    flush(&mut rows, &mut writer)?;
-                }
-                Ok(())
+                    if rows.is_full() {
+                        if let Err(e) = flush(&mut rows, &mut writer) {
+                            failed = Some(e);
+                            return Ok(false);
+                        }
+                    }
+                    Ok(true)
+                })?;
+                failed.map_or(Ok(()), Err)
             })?;
             flush(&mut rows, &mut writer)?;
             handle.block_on(writer.close())?;
@@ -233,7 +256,12 @@ impl Archive {
                     continue;
                 }
                 rows.clear();
-                records::decode_batch(&encoded.slice(range), &mut rows)?;
+                // Our own uncompressed batches: they decode to their size.
+                let batch = encoded.slice(range);
+                let limits = records::Limits {
+                    max_decoded_bytes: batch.len() as u64,
+                };
+                records::decode_batch(&batch, limits, &mut rows)?;
                 if let Some(r) = rows.iter().find(|r| r.timestamp >= timestamp) {
                     return Ok(Some((r.offset, r.timestamp)));
                 }
@@ -347,6 +375,34 @@ impl Archive {
 }
 
 /// Calls `f` with each batch of a segment file, read in large chunks.
+/// Rows waiting to become one Arrow batch, with their payload bytes.
+#[derive(Default)]
+struct RowBuffer {
+    rows: Vec<Row>,
+    bytes: usize,
+}
+
+impl RowBuffer {
+    fn push(&mut self, row: Row) {
+        self.bytes += row_bytes(&row);
+        self.rows.push(row);
+    }
+
+    fn is_full(&self) -> bool {
+        self.rows.len() >= parquet::ROWS_PER_BATCH || self.bytes >= parquet::MAX_BATCH_BYTES
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.bytes = 0;
+    }
+}
+
+fn row_bytes(row: &Row) -> usize {
+    let field = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+    16 + field(&row.key) + field(&row.value) + row.headers.iter().map(|(k, v)| k.len() + field(v)).sum::<usize>()
+}
+
 fn for_each_batch(path: &std::path::Path, mut f: impl FnMut(Bytes) -> Result<(), ArchiveError>) -> Result<(), ArchiveError> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;

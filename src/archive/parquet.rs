@@ -24,6 +24,12 @@ use super::records::Row;
 pub const ROWS_PER_GROUP: usize = 65_536;
 /// Rows per Arrow batch handed to the writer.
 pub const ROWS_PER_BATCH: usize = 8_192;
+/// Payload bytes per Arrow batch: far below the 2 GiB an Arrow binary
+/// column can address, whatever the records' sizes.
+pub const MAX_BATCH_BYTES: usize = 32 << 20;
+/// Encoded bytes buffered for one row group before it is written out, so a
+/// segment of large, compressible records does not sit in memory whole.
+pub const MAX_ROW_GROUP_BYTES: usize = 128 << 20;
 
 fn header_fields() -> Fields {
     Fields::from(vec![

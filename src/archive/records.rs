@@ -1,12 +1,14 @@
-//! Record-level codec for the archive: a v2 batch into rows, rows back into
-//! a v2 batch. Hand-written because the archive must keep every field
-//! exactly, and kafka-protocol's record type folds duplicate header keys
-//! into one (an `IndexMap`) and refuses non-UTF-8 header keys.
+//! Record-level codec for the archive: a v2 batch into rows (through the
+//! streaming, bounded walker of `log::records`), rows back into a v2 batch.
+//! Hand-written because the archive must keep every field exactly, and
+//! kafka-protocol's record type folds duplicate header keys into one (an
+//! `IndexMap`) and refuses non-UTF-8 header keys.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{self as cmpr, Decompressor};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::log::batch::{BatchError, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use crate::log::batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use crate::log::records::{self, Fields};
+pub use crate::log::records::{Limits, RecordError};
 
 /// One Kafka record as the archive stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,31 +20,6 @@ pub struct Row {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error("invalid batch: {0}")]
-    Batch(#[from] BatchError),
-    #[error("cannot decompress batch at offset {offset}: {message}")]
-    Decompress { offset: i64, message: String },
-    #[error("malformed record in batch at offset {offset}: {what}")]
-    Malformed { offset: i64, what: &'static str },
-}
-
-fn read_varint(buf: &mut Bytes) -> Option<i64> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        if !buf.has_remaining() {
-            return None;
-        }
-        let byte = buf.get_u8();
-        value |= ((byte & 0x7f) as u64) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
 fn put_varint(buf: &mut BytesMut, value: i64) {
     let mut v = ((value << 1) ^ (value >> 63)) as u64;
     while v >= 0x80 {
@@ -52,91 +29,44 @@ fn put_varint(buf: &mut BytesMut, value: i64) {
     buf.put_u8(v as u8);
 }
 
-fn read_bytes(buf: &mut Bytes, len: i64) -> Option<Option<Bytes>> {
-    match len {
-        -1 => Some(None),
-        n if n >= 0 && (n as usize) <= buf.remaining() => Some(Some(buf.split_to(n as usize))),
-        _ => None,
-    }
-}
-
-fn decompress(codec: i16, payload: Bytes, offset: i64) -> Result<Bytes, RecordError> {
-    let mut payload = payload;
-    let take_all = |b: &mut Bytes| -> anyhow::Result<Bytes> { Ok(b.copy_to_bytes(b.remaining())) };
-    let out = match codec {
-        0 => return Ok(payload),
-        1 => cmpr::Gzip::decompress(&mut payload, take_all),
-        2 => cmpr::Snappy::decompress(&mut payload, take_all),
-        3 => cmpr::Lz4::decompress(&mut payload, take_all),
-        4 => cmpr::Zstd::decompress(&mut payload, take_all),
-        _ => {
-            return Err(RecordError::Decompress {
-                offset,
-                message: format!("unknown codec {codec}"),
-            })
-        }
-    };
-    out.map_err(|e| RecordError::Decompress {
-        offset,
-        message: e.to_string(),
+/// Decodes every record of one complete v2 batch, appending to `rows`,
+/// streaming and within `limits` (see `log::records`).
+pub fn decode_batch(batch: &Bytes, limits: Limits, rows: &mut Vec<Row>) -> Result<(), RecordError> {
+    let header = crate::log::batch::validate(batch)?;
+    for_each_row(batch, &header, limits, |row| {
+        rows.push(row);
+        Ok(true)
     })
 }
 
-/// Decodes every record of one complete v2 batch, appending to `rows`.
-pub fn decode_batch(batch: &Bytes, rows: &mut Vec<Row>) -> Result<(), RecordError> {
-    let header = crate::log::batch::validate(batch)?;
-    let malformed = |what| RecordError::Malformed {
-        offset: header.base_offset,
-        what,
-    };
-    let payload = batch.slice(HEADER_LEN..header.total_len());
-    let mut buf = decompress(header.attributes & 0x07, payload, header.base_offset)?;
-    for _ in 0..header.records_count {
-        let len = read_varint(&mut buf).ok_or(malformed("record length"))?;
-        if len < 0 || len as usize > buf.remaining() {
-            return Err(malformed("record length out of bounds"));
-        }
-        let mut record = buf.split_to(len as usize);
-        if !record.has_remaining() {
-            return Err(malformed("empty record"));
-        }
-        let _attributes = record.get_u8();
-        let timestamp_delta = read_varint(&mut record).ok_or(malformed("timestamp delta"))?;
-        let offset_delta = read_varint(&mut record).ok_or(malformed("offset delta"))?;
-        let key_len = read_varint(&mut record).ok_or(malformed("key length"))?;
-        let key = read_bytes(&mut record, key_len).ok_or(malformed("key"))?;
-        let value_len = read_varint(&mut record).ok_or(malformed("value length"))?;
-        let value = read_bytes(&mut record, value_len).ok_or(malformed("value"))?;
-        let header_count = read_varint(&mut record).ok_or(malformed("header count"))?;
-        if header_count < 0 || header_count as usize > record.remaining() {
-            return Err(malformed("header count"));
-        }
-        let mut headers = Vec::with_capacity(header_count as usize);
-        for _ in 0..header_count {
-            let key_len = read_varint(&mut record).ok_or(malformed("header key length"))?;
-            let key = read_bytes(&mut record, key_len)
-                .ok_or(malformed("header key"))?
-                .ok_or(malformed("null header key"))?;
-            let value_len = read_varint(&mut record).ok_or(malformed("header value length"))?;
-            let value = read_bytes(&mut record, value_len).ok_or(malformed("header value"))?;
-            // Kafka header keys are UTF-8 strings; a client that sent other
-            // bytes gets them back with U+FFFD replacements.
-            headers.push((String::from_utf8_lossy(&key).into_owned(), value));
-        }
+/// Hands each record of one complete batch to `visit` as a row, one at a
+/// time, until it returns false.
+pub fn for_each_row(
+    batch: &Bytes,
+    header: &BatchHeader,
+    limits: Limits,
+    mut visit: impl FnMut(Row) -> Result<bool, RecordError>,
+) -> Result<(), RecordError> {
+    records::walk(batch, header, limits, Fields::Keep, |r| {
         let timestamp = if header.is_log_append_time() {
             header.max_timestamp
         } else {
-            header.base_timestamp + timestamp_delta
+            header.base_timestamp + r.timestamp_delta
         };
-        rows.push(Row {
-            offset: header.base_offset + offset_delta,
+        visit(Row {
+            offset: header.base_offset + r.offset_delta as i64,
             timestamp,
-            key,
-            value,
-            headers,
-        });
-    }
-    Ok(())
+            key: r.key,
+            value: r.value,
+            // Kafka header keys are UTF-8 strings; a client that sent other
+            // bytes gets them back with U+FFFD replacements.
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+                .collect(),
+        })
+    })
 }
 
 /// Builds uncompressed v2 batches record by record, from borrowed fields:
@@ -278,6 +208,10 @@ mod tests {
     use crate::log::batch::tests::encode_batch as client_batch;
     use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
+    const LIMITS: Limits = Limits {
+        max_decoded_bytes: 1 << 20,
+    };
+
     fn rows(n: i64) -> Vec<Row> {
         (0..n)
             .map(|i| Row {
@@ -300,7 +234,7 @@ mod tests {
         let batch = encode_batch(&original, 3);
         crate::log::batch::validate(&batch).unwrap();
         let mut decoded = Vec::new();
-        decode_batch(&batch, &mut decoded).unwrap();
+        decode_batch(&batch, LIMITS, &mut decoded).unwrap();
         assert_eq!(decoded, original);
     }
 
@@ -326,7 +260,7 @@ mod tests {
         ] {
             let batch = client_batch(20, codec, -1, -1);
             let mut decoded = Vec::new();
-            decode_batch(&batch, &mut decoded).unwrap();
+            decode_batch(&batch, LIMITS, &mut decoded).unwrap();
             assert_eq!(decoded.len(), 20, "{codec:?}");
             assert_eq!(decoded[7].key.as_deref(), Some(&b"key-7"[..]));
             assert_eq!(decoded[7].value.as_deref(), Some(&b"value-7"[..]));
@@ -343,15 +277,17 @@ mod tests {
         batch[23..27].copy_from_slice(&8i32.to_be_bytes());
         let crc = crc32c::crc32c(&batch[21..]);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert!(decode_batch(&Bytes::from(batch), &mut Vec::new()).is_err());
+        assert!(decode_batch(&Bytes::from(batch), LIMITS, &mut Vec::new()).is_err());
     }
 
     #[test]
-    fn varints_round_trip() {
-        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i32::MAX as i64, i64::MAX, i64::MIN] {
-            let mut b = BytesMut::new();
-            put_varint(&mut b, v);
-            assert_eq!(read_varint(&mut b.freeze()), Some(v));
-        }
+    fn extreme_timestamps_round_trip() {
+        // Timestamp deltas are varlongs at both ends of their range.
+        let mut original = rows(2);
+        original[0].timestamp = 0;
+        original[1].timestamp = i64::MAX / 2;
+        let mut decoded = Vec::new();
+        decode_batch(&encode_batch(&original, 0), LIMITS, &mut decoded).unwrap();
+        assert_eq!(decoded, original);
     }
 }

@@ -78,7 +78,12 @@ async fn tier_partition(
             break; // not durable yet: never archive what could still be lost
         }
         let started = Instant::now();
-        let Some(entry) = broker.archive.upload_segment(&topic.name, partition.index, &segment, end).await? else {
+        let limits = broker.validator.limits(topic.config().log_config().max_message_bytes);
+        let Some(entry) = broker
+            .archive
+            .upload_segment(&topic.name, partition.index, &segment, end, limits)
+            .await?
+        else {
             continue;
         };
         let (records, bytes) = (entry.records, entry.size_bytes);

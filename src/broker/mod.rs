@@ -3,6 +3,7 @@
 //! socket or a Kafka frame.
 
 pub mod partition;
+pub mod validator;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -162,6 +163,8 @@ pub struct Broker {
     /// Single node: bumped on every start, written into each batch header.
     pub leader_epoch: i32,
     pub data_arrived: Arc<Notify>,
+    /// Record-level checks of produced batches (bounded decompression).
+    pub validator: validator::BatchValidator,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises topic creation and deletion.
     topic_changes: tokio::sync::Mutex<()>,
@@ -218,6 +221,10 @@ impl Broker {
             groups,
             leader_epoch,
             data_arrived: Arc::new(Notify::new()),
+            validator: validator::BatchValidator::new(
+                config.max_batch_decoded_bytes,
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             topics: RwLock::new(HashMap::new()),
             topic_changes: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0, 0)),

@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 use crate::archive::manifest::Manifest;
 use crate::config::FlushPolicy;
 use crate::log::batch::BatchHeader;
+use crate::log::records::Limits;
 use crate::log::{AppendResult, LogError, PartitionLog};
 use crate::metrics::Metrics;
 
@@ -88,6 +89,24 @@ impl Partition {
         self.manifest()
             .start_offset()
             .map_or(local_start, |archived| archived.min(local_start))
+    }
+
+    /// ListOffsets by timestamp in the local log: planned under the lock,
+    /// read and decoded on a blocking thread without it.
+    pub async fn offset_for_timestamp(&self, timestamp: i64, limits: Limits) -> Result<Option<(i64, i64)>, LogError> {
+        let search = self.lock_log()?.timestamp_search(timestamp);
+        tokio::task::spawn_blocking(move || search.run(limits))
+            .await
+            .map_err(|e| LogError::Io(std::io::Error::other(format!("timestamp search failed: {e}"))))?
+    }
+
+    /// The local log's largest timestamp with the first offset carrying it
+    /// (ListOffsets -3, KIP-734): (offset, timestamp).
+    pub async fn max_timestamp(&self, limits: Limits) -> Result<Option<(i64, i64)>, LogError> {
+        let Some(max) = self.lock_log()?.max_timestamp() else {
+            return Ok(None);
+        };
+        self.offset_for_timestamp(max, limits).await
     }
 
     pub fn high_watermark(&self) -> i64 {

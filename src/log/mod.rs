@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod producer_state;
+pub mod records;
 pub mod segment;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,8 @@ pub enum LogError {
     Io(#[from] std::io::Error),
     #[error("invalid record batch: {0}")]
     Batch(#[from] BatchError),
+    #[error("{0}")]
+    Records(#[from] records::RecordError),
     #[error("batch of {size} bytes exceeds max.message.bytes={max}")]
     MessageTooLarge { size: usize, max: usize },
     #[error("producer epoch is older than the current one")]
@@ -88,6 +91,64 @@ pub struct RecoveryReport {
     pub segments: usize,
     pub batches: u64,
     pub truncated_bytes: u64,
+}
+
+/// A segment's bytes as they stood when a search was planned: appends only
+/// add past `end`, so reading up to it needs no lock.
+pub struct SegmentRange {
+    file: Arc<File>,
+    position: u64,
+    end: u64,
+}
+
+/// ListOffsets by timestamp, planned under the partition lock.
+pub struct TimestampSearch {
+    timestamp: i64,
+    ranges: Vec<SegmentRange>,
+}
+
+impl TimestampSearch {
+    /// The first record with a timestamp >= the target: (offset, timestamp).
+    /// Blocking: reads the segments and decodes at most one batch at a
+    /// time, within `limits`.
+    pub fn run(&self, limits: records::Limits) -> Result<Option<(i64, i64)>, LogError> {
+        let timestamp = self.timestamp;
+        let mut header_buf = [0u8; HEADER_LEN];
+        for range in &self.ranges {
+            let mut position = range.position;
+            while position + HEADER_LEN as u64 <= range.end {
+                std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut header_buf, position)?;
+                let header = BatchHeader::parse(&header_buf)?;
+                let len = header.total_len() as u64;
+                if position + len > range.end {
+                    break;
+                }
+                let at = position;
+                position += len;
+                if header.max_timestamp < timestamp {
+                    continue;
+                }
+                if header.is_log_append_time() {
+                    return Ok(Some((header.base_offset, header.max_timestamp)));
+                }
+                let mut batch = vec![0u8; len as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut batch, at)?;
+                let mut found = None;
+                records::walk(&Bytes::from(batch), &header, limits, records::Fields::Skip, |r| {
+                    let ts = header.base_timestamp + r.timestamp_delta;
+                    if ts >= timestamp {
+                        found = Some((header.base_offset + r.offset_delta as i64, ts));
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })?;
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 pub struct PartitionLog {
@@ -336,44 +397,31 @@ impl PartitionLog {
         Ok(Bytes::new())
     }
 
-    /// Kafka's ListOffsets by timestamp: the first offset whose record has a
-    /// timestamp >= `timestamp`, with that timestamp.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
-        for segment in self.segments.values() {
-            if segment.max_timestamp() < timestamp {
-                continue;
-            }
-            let Some(start) = segment.lookup_time(timestamp) else { continue };
-            let bytes = segment.read(start, 1 << 20, self.next_offset)?;
-            let mut cursor = Bytes::from(bytes);
-            while !cursor.is_empty() {
-                let Ok(header) = BatchHeader::parse(&cursor) else { break };
-                let len = header.total_len().min(cursor.len());
-                let mut one = cursor.split_to(len);
-                if header.max_timestamp < timestamp {
-                    continue;
-                }
-                if header.is_log_append_time() {
-                    return Ok(Some((header.base_offset, header.max_timestamp)));
-                }
-                let records = kafka_protocol::records::RecordBatchDecoder::decode(&mut one)
-                    .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
-                if let Some(r) = records.records.iter().find(|r| r.timestamp >= timestamp) {
-                    return Ok(Some((r.offset, r.timestamp)));
-                }
-            }
-        }
-        Ok(None)
+    /// Where ListOffsets by `timestamp` must look: the byte ranges of the
+    /// segments that may hold it. Cheap, so it can be taken under the
+    /// partition lock; `TimestampSearch::run` then reads and decodes on a
+    /// blocking thread, without the lock.
+    pub fn timestamp_search(&self, timestamp: i64) -> TimestampSearch {
+        let ranges = self
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp() >= timestamp)
+            .filter_map(|s| {
+                let start = s.lookup_time(timestamp)?;
+                Some(SegmentRange {
+                    file: s.file(),
+                    position: s.lookup_position(start),
+                    end: s.size(),
+                })
+            })
+            .collect();
+        TimestampSearch { timestamp, ranges }
     }
 
-    /// The largest timestamp in the log and the offset of the first record
-    /// carrying it (ListOffsets -3, KIP-734).
-    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+    /// The largest timestamp in the log, if any record has one.
+    pub fn max_timestamp(&self) -> Option<i64> {
         let max = self.segments.values().map(Segment::max_timestamp).max().unwrap_or(-1);
-        if max < 0 {
-            return Ok(None);
-        }
-        Ok(self.offset_for_timestamp(max)?.map(|(offset, ts)| (ts, offset)))
+        (max >= 0).then_some(max)
     }
 
     /// The sealed segments (every one but the active), oldest first.
@@ -741,8 +789,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
         log.append(&batches(10, -1, -1), 0, 0).unwrap(); // timestamps base+0..9
-        let found = log.offset_for_timestamp(1_700_000_000_004).unwrap();
+        let limits = records::Limits {
+            max_decoded_bytes: 1 << 20,
+        };
+        let found = log.timestamp_search(1_700_000_000_004).run(limits).unwrap();
         assert_eq!(found, Some((4, 1_700_000_000_004)));
-        assert_eq!(log.offset_for_timestamp(1_800_000_000_000).unwrap(), None);
+        assert_eq!(log.timestamp_search(1_800_000_000_000).run(limits).unwrap(), None);
+        assert_eq!(log.max_timestamp(), Some(1_700_000_000_009));
     }
 }

@@ -3,6 +3,7 @@
 use kafka_protocol::ResponseError;
 
 use crate::log::batch::BatchError;
+use crate::log::records::RecordError;
 use crate::log::LogError;
 
 pub fn log_error(e: &LogError) -> i16 {
@@ -11,12 +12,22 @@ pub fn log_error(e: &LogError) -> i16 {
         LogError::Batch(BatchError::CrcMismatch { .. }) => ResponseError::CorruptMessage.code(),
         LogError::Batch(BatchError::UnsupportedMagic(_)) => ResponseError::UnsupportedForMessageFormat.code(),
         LogError::Batch(_) => ResponseError::InvalidRecord.code(),
+        LogError::Records(e) => record_error(e),
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge.code(),
         LogError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch.code(),
         LogError::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber.code(),
         // Transactions are not implemented (docs/compatibility.md).
         LogError::TransactionsUnsupported => ResponseError::UnsupportedVersion.code(),
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+    }
+}
+
+fn record_error(e: &RecordError) -> i16 {
+    match e {
+        RecordError::Batch(b) => log_error(&LogError::Batch(b.clone())),
+        RecordError::TooLarge { .. } => ResponseError::MessageTooLarge.code(),
+        RecordError::Decompress { .. } | RecordError::Malformed { .. } => ResponseError::CorruptMessage.code(),
+        RecordError::Invalid { .. } => ResponseError::InvalidRecord.code(),
     }
 }
 
@@ -29,6 +40,15 @@ mod tests {
         assert_eq!(log_error(&LogError::Batch(BatchError::CrcMismatch { stored: 0, computed: 1 })), 2);
         assert_eq!(log_error(&LogError::MessageTooLarge { size: 2, max: 1 }), 10);
         assert_eq!(log_error(&LogError::OutOfOrderSequence), 45);
+        let malformed = RecordError::Malformed { offset: 0, what: "x" };
+        assert_eq!(log_error(&LogError::Records(malformed)), 2);
+        let invalid = RecordError::Invalid {
+            offset: 0,
+            what: "x".into(),
+        };
+        assert_eq!(log_error(&LogError::Records(invalid)), 87);
+        let bomb = RecordError::TooLarge { offset: 0, limit: 1 };
+        assert_eq!(log_error(&LogError::Records(bomb)), 10);
         assert_eq!(log_error(&LogError::InvalidProducerEpoch), 47);
         assert_eq!(
             log_error(&LogError::OffsetOutOfRange {

@@ -1,11 +1,15 @@
 //! The Kafka edge: frames in, frames out, on top of the `kafka-protocol`
 //! crate's codec. Never touches a socket: `server/` hands it whole frames.
 //!
-//! A request is handled in two steps. `handle_frame` runs synchronously, in
-//! the order requests arrive on a connection (so a producer's batches are
-//! appended in the order it sent them), and returns a future that completes
-//! the response (waiting for an fsync, a long poll, a rebalance). The
-//! connection writes those responses in request order.
+//! A request is handled in two steps. The connection awaits `handle_frame`
+//! before it reads the next request, so every request takes effect in the
+//! order it arrived and none observes state older than an earlier request's
+//! effect (Kafka processes a connection's requests one at a time). For
+//! Produce that first step validates and appends, and `handle_frame` returns
+//! a future that waits for durability: produce requests pipeline, their
+//! fsyncs overlap. Every other request is answered completely in the first
+//! step, and its future is ready. The connection writes the responses in
+//! request order.
 
 pub mod error_code;
 mod fetch;
@@ -170,8 +174,9 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
     })
 }
 
-/// Handles one request frame (without its length prefix).
-pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Result<ResponseFuture, FrameError> {
+/// Handles one request frame (without its length prefix): applies its
+/// effect, and returns what is left to wait for before the response.
+pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Result<ResponseFuture, FrameError> {
     let (api_key, version, correlation_id, client_id, request) = match decode_request(frame)? {
         Decoded::Request {
             api_key,
@@ -198,7 +203,7 @@ pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Re
     };
     let started = Instant::now();
     let metrics = broker.metrics.clone();
-    let response = dispatch(broker, ctx, *request);
+    let response = dispatch(broker, ctx, *request).await;
     Ok(Box::pin(async move {
         let out = response.await;
         metrics.requests.get_or_create(&ApiLabels { api }).inc();
@@ -210,38 +215,39 @@ pub fn handle_frame(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Re
     }))
 }
 
-fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKind) -> ResponseFuture {
-    let b = broker.clone();
-    match request {
-        RequestKind::ApiVersions(_) => ready(encode_response(&ctx, &metadata::api_versions_response(0))),
-        RequestKind::Produce(req) => produce::handle(broker, ctx, req),
-        RequestKind::Fetch(req) => Box::pin(async move { Some(fetch::handle(&b, &ctx, req).await) }),
-        RequestKind::Metadata(req) => Box::pin(async move { Some(metadata::handle_metadata(&b, &ctx, req).await) }),
-        RequestKind::DescribeCluster(_) => ready(metadata::handle_describe_cluster(broker, &ctx)),
-        RequestKind::FindCoordinator(req) => ready(metadata::handle_find_coordinator(broker, &ctx, req)),
-        RequestKind::ListOffsets(req) => Box::pin(async move { Some(offsets::handle_list_offsets(&b, &ctx, req).await) }),
-        RequestKind::InitProducerId(req) => Box::pin(async move { Some(offsets::handle_init_producer_id(&b, &ctx, req).await) }),
-        RequestKind::CreateTopics(req) => Box::pin(async move { Some(topics::handle_create_topics(&b, &ctx, req).await) }),
-        RequestKind::DeleteTopics(req) => Box::pin(async move { Some(topics::handle_delete_topics(&b, &ctx, req).await) }),
-        RequestKind::CreatePartitions(req) => Box::pin(async move { Some(topics::handle_create_partitions(&b, &ctx, req).await) }),
-        RequestKind::DescribeConfigs(req) => ready(topics::handle_describe_configs(broker, &ctx, req)),
-        RequestKind::AlterConfigs(req) => Box::pin(async move { Some(topics::handle_alter_configs(&b, &ctx, req).await) }),
-        RequestKind::IncrementalAlterConfigs(req) => {
-            Box::pin(async move { Some(topics::handle_incremental_alter_configs(&b, &ctx, req).await) })
-        }
-        RequestKind::JoinGroup(req) => Box::pin(async move { Some(groups::handle_join(&b, &ctx, req).await) }),
-        RequestKind::SyncGroup(req) => Box::pin(async move { Some(groups::handle_sync(&b, &ctx, req).await) }),
-        RequestKind::Heartbeat(req) => ready(groups::handle_heartbeat(broker, &ctx, req)),
-        RequestKind::LeaveGroup(req) => ready(groups::handle_leave(broker, &ctx, req)),
-        RequestKind::OffsetCommit(req) => Box::pin(async move { Some(groups::handle_offset_commit(&b, &ctx, req).await) }),
-        RequestKind::OffsetFetch(req) => ready(groups::handle_offset_fetch(broker, &ctx, req)),
-        RequestKind::ListGroups(req) => ready(groups::handle_list_groups(broker, &ctx, req)),
-        RequestKind::DescribeGroups(req) => ready(groups::handle_describe_groups(broker, &ctx, req)),
-        RequestKind::DeleteGroups(req) => Box::pin(async move { Some(groups::handle_delete_groups(&b, &ctx, req).await) }),
-        RequestKind::OffsetDelete(req) => Box::pin(async move { Some(groups::handle_offset_delete(&b, &ctx, req).await) }),
+async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKind) -> ResponseFuture {
+    let b = broker;
+    let bytes = match request {
+        // Produce alone pipelines: its effect (the append) is done when
+        // `handle` returns, and only the wait for durability is left.
+        RequestKind::Produce(req) => return produce::handle(broker, ctx, req).await,
+        RequestKind::ApiVersions(_) => encode_response(&ctx, &metadata::api_versions_response(0)),
+        RequestKind::Fetch(req) => fetch::handle(b, &ctx, req).await,
+        RequestKind::Metadata(req) => metadata::handle_metadata(b, &ctx, req).await,
+        RequestKind::DescribeCluster(_) => metadata::handle_describe_cluster(broker, &ctx),
+        RequestKind::FindCoordinator(req) => metadata::handle_find_coordinator(broker, &ctx, req),
+        RequestKind::ListOffsets(req) => offsets::handle_list_offsets(b, &ctx, req).await,
+        RequestKind::InitProducerId(req) => offsets::handle_init_producer_id(b, &ctx, req).await,
+        RequestKind::CreateTopics(req) => topics::handle_create_topics(b, &ctx, req).await,
+        RequestKind::DeleteTopics(req) => topics::handle_delete_topics(b, &ctx, req).await,
+        RequestKind::CreatePartitions(req) => topics::handle_create_partitions(b, &ctx, req).await,
+        RequestKind::DescribeConfigs(req) => topics::handle_describe_configs(broker, &ctx, req),
+        RequestKind::AlterConfigs(req) => topics::handle_alter_configs(b, &ctx, req).await,
+        RequestKind::IncrementalAlterConfigs(req) => topics::handle_incremental_alter_configs(b, &ctx, req).await,
+        RequestKind::JoinGroup(req) => groups::handle_join(b, &ctx, req).await,
+        RequestKind::SyncGroup(req) => groups::handle_sync(b, &ctx, req).await,
+        RequestKind::Heartbeat(req) => groups::handle_heartbeat(broker, &ctx, req),
+        RequestKind::LeaveGroup(req) => groups::handle_leave(broker, &ctx, req),
+        RequestKind::OffsetCommit(req) => groups::handle_offset_commit(b, &ctx, req).await,
+        RequestKind::OffsetFetch(req) => groups::handle_offset_fetch(broker, &ctx, req),
+        RequestKind::ListGroups(req) => groups::handle_list_groups(broker, &ctx, req),
+        RequestKind::DescribeGroups(req) => groups::handle_describe_groups(broker, &ctx, req),
+        RequestKind::DeleteGroups(req) => groups::handle_delete_groups(b, &ctx, req).await,
+        RequestKind::OffsetDelete(req) => groups::handle_offset_delete(b, &ctx, req).await,
         // `versions::supported` lets through only the APIs above.
-        _ => Box::pin(std::future::ready(None)),
-    }
+        _ => return Box::pin(std::future::ready(None)),
+    };
+    ready(bytes)
 }
 
 /// `StrBytes` from an owned string, for response fields.

@@ -10,6 +10,7 @@ use kafka_protocol::ResponseError;
 
 use super::{encode_response, error_code, RequestContext};
 use crate::broker::{Broker, Partition};
+use crate::log::records::Limits;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -26,7 +27,11 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
                 partitions.push(out.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
-            let out = match list_one(broker, &partition, p.timestamp).await {
+            let limits = found
+                .as_ref()
+                .map(|t| broker.validator.limits(t.config().log_config().max_message_bytes))
+                .unwrap_or(broker.validator.limits(0));
+            let out = match list_one(broker, &partition, p.timestamp, limits).await {
                 Ok((offset, timestamp)) => out.with_offset(offset).with_timestamp(timestamp),
                 Err(code) => out.with_error_code(code),
             };
@@ -47,7 +52,7 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
 }
 
 /// (offset, timestamp) for one partition and ListOffsets timestamp.
-async fn list_one(broker: &Broker, partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16> {
+async fn list_one(broker: &Broker, partition: &Partition, timestamp: i64, limits: Limits) -> Result<(i64, i64), i16> {
     let high_watermark = partition.high_watermark();
     let found = |r: Result<Option<(i64, i64)>, crate::log::LogError>| match r {
         Ok(Some((offset, ts))) if offset < high_watermark => Ok((offset, ts)),
@@ -58,11 +63,7 @@ async fn list_one(broker: &Broker, partition: &Partition, timestamp: i64) -> Res
         LATEST => Ok((high_watermark, -1)),
         EARLIEST => partition.log_start_offset().map(|o| (o, -1)).map_err(|e| error_code::log_error(&e)),
         MAX_TIMESTAMP => {
-            let local = partition
-                .lock_log()
-                .map_err(|e| error_code::log_error(&e))?
-                .max_timestamp()
-                .map(|m| m.map(|(ts, o)| (o, ts)));
+            let local = partition.max_timestamp(limits).await;
             let archived = partition.manifest().objects.iter().map(|o| o.max_timestamp).max();
             match (found(local)?, archived) {
                 ((-1, _), Some(ts)) => archived_offset_for(broker, partition, ts).await,
@@ -81,12 +82,7 @@ async fn list_one(broker: &Broker, partition: &Partition, timestamp: i64) -> Res
             if archived.0 >= 0 {
                 return Ok(archived);
             }
-            found(
-                partition
-                    .lock_log()
-                    .map_err(|e| error_code::log_error(&e))?
-                    .offset_for_timestamp(ts),
-            )
+            found(partition.offset_for_timestamp(ts, limits).await)
         }
     }
 }

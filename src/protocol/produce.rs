@@ -20,7 +20,23 @@ struct Pending {
     wait: Option<(Arc<crate::broker::Partition>, i64)>,
 }
 
-pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) -> ResponseFuture {
+/// Splits, validates record by record, then appends one partition's batches.
+async fn validate_and_append(
+    broker: &Broker,
+    topic: &crate::broker::Topic,
+    partition: &crate::broker::Partition,
+    records: &bytes::Bytes,
+    now: i64,
+) -> Result<crate::log::AppendResult, crate::log::LogError> {
+    let batches = batch::split_batches(records)?;
+    let max_message_bytes = topic.config().log_config().max_message_bytes;
+    broker.validator.validate(&batches, max_message_bytes).await?;
+    partition.append(&batches, broker.leader_epoch, now)
+}
+
+/// Validates and appends every partition's batches now, in the order the
+/// request arrived; the returned future waits for durability and answers.
+pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) -> ResponseFuture {
     let acks = req.acks;
     let now = now_ms();
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Pending>)> = Vec::with_capacity(req.topic_data.len());
@@ -63,10 +79,7 @@ pub(super) fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequ
                     }
                     Some(partition) => {
                         let records = pd.records.unwrap_or_default();
-                        match batch::split_batches(&records)
-                            .map_err(crate::log::LogError::from)
-                            .and_then(|b| partition.append(&b, broker.leader_epoch, now))
-                        {
+                        match validate_and_append(broker, topic, &partition, &records, now).await {
                             Ok(appended) => {
                                 topic.metrics.produce_bytes.inc_by(records.len() as u64);
                                 broker.add_local_bytes(records.len() as u64);

@@ -1,6 +1,7 @@
 //! The Kafka listener: accepts connections (bounded), reads length-prefixed
-//! frames, hands them to `protocol::handle_frame` in arrival order, and
-//! writes the responses back in the same order. Never parses a record batch.
+//! frames, hands them to `protocol::handle_frame` one at a time in arrival
+//! order (each takes effect before the next is read), and writes the
+//! responses back in the same order. Never parses a record batch.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -125,7 +126,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
         if frame.len() < len {
             break;
         }
-        match protocol::handle_frame(broker, frame.freeze(), &host) {
+        match protocol::handle_frame(broker, frame.freeze(), &host).await {
             Ok(response) => {
                 if tx.send(response).await.is_err() {
                     break;
