@@ -42,7 +42,7 @@ fn frame(api_key: i16, version: i16, body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn request<R: Encodable>(key: ApiKey, version: i16, req: &R) -> Vec<u8> {
+pub(crate) fn request<R: Encodable>(key: ApiKey, version: i16, req: &R) -> Vec<u8> {
     let mut buf = BytesMut::new();
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
@@ -56,7 +56,7 @@ fn request<R: Encodable>(key: ApiKey, version: i16, req: &R) -> Vec<u8> {
     out
 }
 
-fn read_response(s: &mut TcpStream) -> Bytes {
+pub(crate) fn read_response(s: &mut TcpStream) -> Bytes {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).unwrap();
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];

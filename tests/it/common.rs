@@ -17,6 +17,9 @@ pub struct Broker {
     extra_config: String,
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// RLIMIT_AS for the broker process, so that a regression that
+    /// allocates without bound kills the broker instead of the machine.
+    address_space_limit: Option<u64>,
     log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -29,6 +32,17 @@ impl Broker {
 
     /// Starts a broker with extra environment variables (`AWS_*` for S3).
     pub fn start_with_env(extra_config: &str, env: &[(String, String)]) -> Broker {
+        Self::start_full(extra_config, env, None)
+    }
+
+    /// Starts a broker whose address space is capped at `bytes` (prlimit),
+    /// with glibc's malloc arenas capped so that the cap measures what the
+    /// broker allocates rather than what it reserves.
+    pub fn start_limited(extra_config: &str, bytes: u64) -> Broker {
+        Self::start_full(extra_config, &[("MALLOC_ARENA_MAX".into(), "2".into())], Some(bytes))
+    }
+
+    fn start_full(extra_config: &str, env: &[(String, String)], address_space_limit: Option<u64>) -> Broker {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let mut broker = Broker {
@@ -38,6 +52,7 @@ impl Broker {
             extra_config: extra_config.to_string(),
             env: env.to_vec(),
             child: None,
+            address_space_limit,
             log_path: tmp.path().join("broker.log"),
             _tmp: Some(tmp),
         };
@@ -59,7 +74,15 @@ impl Broker {
         let config = format!("group_initial_rebalance_delay_ms = 100\n{}", self.extra_config);
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sediment"))
+        let mut command = match self.address_space_limit {
+            Some(bytes) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--as={bytes}")).arg("--").arg(env!("CARGO_BIN_EXE_sediment"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sediment")),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
@@ -110,6 +133,17 @@ impl Broker {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// The broker's peak resident set (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     pub fn is_running(&mut self) -> bool {

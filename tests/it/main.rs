@@ -9,5 +9,6 @@ mod clients;
 mod common;
 mod crash;
 mod groups;
+mod hardening;
 mod kafka;
 mod s3;

@@ -1,0 +1,267 @@
+//! Hostile and heavy clients (issue 6): batches whose records lie,
+//! decompression bombs, large compressible records, and pipelined requests
+//! that must take effect in order. The broker runs with its address space
+//! capped, so a regression that allocates without bound kills the broker and
+//! fails the test instead of taking the machine down.
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use crate::archive::wait_for_tiering;
+use crate::bad_input::{connect, encode_batch_of, produce_raw, read_response, request};
+use crate::common::{metric, Broker};
+use crate::kafka::{consume_all, create_topic, produce, producer, record};
+
+const GIB: u64 = 1 << 30;
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// One uncompressed v2 record with no key and no headers.
+fn record_bytes(offset_delta: i64, value: &[u8]) -> Vec<u8> {
+    let mut body = vec![0u8];
+    put_varint(&mut body, 0);
+    put_varint(&mut body, offset_delta);
+    put_varint(&mut body, -1);
+    put_varint(&mut body, value.len() as i64);
+    body.extend_from_slice(value);
+    put_varint(&mut body, 0);
+    let mut out = Vec::new();
+    put_varint(&mut out, body.len() as i64);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A batch around `records` (compressed with `codec` already), claiming
+/// `count` records, with a valid CRC.
+fn batch_around(records: &[u8], codec: i16, count: i32) -> Bytes {
+    let mut b = encode_batch_of(1, 1)[..61].to_vec();
+    b.extend_from_slice(records);
+    let length = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&length.to_be_bytes());
+    b[21..23].copy_from_slice(&codec.to_be_bytes());
+    b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn compress(codec: i16, data: &[u8]) -> Vec<u8> {
+    match codec {
+        1 => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        2 => {
+            let mut out = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+            for chunk in data.chunks(32 * 1024) {
+                let block = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+                out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+                out.extend_from_slice(&block);
+            }
+            out
+        }
+        3 => {
+            let mut e = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+            e.write_all(data).unwrap();
+            let (out, result) = e.finish();
+            result.unwrap();
+            out
+        }
+        4 => zstd::stream::encode_all(data, 1).unwrap(),
+        _ => data.to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_whose_records_lie_are_refused_and_nothing_acknowledged_is_lost() {
+    let broker = Broker::start_limited("", GIB);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "liars", 1, &[]).await;
+    let one = record_bytes(0, b"only");
+    let deltas_from_five: Vec<u8> = (5..8).flat_map(|d| record_bytes(d, b"v")).collect();
+    let cases: Vec<(&str, Bytes, i16)> = vec![
+        ("one record claiming 2^31-1", batch_around(&one, 0, i32::MAX), 2),
+        ("records that do not parse", batch_around(&[0xff; 40], 0, 3), 2),
+        ("a record longer than the batch", batch_around(&[0x7e, 0, 0], 0, 1), 2),
+        (
+            "more records than claimed",
+            batch_around(&[one.clone(), record_bytes(1, b"x")].concat(), 0, 1),
+            2,
+        ),
+        ("offset deltas 5,6,7", batch_around(&deltas_from_five, 0, 3), 87),
+        ("gzip offset deltas 5,6,7", batch_around(&compress(1, &deltas_from_five), 1, 3), 87),
+        ("gzip garbage", batch_around(&[0x1f, 0x8b, 8, 0, 0xde, 0xad], 1, 1), 2),
+    ];
+    tokio::task::block_in_place(|| {
+        let mut s = connect(&broker);
+        for (name, batch, code) in &cases {
+            assert_eq!(produce_raw(&mut s, "liars", batch.clone()), *code, "{name}");
+        }
+        // Nothing was appended: the next good batch lands at offset 0.
+        assert_eq!(produce_raw(&mut s, "liars", encode_batch_of(3, 10)), 0);
+    });
+    let sent: Vec<_> = (0..50).map(|i| record(i, 30)).collect();
+    produce(&producer(&bootstrap, &[("compression.type", "gzip")]), "liars", &sent).await;
+    let b = bootstrap.clone();
+    let consumed = tokio::task::spawn_blocking(move || consume_all(&b, "liars", 1, 53, &[]))
+        .await
+        .unwrap();
+    let offsets: Vec<i64> = consumed[&0].iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (0..53).collect::<Vec<_>>());
+    assert_eq!(metric(&broker, "sediment_produce_errors_total"), cases.len() as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_bombs_are_refused_for_every_codec_and_the_broker_stays_up() {
+    // 16 MiB may be decoded per batch; each bomb decodes to 64 MiB.
+    let mut broker = Broker::start_limited("max_batch_decoded_bytes = 16777216\n", GIB);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "bombs", 1, &[]).await;
+    let zeros = vec![0u8; 1 << 20];
+    let records: Vec<u8> = (0..64).flat_map(|d| record_bytes(d, &zeros)).collect();
+    tokio::task::block_in_place(|| {
+        let mut s = connect(&broker);
+        for codec in [1i16, 2, 3, 4] {
+            let bomb = batch_around(&compress(codec, &records), codec, 64);
+            assert!(bomb.len() < 4 << 20, "codec {codec}: a bomb is small ({} bytes)", bomb.len());
+            assert_eq!(produce_raw(&mut s, "bombs", bomb), 10, "codec {codec}: MESSAGE_TOO_LARGE");
+        }
+        // A raw snappy block whose preamble claims 4 GiB, in 94 bytes.
+        let mut claim = vec![0xff, 0xff, 0xff, 0xff, 0x0f];
+        claim.resize(94 - 61, 0);
+        assert_eq!(produce_raw(&mut s, "bombs", batch_around(&claim, 2, 1)), 2, "CORRUPT_MESSAGE");
+    });
+    assert!(broker.is_running(), "{}", broker.log());
+    // Well-behaved compressed producers are served as before.
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let sent: Vec<_> = (0..100).map(|i| record(i, 1000)).collect();
+        produce(&producer(&bootstrap, &[("compression.type", codec)]), "bombs", &sent).await;
+    }
+    let b = bootstrap.clone();
+    let consumed = tokio::task::spawn_blocking(move || consume_all(&b, "bombs", 1, 400, &[]))
+        .await
+        .unwrap();
+    assert_eq!(consumed[&0].len(), 400);
+    assert!(broker.is_running(), "{}", broker.log());
+}
+
+/// Finding 2: a librdkafka producer with zstd and large, repetitive JSON
+/// values (about 1,000x compressible) fills a segment that decodes to far
+/// more than the broker may hold at once. The uploader must archive it in
+/// byte-bounded pieces; before, it built one Arrow column of every value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_compressible_records_are_archived_in_bounded_memory() {
+    let config = "log_maintenance_interval_ms = 200\ntiering_interval_ms = 200\n[topic_defaults]\n\"segment.ms\" = \"1000\"\n";
+    let broker = Broker::start_limited(config, GIB);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "json", 1, &[]).await;
+    const RECORDS: usize = 700;
+    const VALUE_BYTES: usize = 900 * 1024;
+    let sent: Vec<_> = (0..RECORDS)
+        .map(|i| {
+            let mut r = record(i, 0);
+            let mut json = String::with_capacity(VALUE_BYTES + 100);
+            while json.len() < VALUE_BYTES {
+                json.push_str(&format!("{{\"id\":{i},\"kind\":\"sensor\",\"ok\":true,\"tags\":[\"a\",\"b\"]}},"));
+            }
+            r.value = Some(json.into_bytes());
+            r
+        })
+        .collect();
+    let decoded: usize = sent.iter().map(|r| r.value.as_ref().map_or(0, Vec::len)).sum();
+    assert!(
+        decoded as u64 > 600 << 20,
+        "the segment decodes to more than half the broker's address space"
+    );
+    produce(&producer(&bootstrap, &[("compression.type", "zstd")]), "json", &sent).await;
+    tokio::task::block_in_place(|| wait_for_tiering(&broker, RECORDS as f64));
+    assert_eq!(metric(&broker, "sediment_tiering_skipped_batches_total"), 0.0);
+    let peak = broker.peak_rss();
+    assert!(peak < 700 << 20, "peak RSS {} MiB", peak >> 20);
+}
+
+fn read_produce_response(s: &mut TcpStream) -> i16 {
+    let mut response = read_response(s);
+    ResponseHeader::decode(&mut response, 0).unwrap();
+    let produced = ProduceResponse::decode(&mut response, 7).unwrap();
+    produced.responses[0].partition_responses[0].error_code
+}
+
+/// Finding 7: requests pipelined on one connection take effect in order, as
+/// Kafka processes them one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_observe_the_effects_of_earlier_ones() {
+    let broker = Broker::start("");
+    create_topic(&broker.bootstrap(), "ordered", 1, &[]).await;
+    tokio::task::block_in_place(|| {
+        let mut s = connect(&broker);
+        for round in 0..20i64 {
+            let commit = OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("pipelined")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("ordered")))
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(round * 10 + 7)])]);
+            let fetch = OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("pipelined")))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("ordered")))
+                    .with_partition_indexes(vec![0])]));
+            // Both in one write: the fetch arrives while the commit persists.
+            let both = [request(ApiKey::OffsetCommit, 2, &commit), request(ApiKey::OffsetFetch, 1, &fetch)].concat();
+            s.write_all(&both).unwrap();
+            read_response(&mut s);
+            let mut response = read_response(&mut s);
+            ResponseHeader::decode(&mut response, 0).unwrap();
+            let fetched = OffsetFetchResponse::decode(&mut response, 1).unwrap();
+            assert_eq!(fetched.topics[0].partitions[0].committed_offset, round * 10 + 7, "round {round}");
+        }
+        for round in 0..10 {
+            let name = format!("made-{round}");
+            let create = CreateTopicsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name.clone())))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)]);
+            let produce = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(encode_batch_of(1, 5)))])]);
+            let both = [request(ApiKey::CreateTopics, 2, &create), request(ApiKey::Produce, 7, &produce)].concat();
+            s.write_all(&both).unwrap();
+            read_response(&mut s);
+            assert_eq!(
+                read_produce_response(&mut s),
+                0,
+                "round {round}: the topic exists for the produce after it"
+            );
+        }
+    });
+}
