@@ -56,6 +56,7 @@ pub struct Metrics {
     pub records_in: Family<TopicLabels, Counter>,
     pub connections: Gauge,
     pub connections_total: Counter,
+    pub fetch_wakeups: Counter,
     pub protocol_errors: Family<KindLabels, Counter>,
     pub fsync_duration: Histogram,
     pub recovery_truncated_bytes: Counter,
@@ -104,6 +105,7 @@ impl Metrics {
             records_in: Family::default(),
             connections: Gauge::default(),
             connections_total: Counter::default(),
+            fetch_wakeups: Counter::default(),
             protocol_errors: Family::default(),
             fsync_duration: latency_histogram(),
             recovery_truncated_bytes: Counter::default(),
@@ -152,6 +154,11 @@ impl Metrics {
             m.bytes_out.clone(),
         );
         registry.register("produce_records", "Records appended, by topic", m.records_in.clone());
+        registry.register(
+            "fetch_wakeups",
+            "Long-polling fetches woken by new data on a partition they asked for",
+            m.fetch_wakeups.clone(),
+        );
         registry.register("connections", "Open Kafka connections", m.connections.clone());
         registry.register("connections_opened", "Kafka connections accepted", m.connections_total.clone());
         registry.register(

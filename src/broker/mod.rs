@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use kafka_protocol::ResponseError;
-use tokio::sync::Notify;
 
 use crate::archive::Archive;
 use crate::clock::now_ms;
@@ -162,7 +161,6 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// Single node: bumped on every start, written into each batch header.
     pub leader_epoch: i32,
-    pub data_arrived: Arc<Notify>,
     /// Record-level checks of produced batches (bounded decompression).
     pub validator: validator::BatchValidator,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -220,7 +218,6 @@ impl Broker {
             metrics,
             groups,
             leader_epoch,
-            data_arrived: Arc::new(Notify::new()),
             validator: validator::BatchValidator::new(
                 config.max_batch_decoded_bytes,
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -339,7 +336,7 @@ impl Broker {
                 archived_objects = manifest.objects.len(),
                 "opened partition"
             );
-            let partition = Partition::new(topic.name.clone(), index, log, self.config.flush, self.data_arrived.clone());
+            let partition = Partition::new(topic.name.clone(), index, log, self.config.flush);
             partition.set_manifest(manifest);
             if self.config.flush == FlushPolicy::Always {
                 self.tasks.spawn(partition.clone().run_flusher(self.metrics.clone()));

@@ -33,14 +33,15 @@ pub struct Partition {
     flush_needed: Notify,
     closed: AtomicBool,
     flush_policy: FlushPolicy,
-    /// Broker-wide: wakes long-polling fetches when any high watermark moves.
-    data_arrived: Arc<Notify>,
+    /// Wakes the long-polling fetches of this partition when its high
+    /// watermark moves; fetches of other partitions sleep on.
+    data_arrived: Notify,
     /// The newest archive manifest this broker knows for the partition.
     manifest: RwLock<Arc<Manifest>>,
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: PartitionLog, flush_policy: FlushPolicy, data_arrived: Arc<Notify>) -> Arc<Self> {
+    pub fn new(topic: String, index: i32, log: PartitionLog, flush_policy: FlushPolicy) -> Arc<Self> {
         let end = log.next_offset();
         let (durability, _) = watch::channel(Durability {
             durable_offset: end,
@@ -56,7 +57,7 @@ impl Partition {
             flush_needed: Notify::new(),
             closed: AtomicBool::new(false),
             flush_policy,
-            data_arrived,
+            data_arrived: Notify::new(),
             manifest: RwLock::new(Arc::new(Manifest::default())),
         })
     }
@@ -107,6 +108,12 @@ impl Partition {
             return Ok(None);
         };
         self.offset_for_timestamp(max, limits).await
+    }
+
+    /// Completes once the high watermark moves after this is enabled
+    /// (`Notified::enable`): a long poll registers before it reads.
+    pub fn data_arrived(&self) -> tokio::sync::futures::Notified<'_> {
+        self.data_arrived.notified()
     }
 
     pub fn high_watermark(&self) -> i64 {

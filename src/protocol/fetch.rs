@@ -18,14 +18,23 @@ const READ_COMMITTED: i8 = 1;
 pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> Bytes {
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let deadline = tokio::time::Instant::now() + max_wait;
+    // Only appends to the partitions this fetch asks for wake it: a long
+    // poll on an idle partition costs nothing to producers elsewhere.
+    let watched: Vec<Arc<Partition>> = req
+        .topics
+        .iter()
+        .filter_map(|t| broker.topic(t.topic.0.as_str()).map(|topic| (topic, t)))
+        .flat_map(|(topic, t)| t.partitions.iter().filter_map(move |p| topic.partition(p.partition)))
+        .collect();
     loop {
         // Register for wake-ups before reading, so an append between the
         // read and the wait is not missed.
-        let notified = broker.data_arrived.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        let mut wakeups: Vec<_> = watched.iter().map(|p| Box::pin(p.data_arrived())).collect();
+        for w in &mut wakeups {
+            w.as_mut().enable();
+        }
         let (response, bytes, has_error, served) = read_once(broker, &req).await;
-        let done = bytes >= req.min_bytes.max(0) as usize || has_error || tokio::time::Instant::now() >= deadline;
+        let done = bytes >= req.min_bytes.max(0) as usize || has_error || wakeups.is_empty() || tokio::time::Instant::now() >= deadline;
         if done {
             for (topic, bytes) in served {
                 topic.metrics.fetch_bytes.inc_by(bytes as u64);
@@ -33,7 +42,9 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
             return encode_response(ctx, &response);
         }
         tokio::select! {
-            _ = &mut notified => {}
+            _ = futures::future::select_all(wakeups) => {
+                broker.metrics.fetch_wakeups.inc();
+            }
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }

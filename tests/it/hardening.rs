@@ -265,3 +265,63 @@ async fn pipelined_requests_observe_the_effects_of_earlier_ones() {
         }
     });
 }
+
+/// Finding 8: long polls parked on an idle partition are not woken by
+/// appends to another topic. Each wake-up is counted, so the test counts
+/// work rather than timing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_wake_only_the_fetches_of_their_partition() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::FetchRequest;
+    let broker = Broker::start("");
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "idle", 1, &[]).await;
+    create_topic(&bootstrap, "busy", 1, &[]).await;
+    const PARKED: usize = 300;
+    const PRODUCES: usize = 40;
+    let fetch = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(20_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("idle")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let frame = request(ApiKey::Fetch, 4, &fetch);
+    tokio::task::block_in_place(|| {
+        let parked: Vec<TcpStream> = (0..PARKED)
+            .map(|_| {
+                let mut s = connect(&broker);
+                s.write_all(&frame).unwrap();
+                s
+            })
+            .collect();
+        crate::common::wait_until("the fetches parked", 30, || {
+            metric(&broker, "sediment_connections") >= PARKED as f64
+        });
+        let mut s = connect(&broker);
+        for _ in 0..PRODUCES {
+            assert_eq!(produce_raw(&mut s, "busy", encode_batch_of(1, 10)), 0);
+        }
+        let wakeups = metric(&broker, "sediment_fetch_wakeups_total");
+        assert!(
+            wakeups < PARKED as f64,
+            "{wakeups} wake-ups of fetches on an idle partition for {PRODUCES} appends elsewhere"
+        );
+        // A fetch parked on the busy partition is woken by an append there,
+        // long before its 20 s wait is over (the socket times out at 5 s).
+        let mut waiting = connect(&broker);
+        let mut busy = fetch.clone();
+        busy.topics[0].topic = TopicName(StrBytes::from_static_str("busy"));
+        busy.topics[0].partitions[0].fetch_offset = PRODUCES as i64;
+        waiting.write_all(&request(ApiKey::Fetch, 4, &busy)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(produce_raw(&mut s, "busy", encode_batch_of(1, 10)), 0);
+        read_response(&mut waiting);
+        assert!(metric(&broker, "sediment_fetch_wakeups_total") >= 1.0);
+        drop(parked);
+    });
+}
