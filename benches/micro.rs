@@ -11,6 +11,11 @@ use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEnc
 use sediment::log::{batch, LogConfig, PartitionLog};
 
 fn batch_of(n: usize, value_len: usize) -> Bytes {
+    compressed_batch_of(n, value_len, Compression::None)
+}
+
+/// Values are mildly compressible text, as a client's JSON would be.
+fn compressed_batch_of(n: usize, value_len: usize, compression: Compression) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional: false,
@@ -23,21 +28,15 @@ fn batch_of(n: usize, value_len: usize) -> Bytes {
             sequence: i as i32 - 1,
             timestamp: 1_700_000_000_000,
             key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(vec![b'x'; value_len])),
+            value: Some(Bytes::from(
+                format!("{{\"id\":{i},\"v\":\"{}\"}}", i * 7919 % 100_003).repeat(value_len / 16 + 1)[..value_len].to_string(),
+            )),
             headers: Default::default(),
             delete_horizon: false,
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
     buf.freeze()
 }
 
@@ -74,6 +73,31 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// Record-level validation on produce (`log::records::validate`), per
+/// codec: the cost the streaming walk adds to each produced batch.
+fn record_validation(c: &mut Criterion) {
+    use sediment::log::records::{validate, Limits};
+    let limits = Limits {
+        max_decoded_bytes: 256 << 20,
+    };
+    let mut g = c.benchmark_group("record_validation");
+    g.throughput(Throughput::Elements(1000));
+    for (name, codec) in [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let records = compressed_batch_of(1000, 100, codec);
+        let header = batch::validate(&records).unwrap();
+        g.bench_function(format!("{name}_1000x100B"), |b| {
+            b.iter(|| validate(&records, &header, limits).unwrap())
+        });
+    }
+    g.finish();
+}
+
 fn log_append(c: &mut Criterion) {
     let records = batch_of(1000, 100);
     let batches = batch::split_batches(&records).unwrap();
@@ -107,5 +131,5 @@ fn log_append(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, log_append);
+criterion_group!(benches, decode, record_validation, log_append);
 criterion_main!(benches);
