@@ -9,5 +9,6 @@ mod clients;
 mod common;
 mod crash;
 mod groups;
+mod groups_bounds;
 mod kafka;
 mod s3;
