@@ -61,6 +61,21 @@ pub struct Config {
     pub group_min_session_timeout_ms: i64,
     pub group_max_session_timeout_ms: i64,
     pub group_max_size: usize,
+    /// Groups the coordinator keeps membership state for; a JoinGroup that
+    /// would create one more gets the retriable COORDINATOR_NOT_AVAILABLE.
+    /// Also bounds the groups with committed offsets (a standalone commit
+    /// that would add one more gets the same error).
+    pub group_max_count: usize,
+    /// Kafka's offsets.retention.minutes: the committed offsets of a group
+    /// with no members are deleted once this long has passed since they
+    /// were committed and since the group became empty.
+    pub offsets_retention_minutes: u64,
+    /// Kafka's offsets.retention.check.interval.ms: how often expired
+    /// offsets are looked for.
+    pub offsets_retention_check_interval_ms: u64,
+    /// Kafka's offset.metadata.max.bytes: longer commit metadata gets
+    /// OFFSET_METADATA_TOO_LARGE for its partition.
+    pub offset_metadata_max_bytes: usize,
     /// How often retention and time-based segment rolling run.
     pub log_maintenance_interval_ms: u64,
     /// How often the uploader looks for sealed segments to archive.
@@ -110,6 +125,10 @@ impl Default for Config {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 1000,
+            group_max_count: 100_000,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
             log_maintenance_interval_ms: 5_000,
             tiering_interval_ms: 2_000,
             cache_bytes: 1 << 30,
@@ -236,6 +255,16 @@ impl Config {
         }
         if self.group_max_size == 0 {
             return invalid("group_max_size must be >= 1".into());
+        }
+        if self.group_max_count == 0 {
+            return invalid("group_max_count must be >= 1".into());
+        }
+        // An i64 of milliseconds must hold the retention.
+        if !(1..=(i64::MAX as u64 / 60_000)).contains(&self.offsets_retention_minutes) {
+            return invalid("offsets_retention_minutes must be >= 1".into());
+        }
+        if self.offsets_retention_check_interval_ms == 0 {
+            return invalid("offsets_retention_check_interval_ms must be >= 1".into());
         }
         if self.group_initial_rebalance_delay_ms < 0 {
             return invalid("group_initial_rebalance_delay_ms must be >= 0".into());

@@ -85,6 +85,11 @@ pub struct Metrics {
     pub local_disk_bytes: Gauge,
     pub produce_refused_disk_budget: Counter,
     pub group_members: Family<GroupLabels, Gauge>,
+    /// Groups with membership state or committed offsets.
+    pub consumer_groups: Gauge,
+    /// Group series left out of the scrape by the caps in
+    /// `groups::coordinator`.
+    pub group_series_omitted: Gauge,
 }
 
 impl Default for Metrics {
@@ -134,6 +139,8 @@ impl Metrics {
             local_disk_bytes: Gauge::default(),
             produce_refused_disk_budget: Counter::default(),
             group_members: Family::default(),
+            consumer_groups: Gauge::default(),
+            group_series_omitted: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests handled, by API", m.requests.clone());
@@ -191,6 +198,16 @@ impl Metrics {
         registry.register("log_segments", "Segments of the local log, per partition", m.log_segments.clone());
         registry.register("consumer_group_lag", "High watermark minus committed offset", m.group_lag.clone());
         registry.register("consumer_group_members", "Members of each consumer group", m.group_members.clone());
+        registry.register(
+            "consumer_groups",
+            "Consumer groups with members or committed offsets",
+            m.consumer_groups.clone(),
+        );
+        registry.register(
+            "consumer_group_series_omitted",
+            "consumer_group_lag and consumer_group_members series left out by their caps",
+            m.group_series_omitted.clone(),
+        );
         registry.register("tiering_uploads", "Segments archived as Parquet objects", m.tiering_uploads.clone());
         registry.register(
             "tiering_upload_errors",

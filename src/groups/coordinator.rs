@@ -1,7 +1,13 @@
 //! The async shell around `state_machine::Group`: one mutex over all groups,
 //! oneshot channels for requests the state machine answers later (JoinGroup,
 //! SyncGroup), and one timer task that drives `tick` at each group's next
-//! deadline.
+//! deadline and expires committed offsets.
+//!
+//! Groups are bounded: only a JoinGroup with no member id creates one (as in
+//! Kafka; SyncGroup, Heartbeat, LeaveGroup and OffsetFetch never do), at most
+//! `group_max_count` exist, and a group is dropped as soon as it is idle (see
+//! [`Group::is_idle`]) and has no committed offsets, which retention removes
+//! in time.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,11 +17,45 @@ use std::sync::Mutex;
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Notify};
 
+use super::expiry::Membership;
 use super::offsets::OffsetStore;
-use super::state_machine::{Group, JoinInput, JoinOutput, MemberDescription, Reply, SyncInput, SyncOutput};
+use super::state_machine::{Group, GroupState, JoinInput, JoinOutput, MemberDescription, Reply, SyncInput, SyncOutput};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::metrics::{GroupLabels, LagLabels, Metrics};
+
+/// At most this many groups get a `consumer_group_members` series, and at
+/// most [`GROUP_LAG_SERIES_MAX`] `consumer_group_lag` series are exported:
+/// without a cap a scrape grows with every group and partition a client
+/// invents. Groups are taken in name order; what is left out is counted in
+/// `consumer_group_series_omitted`.
+pub const GROUP_MEMBERS_SERIES_MAX: usize = 1_000;
+pub const GROUP_LAG_SERIES_MAX: usize = 10_000;
+
+/// A group's state machine, and since when it has been Empty (the state
+/// machine has no use for that time; offset retention does).
+struct GroupSlot {
+    group: Group,
+    empty_since_ms: Option<i64>,
+}
+
+impl GroupSlot {
+    /// Keeps `empty_since_ms` in step with the group's state after a change.
+    fn note_state(&mut self, now_ms: i64) {
+        if self.group.state() == GroupState::Empty {
+            self.empty_since_ms.get_or_insert(now_ms);
+        } else {
+            self.empty_since_ms = None;
+        }
+    }
+
+    fn membership(&self) -> Membership {
+        match self.empty_since_ms {
+            Some(since_ms) => Membership::EmptySince(since_ms),
+            None => Membership::Active,
+        }
+    }
+}
 
 /// A snapshot of one group for DescribeGroups and ListGroups.
 #[derive(Debug, Clone)]
@@ -28,7 +68,7 @@ pub struct GroupSummary {
 }
 
 pub struct GroupCoordinator {
-    groups: Mutex<HashMap<String, Group>>,
+    groups: Mutex<HashMap<String, GroupSlot>>,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_token: AtomicU64,
     pub offsets: OffsetStore,
@@ -38,6 +78,10 @@ pub struct GroupCoordinator {
     min_session_timeout_ms: i64,
     max_session_timeout_ms: i64,
     max_size: usize,
+    max_count: usize,
+    offsets_retention_ms: i64,
+    offsets_retention_check_interval_ms: i64,
+    offset_metadata_max_bytes: usize,
 }
 
 fn join_error(code: i16, member_id: String) -> JoinOutput {
@@ -73,6 +117,10 @@ impl GroupCoordinator {
             min_session_timeout_ms: config.group_min_session_timeout_ms,
             max_session_timeout_ms: config.group_max_session_timeout_ms,
             max_size: config.group_max_size,
+            max_count: config.group_max_count,
+            offsets_retention_ms: (config.offsets_retention_minutes as i64).saturating_mul(60_000),
+            offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms.min(i64::MAX as u64) as i64,
+            offset_metadata_max_bytes: config.offset_metadata_max_bytes,
         })
     }
 
@@ -92,22 +140,72 @@ impl GroupCoordinator {
         }
     }
 
-    /// Runs `f` on the group (created if absent or dead) and delivers the
-    /// replies it releases.
-    fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&mut Group) -> (T, Vec<Reply>)) -> Option<T> {
+    /// Kafka's offset.metadata.max.bytes.
+    pub fn offset_metadata_max_bytes(&self) -> usize {
+        self.offset_metadata_max_bytes
+    }
+
+    /// Drops the group if nothing keeps it: idle, and no committed offsets.
+    fn settle(&self, groups: &mut HashMap<String, GroupSlot>, group_id: &str, now_ms: i64) {
+        let Some(slot) = groups.get_mut(group_id) else { return };
+        slot.note_state(now_ms);
+        if slot.group.is_idle() && !self.offsets.has_group(group_id) {
+            groups.remove(group_id);
+        }
+    }
+
+    /// [`Self::settle`] for every group.
+    fn settle_all(&self, groups: &mut HashMap<String, GroupSlot>, now_ms: i64) {
+        groups.retain(|group_id, slot| {
+            slot.note_state(now_ms);
+            // Kept while anything is alive in it, or it has offsets.
+            !slot.group.is_idle() || self.offsets.has_group(group_id)
+        });
+    }
+
+    /// Runs a JoinGroup's `f` on the group, creating the group only for a
+    /// join without a member id (Kafka's rule: a member id names a member of
+    /// an existing group) and only below `group_max_count`. Delivers the
+    /// replies `f` releases.
+    fn join_group<T>(&self, group_id: &str, now_ms: i64, creates: bool, f: impl FnOnce(&mut Group) -> (T, Vec<Reply>)) -> Result<T, i16> {
         let (out, replies) = {
-            let mut groups = self.groups.lock().ok()?;
-            let group = groups
-                .entry(group_id.to_string())
-                .or_insert_with(|| Group::new(group_id.to_string(), self.initial_rebalance_delay_ms, self.max_size));
-            if group.state() == super::state_machine::GroupState::Dead {
-                *group = Group::new(group_id.to_string(), self.initial_rebalance_delay_ms, self.max_size);
+            let mut groups = self.groups.lock().map_err(|_| ResponseError::CoordinatorNotAvailable.code())?;
+            let dead = groups.get(group_id).map(|slot| slot.group.state() == GroupState::Dead);
+            if dead.is_none() {
+                if !creates {
+                    return Err(ResponseError::UnknownMemberId.code());
+                }
+                if groups.len() >= self.max_count {
+                    // Retriable: the client finds the coordinator again and
+                    // retries with backoff, and idle groups free their slots.
+                    return Err(ResponseError::CoordinatorNotAvailable.code());
+                }
             }
-            f(group)
+            let new_slot = || GroupSlot {
+                group: Group::new(group_id.to_string(), self.initial_rebalance_delay_ms, self.max_size),
+                empty_since_ms: Some(now_ms),
+            };
+            if dead.is_none() || dead == Some(true) {
+                // A Dead group (deleted while this join waited) is replaced.
+                groups.insert(group_id.to_string(), new_slot());
+            }
+            let Some(slot) = groups.get_mut(group_id) else {
+                return Err(ResponseError::CoordinatorNotAvailable.code());
+            };
+            let result = f(&mut slot.group);
+            self.settle(&mut groups, group_id, now_ms);
+            result
         };
         self.deliver(replies);
         self.deadlines_changed.notify_one();
-        Some(out)
+        Ok(out)
+    }
+
+    /// Forgets a waiter whose request was answered without the group.
+    fn unregister(&self, token: u64) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.remove(&token);
+        }
     }
 
     fn register(&self) -> (u64, oneshot::Receiver<Reply>) {
@@ -130,11 +228,10 @@ impl GroupCoordinator {
         let new_member_id = format!("{}-{}", input.client_id, uuid::Uuid::new_v4());
         let (token, rx) = self.register();
         let now = now_ms();
-        if self
-            .with_group(group_id, |g| ((), g.join(now, token, input, new_member_id)))
-            .is_none()
-        {
-            return join_error(ResponseError::CoordinatorNotAvailable.code(), member_id);
+        let creates = input.member_id.is_empty();
+        if let Err(code) = self.join_group(group_id, now, creates, |g| ((), g.join(now, token, input, new_member_id))) {
+            self.unregister(token);
+            return join_error(code, member_id);
         }
         match rx.await {
             Ok(Reply::Join { output, .. }) => output,
@@ -145,8 +242,11 @@ impl GroupCoordinator {
     pub async fn sync(&self, group_id: &str, input: SyncInput) -> SyncOutput {
         let (token, rx) = self.register();
         let now = now_ms();
-        if self.with_group(group_id, |g| ((), g.sync(now, token, input))).is_none() {
-            return sync_error(ResponseError::CoordinatorNotAvailable.code());
+        if self.existing(group_id, |g| ((), g.sync(now, token, input))).is_none() {
+            // Kafka's answer for a group that does not exist; creating it
+            // would let any client fill memory with group ids.
+            self.unregister(token);
+            return sync_error(ResponseError::UnknownMemberId.code());
         }
         match rx.await {
             Ok(Reply::Sync { output, .. }) => output,
@@ -154,10 +254,14 @@ impl GroupCoordinator {
         }
     }
 
+    /// Runs `f` on the group if it exists (never creating it) and delivers
+    /// the replies it releases.
     fn existing<T>(&self, group_id: &str, f: impl FnOnce(&mut Group) -> (T, Vec<Reply>)) -> Option<T> {
         let (out, replies) = {
             let mut groups = self.groups.lock().ok()?;
-            f(groups.get_mut(group_id)?)
+            let result = f(&mut groups.get_mut(group_id)?.group);
+            self.settle(&mut groups, group_id, now_ms());
+            result
         };
         self.deliver(replies);
         self.deadlines_changed.notify_one();
@@ -184,7 +288,13 @@ impl GroupCoordinator {
             // allowed while the group has no active members.
             return match self.existing(group_id, |g| (g.is_empty(), Vec::new())) {
                 Some(false) => Err(ResponseError::UnknownMemberId.code()),
-                _ => Ok(()),
+                Some(true) => Ok(()),
+                None if !self.offsets.has_group(group_id) && self.offsets.group_count() >= self.max_count => {
+                    // The same bound as JoinGroup's, for groups that only
+                    // store offsets.
+                    Err(ResponseError::CoordinatorNotAvailable.code())
+                }
+                None => Ok(()),
             };
         }
         self.existing(group_id, |g| {
@@ -195,7 +305,7 @@ impl GroupCoordinator {
 
     pub fn describe(&self, group_id: &str) -> GroupSummary {
         let summary = self.groups.lock().ok().and_then(|groups| {
-            groups.get(group_id).map(|g| GroupSummary {
+            groups.get(group_id).map(|slot| &slot.group).map(|g| GroupSummary {
                 group_id: group_id.to_string(),
                 state: g.state().as_str(),
                 protocol_type: g.protocol_type().unwrap_or_default().to_string(),
@@ -247,39 +357,93 @@ impl GroupCoordinator {
         self.groups
             .lock()
             .ok()
-            .and_then(|g| g.get(group_id).map(|g| !g.is_empty()))
+            .and_then(|g| g.get(group_id).map(|slot| !slot.group.is_empty()))
             .unwrap_or(false)
     }
 
-    /// Runs `tick` on every group at its next deadline, forever.
+    /// Runs `tick` on every group at its next deadline, and offset expiry
+    /// every `offsets_retention_check_interval_ms`, forever.
     pub async fn run_timers(&self) {
+        let mut next_expiry_ms = now_ms().saturating_add(self.offsets_retention_check_interval_ms);
         loop {
-            let next = self
+            let next_group_deadline = self
                 .groups
                 .lock()
                 .ok()
-                .and_then(|groups| groups.values().filter_map(Group::next_deadline).min());
-            let now = now_ms();
-            let wait = next.map(|deadline| (deadline - now).max(0) as u64).unwrap_or(60_000);
+                .and_then(|groups| groups.values().filter_map(|slot| slot.group.next_deadline()).min());
+            let next = next_group_deadline.map_or(next_expiry_ms, |deadline| deadline.min(next_expiry_ms));
+            let wait = next.saturating_sub(now_ms()).max(0) as u64;
             tokio::select! {
                 _ = self.deadlines_changed.notified() => {}
                 _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
             }
             let now = now_ms();
             let replies: Vec<Reply> = match self.groups.lock() {
-                Ok(mut groups) => groups.values_mut().flat_map(|g| g.tick(now)).collect(),
+                Ok(mut groups) => {
+                    let replies = groups.values_mut().flat_map(|slot| slot.group.tick(now)).collect();
+                    self.settle_all(&mut groups, now);
+                    replies
+                }
                 Err(_) => return,
             };
             self.deliver(replies);
+            if now >= next_expiry_ms {
+                if let Err(e) = self.expire_offsets(now).await {
+                    tracing::warn!(error = %e, "cannot expire committed offsets; retrying at the next check");
+                }
+                next_expiry_ms = now.saturating_add(self.offsets_retention_check_interval_ms);
+            }
         }
     }
 
+    /// Deletes the committed offsets that retention has expired at `now_ms`
+    /// and drops the groups left with nothing. Membership is read first and
+    /// the offsets decided afterwards: a group that gains its first member
+    /// in between is judged as it was (empty), as Kafka's periodic cleanup
+    /// also may.
+    pub async fn expire_offsets(&self, now_ms: i64) -> std::io::Result<()> {
+        let membership: HashMap<String, Membership> = match self.groups.lock() {
+            Ok(groups) => groups.iter().map(|(id, slot)| (id.clone(), slot.membership())).collect(),
+            Err(_) => return Err(std::io::Error::other("groups lock poisoned")),
+        };
+        let emptied = self.offsets.expire(now_ms, self.offsets_retention_ms, membership).await?;
+        if !emptied.is_empty() {
+            tracing::info!(groups = emptied.len(), "committed offsets expired; groups without members removed");
+        }
+        if let Ok(mut groups) = self.groups.lock() {
+            self.settle_all(&mut groups, now_ms);
+        }
+        Ok(())
+    }
+
+    /// Groups known to the coordinator: with membership state or with
+    /// committed offsets.
+    pub fn group_count(&self) -> usize {
+        let mut ids: std::collections::HashSet<String> = self.offsets.groups().into_iter().collect();
+        if let Ok(groups) = self.groups.lock() {
+            ids.extend(groups.keys().cloned());
+        }
+        ids.len()
+    }
+
+    /// Rebuilds the group series from the live groups, so a removed group's
+    /// series go at the next scrape, and caps them (see
+    /// [`GROUP_MEMBERS_SERIES_MAX`]).
     pub fn update_gauges(&self, metrics: &Metrics, high_watermarks: &HashMap<(String, i32), i64>) {
         metrics.group_lag.clear();
         metrics.group_members.clear();
-        for group in self.offsets.groups() {
+        let mut omitted = 0usize;
+        let mut lag_series = 0usize;
+        let mut offset_groups = self.offsets.groups();
+        offset_groups.sort();
+        for group in offset_groups {
             for (topic, partition, committed) in self.offsets.group_offsets(&group) {
                 if let Some(hw) = high_watermarks.get(&(topic.clone(), partition)) {
+                    if lag_series >= GROUP_LAG_SERIES_MAX {
+                        omitted += 1;
+                        continue;
+                    }
+                    lag_series += 1;
                     let labels = LagLabels {
                         group: group.clone(),
                         topic,
@@ -290,12 +454,184 @@ impl GroupCoordinator {
             }
         }
         if let Ok(groups) = self.groups.lock() {
-            for (id, g) in groups.iter() {
-                metrics
-                    .group_members
-                    .get_or_create(&GroupLabels { group: id.clone() })
-                    .set(g.members().len() as i64);
+            let mut ids: Vec<&String> = groups.keys().collect();
+            ids.sort();
+            omitted += ids.len().saturating_sub(GROUP_MEMBERS_SERIES_MAX);
+            for id in ids.into_iter().take(GROUP_MEMBERS_SERIES_MAX) {
+                if let Some(slot) = groups.get(id) {
+                    metrics
+                        .group_members
+                        .get_or_create(&GroupLabels { group: id.clone() })
+                        .set(slot.group.members().len() as i64);
+                }
             }
         }
+        metrics.consumer_groups.set(self.group_count() as i64);
+        metrics.group_series_omitted.set(omitted as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::groups::offsets::CommittedOffset;
+
+    const MEMBER_ID_REQUIRED: i16 = ResponseError::MemberIdRequired.code();
+
+    fn coordinator(dir: &Path, config: Config) -> Arc<GroupCoordinator> {
+        Arc::new(GroupCoordinator::open(dir, &config).unwrap())
+    }
+
+    fn config() -> Config {
+        Config {
+            group_min_session_timeout_ms: 10,
+            group_max_count: 3,
+            ..Config::default()
+        }
+    }
+
+    /// A JoinGroup v4+ with no member id: answered at once.
+    fn new_member(session_timeout_ms: i64) -> JoinInput {
+        JoinInput {
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms,
+            rebalance_timeout_ms: session_timeout_ms,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+            require_known_member_id: true,
+        }
+    }
+
+    fn stranger_sync() -> SyncInput {
+        SyncInput {
+            member_id: "nobody".into(),
+            group_instance_id: None,
+            generation_id: 1,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_for_unknown_groups_do_not_create_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = coordinator(dir.path(), config());
+        assert_eq!(
+            groups.sync("s", stranger_sync()).await.error_code,
+            ResponseError::UnknownMemberId.code()
+        );
+        assert_eq!(groups.heartbeat("h", "nobody", None, 1), ResponseError::UnknownMemberId.code());
+        assert_eq!(
+            groups.leave("l", &[("nobody".into(), None)]),
+            vec![ResponseError::UnknownMemberId.code()]
+        );
+        let rejoin = JoinInput {
+            member_id: "stale".into(),
+            ..new_member(1000)
+        };
+        assert_eq!(groups.join("j", rejoin).await.error_code, ResponseError::UnknownMemberId.code());
+        assert!(groups.list().is_empty());
+        assert_eq!(groups.group_count(), 0);
+        assert_eq!(groups.describe("s").state, "Dead");
+    }
+
+    #[tokio::test]
+    async fn a_join_past_group_max_count_is_coordinator_not_available() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = coordinator(dir.path(), config());
+        for id in ["a", "b", "c"] {
+            assert_eq!(groups.join(id, new_member(60_000)).await.error_code, MEMBER_ID_REQUIRED);
+        }
+        assert_eq!(
+            groups.join("d", new_member(60_000)).await.error_code,
+            ResponseError::CoordinatorNotAvailable.code()
+        );
+        // Existing groups still take joins.
+        assert_eq!(groups.join("a", new_member(60_000)).await.error_code, MEMBER_ID_REQUIRED);
+        assert_eq!(groups.group_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_group_without_offsets_goes_once_its_unused_member_ids_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = coordinator(dir.path(), config());
+        let timers = groups.clone();
+        let timer_task = tokio::spawn(async move { timers.run_timers().await });
+        for id in ["a", "b", "c"] {
+            assert_eq!(groups.join(id, new_member(50)).await.error_code, MEMBER_ID_REQUIRED);
+        }
+        assert_eq!(groups.list().len(), 3);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(groups.group_count(), 0);
+        assert_eq!(
+            groups.join("d", new_member(50)).await.error_code,
+            MEMBER_ID_REQUIRED,
+            "the slots are free again"
+        );
+        timer_task.abort();
+    }
+
+    #[tokio::test]
+    async fn expired_offsets_take_their_empty_group_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = coordinator(dir.path(), config());
+        let committed = |commit_timestamp_ms| CommittedOffset {
+            offset: 5,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms,
+        };
+        let retention_ms = 7 * 24 * 60 * 60 * 1000;
+        groups.offsets.commit("old", vec![("t".into(), 0, committed(0))]).await.unwrap();
+        groups
+            .offsets
+            .commit("recent", vec![("t".into(), 0, committed(retention_ms))])
+            .await
+            .unwrap();
+        assert_eq!(groups.list().len(), 2);
+        groups.expire_offsets(retention_ms + 1).await.unwrap();
+        assert_eq!(groups.describe("old").state, "Dead");
+        assert_eq!(groups.describe("recent").state, "Empty");
+        assert_eq!(groups.group_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn standalone_commits_for_new_groups_stop_at_group_max_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = coordinator(dir.path(), config());
+        for id in ["a", "b", "c"] {
+            assert_eq!(groups.validate_commit(id, "", None, -1), Ok(()));
+            groups
+                .offsets
+                .commit(
+                    id,
+                    vec![(
+                        "t".into(),
+                        0,
+                        CommittedOffset {
+                            offset: 1,
+                            leader_epoch: -1,
+                            metadata: None,
+                            commit_timestamp_ms: 0,
+                        },
+                    )],
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            groups.validate_commit("d", "", None, -1),
+            Err(ResponseError::CoordinatorNotAvailable.code())
+        );
+        assert_eq!(groups.validate_commit("a", "", None, -1), Ok(()), "known groups still commit");
     }
 }

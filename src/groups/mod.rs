@@ -2,5 +2,6 @@
 //! `state_machine` is pure (time is an argument); `coordinator` is its async
 //! shell; `offsets` persists commits.
 pub mod coordinator;
+pub mod expiry;
 pub mod offsets;
 pub mod state_machine;

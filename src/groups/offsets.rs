@@ -1,12 +1,34 @@
 //! Committed consumer offsets: an in-memory table backed by an append-only
 //! JSON-lines file that is fsynced before a commit is acknowledged, and
-//! compacted (rewritten atomically) at startup.
+//! compacted (rewritten atomically) at startup and whenever it has grown to
+//! twice its compacted size (see [`needs_compaction`]).
+//!
+//! Every change is appended to the file and then applied to the table under
+//! one lock, in a blocking thread: the table that OffsetFetch reads and the
+//! file that a restart replays see the changes in the same order, and a
+//! caller that goes away mid-commit cannot leave one updated without the
+//! other.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use super::expiry::{expired_partitions, Membership};
+
+/// The file is never compacted below this size: rewriting a small file on
+/// every few commits would cost more than the bytes it saves.
+pub const COMPACTION_FLOOR_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Whether the offsets file should be rewritten with only the live offsets:
+/// once it is over twice the size it had after the last compaction (and over
+/// `floor_bytes`). The file then stays within a constant factor of the
+/// table, and each rewrite is paid for by as many appended bytes.
+pub fn needs_compaction(file_bytes: u64, compacted_bytes: u64, floor_bytes: u64) -> bool {
+    file_bytes > compacted_bytes.saturating_mul(2).max(floor_bytes)
+}
 
 use serde::{Deserialize, Serialize};
 
@@ -38,15 +60,72 @@ enum Entry {
     },
 }
 
-type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
+pub(crate) type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
+type Table = HashMap<String, GroupOffsets>;
+
+/// The append side of the offsets file. Its lock is held from the append
+/// through the table update (and any compaction), which is what keeps the
+/// file and the table in one order.
+struct Appender {
+    path: PathBuf,
+    /// `None` after a compaction could not reopen the file; the next change
+    /// retries the open rather than appending to a replaced file.
+    file: Option<File>,
+    /// The file's length now.
+    file_bytes: u64,
+    /// The file's length right after the last compaction.
+    compacted_bytes: u64,
+    compaction_floor_bytes: u64,
+}
+
+impl Appender {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(std::io::Error::other("offsets file is not open"));
+        };
+        let before = file.metadata()?.len();
+        let written = file.write_all(bytes).and_then(|()| file.sync_data());
+        if written.is_err() {
+            // Cut a partial line off so the next commit starts on a line of
+            // its own and stays readable after a restart.
+            let _ = file.set_len(before);
+        } else {
+            self.file_bytes = before + bytes.len() as u64;
+        }
+        written
+    }
+
+    /// Rewrites the file with only `table`, atomically. Called with the
+    /// appender locked, so no change can be appended to the old file after
+    /// the table was serialized and be lost with it.
+    fn compact(&mut self, table: &Table) -> std::io::Result<()> {
+        let bytes = compact(table)?;
+        let rewritten = crate::coordination::embedded::write_atomically(&self.path, &bytes);
+        // Whether or not the rename happened, appends must go to whatever
+        // file is at the path now.
+        self.file = None;
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        self.file_bytes = file.metadata()?.len();
+        self.file = Some(file);
+        rewritten?;
+        self.compacted_bytes = bytes.len() as u64;
+        Ok(())
+    }
+}
 
 pub struct OffsetStore {
     path: PathBuf,
-    file: Arc<Mutex<File>>,
-    table: Mutex<HashMap<String, GroupOffsets>>,
+    appender: Arc<Mutex<Appender>>,
+    /// Queues changes in async code, so that waiting commits park a task
+    /// rather than a blocking thread each.
+    turn: tokio::sync::Mutex<()>,
+    table: Arc<Mutex<Table>>,
     /// Grows with every change (milliseconds-based, so it also grows across
     /// restarts): the archive keeps copies by it.
-    version: std::sync::atomic::AtomicU64,
+    version: Arc<AtomicU64>,
 }
 
 /// The table as JSON lines, one committed offset a line.
@@ -110,12 +189,33 @@ impl OffsetStore {
         let compacted = compact(&table)?;
         crate::coordination::embedded::write_atomically(&path, &compacted)?;
         let file = OpenOptions::new().append(true).open(&path)?;
+        let appender = Appender {
+            path: path.clone(),
+            file: Some(file),
+            file_bytes: compacted.len() as u64,
+            compacted_bytes: compacted.len() as u64,
+            compaction_floor_bytes: COMPACTION_FLOOR_BYTES,
+        };
         Ok(Self {
             path,
-            file: Arc::new(Mutex::new(file)),
-            table: Mutex::new(table),
-            version: std::sync::atomic::AtomicU64::new(0),
+            appender: Arc::new(Mutex::new(appender)),
+            turn: tokio::sync::Mutex::new(()),
+            table: Arc::new(Mutex::new(table)),
+            version: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The same store with another compaction floor (tests use a small one).
+    pub fn with_compaction_floor(self, floor_bytes: u64) -> Self {
+        if let Ok(mut appender) = self.appender.lock() {
+            appender.compaction_floor_bytes = floor_bytes;
+        }
+        self
+    }
+
+    /// The offsets file's current length in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        self.appender.lock().map(|a| a.file_bytes).unwrap_or(0)
     }
 
     pub fn path(&self) -> &Path {
@@ -123,39 +223,91 @@ impl OffsetStore {
     }
 
     async fn persist(&self, entries: Vec<Entry>) -> std::io::Result<()> {
-        let mut bytes = Vec::new();
-        for entry in &entries {
-            serde_json::to_writer(&mut bytes, entry).map_err(std::io::Error::other)?;
-            bytes.push(b'\n');
-        }
-        let file = self.file.clone();
+        self.persist_with(move |_| entries).await.map(|_| ())
+    }
+
+    /// Appends the entries `decide` returns, then applies them to the table,
+    /// and compacts the file if it has grown enough. `decide` sees the table
+    /// as it is when this change's turn comes, so a decision (such as which
+    /// offsets expired) cannot be overtaken by a concurrent commit. The work
+    /// runs to the end in a blocking thread even if the caller goes away.
+    /// Returns the entries applied.
+    async fn persist_with(&self, decide: impl FnOnce(&Table) -> Vec<Entry> + Send + 'static) -> std::io::Result<Vec<Entry>> {
+        let _turn = self.turn.lock().await;
+        let appender = self.appender.clone();
+        let table = self.table.clone();
+        let version = self.version.clone();
         tokio::task::spawn_blocking(move || {
-            let mut file = file.lock().map_err(|_| std::io::Error::other("offsets file lock poisoned"))?;
-            let before = file.metadata()?.len();
-            let written = file.write_all(&bytes).and_then(|()| file.sync_data());
-            if written.is_err() {
-                // Cut a partial line off so the next commit starts on a
-                // line of its own and stays readable after a restart.
-                let _ = file.set_len(before);
+            let poisoned = || std::io::Error::other("offsets lock poisoned");
+            let mut appender = appender.lock().map_err(|_| poisoned())?;
+            let entries = decide(&*table.lock().map_err(|_| poisoned())?);
+            if entries.is_empty() {
+                return Ok(entries);
             }
-            written
+            let mut bytes = Vec::new();
+            for entry in &entries {
+                serde_json::to_writer(&mut bytes, entry).map_err(std::io::Error::other)?;
+                bytes.push(b'\n');
+            }
+            appender.append(&bytes)?;
+            let mut table = table.lock().map_err(|_| poisoned())?;
+            for entry in &entries {
+                apply(&mut table, entry.clone());
+            }
+            let now = crate::clock::now_ms().max(0) as u64;
+            version.fetch_max(now, Ordering::AcqRel);
+            version.fetch_add(1, Ordering::AcqRel);
+            if needs_compaction(appender.file_bytes, appender.compacted_bytes, appender.compaction_floor_bytes) {
+                // The change is durable already; a failed rewrite only
+                // leaves the file longer than it needs to be.
+                match appender.compact(&table) {
+                    Ok(()) => tracing::info!(bytes = appender.file_bytes, "compacted the committed-offsets file"),
+                    Err(e) => tracing::warn!(error = %e, "cannot compact the committed-offsets file"),
+                }
+            }
+            Ok(entries)
         })
         .await
-        .map_err(std::io::Error::other)??;
-        let mut table = self.table.lock().map_err(|_| std::io::Error::other("offsets lock poisoned"))?;
-        for entry in entries {
-            apply(&mut table, entry);
-        }
-        let now = crate::clock::now_ms().max(0) as u64;
-        self.version.fetch_max(now, std::sync::atomic::Ordering::AcqRel);
-        self.version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Ok(())
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Deletes the offsets that retention has expired (see
+    /// [`expired_partitions`]), deciding under the append lock so that a
+    /// commit landing meanwhile is never deleted. `membership` holds the
+    /// groups with membership state in memory; the others only have offsets.
+    /// Returns the groups left with no offsets.
+    pub async fn expire(&self, now_ms: i64, retention_ms: i64, membership: HashMap<String, Membership>) -> std::io::Result<Vec<String>> {
+        let applied = self
+            .persist_with(move |table| {
+                let mut entries = Vec::new();
+                for (group, offsets) in table {
+                    let expired = expired_partitions(offsets, membership.get(group).copied(), now_ms, retention_ms);
+                    if expired.len() == offsets.len() && !expired.is_empty() {
+                        entries.push(Entry::DeleteGroup { group: group.clone() });
+                    } else {
+                        entries.extend(expired.into_iter().map(|(topic, partition)| Entry::Delete {
+                            group: group.clone(),
+                            topic,
+                            partition,
+                        }));
+                    }
+                }
+                entries
+            })
+            .await?;
+        Ok(applied
+            .into_iter()
+            .filter_map(|entry| match entry {
+                Entry::DeleteGroup { group } => Some(group),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The whole table with its version, for a copy in the archive; `None`
     /// before the first change of this run.
     pub fn snapshot(&self) -> Option<(u64, Vec<u8>)> {
-        let version = self.version.load(std::sync::atomic::Ordering::Acquire);
+        let version = self.version.load(Ordering::Acquire);
         if version == 0 {
             return None;
         }
@@ -220,6 +372,16 @@ impl OffsetStore {
     pub fn groups(&self) -> Vec<String> {
         self.table.lock().map(|t| t.keys().cloned().collect()).unwrap_or_default()
     }
+
+    /// Whether the group has any committed offset.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.table.lock().map(|t| t.contains_key(group)).unwrap_or(false)
+    }
+
+    /// Groups with at least one committed offset.
+    pub fn group_count(&self) -> usize {
+        self.table.lock().map(|t| t.len()).unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
@@ -273,5 +435,142 @@ mod tests {
         OffsetStore::restore(fresh.path(), &bytes).unwrap();
         let restored = OffsetStore::open(fresh.path()).unwrap();
         assert_eq!(restored.fetch("g", "t", 2).unwrap().offset, 42);
+    }
+}
+
+#[cfg(test)]
+mod ordering_tests {
+    use super::*;
+
+    fn value(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 0,
+        }
+    }
+
+    /// What a restart would load: the file replayed line by line.
+    fn replayed_offset(path: &Path, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        let mut table = HashMap::new();
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            apply(&mut table, serde_json::from_str(line).unwrap());
+        }
+        Some(table.get(group)?.get(&(topic.to_string(), partition))?.offset)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_abandoned_mid_write_is_served_as_a_restart_would_replay_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        store.commit("g", vec![("t".into(), 0, value(1))]).await.unwrap();
+        for attempt in 2..40i64 {
+            // The client goes away while its commit is being written: the
+            // commit future is polled once (which starts the write) and
+            // dropped.
+            let commit = store.commit("g", vec![("t".into(), 0, value(attempt))]);
+            tokio::select! {
+                biased;
+                _ = commit => {}
+                _ = std::future::ready(()) => {}
+            }
+            // A later change waits for the abandoned one's write.
+            store.commit("g", vec![("t".into(), 1, value(attempt))]).await.unwrap();
+            let served = store.fetch("g", "t", 0).map(|c| c.offset);
+            let replayed = replayed_offset(store.path(), "g", "t", 0);
+            assert_eq!(served, replayed, "OffsetFetch serves {served:?}, a restart would load {replayed:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_of_one_partition_reach_file_and_table_in_one_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(OffsetStore::open(dir.path()).unwrap());
+        for round in 0..50i64 {
+            let commits: Vec<_> = (0..8i64)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.commit("g", vec![("t".into(), 0, value(round * 8 + i))]).await })
+                })
+                .collect();
+            for commit in commits {
+                commit.await.unwrap().unwrap();
+            }
+            let served = store.fetch("g", "t", 0).map(|c| c.offset);
+            let replayed = replayed_offset(store.path(), "g", "t", 0);
+            assert_eq!(served, replayed, "round {round}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod compaction_and_expiry_tests {
+    use super::*;
+
+    fn committed_at(offset: i64, commit_timestamp_ms: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: Some("m".repeat(100)),
+            commit_timestamp_ms,
+        }
+    }
+
+    #[test]
+    fn compaction_waits_for_the_floor_then_for_twice_the_compacted_size() {
+        let floor = 1000;
+        assert!(!needs_compaction(999, 0, floor));
+        assert!(!needs_compaction(1000, 0, floor));
+        assert!(needs_compaction(1001, 0, floor));
+        assert!(!needs_compaction(4000, 2000, floor));
+        assert!(needs_compaction(4001, 2000, floor));
+    }
+
+    #[tokio::test]
+    async fn repeated_commits_keep_the_file_within_twice_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let floor = 64 * 1024;
+        let store = OffsetStore::open(dir.path()).unwrap().with_compaction_floor(floor);
+        // 200 commits of the same 100 partitions: ~3.5 MB appended for a
+        // ~17 KB table.
+        for round in 0..200 {
+            let offsets = (0..100).map(|p| ("t".to_string(), p, committed_at(round, 0))).collect();
+            store.commit("g", offsets).await.unwrap();
+            let on_disk = std::fs::metadata(store.path()).unwrap().len();
+            assert_eq!(on_disk, store.file_bytes());
+            assert!(on_disk <= floor + 20_000, "round {round}: the file is {on_disk} bytes");
+        }
+        drop(store);
+        let reopened = OffsetStore::open(dir.path()).unwrap();
+        for p in 0..100 {
+            assert_eq!(reopened.fetch("g", "t", p).unwrap().offset, 199);
+        }
+    }
+
+    #[tokio::test]
+    async fn expiry_deletes_only_old_offsets_of_groups_without_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        let day = 24 * 60 * 60 * 1000;
+        store.commit("old", vec![("t".into(), 0, committed_at(1, 0))]).await.unwrap();
+        store
+            .commit(
+                "mixed",
+                vec![("t".into(), 0, committed_at(1, 0)), ("t".into(), 1, committed_at(1, 5 * day))],
+            )
+            .await
+            .unwrap();
+        store.commit("consuming", vec![("t".into(), 0, committed_at(1, 0))]).await.unwrap();
+        let membership = HashMap::from([("consuming".to_string(), Membership::Active)]);
+        let emptied = store.expire(8 * day, 7 * day, membership).await.unwrap();
+        assert_eq!(emptied, vec!["old".to_string()]);
+        assert!(!store.has_group("old"));
+        assert!(store.fetch("mixed", "t", 0).is_none());
+        assert!(store.fetch("mixed", "t", 1).is_some());
+        assert!(store.fetch("consuming", "t", 0).is_some());
+        drop(store);
+        let reopened = OffsetStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.group_count(), 2, "the expiry is durable");
     }
 }

@@ -335,6 +335,18 @@ impl Group {
         self.members.is_empty()
     }
 
+    /// Nothing in the group is alive: no members, no member ids handed out
+    /// with MEMBER_ID_REQUIRED, no join phase (or the group is Dead). Only
+    /// committed offsets can make such a group worth keeping, so the shell
+    /// drops an idle group that has none.
+    pub fn is_idle(&self) -> bool {
+        match self.state {
+            GroupState::Dead => true,
+            GroupState::Empty => self.members.is_empty() && self.pending_members.is_empty() && self.join_phase.is_none(),
+            _ => false,
+        }
+    }
+
     /// A JoinGroup. It may be answered now (a reply with this token in the
     /// returned Vec) or later, from the Vec of a later call; the Vec may also
     /// answer other parked tokens. `new_member_id` is used only if this join
@@ -1140,6 +1152,27 @@ mod tests {
         assert_eq!(out.leader, "c-1");
         assert_eq!(out.generation_id, 1);
         assert_eq!(g.state(), GroupState::CompletingRebalance);
+    }
+
+    #[test]
+    fn group_is_idle_only_once_pending_ids_and_members_are_gone() {
+        let mut g = group();
+        assert!(g.is_idle(), "a new group");
+        let first = JoinInput {
+            require_known_member_id: true,
+            ..range("")
+        };
+        let session_timeout_ms = first.session_timeout_ms;
+        g.join(0, 1, first, "c-1".to_string());
+        assert!(!g.is_idle(), "an id handed out with MEMBER_ID_REQUIRED may come back");
+        g.tick(session_timeout_ms + 1);
+        assert!(g.is_idle(), "the id expired unused");
+
+        let mut g = stable_pair();
+        assert!(!g.is_idle());
+        let (_, _) = g.leave(0, &[("a".to_string(), None), ("b".to_string(), None)]);
+        assert_eq!(g.state(), GroupState::Empty);
+        assert!(g.is_idle(), "the last member left");
     }
 
     #[test]

@@ -135,6 +135,7 @@ pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestCont
         req.generation_id_or_member_epoch,
     );
     let now = now_ms();
+    let metadata_max_bytes = broker.groups.offset_metadata_max_bytes();
     let mut to_store = Vec::new();
     let mut response = OffsetCommitResponse::default();
     for topic in &req.topics {
@@ -145,6 +146,12 @@ pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestCont
                 (Err(code), _) => *code,
                 (Ok(()), None) => ResponseError::UnknownTopicOrPartition.code(),
                 (Ok(()), Some(t)) if t.partition(p.partition_index).is_none() => ResponseError::UnknownTopicOrPartition.code(),
+                // Kafka's offset.metadata.max.bytes (Kafka counts UTF-16 units,
+                // we count bytes): an unbounded string would be kept in
+                // memory and in meta/offsets.jsonl.
+                (Ok(()), Some(_)) if p.committed_metadata.as_ref().is_some_and(|m| m.len() > metadata_max_bytes) => {
+                    ResponseError::OffsetMetadataTooLarge.code()
+                }
                 (Ok(()), Some(_)) => {
                     let value = CommittedOffset {
                         offset: p.committed_offset,

@@ -9,6 +9,7 @@ mod clients;
 mod common;
 mod crash;
 mod groups;
+mod groups_bounds;
 mod hardening;
 mod kafka;
 mod s3;
