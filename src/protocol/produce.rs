@@ -1,6 +1,6 @@
-//! Produce: validate each partition's batches, append them now (in arrival
-//! order), then wait for durability before answering (acks 1 and all; a
-//! single node is its own in-sync replica set).
+//! Produce: validate each partition's batches record by record, append them
+//! now (in arrival order), then wait for durability before answering (acks 1
+//! and all; a single node is its own in-sync replica set).
 
 use std::sync::Arc;
 
@@ -26,19 +26,19 @@ async fn validate_and_append(
     topic: &crate::broker::Topic,
     partition: &crate::broker::Partition,
     records: &bytes::Bytes,
-    now: i64,
 ) -> Result<crate::log::AppendResult, crate::log::LogError> {
     let batches = batch::split_batches(records)?;
     let max_message_bytes = topic.config().log_config().max_message_bytes;
     broker.validator.validate(&batches, max_message_bytes).await?;
-    partition.append(&batches, broker.leader_epoch, now)
+    // Read after validation, which may have waited: LogAppendTime is the
+    // time of the append.
+    partition.append(&batches, broker.leader_epoch, now_ms())
 }
 
 /// Validates and appends every partition's batches now, in the order the
 /// request arrived; the returned future waits for durability and answers.
 pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) -> ResponseFuture {
     let acks = req.acks;
-    let now = now_ms();
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Pending>)> = Vec::with_capacity(req.topic_data.len());
     let mut errors = 0u64;
     for topic_data in req.topic_data {
@@ -79,7 +79,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
                     }
                     Some(partition) => {
                         let records = pd.records.unwrap_or_default();
-                        match validate_and_append(broker, topic, &partition, &records, now).await {
+                        match validate_and_append(broker, topic, &partition, &records).await {
                             Ok(appended) => {
                                 topic.metrics.produce_bytes.inc_by(records.len() as u64);
                                 broker.add_local_bytes(records.len() as u64);
