@@ -359,6 +359,31 @@ mod tests {
     }
 
     #[test]
+    fn group_bounds_have_kafkas_defaults_and_refuse_zero() {
+        let config = Config::default();
+        assert_eq!(config.offsets_retention_minutes, 10080);
+        assert_eq!(config.offset_metadata_max_bytes, 4096);
+        let parsed = Config::from_toml("group_max_count = 5\noffsets_retention_minutes = 1\n").unwrap();
+        assert_eq!((parsed.group_max_count, parsed.offsets_retention_minutes), (5, 1));
+        for bad in [
+            Config {
+                group_max_count: 0,
+                ..Config::default()
+            },
+            Config {
+                offsets_retention_minutes: 0,
+                ..Config::default()
+            },
+            Config {
+                offsets_retention_check_interval_ms: 0,
+                ..Config::default()
+            },
+        ] {
+            assert!(bad.validate().is_err());
+        }
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(Config::from_toml("no_such_key = 1").is_err());
         assert!(Config::from_toml("broker_id = \"x\"").is_err());

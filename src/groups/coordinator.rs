@@ -170,24 +170,26 @@ impl GroupCoordinator {
     fn join_group<T>(&self, group_id: &str, now_ms: i64, creates: bool, f: impl FnOnce(&mut Group) -> (T, Vec<Reply>)) -> Result<T, i16> {
         let (out, replies) = {
             let mut groups = self.groups.lock().map_err(|_| ResponseError::CoordinatorNotAvailable.code())?;
-            let dead = groups.get(group_id).map(|slot| slot.group.state() == GroupState::Dead);
-            if dead.is_none() {
-                if !creates {
-                    return Err(ResponseError::UnknownMemberId.code());
-                }
-                if groups.len() >= self.max_count {
-                    // Retriable: the client finds the coordinator again and
-                    // retries with backoff, and idle groups free their slots.
-                    return Err(ResponseError::CoordinatorNotAvailable.code());
-                }
-            }
             let new_slot = || GroupSlot {
                 group: Group::new(group_id.to_string(), self.initial_rebalance_delay_ms, self.max_size),
                 empty_since_ms: Some(now_ms),
             };
-            if dead.is_none() || dead == Some(true) {
-                // A Dead group (deleted while this join waited) is replaced.
-                groups.insert(group_id.to_string(), new_slot());
+            match groups.get(group_id).map(|slot| slot.group.state()) {
+                Some(GroupState::Dead) => {
+                    // Deleted while this join was on its way: a new group
+                    // under the same id.
+                    groups.insert(group_id.to_string(), new_slot());
+                }
+                Some(_) => {}
+                None if !creates => return Err(ResponseError::UnknownMemberId.code()),
+                None if groups.len() >= self.max_count => {
+                    // Retriable: the client finds the coordinator again and
+                    // retries with backoff, while idle groups free slots.
+                    return Err(ResponseError::CoordinatorNotAvailable.code());
+                }
+                None => {
+                    groups.insert(group_id.to_string(), new_slot());
+                }
             }
             let Some(slot) = groups.get_mut(group_id) else {
                 return Err(ResponseError::CoordinatorNotAvailable.code());

@@ -98,12 +98,11 @@ impl Appender {
         written
     }
 
-    /// Rewrites the file with only `table`, atomically. Called with the
-    /// appender locked, so no change can be appended to the old file after
-    /// the table was serialized and be lost with it.
-    fn compact(&mut self, table: &Table) -> std::io::Result<()> {
-        let bytes = compact(table)?;
-        let rewritten = crate::coordination::embedded::write_atomically(&self.path, &bytes);
+    /// Rewrites the file as `bytes` (the compacted table), atomically.
+    /// Called with the appender locked, so no change can be appended to the
+    /// old file after the table was serialized and be lost with it.
+    fn rewrite(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let rewritten = crate::coordination::embedded::write_atomically(&self.path, bytes);
         // Whether or not the rename happened, appends must go to whatever
         // file is at the path now.
         self.file = None;
@@ -120,8 +119,10 @@ pub struct OffsetStore {
     path: PathBuf,
     appender: Arc<Mutex<Appender>>,
     /// Queues changes in async code, so that waiting commits park a task
-    /// rather than a blocking thread each.
-    turn: tokio::sync::Mutex<()>,
+    /// rather than a blocking thread each. A change's blocking task holds
+    /// its turn to the end, even if the caller has gone, so changes land in
+    /// the order their turns were taken.
+    turn: Arc<tokio::sync::Mutex<()>>,
     table: Arc<Mutex<Table>>,
     /// Grows with every change (milliseconds-based, so it also grows across
     /// restarts): the archive keeps copies by it.
@@ -199,7 +200,7 @@ impl OffsetStore {
         Ok(Self {
             path,
             appender: Arc::new(Mutex::new(appender)),
-            turn: tokio::sync::Mutex::new(()),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
             table: Arc::new(Mutex::new(table)),
             version: Arc::new(AtomicU64::new(0)),
         })
@@ -233,11 +234,12 @@ impl OffsetStore {
     /// runs to the end in a blocking thread even if the caller goes away.
     /// Returns the entries applied.
     async fn persist_with(&self, decide: impl FnOnce(&Table) -> Vec<Entry> + Send + 'static) -> std::io::Result<Vec<Entry>> {
-        let _turn = self.turn.lock().await;
+        let turn = self.turn.clone().lock_owned().await;
         let appender = self.appender.clone();
         let table = self.table.clone();
         let version = self.version.clone();
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let poisoned = || std::io::Error::other("offsets lock poisoned");
             let mut appender = appender.lock().map_err(|_| poisoned())?;
             let entries = decide(&*table.lock().map_err(|_| poisoned())?);
@@ -258,9 +260,13 @@ impl OffsetStore {
             version.fetch_max(now, Ordering::AcqRel);
             version.fetch_add(1, Ordering::AcqRel);
             if needs_compaction(appender.file_bytes, appender.compacted_bytes, appender.compaction_floor_bytes) {
+                // Serialized under the table lock, written without it, so
+                // OffsetFetch does not wait for the disk.
+                let compacted = compact(&table);
+                drop(table);
                 // The change is durable already; a failed rewrite only
                 // leaves the file longer than it needs to be.
-                match appender.compact(&table) {
+                match compacted.and_then(|bytes| appender.rewrite(&bytes)) {
                     Ok(()) => tracing::info!(bytes = appender.file_bytes, "compacted the committed-offsets file"),
                     Err(e) => tracing::warn!(error = %e, "cannot compact the committed-offsets file"),
                 }
