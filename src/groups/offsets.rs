@@ -394,7 +394,7 @@ impl OffsetStore {
 mod tests {
     use super::*;
 
-    fn value(offset: i64) -> CommittedOffset {
+    pub(super) fn value(offset: i64) -> CommittedOffset {
         CommittedOffset {
             offset,
             leader_epoch: -1,
@@ -446,16 +446,8 @@ mod tests {
 
 #[cfg(test)]
 mod ordering_tests {
+    use super::tests::value;
     use super::*;
-
-    fn value(offset: i64) -> CommittedOffset {
-        CommittedOffset {
-            offset,
-            leader_epoch: -1,
-            metadata: None,
-            commit_timestamp_ms: 0,
-        }
-    }
 
     /// What a restart would load: the file replayed line by line.
     fn replayed_offset(path: &Path, group: &str, topic: &str, partition: i32) -> Option<i64> {
