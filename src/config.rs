@@ -89,9 +89,13 @@ pub struct Config {
     /// Longest Fetch long poll honoured, whatever the client asks.
     pub fetch_max_wait_ms: u64,
     /// Largest Fetch response, whatever the client asks (Kafka's broker
-    /// fetch.max.bytes); with max_connections and
-    /// max_inflight_requests_per_connection it bounds fetch memory.
+    /// fetch.max.bytes).
     pub fetch_max_bytes: usize,
+    /// Most bytes all Fetch responses together may hold between being read
+    /// and being handed to their sockets: a slow reader keeps its share until
+    /// written. A fetch that finds the budget used up waits (within its
+    /// max.wait.ms) for a share or answers with what it has.
+    pub max_response_memory_bytes: usize,
     /// Most bytes one record batch may decompress to. Every produced batch
     /// is decoded record by record to validate it; one that decodes to more
     /// than this (or than its topic's max.message.bytes, whichever is
@@ -135,6 +139,7 @@ impl Default for Config {
             local_disk_budget_bytes: 0,
             fetch_max_wait_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
+            max_response_memory_bytes: 512 * 1024 * 1024,
             max_batch_decoded_bytes: 256 * 1024 * 1024,
             topic_defaults: BTreeMap::new(),
         }
@@ -271,6 +276,9 @@ impl Config {
         }
         if self.fetch_max_bytes < 1024 {
             return invalid("fetch_max_bytes must be >= 1024".into());
+        }
+        if self.max_response_memory_bytes < 1024 * 1024 {
+            return invalid("max_response_memory_bytes must be >= 1048576".into());
         }
         if self.max_batch_decoded_bytes < 1024 * 1024 {
             return invalid("max_batch_decoded_bytes must be >= 1048576".into());

@@ -9,6 +9,7 @@
 //! - [`groups`]: consumer groups (pure state machine + async shell) and committed offsets.
 //! - [`coordination`]: the seam to cluster metadata (embedded file now, etcd later).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/v1/...`.
+//! - [`memory`]: the broker-wide budget of bytes held by responses.
 //! - [`config`], [`topic_config`], [`metrics`], [`clock`].
 
 pub mod archive;
@@ -19,6 +20,7 @@ pub mod coordination;
 pub mod groups;
 pub mod http;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_total: Counter,
     pub fetch_wakeups: Counter,
+    /// Fetch passes that found `max_response_memory_bytes` used up.
+    pub fetch_memory_waits: Counter,
+    pub response_memory_bytes: Gauge,
     pub protocol_errors: Family<KindLabels, Counter>,
     pub fsync_duration: Histogram,
     pub recovery_truncated_bytes: Counter,
@@ -111,6 +114,8 @@ impl Metrics {
             connections: Gauge::default(),
             connections_total: Counter::default(),
             fetch_wakeups: Counter::default(),
+            fetch_memory_waits: Counter::default(),
+            response_memory_bytes: Gauge::default(),
             protocol_errors: Family::default(),
             fsync_duration: latency_histogram(),
             recovery_truncated_bytes: Counter::default(),
@@ -165,6 +170,16 @@ impl Metrics {
             "fetch_wakeups",
             "Long-polling fetches woken by new data on a partition they asked for",
             m.fetch_wakeups.clone(),
+        );
+        registry.register(
+            "fetch_memory_waits",
+            "Fetch passes that found the response memory budget used up and waited or answered short",
+            m.fetch_memory_waits.clone(),
+        );
+        registry.register(
+            "response_memory_bytes",
+            "Bytes held by Fetch responses not yet written to their sockets",
+            m.response_memory_bytes.clone(),
         );
         registry.register("connections", "Open Kafka connections", m.connections.clone());
         registry.register("connections_opened", "Kafka connections accepted", m.connections_total.clone());

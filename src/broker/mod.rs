@@ -163,6 +163,8 @@ pub struct Broker {
     pub leader_epoch: i32,
     /// Record-level checks of produced batches (bounded decompression).
     pub validator: validator::BatchValidator,
+    /// Bytes Fetch responses may hold until written (`max_response_memory_bytes`).
+    pub response_memory: Arc<crate::memory::MemoryBudget>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises topic creation and deletion.
     topic_changes: tokio::sync::Mutex<()>,
@@ -222,6 +224,7 @@ impl Broker {
                 config.max_batch_decoded_bytes,
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            response_memory: crate::memory::MemoryBudget::new(config.max_response_memory_bytes),
             topics: RwLock::new(HashMap::new()),
             topic_changes: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0, 0)),
@@ -701,5 +704,6 @@ impl Broker {
             }
         }
         self.groups.update_gauges(m, &high_watermarks);
+        m.response_memory_bytes.set(self.response_memory.used() as i64);
     }
 }

@@ -9,15 +9,17 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
-use super::{encode_response, error_code, RequestContext};
+use super::{encode_response, error_code, RequestContext, Response};
 use crate::broker::{Broker, Partition, Topic};
 use crate::log::LogError;
+use crate::memory::Reservation;
 
 const READ_COMMITTED: i8 = 1;
 
-pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> Bytes {
+pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> Response {
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let deadline = tokio::time::Instant::now() + max_wait;
+    let want = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     // Only appends to the partitions this fetch asks for wake it: a long
     // poll on an idle partition costs nothing to producers elsewhere.
     let watched: Vec<Arc<Partition>> = req
@@ -27,39 +29,77 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
         .flat_map(|(topic, t)| t.partitions.iter().filter_map(move |p| topic.partition(p.partition)))
         .collect();
     loop {
-        // Register for wake-ups before reading, so an append between the
-        // read and the wait is not missed.
+        // Register for wake-ups before reading, so an append (or a release
+        // of response memory) between the read and the wait is not missed.
         let mut wakeups: Vec<_> = watched.iter().map(|p| Box::pin(p.data_arrived())).collect();
         for w in &mut wakeups {
             w.as_mut().enable();
         }
-        let (response, bytes, has_error, served) = read_once(broker, &req).await;
-        let done = bytes >= req.min_bytes.max(0) as usize || has_error || wakeups.is_empty() || tokio::time::Instant::now() >= deadline;
-        if done {
-            for (topic, bytes) in served {
-                topic.metrics.fetch_bytes.inc_by(bytes as u64);
-            }
-            return encode_response(ctx, &response);
+        let memory_released = broker.response_memory.released();
+        tokio::pin!(memory_released);
+        memory_released.as_mut().enable();
+        // The bytes this pass may read: its share of the broker-wide budget.
+        let mut memory = broker.response_memory.reserve_up_to(want);
+        let pass = read_once(broker, &req, want, &mut memory).await;
+        let out_of_time = tokio::time::Instant::now() >= deadline;
+        let done =
+            pass.bytes >= req.min_bytes.max(0) as usize || pass.has_error || (wakeups.is_empty() && !pass.memory_short) || out_of_time;
+        if pass.memory_short {
+            broker.metrics.fetch_memory_waits.inc();
         }
+        if done {
+            for (topic, bytes) in &pass.served {
+                topic.metrics.fetch_bytes.inc_by(*bytes as u64);
+            }
+            let frame = encode_response(ctx, &pass.response);
+            // The records now live in `frame` alone.
+            drop(pass);
+            memory.shrink_to(frame.len());
+            return Response { frame, memory };
+        }
+        let memory_short = pass.memory_short;
+        drop(pass);
+        drop(memory);
+        let data_arrived = async move {
+            if wakeups.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            futures::future::select_all(wakeups).await;
+        };
         tokio::select! {
-            _ = futures::future::select_all(wakeups) => {
+            _ = data_arrived => {
                 broker.metrics.fetch_wakeups.inc();
             }
+            _ = &mut memory_released, if memory_short => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
 }
 
-/// One pass over the requested partitions. Also returns the bytes served
-/// per topic, counted only if this pass becomes the response.
-async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize, bool, Vec<(Arc<Topic>, usize)>) {
-    let mut remaining = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
-    let mut total = 0usize;
-    let mut has_error = false;
-    let mut response = FetchResponse::default();
-    let mut served = Vec::new();
+/// What one pass over the requested partitions found.
+struct Pass {
+    response: FetchResponse,
+    bytes: usize,
+    has_error: bool,
+    /// The response memory budget was used up: some partitions were not read.
+    memory_short: bool,
+    /// Bytes served per topic, counted only if this pass becomes the response.
+    served: Vec<(Arc<Topic>, usize)>,
+}
+
+/// One pass over the requested partitions, reading no more than `memory`
+/// holds (growing it only for a first batch larger than it, KIP-74).
+async fn read_once(broker: &Broker, req: &FetchRequest, want: usize, memory: &mut Reservation) -> Pass {
+    let mut remaining = memory.bytes();
+    let mut pass = Pass {
+        response: FetchResponse::default(),
+        bytes: 0,
+        has_error: false,
+        memory_short: remaining == 0 && want > 0,
+        served: Vec::new(),
+    };
     for fetch_topic in &req.topics {
-        let before = total;
+        let before = pass.bytes;
         let name = fetch_topic.topic.0.to_string();
         let topic = broker.topic(&name);
         let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
@@ -68,7 +108,7 @@ async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize
             pd.aborted_transactions = (req.isolation_level == READ_COMMITTED).then(Vec::new);
             let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 pd.error_code = ResponseError::UnknownTopicOrPartition.code();
-                has_error = true;
+                pass.has_error = true;
                 partitions.push(pd);
                 continue;
             };
@@ -76,7 +116,7 @@ async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize
             pd.high_watermark = high_watermark;
             pd.last_stable_offset = high_watermark;
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-            let read = if limit == 0 && total > 0 {
+            let read = if pass.memory_short || (limit == 0 && pass.bytes > 0) {
                 Ok(Bytes::new())
             } else {
                 read_partition(broker, &partition, fp.fetch_offset, limit.max(1)).await
@@ -85,15 +125,21 @@ async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize
             match read {
                 // Only the first data in a response may exceed the limits
                 // (KIP-74), so a consumer always progresses.
-                Ok(bytes) if total > 0 && bytes.len() > limit => pd.records = Some(Bytes::new()),
+                Ok(bytes) if pass.bytes > 0 && bytes.len() > limit => pd.records = Some(Bytes::new()),
                 Ok(bytes) => {
-                    total += bytes.len();
-                    remaining = remaining.saturating_sub(bytes.len());
-                    pd.records = Some(bytes);
+                    let unreserved = bytes.len().saturating_sub(memory.bytes().saturating_sub(pass.bytes));
+                    if unreserved > 0 && !grow_for_first_batch(broker, memory, unreserved, bytes.len()) {
+                        pass.memory_short = true;
+                        pd.records = Some(Bytes::new());
+                    } else {
+                        pass.bytes += bytes.len();
+                        remaining = remaining.saturating_sub(bytes.len());
+                        pd.records = Some(bytes);
+                    }
                 }
                 Err(e) => {
                     pd.error_code = error_code::log_error(&e);
-                    has_error = true;
+                    pass.has_error = true;
                     if !matches!(e, crate::log::LogError::OffsetOutOfRange { .. }) {
                         tracing::warn!(topic = %name, partition = fp.partition, error = %e, "fetch read failed");
                     }
@@ -101,16 +147,30 @@ async fn read_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize
             }
             partitions.push(pd);
         }
-        if let (Some(t), true) = (&topic, total > before) {
-            served.push((t.clone(), total - before));
+        if let (Some(t), true) = (&topic, pass.bytes > before) {
+            pass.served.push((t.clone(), pass.bytes - before));
         }
-        response.responses.push(
+        pass.response.responses.push(
             FetchableTopicResponse::default()
                 .with_topic(fetch_topic.topic.clone())
                 .with_partitions(partitions),
         );
     }
-    (response, total, has_error, served)
+    pass
+}
+
+/// Makes room for a first batch larger than the reservation. A batch larger
+/// than the whole budget is let through over it: waiting could never serve it.
+fn grow_for_first_batch(broker: &Broker, memory: &mut Reservation, more: usize, batch_len: usize) -> bool {
+    let budget = &broker.response_memory;
+    if budget.try_grow(memory, more) {
+        return true;
+    }
+    if batch_len > budget.limit() {
+        budget.force_grow(memory, more);
+        return true;
+    }
+    false
 }
 
 /// Reads from the local log, or from the archive below the local log's

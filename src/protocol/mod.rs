@@ -30,11 +30,28 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
 use crate::broker::Broker;
+use crate::memory::Reservation;
 use crate::metrics::ApiLabels;
+
+/// A response frame, with the share of `max_response_memory_bytes` it
+/// holds until the connection has written it.
+pub struct Response {
+    pub frame: Bytes,
+    pub memory: Reservation,
+}
+
+impl From<Bytes> for Response {
+    fn from(frame: Bytes) -> Self {
+        Self {
+            frame,
+            memory: Reservation::none(),
+        }
+    }
+}
 
 /// A response still being completed; `None` when the request gets no
 /// response (Produce with acks=0).
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
 
 /// Why a frame could not be handled. The connection is closed, as Kafka
 /// does, because the stream can no longer be trusted.
@@ -114,8 +131,8 @@ fn encode_with_header_version<R: Encodable>(correlation_id: i32, header_version:
     buf.freeze()
 }
 
-fn ready(bytes: Bytes) -> ResponseFuture {
-    Box::pin(std::future::ready(Some(bytes)))
+fn ready(response: impl Into<Response>) -> ResponseFuture {
+    Box::pin(std::future::ready(Some(response.into())))
 }
 
 /// A request frame, decoded.
@@ -222,7 +239,8 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         // `handle` returns, and only the wait for durability is left.
         RequestKind::Produce(req) => return produce::handle(broker, ctx, req).await,
         RequestKind::ApiVersions(_) => encode_response(&ctx, &metadata::api_versions_response(0)),
-        RequestKind::Fetch(req) => fetch::handle(b, &ctx, req).await,
+        // Fetch's response carries its share of the response memory budget.
+        RequestKind::Fetch(req) => return ready(fetch::handle(b, &ctx, req).await),
         RequestKind::Metadata(req) => metadata::handle_metadata(b, &ctx, req).await,
         RequestKind::DescribeCluster(_) => metadata::handle_describe_cluster(broker, &ctx),
         RequestKind::FindCoordinator(req) => metadata::handle_find_coordinator(broker, &ctx, req),

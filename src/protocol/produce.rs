@@ -140,6 +140,6 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
         if acks == 0 {
             return None;
         }
-        Some(encode_response(&ctx, &response))
+        Some(encode_response(&ctx, &response).into())
     })
 }

@@ -20,6 +20,9 @@ use crate::protocol::{self, ResponseFuture};
 
 /// Largest step in which a request frame's buffer grows.
 const READ_CHUNK: usize = 1 << 20;
+/// Step in which responses are written; each must progress within
+/// `connections_max_idle_ms`.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Serves Kafka connections on `listener` until `shutdown` completes.
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
@@ -65,24 +68,27 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ResponseFuture>(broker.config.max_inflight_requests_per_connection);
+    let stall = Duration::from_millis(broker.config.connections_max_idle_ms);
     let writer = tokio::spawn(
         async move {
-            let mut out = BufWriter::with_capacity(64 * 1024, write_half);
+            let mut out = BufWriter::with_capacity(WRITE_CHUNK, write_half);
             while let Some(response) = rx.recv().await {
-                if let Some(bytes) = response.await {
+                if let Some(response) = response.await {
                     // An empty response is one we could not encode: closing
                     // tells the client at once instead of leaving it to time out.
-                    if bytes.is_empty() || out.write_all(&bytes).await.is_err() {
+                    if response.frame.is_empty() || !write_frame(&mut out, &response.frame, stall).await {
                         return;
                     }
+                    // Its share of the response memory goes back only now.
+                    drop(response);
                 }
                 // Flush when no further response is queued, so pipelined
                 // responses share a syscall.
-                if rx.is_empty() && out.flush().await.is_err() {
+                if rx.is_empty() && !matches!(tokio::time::timeout(stall, out.flush()).await, Ok(Ok(()))) {
                     return;
                 }
             }
-            let _ = out.flush().await;
+            let _ = tokio::time::timeout(stall, out.flush()).await;
         }
         .instrument(tracing::Span::current()),
     );
@@ -142,4 +148,21 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
     // Let queued responses go out before the socket closes.
     drop(tx);
     let _ = writer.await;
+}
+
+/// Writes one response frame. False when the socket failed or the reader
+/// stopped taking bytes for a whole idle period: a reader that never reads
+/// must not hold its response (and its memory) forever.
+async fn write_frame(out: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>, frame: &[u8], stall: Duration) -> bool {
+    for chunk in frame.chunks(WRITE_CHUNK) {
+        match tokio::time::timeout(stall, out.write_all(chunk)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return false,
+            Err(_) => {
+                tracing::info!("client stopped reading its responses; closing the connection");
+                return false;
+            }
+        }
+    }
+    true
 }

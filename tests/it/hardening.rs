@@ -325,3 +325,65 @@ async fn appends_wake_only_the_fetches_of_their_partition() {
         drop(parked);
     });
 }
+
+/// Finding 9: readers that send Fetch requests for 50 MB and never read the
+/// responses hold at most `max_response_memory_bytes` between them; readers
+/// that stall for an idle period are disconnected and give their share back,
+/// and a well-behaved consumer then reads everything. Before, each unread
+/// response held its full size, without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_fetch_responses_hold_bounded_memory() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::FetchRequest;
+    const BUDGET: u64 = 64 << 20;
+    const READERS: usize = 24;
+    const BATCHES: usize = 50;
+    let config = format!("max_response_memory_bytes = {BUDGET}\nconnections_max_idle_ms = 3000\n");
+    let broker = Broker::start_limited(&config, GIB);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "wide", 1, &[]).await;
+    let fetch = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(55 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("wide")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(55 << 20)])]);
+    let frame = request(ApiKey::Fetch, 4, &fetch);
+    tokio::task::block_in_place(|| {
+        let mut s = connect(&broker);
+        for _ in 0..BATCHES {
+            assert_eq!(produce_raw(&mut s, "wide", encode_batch_of(1, 1_000_000)), 0);
+        }
+        // Each reader asks for all 50 MB, twice, and reads nothing.
+        let stalled: Vec<TcpStream> = (0..READERS)
+            .map(|_| {
+                let mut s = connect(&broker);
+                s.write_all(&frame).unwrap();
+                s.write_all(&frame).unwrap();
+                s
+            })
+            .collect();
+        crate::common::wait_until("the fetches were answered", 30, || {
+            metric(&broker, "sediment_requests_total{api=\"Fetch\"}") >= READERS as f64
+        });
+        let peak = broker.peak_rss();
+        assert!(peak < 600 << 20, "peak RSS {} MiB", peak >> 20);
+        let held = metric(&broker, "sediment_response_memory_bytes");
+        assert!(held > 0.0 && held <= BUDGET as f64, "responses hold {held} bytes");
+        assert!(metric(&broker, "sediment_fetch_memory_waits_total") > 0.0);
+        // Readers that stop reading are cut off after an idle period.
+        crate::common::wait_until("stalled readers were disconnected", 60, || {
+            metric(&broker, "sediment_response_memory_bytes") == 0.0
+        });
+        drop(stalled);
+    });
+    let got = tokio::task::block_in_place(|| consume_all(&bootstrap, "wide", 1, BATCHES, &[]));
+    assert_eq!(got[&0].len(), BATCHES);
+    let mut broker = broker;
+    assert!(broker.is_running(), "{}", broker.log());
+}
