@@ -177,14 +177,15 @@ impl Partition {
             // advance the high watermark again until a restart recovers.
             return;
         }
-        let Ok((files, target)) = self.lock_log().map(|mut log| log.take_unflushed()) else {
+        let Ok(unflushed) = self.lock_log().map(|mut log| log.take_unflushed()) else {
             return;
         };
-        if files.is_empty() {
+        if unflushed.is_empty() {
             return;
         }
+        let target = unflushed.durable_offset;
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data())).await;
+        let result = tokio::task::spawn_blocking(move || unflushed.sync()).await;
         metrics.fsync_duration.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(())) => self.advance_high_watermark(target),

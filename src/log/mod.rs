@@ -159,6 +159,32 @@ pub struct PartitionLog {
     producers: ProducerStateTable,
     /// Files written since the last flush (sealed segments and the active one).
     unflushed: Vec<Arc<File>>,
+    /// A segment was created since the last flush: its name becomes durable
+    /// with the next flush's directory fsync, not on the produce path.
+    dir_unsynced: bool,
+}
+
+/// What a flush must make durable for everything appended so far.
+pub struct Unflushed {
+    /// The log's directory, when a segment was created in it since the last flush.
+    pub dir: Option<PathBuf>,
+    pub files: Vec<Arc<File>>,
+    /// The offset that is durable once `dir` and `files` are synced.
+    pub durable_offset: i64,
+}
+
+impl Unflushed {
+    pub fn is_empty(&self) -> bool {
+        self.dir.is_none() && self.files.is_empty()
+    }
+
+    /// Blocking: fsyncs the directory, then the files.
+    pub fn sync(&self) -> std::io::Result<()> {
+        if let Some(dir) = &self.dir {
+            sync_dir(dir)?;
+        }
+        self.files.iter().try_for_each(|f| f.sync_data())
+    }
 }
 
 impl PartitionLog {
@@ -221,6 +247,7 @@ impl PartitionLog {
             config,
             producers,
             unflushed: Vec::new(),
+            dir_unsynced: false,
         };
         Ok((log, report))
     }
@@ -350,8 +377,11 @@ impl PartitionLog {
 
     fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let base = self.next_offset;
+        // Only the file is created under the partition lock; the directory
+        // fsync that makes its name durable waits for the next flush, which
+        // runs on the blocking pool before anything in it is acknowledged.
         let segment = Segment::create(&self.dir, base, now_ms)?;
-        sync_dir(&self.dir)?;
+        self.dir_unsynced = true;
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
         self.segments.insert(base, segment);
         Ok(())
@@ -359,8 +389,12 @@ impl PartitionLog {
 
     /// Takes the files that need an fsync for everything appended so far to
     /// be durable, with the offset that will then be durable.
-    pub fn take_unflushed(&mut self) -> (Vec<Arc<File>>, i64) {
-        (std::mem::take(&mut self.unflushed), self.next_offset)
+    pub fn take_unflushed(&mut self) -> Unflushed {
+        Unflushed {
+            dir: std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone()),
+            files: std::mem::take(&mut self.unflushed),
+            durable_offset: self.next_offset,
+        }
     }
 
     /// Reads batches from `offset`, never past `upper_bound` (the high
@@ -642,6 +676,28 @@ mod tests {
         assert_eq!(report.batches, 20);
         let bytes = log.read(31, 1 << 20, 60).unwrap();
         assert_eq!(BatchHeader::parse(&bytes).unwrap().base_offset, 30);
+    }
+
+    #[test]
+    fn a_roll_leaves_the_directory_fsync_to_the_next_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 400,
+            ..LogConfig::default()
+        };
+        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        log.append(&batches(3, -1, -1), 0, 0).unwrap();
+        let first = log.take_unflushed();
+        assert!(first.dir.is_none(), "no segment was created");
+        assert_eq!((first.files.len(), first.durable_offset), (1, 3));
+        while log.segment_count() == 1 {
+            log.append(&batches(3, -1, -1), 0, 0).unwrap();
+        }
+        let rolled = log.take_unflushed();
+        assert_eq!(rolled.dir.as_deref(), Some(dir.path()), "the new name is synced by the flush");
+        assert_eq!(rolled.files.len(), 2, "the sealed segment's tail and the new one");
+        rolled.sync().unwrap();
+        assert!(log.take_unflushed().is_empty());
     }
 
     #[test]
