@@ -54,6 +54,10 @@ pub struct Config {
     /// A connection with no request for this long is closed (Kafka's
     /// connections.max.idle.ms).
     pub connections_max_idle_ms: u64,
+    /// At shutdown, how long connections get to finish the requests they
+    /// have started (produce waiting for fsync, long polls answered at once)
+    /// before they are cut; then background work stops and logs are flushed.
+    pub shutdown_timeout_ms: u64,
     /// Requests read ahead of their responses on one connection.
     pub max_inflight_requests_per_connection: usize,
     /// Kafka's group.initial.rebalance.delay.ms.
@@ -124,6 +128,7 @@ impl Default for Config {
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 10_000,
             connections_max_idle_ms: 600_000,
+            shutdown_timeout_ms: 15_000,
             max_inflight_requests_per_connection: 64,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,

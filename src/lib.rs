@@ -9,6 +9,7 @@
 //! - [`groups`]: consumer groups (pure state machine + async shell) and committed offsets.
 //! - [`coordination`]: the seam to cluster metadata (embedded file now, etcd later).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/v1/...`.
+//! - [`tasks`]: background tasks and connections, owned by the composition root ([`node`]).
 //! - [`memory`]: the broker-wide budget of bytes held by responses.
 //! - [`config`], [`topic_config`], [`metrics`], [`clock`].
 
@@ -25,4 +26,5 @@ pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod server;
+pub mod tasks;
 pub mod topic_config;

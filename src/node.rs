@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::coordination::embedded::EmbeddedCoordinator;
 use crate::coordination::Coordinator;
 use crate::metrics::Metrics;
+use crate::tasks::Tasks;
 
 /// Runs a broker until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -39,8 +40,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         metrics: metrics.clone(),
         broker: OnceLock::new(),
     });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut http_stop = stop_rx.clone();
+    let (stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
     let http = axum::serve(http_listener, crate::http::router(http_state.clone())).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
@@ -53,14 +53,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         restore_cluster_state(store.as_ref(), &meta_dir, &archive_url).await?;
     }
     let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::open(&meta_dir)?);
+    // Background work and connections are owned here and stopped here, in
+    // order: connections drain first (their acknowledgements need the
+    // flushers), then background work stops, then the final flush.
+    let background = Tasks::new();
+    let connections = Tasks::new();
     let archive = Arc::new(Archive::new(
         store,
         archive_url,
         config.data_dir.join("cache"),
         config.cache_bytes,
         metrics.clone(),
+        background.clone(),
     )?);
-    let broker = Broker::open(config, coordinator, archive, metrics).await?;
+    let broker = Broker::open(config, coordinator, archive, metrics, background.clone(), connections.draining()).await?;
     let _ = http_state.broker.set(broker.clone());
     tracing::info!(
         archive = %broker.archive.url,
@@ -71,21 +77,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         leader_epoch = broker.leader_epoch,
         "sediment is serving"
     );
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let mut kafka_stop = stop_rx;
-    crate::server::run(listener, broker.clone(), async move {
-        let _ = kafka_stop.wait_for(|s| *s).await;
-    })
-    .await;
+    tokio::select! {
+        _ = crate::server::run(listener, broker.clone(), connections.clone()) => {}
+        _ = shutdown => {}
+    }
+    let grace = std::time::Duration::from_millis(broker.config.shutdown_timeout_ms);
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no new connections; finishing requests under way"
+    );
+    let drained = connections.shutdown(grace).await;
+    if drained.cancelled > 0 {
+        tracing::warn!(
+            connections = drained.cancelled,
+            "connections still busy after shutdown_timeout_ms were cut"
+        );
+    }
+    background.shutdown(std::time::Duration::ZERO).await;
     tracing::info!("shutting down: flushing logs");
     for topic in broker.topics() {
         for partition in topic.partitions() {
             partition.flush(&broker.metrics).await;
         }
     }
+    let _ = stop_tx.send(true);
     let _ = http_task.await;
     Ok(())
 }

@@ -84,6 +84,8 @@ pub struct Archive {
     row_groups: Mutex<HashMap<String, Vec<i64>>>,
     /// Row groups being read ahead, so each is read once.
     prefetching: Mutex<std::collections::HashSet<String>>,
+    /// Where read-ahead tasks run (stopped with the broker's background work).
+    tasks: crate::tasks::Tasks,
 }
 
 impl Archive {
@@ -93,8 +95,10 @@ impl Archive {
         cache_dir: PathBuf,
         cache_bytes: u64,
         metrics: Arc<Metrics>,
+        tasks: crate::tasks::Tasks,
     ) -> std::io::Result<Self> {
         Ok(Self {
+            tasks,
             store,
             url,
             cache: DiskCache::open(cache_dir, cache_bytes)?,
@@ -306,7 +310,7 @@ impl Archive {
             return;
         }
         let (archive, object) = (self.clone(), object.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(e) = archive.row_group_batches(&object, index).await {
                 tracing::debug!(key = %object.key, index, error = %e, "archive prefetch failed");
             }

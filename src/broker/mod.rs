@@ -19,11 +19,12 @@ use crate::coordination::{CoordinationError, Coordinator, TopicRecord};
 use crate::groups::coordinator::GroupCoordinator;
 use crate::log::PartitionLog;
 use crate::metrics::{Metrics, PartitionLabels, TopicLabels};
+use crate::tasks::Tasks;
 use crate::topic_config::{InvalidConfig, TopicConfig};
 use prometheus_client::metrics::counter::Counter;
+use tokio_util::sync::CancellationToken;
 
 pub use partition::Partition;
-pub use task_set::TaskSet;
 
 /// Kafka's limit on topic name length.
 const TOPIC_NAME_MAX: usize = 249;
@@ -171,44 +172,24 @@ pub struct Broker {
     /// (next id, end of the reserved block, first id issued since start).
     producer_ids: tokio::sync::Mutex<(i64, i64, i64)>,
     ready: AtomicBool,
-    tasks: TaskSet,
-}
-
-/// A tiny owner for background tasks so they stop with the broker.
-mod task_set {
-    use std::sync::Mutex;
-    use tokio::task::JoinHandle;
-
-    #[derive(Default)]
-    pub struct TaskSet(Mutex<Vec<JoinHandle<()>>>);
-
-    impl TaskSet {
-        pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-            let handle = tokio::spawn(fut);
-            if let Ok(mut tasks) = self.0.lock() {
-                tasks.retain(|t| !t.is_finished());
-                tasks.push(handle);
-            }
-        }
-    }
-
-    impl Drop for TaskSet {
-        fn drop(&mut self) {
-            if let Ok(tasks) = self.0.lock() {
-                tasks.iter().for_each(JoinHandle::abort);
-            }
-        }
-    }
+    /// Background loops (flushers, maintenance, tiering, group timers,
+    /// archive deletions), owned and stopped by the composition root.
+    tasks: Tasks,
+    /// Cancelled when shutdown begins: long polls answer at once.
+    pub stopping: CancellationToken,
 }
 
 impl Broker {
     /// Opens every topic's log (recovering from a crash) and starts the
-    /// background tasks: flushers, log maintenance, group timers.
+    /// background tasks on `tasks`: flushers, log maintenance, tiering, group
+    /// timers. They hold the broker until `tasks` is shut down.
     pub async fn open(
         config: Config,
         coordinator: Arc<dyn Coordinator>,
         archive: Arc<Archive>,
         metrics: Arc<Metrics>,
+        tasks: Tasks,
+        stopping: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let leader_epoch = coordinator.register_start(config.broker_id).await?;
         let groups = GroupCoordinator::open(&config.data_dir.join("meta"), &config)?;
@@ -229,7 +210,8 @@ impl Broker {
             topic_changes: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0, 0)),
             ready: AtomicBool::new(false),
-            tasks: Default::default(),
+            tasks,
+            stopping,
             config,
         });
         let records = broker.coordinator.topics().await?;
@@ -254,8 +236,9 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Serving, and not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.stopping.is_cancelled()
     }
 
     fn topics_root(&self) -> PathBuf {
@@ -374,7 +357,7 @@ impl Broker {
     fn spawn_archive_deletion(&self, topic: String) {
         let archive = self.archive.clone();
         let name = topic.clone();
-        let handle = tokio::spawn(async move {
+        let handle = self.tasks.spawn(async move {
             let mut attempt = 0;
             while let Err(e) = archive.delete_topic(&topic).await {
                 tracing::warn!(topic = %topic, error = %e, attempt, "cannot delete a deleted topic's archive yet; retrying");

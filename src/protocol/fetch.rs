@@ -18,7 +18,7 @@ const READ_COMMITTED: i8 = 1;
 
 pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> Response {
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
-    let deadline = tokio::time::Instant::now() + max_wait;
+    let mut deadline = tokio::time::Instant::now() + max_wait;
     let want = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     // Only appends to the partitions this fetch asks for wake it: a long
     // poll on an idle partition costs nothing to producers elsewhere.
@@ -72,6 +72,8 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
             }
             _ = &mut memory_released, if memory_short => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            // Shutting down: answer now rather than hold the drain up.
+            _ = broker.stopping.cancelled() => deadline = tokio::time::Instant::now(),
         }
     }
 }

@@ -3,7 +3,6 @@
 //! order (each takes effect before the next is read), and writes the
 //! responses back in the same order. Never parses a record batch.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +10,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tracing::Instrument;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::metrics::KindLabels;
 use crate::protocol::{self, ResponseFuture};
+use crate::tasks::Tasks;
 
 /// Largest step in which a request frame's buffer grows.
 const READ_CHUNK: usize = 1 << 20;
@@ -24,16 +24,14 @@ const READ_CHUNK: usize = 1 << 20;
 /// `connections_max_idle_ms`.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// Serves Kafka connections on `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
+/// Accepts Kafka connections on `listener` and serves each on a task of
+/// `connections`, until dropped. At shutdown the owner drains `connections`:
+/// each stops reading requests, finishes the ones it started and closes.
+pub async fn run(listener: TcpListener, broker: Arc<Broker>, connections: Tasks) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
-    tokio::pin!(shutdown);
     let mut backoff_ms = 5;
     loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => accepted,
-        };
+        let accepted = listener.accept().await;
         let (stream, peer) = match accepted {
             Ok(ok) => {
                 backoff_ms = 5;
@@ -53,51 +51,91 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
             continue;
         };
         let broker = broker.clone();
-        tokio::spawn(async move {
-            broker.metrics.connections.inc();
+        let draining = connections.draining();
+        connections.spawn(async move {
             broker.metrics.connections_total.inc();
-            serve_connection(stream, peer, &broker).await;
-            broker.metrics.connections.dec();
-            drop(permit);
+            let _open = OpenConnection::new(&broker, permit);
+            serve_connection(stream, peer, &broker, draining).await;
         });
     }
 }
 
+/// Counts an open connection and holds its slot under `max_connections`
+/// until dropped, however the connection's task ends.
+struct OpenConnection {
+    broker: Arc<Broker>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(broker: &Arc<Broker>, permit: OwnedSemaphorePermit) -> Self {
+        broker.metrics.connections.inc();
+        Self {
+            broker: broker.clone(),
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.broker.metrics.connections.dec();
+    }
+}
+
 #[tracing::instrument(name = "connection", skip_all, fields(%peer))]
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Broker>) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, draining: CancellationToken) {
     let _ = stream.set_nodelay(true);
     let (read_half, write_half) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ResponseFuture>(broker.config.max_inflight_requests_per_connection);
     let stall = Duration::from_millis(broker.config.connections_max_idle_ms);
-    let writer = tokio::spawn(
-        async move {
-            let mut out = BufWriter::with_capacity(WRITE_CHUNK, write_half);
-            while let Some(response) = rx.recv().await {
-                if let Some(response) = response.await {
-                    // An empty response is one we could not encode: closing
-                    // tells the client at once instead of leaving it to time out.
-                    if response.frame.is_empty() || !write_frame(&mut out, &response.frame, stall).await {
-                        return;
-                    }
-                    // Its share of the response memory goes back only now.
-                    drop(response);
-                }
-                // Flush when no further response is queued, so pipelined
-                // responses share a syscall.
-                if rx.is_empty() && !matches!(tokio::time::timeout(stall, out.flush()).await, Ok(Ok(()))) {
+    // The writer runs beside the reader in this task, so cancelling the
+    // connection stops both.
+    let writer = async move {
+        let mut out = BufWriter::with_capacity(WRITE_CHUNK, write_half);
+        while let Some(response) = rx.recv().await {
+            if let Some(response) = response.await {
+                // An empty response is one we could not encode: closing
+                // tells the client at once instead of leaving it to time out.
+                if response.frame.is_empty() || !write_frame(&mut out, &response.frame, stall).await {
                     return;
                 }
+                // Its share of the response memory goes back only now.
+                drop(response);
             }
-            let _ = tokio::time::timeout(stall, out.flush()).await;
+            // Flush when no further response is queued, so pipelined
+            // responses share a syscall.
+            if rx.is_empty() && !matches!(tokio::time::timeout(stall, out.flush()).await, Ok(Ok(()))) {
+                return;
+            }
         }
-        .instrument(tracing::Span::current()),
-    );
+        let _ = tokio::time::timeout(stall, out.flush()).await;
+    };
+    let reader = read_requests(read_half, peer, broker, tx, draining);
+    tokio::join!(reader, writer);
+}
+
+/// Reads request frames and hands each to the protocol in order, queueing
+/// its response for the writer, until the client goes, idles, errs or the
+/// broker drains. Dropping `tx` at the end lets queued responses go out.
+async fn read_requests(
+    read_half: tokio::net::tcp::OwnedReadHalf,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    tx: mpsc::Sender<ResponseFuture>,
+    draining: CancellationToken,
+) {
     let host = peer.ip().to_string();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max = broker.config.max_request_bytes;
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     loop {
-        let len = match tokio::time::timeout(idle, reader.read_i32()).await {
+        let next = tokio::select! {
+            // A request already started is finished; none is begun.
+            _ = draining.cancelled() => break,
+            next = tokio::time::timeout(idle, reader.read_i32()) => next,
+        };
+        let len = match next {
             Ok(Ok(len)) => len,
             Ok(Err(_)) => break, // closed by the client
             Err(_) => {
@@ -145,9 +183,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
             }
         }
     }
-    // Let queued responses go out before the socket closes.
-    drop(tx);
-    let _ = writer.await;
 }
 
 /// Writes one response frame. False when the socket failed or the reader

@@ -130,6 +130,14 @@ impl Broker {
         }
     }
 
+    /// Sends SIGTERM (a graceful stop) and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let sent = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        assert!(sent.success());
+        child.wait().unwrap()
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();

@@ -1,0 +1,62 @@
+//! Graceful shutdown (SIGTERM): connections stop taking requests and finish
+//! the ones under way, long polls are answered at once, then background work
+//! stops and the logs are flushed, and the process exits 0.
+
+use std::io::{Read, Write};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use crate::bad_input::{connect, encode_batch_of, produce_raw, read_response, request};
+use crate::common::Broker;
+use crate::kafka::{consume_all, create_topic};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_requests_under_way_and_exits_cleanly() {
+    let mut broker = Broker::start("shutdown_timeout_ms = 10000\n");
+    create_topic(&broker.bootstrap(), "drained", 1, &[]).await;
+    tokio::task::block_in_place(|| {
+        let mut producer = connect(&broker);
+        for _ in 0..3 {
+            assert_eq!(produce_raw(&mut producer, "drained", encode_batch_of(1, 10)), 0);
+        }
+        // A long poll for data that will not come before the stop (20 s wait;
+        // the socket gives up reading after 5 s).
+        let fetch = FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_wait_ms(20_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("drained")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(3)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let mut parked = connect(&broker);
+        parked.write_all(&request(ApiKey::Fetch, 4, &fetch)).unwrap();
+        let mut idle = connect(&broker);
+        crate::common::wait_until("both connections are open", 10, || {
+            crate::common::metric(&broker, "sediment_connections") >= 3.0
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let status = broker.terminate();
+        assert!(status.success(), "exit status {status}");
+        // The long poll was answered, not cut off.
+        let mut response = read_response(&mut parked);
+        ResponseHeader::decode(&mut response, 0).unwrap();
+        let fetched = FetchResponse::decode(&mut response, 4).unwrap();
+        assert_eq!(fetched.responses[0].partitions[0].error_code, 0);
+        assert_eq!(fetched.responses[0].partitions[0].high_watermark, 3);
+        // An idle connection was closed.
+        let mut rest = Vec::new();
+        assert_eq!(idle.read_to_end(&mut rest).unwrap(), 0);
+    });
+    broker.restart();
+    let b = broker.bootstrap();
+    let consumed = tokio::task::spawn_blocking(move || consume_all(&b, "drained", 1, 3, &[]))
+        .await
+        .unwrap();
+    assert_eq!(consumed[&0].len(), 3);
+}
