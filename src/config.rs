@@ -105,6 +105,12 @@ pub struct Config {
     /// than this (or than its topic's max.message.bytes, whichever is
     /// larger) is refused with MESSAGE_TOO_LARGE.
     pub max_batch_decoded_bytes: u64,
+    /// Kafka's producer.id.expiration.ms: an idempotent producer that has not
+    /// appended to a partition for this long is forgotten there.
+    pub producer_id_expiration_ms: u64,
+    /// Idempotent producers remembered per partition; past it the least
+    /// recently seen tenth is forgotten.
+    pub max_producer_ids_per_partition: usize,
     /// Broker-wide defaults for topic configs, with Kafka's keys
     /// (`"retention.ms" = "604800000"`).
     pub topic_defaults: BTreeMap<String, String>,
@@ -146,6 +152,8 @@ impl Default for Config {
             fetch_max_bytes: 55 * 1024 * 1024,
             max_response_memory_bytes: 512 * 1024 * 1024,
             max_batch_decoded_bytes: 256 * 1024 * 1024,
+            producer_id_expiration_ms: 86_400_000,
+            max_producer_ids_per_partition: 10_000,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -282,6 +290,12 @@ impl Config {
         if self.fetch_max_bytes < 1024 {
             return invalid("fetch_max_bytes must be >= 1024".into());
         }
+        if self.max_producer_ids_per_partition == 0 {
+            return invalid("max_producer_ids_per_partition must be >= 1".into());
+        }
+        if !(1..=i64::MAX as u64).contains(&self.producer_id_expiration_ms) {
+            return invalid("producer_id_expiration_ms must be >= 1".into());
+        }
         if self.max_response_memory_bytes < 1024 * 1024 {
             return invalid("max_response_memory_bytes must be >= 1048576".into());
         }
@@ -318,6 +332,14 @@ impl Config {
     }
 
     /// The topic config every topic starts from.
+    /// The bounds of each partition's idempotent-producer state.
+    pub fn producer_limits(&self) -> crate::log::producer_state::ProducerLimits {
+        crate::log::producer_state::ProducerLimits {
+            max_producers: self.max_producer_ids_per_partition,
+            expiration_ms: self.producer_id_expiration_ms as i64,
+        }
+    }
+
     pub fn topic_defaults(&self) -> TopicConfig {
         TopicConfig::from_overrides(&TopicConfig::default(), &self.topic_defaults).unwrap_or_default()
     }

@@ -9,6 +9,7 @@
 //! - [`groups`]: consumer groups (pure state machine + async shell) and committed offsets.
 //! - [`coordination`]: the seam to cluster metadata (embedded file now, etcd later).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/v1/...`.
+//! - [`tiering`]: the uploader, from the local log to the archive; above `broker` and `archive`.
 //! - [`tasks`]: background tasks and connections, owned by the composition root ([`node`]).
 //! - [`memory`]: the broker-wide budget of bytes held by responses.
 //! - [`config`], [`topic_config`], [`metrics`], [`clock`].
@@ -27,4 +28,5 @@ pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod tasks;
+pub mod tiering;
 pub mod topic_config;

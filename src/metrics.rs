@@ -60,6 +60,7 @@ pub struct Metrics {
     /// Fetch passes that found `max_response_memory_bytes` used up.
     pub fetch_memory_waits: Counter,
     pub response_memory_bytes: Gauge,
+    pub producer_ids: Gauge,
     pub protocol_errors: Family<KindLabels, Counter>,
     pub fsync_duration: Histogram,
     pub recovery_truncated_bytes: Counter,
@@ -116,6 +117,7 @@ impl Metrics {
             fetch_wakeups: Counter::default(),
             fetch_memory_waits: Counter::default(),
             response_memory_bytes: Gauge::default(),
+            producer_ids: Gauge::default(),
             protocol_errors: Family::default(),
             fsync_duration: latency_histogram(),
             recovery_truncated_bytes: Counter::default(),
@@ -180,6 +182,11 @@ impl Metrics {
             "response_memory_bytes",
             "Bytes held by Fetch responses not yet written to their sockets",
             m.response_memory_bytes.clone(),
+        );
+        registry.register(
+            "producer_ids",
+            "Idempotent producers remembered, summed over partitions",
+            m.producer_ids.clone(),
         );
         registry.register("connections", "Open Kafka connections", m.connections.clone());
         registry.register("connections_opened", "Kafka connections accepted", m.connections_total.clone());

@@ -67,6 +67,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         background.clone(),
     )?);
     let broker = Broker::open(config, coordinator, archive, metrics, background.clone(), connections.draining()).await?;
+    background.spawn(crate::tiering::run(broker.clone()));
     let _ = http_state.broker.set(broker.clone());
     tracing::info!(
         archive = %broker.archive.url,

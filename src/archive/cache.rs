@@ -4,9 +4,9 @@
 //! total size never exceeds the configured bound: least recently used
 //! entries are evicted first. The cache starts empty at every start.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use bytes::Bytes;
 
@@ -44,7 +44,7 @@ impl DiskCache {
 
     pub fn get(&self, key: &str) -> Option<Bytes> {
         let file = {
-            let mut state = self.state.lock().ok()?;
+            let mut state = self.state.lock();
             state.clock += 1;
             let now = state.clock;
             let entry = state.entries.get_mut(key)?;
@@ -55,7 +55,7 @@ impl DiskCache {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.state.lock().is_ok_and(|s| s.entries.contains_key(key))
+        self.state.lock().entries.contains_key(key)
     }
 
     /// Stores `value` under `key`, evicting older entries to stay within
@@ -65,7 +65,7 @@ impl DiskCache {
         if size > self.max_bytes {
             return;
         }
-        let Ok(mut state) = self.state.lock() else { return };
+        let mut state = self.state.lock();
         if state.entries.contains_key(key) {
             return;
         }
@@ -91,12 +91,12 @@ impl DiskCache {
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.state.lock().map(|s| s.total).unwrap_or(0)
+        self.state.lock().total
     }
 
     /// Drops every entry whose key starts with `prefix` (a deleted object).
     pub fn forget_prefix(&self, prefix: &str) {
-        let Ok(mut state) = self.state.lock() else { return };
+        let mut state = self.state.lock();
         let doomed: Vec<String> = state.entries.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
         for key in doomed {
             if let Some(e) = state.entries.remove(&key) {

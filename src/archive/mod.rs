@@ -18,11 +18,12 @@ pub mod manifest;
 pub mod parquet;
 pub mod records;
 pub mod store;
-pub mod tiering;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use ::parquet::arrow::async_writer::AsyncArrowWriter;
@@ -60,7 +61,7 @@ pub enum ArchiveError {
     Records(#[from] records::RecordError),
     #[error("{0}")]
     Manifest(#[from] manifest::ManifestError),
-    #[error("tiering task failed: {0}")]
+    #[error("archive task failed: {0}")]
     Task(String),
 }
 
@@ -250,7 +251,7 @@ impl Archive {
     }
 
     /// The first record in `object` with a timestamp >= `timestamp`.
-    pub async fn offset_for_timestamp(&self, object: &ObjectEntry, timestamp: i64) -> Result<Option<(i64, i64)>, ArchiveError> {
+    pub async fn offset_for_timestamp(self: &Arc<Self>, object: &ObjectEntry, timestamp: i64) -> Result<Option<(i64, i64)>, ArchiveError> {
         let groups = self.row_group_ends(object).await?;
         let mut rows = Vec::new();
         for index in 0..groups.len() {
@@ -280,7 +281,7 @@ impl Archive {
     }
 
     async fn row_group_ends(&self, object: &ObjectEntry) -> Result<Vec<i64>, ArchiveError> {
-        if let Some(known) = self.row_groups.lock().ok().and_then(|m| m.get(&object.key).cloned()) {
+        if let Some(known) = self.row_groups.lock().get(&object.key).cloned() {
             return Ok(known);
         }
         let builder = ParquetRecordBatchStreamBuilder::new(self.reader(object)).await?;
@@ -290,7 +291,8 @@ impl Archive {
             .iter()
             .map(|g| parquet::row_group_max_offset(g).unwrap_or(i64::MAX))
             .collect();
-        if let Ok(mut m) = self.row_groups.lock() {
+        {
+            let mut m = self.row_groups.lock();
             // A bound on memory: dropping the map only costs footer reads.
             if m.len() >= ROW_GROUP_INDEX_MAX {
                 m.clear();
@@ -305,8 +307,7 @@ impl Archive {
         if self.cache.contains(&key) {
             return;
         }
-        let Ok(mut inflight) = self.prefetching.lock() else { return };
-        if !inflight.insert(key.clone()) {
+        if !self.prefetching.lock().insert(key.clone()) {
             return;
         }
         let (archive, object) = (self.clone(), object.clone());
@@ -314,14 +315,24 @@ impl Archive {
             if let Err(e) = archive.row_group_batches(&object, index).await {
                 tracing::debug!(key = %object.key, index, error = %e, "archive prefetch failed");
             }
-            if let Ok(mut inflight) = archive.prefetching.lock() {
-                inflight.remove(&key);
-            }
+            archive.prefetching.lock().remove(&key);
         });
     }
 
     /// One row group re-encoded as Kafka batches, from the cache or the store.
-    async fn row_group_batches(&self, object: &ObjectEntry, index: usize) -> Result<Bytes, ArchiveError> {
+    /// Runs on the blocking pool: Parquet decoding is CPU work and the cache
+    /// reads and writes files, so neither may hold up an async worker. The
+    /// row group's bytes are fetched from there too (`block_on`).
+    async fn row_group_batches(self: &Arc<Self>, object: &ObjectEntry, index: usize) -> Result<Bytes, ArchiveError> {
+        let (archive, object) = (self.clone(), object.clone());
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || runtime.block_on(archive.load_row_group(&object, index)))
+            .await
+            .map_err(|e| ArchiveError::Task(e.to_string()))?
+    }
+
+    /// `row_group_batches`' work; blocking.
+    async fn load_row_group(&self, object: &ObjectEntry, index: usize) -> Result<Bytes, ArchiveError> {
         let cache_key = format!("{}#{index}", object.key);
         if let Some(hit) = self.cache.get(&cache_key) {
             self.metrics.archive_cache_hits.inc();
@@ -356,9 +367,7 @@ impl Archive {
                 tracing::warn!(key = %o.key, error = %e, "could not delete an archived object; it is no longer in the manifest");
             }
             self.cache.forget_prefix(&format!("{}#", o.key));
-            if let Ok(mut m) = self.row_groups.lock() {
-                m.remove(&o.key);
-            }
+            self.row_groups.lock().remove(&o.key);
         }
     }
 

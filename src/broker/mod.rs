@@ -181,8 +181,8 @@ pub struct Broker {
 
 impl Broker {
     /// Opens every topic's log (recovering from a crash) and starts the
-    /// background tasks on `tasks`: flushers, log maintenance, tiering, group
-    /// timers. They hold the broker until `tasks` is shut down.
+    /// background tasks on `tasks`: flushers, log maintenance, group timers
+    /// (the uploader is `tiering`'s, started by the composition root). They hold the broker until `tasks` is shut down.
     pub async fn open(
         config: Config,
         coordinator: Arc<dyn Coordinator>,
@@ -228,8 +228,6 @@ impl Broker {
         }
         broker.refresh_local_bytes();
         broker.spawn_maintenance();
-        let tiering = broker.clone();
-        broker.tasks.spawn(async move { crate::archive::tiering::run(tiering).await });
         let timers = broker.clone();
         broker.tasks.spawn(async move { timers.groups.run_timers().await });
         broker.ready.store(true, Ordering::Release);
@@ -299,8 +297,10 @@ impl Broker {
             let now = now_ms();
             let config = log_config.clone();
             let archived_end = manifest.end_offset();
+            let producer_limits = self.config.producer_limits();
             let (log, report) = tokio::task::spawn_blocking(move || {
                 let (mut log, report) = PartitionLog::open(&dir, config, now)?;
+                log.set_producer_limits(producer_limits);
                 if let Some(end) = archived_end {
                     log.advance_to(end, now)?;
                 }
@@ -648,6 +648,10 @@ impl Broker {
                 if let Err(e) = log.roll_if_expired(now) {
                     tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "segment roll failed");
                 }
+                let expired = log.expire_producers(now);
+                if expired > 0 {
+                    tracing::debug!(topic = %topic.name, partition = partition.index, expired, "forgot idle idempotent producers");
+                }
                 let archived_end = partition.manifest().end_offset().unwrap_or(i64::MIN);
                 if let Err(e) = log.apply_retention(now, archived_end) {
                     tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention failed");
@@ -669,6 +673,7 @@ impl Broker {
             family.clear();
         }
         let mut high_watermarks = HashMap::new();
+        let mut producer_ids = 0;
         for topic in self.topics() {
             for partition in topic.partitions() {
                 let labels = PartitionLabels {
@@ -683,10 +688,12 @@ impl Broker {
                     m.log_start_offset.get_or_create(&labels).set(log.log_start_offset());
                     m.log_size_bytes.get_or_create(&labels).set(log.size_bytes() as i64);
                     m.log_segments.get_or_create(&labels).set(log.segment_count() as i64);
+                    producer_ids += log.producer_count();
                 }
             }
         }
         self.groups.update_gauges(m, &high_watermarks);
         m.response_memory_bytes.set(self.response_memory.used() as i64);
+        m.producer_ids.set(producer_ids as i64);
     }
 }

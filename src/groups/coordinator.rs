@@ -9,10 +9,10 @@
 //! [`Group::is_idle`]) and has no committed offsets, which retention removes
 //! in time.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Notify};
@@ -128,7 +128,7 @@ impl GroupCoordinator {
         if replies.is_empty() {
             return;
         }
-        let Ok(mut waiters) = self.waiters.lock() else { return };
+        let mut waiters = self.waiters.lock();
         for reply in replies {
             let token = match &reply {
                 Reply::Join { token, .. } | Reply::Sync { token, .. } => *token,
@@ -169,7 +169,7 @@ impl GroupCoordinator {
     /// replies `f` releases.
     fn join_group<T>(&self, group_id: &str, now_ms: i64, creates: bool, f: impl FnOnce(&mut Group) -> (T, Vec<Reply>)) -> Result<T, i16> {
         let (out, replies) = {
-            let mut groups = self.groups.lock().map_err(|_| ResponseError::CoordinatorNotAvailable.code())?;
+            let mut groups = self.groups.lock();
             let new_slot = || GroupSlot {
                 group: Group::new(group_id.to_string(), self.initial_rebalance_delay_ms, self.max_size),
                 empty_since_ms: Some(now_ms),
@@ -205,17 +205,13 @@ impl GroupCoordinator {
 
     /// Forgets a waiter whose request was answered without the group.
     fn unregister(&self, token: u64) {
-        if let Ok(mut waiters) = self.waiters.lock() {
-            waiters.remove(&token);
-        }
+        self.waiters.lock().remove(&token);
     }
 
     fn register(&self) -> (u64, oneshot::Receiver<Reply>) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut waiters) = self.waiters.lock() {
-            waiters.insert(token, tx);
-        }
+        self.waiters.lock().insert(token, tx);
         (token, rx)
     }
 
@@ -260,7 +256,7 @@ impl GroupCoordinator {
     /// the replies it releases.
     fn existing<T>(&self, group_id: &str, f: impl FnOnce(&mut Group) -> (T, Vec<Reply>)) -> Option<T> {
         let (out, replies) = {
-            let mut groups = self.groups.lock().ok()?;
+            let mut groups = self.groups.lock();
             let result = f(&mut groups.get_mut(group_id)?.group);
             self.settle(&mut groups, group_id, now_ms());
             result
@@ -306,7 +302,8 @@ impl GroupCoordinator {
     }
 
     pub fn describe(&self, group_id: &str) -> GroupSummary {
-        let summary = self.groups.lock().ok().and_then(|groups| {
+        let summary = {
+            let groups = self.groups.lock();
             groups.get(group_id).map(|slot| &slot.group).map(|g| GroupSummary {
                 group_id: group_id.to_string(),
                 state: g.state().as_str(),
@@ -314,7 +311,7 @@ impl GroupCoordinator {
                 protocol_name: g.protocol_name().unwrap_or_default().to_string(),
                 members: g.members(),
             })
-        });
+        };
         summary.unwrap_or_else(|| GroupSummary {
             group_id: group_id.to_string(),
             // A group known only by its committed offsets is Empty; an
@@ -331,7 +328,7 @@ impl GroupCoordinator {
     }
 
     pub fn list(&self) -> Vec<GroupSummary> {
-        let mut ids: Vec<String> = self.groups.lock().map(|g| g.keys().cloned().collect()).unwrap_or_default();
+        let mut ids: Vec<String> = self.groups.lock().keys().cloned().collect();
         ids.extend(self.offsets.groups());
         ids.sort();
         ids.dedup();
@@ -346,9 +343,7 @@ impl GroupCoordinator {
             None if !known => return Err(ResponseError::GroupIdNotFound.code()),
             _ => {}
         }
-        if let Ok(mut groups) = self.groups.lock() {
-            groups.remove(group_id);
-        }
+        self.groups.lock().remove(group_id);
         self.offsets
             .delete_group(group_id)
             .await
@@ -356,11 +351,7 @@ impl GroupCoordinator {
     }
 
     pub fn has_members(&self, group_id: &str) -> bool {
-        self.groups
-            .lock()
-            .ok()
-            .and_then(|g| g.get(group_id).map(|slot| !slot.group.is_empty()))
-            .unwrap_or(false)
+        self.groups.lock().get(group_id).is_some_and(|slot| !slot.group.is_empty())
     }
 
     /// Runs `tick` on every group at its next deadline, and offset expiry
@@ -368,11 +359,7 @@ impl GroupCoordinator {
     pub async fn run_timers(&self) {
         let mut next_expiry_ms = now_ms().saturating_add(self.offsets_retention_check_interval_ms);
         loop {
-            let next_group_deadline = self
-                .groups
-                .lock()
-                .ok()
-                .and_then(|groups| groups.values().filter_map(|slot| slot.group.next_deadline()).min());
+            let next_group_deadline = self.groups.lock().values().filter_map(|slot| slot.group.next_deadline()).min();
             let next = next_group_deadline.map_or(next_expiry_ms, |deadline| deadline.min(next_expiry_ms));
             let wait = next.saturating_sub(now_ms()).max(0) as u64;
             tokio::select! {
@@ -380,13 +367,11 @@ impl GroupCoordinator {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
             }
             let now = now_ms();
-            let replies: Vec<Reply> = match self.groups.lock() {
-                Ok(mut groups) => {
-                    let replies = groups.values_mut().flat_map(|slot| slot.group.tick(now)).collect();
-                    self.settle_all(&mut groups, now);
-                    replies
-                }
-                Err(_) => return,
+            let replies: Vec<Reply> = {
+                let mut groups = self.groups.lock();
+                let replies = groups.values_mut().flat_map(|slot| slot.group.tick(now)).collect();
+                self.settle_all(&mut groups, now);
+                replies
             };
             self.deliver(replies);
             if now >= next_expiry_ms {
@@ -404,17 +389,17 @@ impl GroupCoordinator {
     /// in between is judged as it was (empty), as Kafka's periodic cleanup
     /// also may.
     pub async fn expire_offsets(&self, now_ms: i64) -> std::io::Result<()> {
-        let membership: HashMap<String, Membership> = match self.groups.lock() {
-            Ok(groups) => groups.iter().map(|(id, slot)| (id.clone(), slot.membership())).collect(),
-            Err(_) => return Err(std::io::Error::other("groups lock poisoned")),
-        };
+        let membership: HashMap<String, Membership> = self
+            .groups
+            .lock()
+            .iter()
+            .map(|(id, slot)| (id.clone(), slot.membership()))
+            .collect();
         let emptied = self.offsets.expire(now_ms, self.offsets_retention_ms, membership).await?;
         if !emptied.is_empty() {
             tracing::info!(groups = emptied.len(), "committed offsets expired; groups without members removed");
         }
-        if let Ok(mut groups) = self.groups.lock() {
-            self.settle_all(&mut groups, now_ms);
-        }
+        self.settle_all(&mut self.groups.lock(), now_ms);
         Ok(())
     }
 
@@ -422,9 +407,7 @@ impl GroupCoordinator {
     /// committed offsets.
     pub fn group_count(&self) -> usize {
         let mut ids: std::collections::HashSet<String> = self.offsets.groups().into_iter().collect();
-        if let Ok(groups) = self.groups.lock() {
-            ids.extend(groups.keys().cloned());
-        }
+        ids.extend(self.groups.lock().keys().cloned());
         ids.len()
     }
 
@@ -455,19 +438,19 @@ impl GroupCoordinator {
                 }
             }
         }
-        if let Ok(groups) = self.groups.lock() {
-            let mut ids: Vec<&String> = groups.keys().collect();
-            ids.sort();
-            omitted += ids.len().saturating_sub(GROUP_MEMBERS_SERIES_MAX);
-            for id in ids.into_iter().take(GROUP_MEMBERS_SERIES_MAX) {
-                if let Some(slot) = groups.get(id) {
-                    metrics
-                        .group_members
-                        .get_or_create(&GroupLabels { group: id.clone() })
-                        .set(slot.group.members().len() as i64);
-                }
+        let groups = self.groups.lock();
+        let mut ids: Vec<&String> = groups.keys().collect();
+        ids.sort();
+        omitted += ids.len().saturating_sub(GROUP_MEMBERS_SERIES_MAX);
+        for id in ids.into_iter().take(GROUP_MEMBERS_SERIES_MAX) {
+            if let Some(slot) = groups.get(id) {
+                metrics
+                    .group_members
+                    .get_or_create(&GroupLabels { group: id.clone() })
+                    .set(slot.group.members().len() as i64);
             }
         }
+        drop(groups);
         metrics.consumer_groups.set(self.group_count() as i64);
         metrics.group_series_omitted.set(omitted as i64);
     }

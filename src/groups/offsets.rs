@@ -14,7 +14,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::expiry::{expired_partitions, Membership};
 
@@ -208,15 +210,13 @@ impl OffsetStore {
 
     /// The same store with another compaction floor (tests use a small one).
     pub fn with_compaction_floor(self, floor_bytes: u64) -> Self {
-        if let Ok(mut appender) = self.appender.lock() {
-            appender.compaction_floor_bytes = floor_bytes;
-        }
+        self.appender.lock().compaction_floor_bytes = floor_bytes;
         self
     }
 
     /// The offsets file's current length in bytes.
     pub fn file_bytes(&self) -> u64 {
-        self.appender.lock().map(|a| a.file_bytes).unwrap_or(0)
+        self.appender.lock().file_bytes
     }
 
     pub fn path(&self) -> &Path {
@@ -240,9 +240,8 @@ impl OffsetStore {
         let version = self.version.clone();
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            let poisoned = || std::io::Error::other("offsets lock poisoned");
-            let mut appender = appender.lock().map_err(|_| poisoned())?;
-            let entries = decide(&*table.lock().map_err(|_| poisoned())?);
+            let mut appender = appender.lock();
+            let entries = decide(&table.lock());
             if entries.is_empty() {
                 return Ok(entries);
             }
@@ -252,7 +251,7 @@ impl OffsetStore {
                 bytes.push(b'\n');
             }
             appender.append(&bytes)?;
-            let mut table = table.lock().map_err(|_| poisoned())?;
+            let mut table = table.lock();
             for entry in &entries {
                 apply(&mut table, entry.clone());
             }
@@ -317,7 +316,7 @@ impl OffsetStore {
         if version == 0 {
             return None;
         }
-        let table = self.table.lock().ok()?;
+        let table = self.table.lock();
         Some((version, compact(&table).ok()?))
     }
 
@@ -363,30 +362,30 @@ impl OffsetStore {
     }
 
     pub fn fetch(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
-        self.table.lock().ok()?.get(group)?.get(&(topic.to_string(), partition)).cloned()
+        self.table.lock().get(group)?.get(&(topic.to_string(), partition)).cloned()
     }
 
     /// Every committed offset of a group.
     pub fn group_offsets(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
-        let Ok(table) = self.table.lock() else { return Vec::new() };
-        table
+        self.table
+            .lock()
             .get(group)
             .map(|g| g.iter().map(|((t, p), v)| (t.clone(), *p, v.clone())).collect())
             .unwrap_or_default()
     }
 
     pub fn groups(&self) -> Vec<String> {
-        self.table.lock().map(|t| t.keys().cloned().collect()).unwrap_or_default()
+        self.table.lock().keys().cloned().collect()
     }
 
     /// Whether the group has any committed offset.
     pub fn has_group(&self, group: &str) -> bool {
-        self.table.lock().map(|t| t.contains_key(group)).unwrap_or(false)
+        self.table.lock().contains_key(group)
     }
 
     /// Groups with at least one committed offset.
     pub fn group_count(&self) -> usize {
-        self.table.lock().map(|t| t.len()).unwrap_or(0)
+        self.table.lock().len()
     }
 }
 

@@ -220,7 +220,7 @@ impl PartitionLog {
             if i + 2 >= bases.len() {
                 // Producer state from the newest segments is enough to
                 // recognise retries of recent batches.
-                replay_producers(&segment, &mut producers)?;
+                replay_producers(&segment, &mut producers, now_ms)?;
             }
             segments.insert(*base, segment);
         }
@@ -262,6 +262,20 @@ impl PartitionLog {
 
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+
+    /// Bounds the idempotent-producer state (see `ProducerLimits`).
+    pub fn set_producer_limits(&mut self, limits: producer_state::ProducerLimits) {
+        self.producers.set_limits(limits);
+    }
+
+    /// Forgets producers past `producer_id_expiration_ms`; returns how many.
+    pub fn expire_producers(&mut self, now_ms: i64) -> usize {
+        self.producers.expire(now_ms)
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers.producer_count()
     }
 
     /// The log end offset: the next offset to be assigned.
@@ -336,7 +350,7 @@ impl PartitionLog {
             active.append(&stamped, &bytes[HEADER_LEN..], now_ms)?;
             let file = active.file();
             self.next_offset = offset + header.last_offset_delta as i64 + 1;
-            self.producers.record(header, offset);
+            self.producers.record(header, offset, now_ms);
             if !self.unflushed.iter().any(|f| Arc::ptr_eq(f, &file)) {
                 self.unflushed.push(file);
             }
@@ -563,13 +577,13 @@ impl PartitionLog {
     }
 }
 
-fn replay_producers(segment: &Segment, producers: &mut ProducerStateTable) -> Result<(), LogError> {
+fn replay_producers(segment: &Segment, producers: &mut ProducerStateTable, now_ms: i64) -> Result<(), LogError> {
     let mut position = 0;
     let mut header_buf = [0u8; HEADER_LEN];
     while position + HEADER_LEN as u64 <= segment.size() {
         segment.read_at(&mut header_buf, position)?;
         let header = BatchHeader::parse(&header_buf)?;
-        producers.record(&header, header.base_offset);
+        producers.record(&header, header.base_offset, now_ms);
         position += header.total_len() as u64;
     }
     Ok(())

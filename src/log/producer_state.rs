@@ -19,6 +19,30 @@ struct BatchMeta {
 struct ProducerEntry {
     epoch: i16,
     recent: VecDeque<BatchMeta>,
+    /// When this producer last appended (or, after a restart, when the log
+    /// was opened): what expiry and eviction go by.
+    last_seen_ms: i64,
+}
+
+/// What bounds the table: clients choose producer ids, so without a bound
+/// any client could make a partition remember without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerLimits {
+    /// Producers kept per partition; past it the least recently seen tenth
+    /// is forgotten (their next batch is accepted as from a new producer).
+    pub max_producers: usize,
+    /// Kafka's producer.id.expiration.ms: a producer not seen for this long
+    /// is forgotten.
+    pub expiration_ms: i64,
+}
+
+impl Default for ProducerLimits {
+    fn default() -> Self {
+        Self {
+            max_producers: 10_000,
+            expiration_ms: 86_400_000,
+        }
+    }
 }
 
 /// What to do with an incoming batch from an idempotent producer.
@@ -39,6 +63,7 @@ pub enum SequenceCheck {
 #[derive(Debug, Default)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    limits: ProducerLimits,
 }
 
 fn in_sequence(last: i32, next: i32) -> bool {
@@ -82,12 +107,23 @@ impl ProducerStateTable {
         }
     }
 
+    pub fn set_limits(&mut self, limits: ProducerLimits) {
+        self.limits = limits;
+        while self.producers.len() > limits.max_producers {
+            self.evict_least_recent();
+        }
+    }
+
     /// Records an appended batch (also used when replaying the log at startup).
-    pub fn record(&mut self, header: &BatchHeader, base_offset: i64) {
+    pub fn record(&mut self, header: &BatchHeader, base_offset: i64, now_ms: i64) {
         if header.producer_id < 0 || header.base_sequence < 0 {
             return;
         }
+        if self.producers.len() >= self.limits.max_producers && !self.producers.contains_key(&header.producer_id) {
+            self.evict_least_recent();
+        }
         let entry = self.producers.entry(header.producer_id).or_default();
+        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.recent.clear();
@@ -105,6 +141,28 @@ impl ProducerStateTable {
     /// Producers with state in this partition.
     pub fn producer_count(&self) -> usize {
         self.producers.len()
+    }
+
+    /// Forgets producers not seen for `expiration_ms`. Returns how many.
+    pub fn expire(&mut self, now_ms: i64) -> usize {
+        let before = self.producers.len();
+        let horizon = now_ms.saturating_sub(self.limits.expiration_ms);
+        self.producers.retain(|_, e| e.last_seen_ms >= horizon);
+        before - self.producers.len()
+    }
+
+    /// Makes room: forgets the least recently seen tenth (at least one), so
+    /// a flood of new ids costs one sort per tenth of the table, not per batch.
+    fn evict_least_recent(&mut self) {
+        let mut seen: Vec<(i64, i64)> = self.producers.iter().map(|(id, e)| (e.last_seen_ms, *id)).collect();
+        let count = (self.limits.max_producers / 10).max(1).min(seen.len());
+        if count == 0 {
+            return;
+        }
+        seen.select_nth_unstable(count - 1);
+        for (_, id) in &seen[..count] {
+            self.producers.remove(id);
+        }
     }
 }
 
@@ -141,10 +199,10 @@ mod tests {
         let mut table = ProducerStateTable::default();
         let first = header(7, 0, 0, 3);
         assert_eq!(table.check(&first), SequenceCheck::Append);
-        table.record(&first, 100);
+        table.record(&first, 100, 0);
         let second = header(7, 0, 3, 2);
         assert_eq!(table.check(&second), SequenceCheck::Append);
-        table.record(&second, 103);
+        table.record(&second, 103, 0);
         assert_eq!(table.check(&first), SequenceCheck::Duplicate { base_offset: 100 });
         assert_eq!(table.check(&second), SequenceCheck::Duplicate { base_offset: 103 });
     }
@@ -152,14 +210,14 @@ mod tests {
     #[test]
     fn gap_is_out_of_order() {
         let mut table = ProducerStateTable::default();
-        table.record(&header(7, 0, 0, 3), 0);
+        table.record(&header(7, 0, 0, 3), 0, 0);
         assert_eq!(table.check(&header(7, 0, 5, 1)), SequenceCheck::OutOfOrder);
     }
 
     #[test]
     fn older_epoch_is_stale_and_new_epoch_restarts_at_zero() {
         let mut table = ProducerStateTable::default();
-        table.record(&header(7, 3, 0, 1), 0);
+        table.record(&header(7, 3, 0, 1), 0, 0);
         assert_eq!(table.check(&header(7, 2, 1, 1)), SequenceCheck::StaleEpoch);
         assert_eq!(table.check(&header(7, 4, 0, 1)), SequenceCheck::Append);
         assert_eq!(table.check(&header(7, 4, 9, 1)), SequenceCheck::OutOfOrder);
@@ -169,7 +227,7 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut table = ProducerStateTable::default();
         for i in 0..6 {
-            table.record(&header(1, 0, i, 1), i as i64);
+            table.record(&header(1, 0, i, 1), i as i64, 0);
         }
         assert_eq!(table.check(&header(1, 0, 0, 1)), SequenceCheck::OutOfOrder);
         assert_eq!(table.check(&header(1, 0, 1, 1)), SequenceCheck::Duplicate { base_offset: 1 });
@@ -178,7 +236,30 @@ mod tests {
     #[test]
     fn sequence_wraps_to_zero() {
         let mut table = ProducerStateTable::default();
-        table.record(&header(1, 0, i32::MAX, 1), 0);
+        table.record(&header(1, 0, i32::MAX, 1), 0, 0);
         assert_eq!(table.check(&header(1, 0, 0, 1)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn producers_expire_and_the_table_stays_within_its_bound() {
+        let mut table = ProducerStateTable::default();
+        table.set_limits(ProducerLimits {
+            max_producers: 100,
+            expiration_ms: 1000,
+        });
+        for id in 0..1000 {
+            table.record(&header(id, 0, 0, 1), id, id);
+        }
+        assert!(table.producer_count() <= 100, "{} producers kept", table.producer_count());
+        assert_eq!(
+            table.check(&header(999, 0, 0, 1)),
+            SequenceCheck::Duplicate { base_offset: 999 },
+            "the most recent are kept"
+        );
+        assert_eq!(table.check(&header(0, 0, 5, 1)), SequenceCheck::Append, "the oldest were forgotten");
+        table.record(&header(5000, 0, 0, 1), 0, 5000);
+        let kept = table.producer_count();
+        assert_eq!(table.expire(5500), kept - 1);
+        assert_eq!(table.producer_count(), 1, "only the producer seen within a second is left");
     }
 }

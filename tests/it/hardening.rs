@@ -387,3 +387,57 @@ async fn unread_fetch_responses_hold_bounded_memory() {
     let mut broker = broker;
     assert!(broker.is_running(), "{}", broker.log());
 }
+
+/// Idempotent producer state is bounded: a client inventing a producer id
+/// per batch makes each partition remember at most
+/// `max_producer_ids_per_partition` of them, and the newest still have
+/// their retries recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_producer_ids_are_bounded_per_partition() {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let broker = Broker::start("max_producer_ids_per_partition = 50\n");
+    create_topic(&broker.bootstrap(), "ids", 1, &[]).await;
+    let batch_from = |producer_id: i64| {
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &[record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    };
+    tokio::task::block_in_place(|| {
+        let mut s = connect(&broker);
+        for id in 1..=500 {
+            assert_eq!(produce_raw(&mut s, "ids", batch_from(id)), 0);
+        }
+        let remembered = metric(&broker, "sediment_producer_ids");
+        assert!((1.0..=50.0).contains(&remembered), "{remembered} producers remembered");
+        // The newest producer's retry is still a duplicate: not appended again.
+        assert_eq!(produce_raw(&mut s, "ids", batch_from(500)), 0);
+    });
+    let b = broker.bootstrap();
+    let consumed = tokio::task::spawn_blocking(move || consume_all(&b, "ids", 1, usize::MAX, &[]))
+        .await
+        .unwrap();
+    assert_eq!(consumed[&0].len(), 500, "the retry was not appended");
+}

@@ -2,19 +2,22 @@
 //! and retention trims the archive and the local log. One task per broker,
 //! at its own pace (`tiering_interval_ms`), backing off while the store
 //! fails. An outage stalls this task, never produce or fetch of local data.
+//!
+//! It sits above both `broker` and `archive` and neither imports it: the
+//! composition root (`node`) starts it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStoreExt;
 
-use super::manifest::{self, Manifest, ManifestError, ObjectEntry};
-use super::{layout, ArchiveError};
+use crate::archive::manifest::{self, Manifest, ManifestError, ObjectEntry};
+use crate::archive::{layout, ArchiveError};
 use crate::broker::{Broker, Partition, Topic};
 use crate::clock::now_ms;
 use crate::metrics::PartitionLabels;
 
-/// Runs until the broker goes away.
+/// Runs until its task is cancelled (shutdown).
 pub async fn run(broker: Arc<Broker>) {
     let mut attempt = 0u32;
     let mut last_upload: Option<Instant> = None;
@@ -50,7 +53,7 @@ pub async fn run(broker: Arc<Broker>) {
             }
             Err(_) => {
                 attempt += 1;
-                interval.max(super::backoff(attempt))
+                interval.max(crate::archive::backoff(attempt))
             }
         };
         tokio::time::sleep(pause).await;
@@ -161,12 +164,10 @@ async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Par
         return Ok(());
     }
     let mut doomed: Vec<ObjectEntry> = Vec::new();
-    let collect = std::sync::Mutex::new(&mut doomed);
+    let collect = parking_lot::Mutex::new(&mut doomed);
     publish(broker, topic, partition, |current| {
         let count = expired(current);
-        if let Ok(mut d) = collect.lock() {
-            **d = current.objects[..count].to_vec();
-        }
+        **collect.lock() = current.objects[..count].to_vec();
         Ok(current.without_oldest(count, broker.leader_epoch))
     })
     .await?;
