@@ -52,7 +52,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if !EmbeddedCoordinator::has_state(&meta_dir) {
         restore_cluster_state(store.as_ref(), &meta_dir, &archive_url).await?;
     }
-    let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::open(&meta_dir)?);
+    let coordinator: Arc<dyn Coordinator> =
+        Arc::new(EmbeddedCoordinator::open(&meta_dir)?.with_writes_counter(metrics.coordination_writes.clone()));
     let archive = Arc::new(Archive::new(
         store,
         archive_url,
