@@ -13,3 +13,4 @@ mod groups_bounds;
 mod hardening;
 mod kafka;
 mod s3;
+mod topics_bounds;
