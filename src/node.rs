@@ -112,7 +112,9 @@ fn raise_open_file_limit() {
                 maximum: limit.maximum,
             };
             match setrlimit(Resource::Nofile, raised) {
-                Ok(()) => tracing::info!(soft, hard = %show(limit.maximum), raised_to = target, "raised the open-file limit to the hard limit"),
+                Ok(()) => {
+                    tracing::info!(soft, hard = %show(limit.maximum), raised_to = target, "raised the open-file limit to the hard limit")
+                }
                 Err(e) => tracing::warn!(soft, hard = %show(limit.maximum), error = %e, "cannot raise the open-file limit"),
             }
         }

@@ -571,7 +571,9 @@ impl Broker {
         // full disk) leaves no topic behind that the next start would trip on.
         let new = self.prepare_topic(topic, partitions).await?;
         let mut created = self.commit_topics(vec![new]).await?;
-        created.pop().ok_or_else(|| TopicError::Storage("topic creation recorded nothing".into()))
+        created
+            .pop()
+            .ok_or_else(|| TopicError::Storage("topic creation recorded nothing".into()))
     }
 
     /// The named topics, the missing ones created with defaults if

@@ -270,7 +270,11 @@ mod tests {
             firsts.push(task.await.unwrap());
         }
         firsts.sort_unstable();
-        assert_eq!(firsts, (0..40).map(|i| i * 10).collect::<Vec<i64>>(), "no producer id handed out twice");
+        assert_eq!(
+            firsts,
+            (0..40).map(|i| i * 10).collect::<Vec<i64>>(),
+            "no producer id handed out twice"
+        );
         assert_eq!(coordinator.topics().await.unwrap().len(), 40);
         assert_eq!(version(&coordinator), 80);
         drop(coordinator);
