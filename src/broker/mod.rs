@@ -390,6 +390,15 @@ impl Broker {
         }
     }
 
+    /// Drops the metric series `Topic::new` registered for a topic that was
+    /// not created after all.
+    fn forget_topic_metrics(&self, name: &str) {
+        let labels = TopicLabels { topic: name.to_string() };
+        self.metrics.bytes_in.remove(&labels);
+        self.metrics.records_in.remove(&labels);
+        self.metrics.bytes_out.remove(&labels);
+    }
+
     /// Opens every partition of a new topic, not yet visible or recorded.
     /// On failure nothing of it remains, on disk or open.
     async fn prepare_topic(&self, topic: Topic, partitions: i32) -> Result<NewTopic, TopicError> {
@@ -406,6 +415,7 @@ impl Broker {
             }),
             Err(e) => {
                 self.remove_created_dirs(vec![self.topic_dir(&topic.name, &topic.id)]).await;
+                self.forget_topic_metrics(&topic.name);
                 Err(e)
             }
         }
@@ -424,6 +434,9 @@ impl Broker {
         let records = new.iter().map(|n| n.record.clone()).collect();
         if let Err(e) = self.coordinator.put_topics(records).await {
             let dirs = new.iter().map(|n| self.topic_dir(&n.topic.name, &n.topic.id)).collect();
+            for n in &new {
+                self.forget_topic_metrics(&n.topic.name);
+            }
             drop(new);
             self.remove_created_dirs(dirs).await;
             return Err(e.into());
@@ -564,6 +577,7 @@ impl Broker {
         let id = uuid::Uuid::new_v4();
         let topic = Topic::new(name, id, config, configs, &self.metrics);
         if validate_only {
+            self.forget_topic_metrics(name);
             return Ok(Arc::new(topic));
         }
         // Partitions first, then the record: a topic is recorded only once

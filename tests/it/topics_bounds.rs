@@ -84,6 +84,8 @@ async fn a_topic_that_runs_out_of_file_descriptors_leaves_nothing_behind() {
         "the failed topic is not listed"
     );
     assert_eq!(topic_dirs(&broker, "huge"), 0, "the failed topic's directory is removed");
+    let metrics = crate::common::http_get(&broker.http("/metrics")).unwrap();
+    assert!(!metrics.contains("topic=\"huge\""), "no metric series for the failed topic");
 
     // Its descriptors were released: a small topic can be created and used.
     let small = NewTopic::new("small", 3, TopicReplication::Fixed(1));
