@@ -88,6 +88,8 @@ pub struct Metrics {
     pub archive_end_offset: Family<PartitionLabels, Gauge>,
     pub local_disk_bytes: Gauge,
     pub produce_refused_disk_budget: Counter,
+    /// Durable writes of the cluster state (`coordination/`).
+    pub coordination_writes: Counter,
     pub group_members: Family<GroupLabels, Gauge>,
     /// Groups with membership state or committed offsets.
     pub consumer_groups: Gauge,
@@ -145,6 +147,7 @@ impl Metrics {
             archive_end_offset: Family::default(),
             local_disk_bytes: Gauge::default(),
             produce_refused_disk_budget: Counter::default(),
+            coordination_writes: Counter::default(),
             group_members: Family::default(),
             consumer_groups: Gauge::default(),
             group_series_omitted: Gauge::default(),
@@ -311,6 +314,11 @@ impl Metrics {
             "produce_refused_disk_budget",
             "Produce partitions refused because the local disk budget is used",
             m.produce_refused_disk_budget.clone(),
+        );
+        registry.register(
+            "coordination_writes",
+            "Durable writes of the cluster state (topics, producer-id blocks, starts)",
+            m.coordination_writes.clone(),
         );
         Self { registry, ..m }
     }

@@ -17,6 +17,7 @@ use crate::tasks::Tasks;
 
 /// Runs a broker until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    raise_open_file_limit();
     if let Some(etcd) = &config.etcd {
         anyhow::bail!("cluster mode (--etcd {etcd}) is not implemented yet; run without --etcd for a single-node broker");
     }
@@ -52,7 +53,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if !EmbeddedCoordinator::has_state(&meta_dir) {
         restore_cluster_state(store.as_ref(), &meta_dir, &archive_url).await?;
     }
-    let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::open(&meta_dir)?);
+    let coordinator: Arc<dyn Coordinator> =
+        Arc::new(EmbeddedCoordinator::open(&meta_dir)?.with_writes_counter(metrics.coordination_writes.clone()));
     // Background work and connections are owned here and stopped here, in
     // order: connections drain first (their acknowledgements need the
     // flushers), then background work stops, then the final flush.
@@ -104,6 +106,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _ = stop_tx.send(true);
     let _ = http_task.await;
     Ok(())
+}
+
+/// Raises the soft limit on open files (RLIMIT_NOFILE) to the hard limit,
+/// as Kafka's operators expect: each partition's active segment holds a
+/// descriptor, and so does each connection. Logs both limits.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |v| v.to_string());
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit still stops at the kernel's fs.nr_open.
+    let hard = limit.maximum.or_else(|| {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
+    match (limit.current, hard) {
+        (Some(soft), Some(target)) if soft < target => {
+            let raised = Rlimit {
+                current: Some(target),
+                maximum: limit.maximum,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => {
+                    tracing::info!(soft, hard = %show(limit.maximum), raised_to = target, "raised the open-file limit to the hard limit")
+                }
+                Err(e) => tracing::warn!(soft, hard = %show(limit.maximum), error = %e, "cannot raise the open-file limit"),
+            }
+        }
+        _ => tracing::info!(soft = %show(limit.current), hard = %show(limit.maximum), "open-file limit"),
+    }
 }
 
 /// A broker on an empty data dir takes its topics from the newest copy of

@@ -125,6 +125,14 @@ impl TopicError {
     }
 }
 
+/// A topic whose partitions are open but which is not yet recorded or
+/// visible (`Broker::prepare_topic`, then `commit_topics`).
+struct NewTopic {
+    topic: Arc<Topic>,
+    partitions: Vec<Arc<Partition>>,
+    record: TopicRecord,
+}
+
 /// How a config change applies to a topic's overrides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigChange {
@@ -278,14 +286,20 @@ impl Broker {
         let id = uuid::Uuid::parse_str(&record.id).map_err(|e| TopicError::Storage(format!("topic {} has a bad id: {e}", record.name)))?;
         let config = TopicConfig::from_overrides(&self.config.topic_defaults(), &record.configs)?;
         let topic = Arc::new(Topic::new(&record.name, id, config, record.configs.clone(), &self.metrics));
-        self.add_partitions(&topic, record.partitions, true).await?;
+        let partitions = self.open_partitions(&topic, 0, record.partitions, true).await?;
+        self.attach_partitions(&topic, partitions);
         Ok(topic)
     }
 
-    async fn add_partitions(&self, topic: &Arc<Topic>, total: i32, restore: bool) -> Result<(), TopicError> {
-        let existing = topic.partition_count();
+    /// Opens partitions `from..total` of `topic` without making them
+    /// visible: nothing serves them and no flusher runs until
+    /// `attach_partitions`. On an error the ones already opened are dropped,
+    /// which closes their files; what they created on disk is the caller's
+    /// to remove.
+    async fn open_partitions(&self, topic: &Topic, from: i32, total: i32, restore: bool) -> Result<Vec<Arc<Partition>>, TopicError> {
         let log_config = topic.config().log_config();
-        for index in existing..total {
+        let mut opened = Vec::with_capacity(total.saturating_sub(from).max(0) as usize);
+        for index in from..total {
             // What the archive holds decides where the log continues: a broker
             // on an empty disk serves the archived history and appends after it.
             let manifest = if restore {
@@ -308,7 +322,7 @@ impl Broker {
             })
             .await
             .map_err(|e| TopicError::Storage(e.to_string()))?
-            .map_err(|e| TopicError::Storage(e.to_string()))?;
+            .map_err(|e| TopicError::Storage(format!("cannot open partition {index} of {}: {e}", topic.name)))?;
             if report.truncated_bytes > 0 {
                 self.metrics.recovery_truncated_bytes.inc_by(report.truncated_bytes);
             }
@@ -324,14 +338,103 @@ impl Broker {
             );
             let partition = Partition::new(topic.name.clone(), index, log, self.config.flush);
             partition.set_manifest(manifest);
-            if self.config.flush == FlushPolicy::Always {
+            opened.push(partition);
+        }
+        Ok(opened)
+    }
+
+    /// Makes partitions `open_partitions` opened part of `topic` and starts
+    /// their flushers.
+    fn attach_partitions(&self, topic: &Topic, opened: Vec<Arc<Partition>>) {
+        if self.config.flush == FlushPolicy::Always {
+            for partition in &opened {
                 self.tasks.spawn(partition.clone().run_flusher(self.metrics.clone()));
             }
-            if let Ok(mut partitions) = topic.partitions.write() {
-                partitions.push(partition);
+        }
+        if let Ok(mut partitions) = topic.partitions.write() {
+            partitions.extend(opened);
+        }
+    }
+
+    /// Removes directories a failed topic change created (the partitions in
+    /// them must be dropped first, so their files are closed).
+    async fn remove_created_dirs(&self, dirs: Vec<PathBuf>) {
+        let root = self.topics_root();
+        let removed = tokio::task::spawn_blocking(move || {
+            for dir in &dirs {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the directory of a topic change that failed");
+                    }
+                }
+            }
+            crate::log::sync_dir(&root)
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(dir = %self.topics_root().display(), error = %e, "cannot sync the topics directory");
+        }
+    }
+
+    /// Drops the metric series `Topic::new` registered for a topic that was
+    /// not created after all.
+    fn forget_topic_metrics(&self, name: &str) {
+        let labels = TopicLabels { topic: name.to_string() };
+        self.metrics.bytes_in.remove(&labels);
+        self.metrics.records_in.remove(&labels);
+        self.metrics.bytes_out.remove(&labels);
+    }
+
+    /// Opens every partition of a new topic, not yet visible or recorded.
+    /// On failure nothing of it remains, on disk or open.
+    async fn prepare_topic(&self, topic: Topic, partitions: i32) -> Result<NewTopic, TopicError> {
+        match self.open_partitions(&topic, 0, partitions, false).await {
+            Ok(opened) => Ok(NewTopic {
+                record: TopicRecord {
+                    name: topic.name.clone(),
+                    id: topic.id.to_string(),
+                    partitions,
+                    configs: topic.overrides(),
+                },
+                topic: Arc::new(topic),
+                partitions: opened,
+            }),
+            Err(e) => {
+                self.remove_created_dirs(vec![self.topic_dir(&topic.name, &topic.id)]).await;
+                self.forget_topic_metrics(&topic.name);
+                Err(e)
             }
         }
-        Ok(())
+    }
+
+    /// Records new topics whose partitions are open in one coordinator
+    /// change, then makes them visible. If the record cannot be written,
+    /// none of them remains.
+    async fn commit_topics(&self, new: Vec<NewTopic>) -> Result<Vec<Arc<Topic>>, TopicError> {
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        for n in &new {
+            self.cancel_archive_deletion(&n.topic.name);
+        }
+        let records = new.iter().map(|n| n.record.clone()).collect();
+        if let Err(e) = self.coordinator.put_topics(records).await {
+            let dirs = new.iter().map(|n| self.topic_dir(&n.topic.name, &n.topic.id)).collect();
+            for n in &new {
+                self.forget_topic_metrics(&n.topic.name);
+            }
+            drop(new);
+            self.remove_created_dirs(dirs).await;
+            return Err(e.into());
+        }
+        let mut created = Vec::with_capacity(new.len());
+        for n in new {
+            self.attach_partitions(&n.topic, n.partitions);
+            self.insert_topic(n.topic.clone());
+            tracing::info!(topic = %n.topic.name, partitions = n.record.partitions, "created topic");
+            created.push(n.topic);
+        }
+        Ok(created)
     }
 
     /// The partition's manifest, retried until the archive answers: without
@@ -458,36 +561,78 @@ impl Broker {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
         let id = uuid::Uuid::new_v4();
-        let topic = Arc::new(Topic::new(name, id, config, configs.clone(), &self.metrics));
+        let topic = Topic::new(name, id, config, configs, &self.metrics);
         if validate_only {
-            return Ok(topic);
+            self.forget_topic_metrics(name);
+            return Ok(Arc::new(topic));
         }
-        let record = TopicRecord {
-            name: name.to_string(),
-            id: id.to_string(),
-            partitions,
-            configs,
-        };
-        self.cancel_archive_deletion(name);
-        self.coordinator.put_topic(record).await?;
-        self.add_partitions(&topic, partitions, false).await?;
-        self.insert_topic(topic.clone());
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(topic)
+        // Partitions first, then the record: a topic is recorded only once
+        // its partitions exist, so a failure (out of file descriptors, a
+        // full disk) leaves no topic behind that the next start would trip on.
+        let new = self.prepare_topic(topic, partitions).await?;
+        let mut created = self.commit_topics(vec![new]).await?;
+        created
+            .pop()
+            .ok_or_else(|| TopicError::Storage("topic creation recorded nothing".into()))
     }
 
-    /// The topic, created with defaults if auto-creation is on.
-    pub async fn topic_or_auto_create(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        if let Some(topic) = self.topic(name) {
-            return Ok(topic);
+    /// The named topics, the missing ones created with defaults if
+    /// auto-creation is on (Metadata). All topics created are recorded in
+    /// one coordinator change. Every name given has an entry.
+    pub async fn auto_create_topics(&self, names: &[&str]) -> HashMap<String, Result<Arc<Topic>, TopicError>> {
+        let mut out: HashMap<String, Result<Arc<Topic>, TopicError>> = HashMap::with_capacity(names.len());
+        let mut missing = Vec::new();
+        for &name in names {
+            if out.contains_key(name) {
+                continue;
+            }
+            let found = match (self.topic(name), validate_topic_name(name)) {
+                (Some(topic), _) => Ok(topic),
+                (None, Err(e)) => Err(e),
+                (None, Ok(())) if !self.config.auto_create_topics => Err(TopicError::Unknown(name.to_string())),
+                (None, Ok(())) => {
+                    missing.push(name);
+                    continue;
+                }
+            };
+            out.insert(name.to_string(), found);
         }
-        if !self.config.auto_create_topics {
-            return Err(TopicError::Unknown(name.to_string()));
+        if missing.is_empty() {
+            return out;
         }
-        match self.create_topic(name, -1, -1, BTreeMap::new(), false).await {
-            Err(TopicError::AlreadyExists(_)) => self.topic(name).ok_or_else(|| TopicError::Unknown(name.to_string())),
-            other => other,
+        let _guard = self.topic_changes.lock().await;
+        let partitions = self.config.default_partitions;
+        let mut new = Vec::with_capacity(missing.len());
+        for name in missing {
+            if let Some(topic) = self.topic(name) {
+                // Created while this request waited for the lock.
+                out.insert(name.to_string(), Ok(topic));
+                continue;
+            }
+            let prepared = match TopicConfig::from_overrides(&self.config.topic_defaults(), &BTreeMap::new()) {
+                Ok(config) => {
+                    let topic = Topic::new(name, uuid::Uuid::new_v4(), config, BTreeMap::new(), &self.metrics);
+                    self.prepare_topic(topic, partitions).await
+                }
+                Err(e) => Err(e.into()),
+            };
+            match prepared {
+                Ok(n) => new.push(n),
+                Err(e) => {
+                    tracing::warn!(topic = name, error = %e, "cannot auto-create topic");
+                    out.insert(name.to_string(), Err(e));
+                }
+            }
         }
+        let names: Vec<String> = new.iter().map(|n| n.topic.name.clone()).collect();
+        match self.commit_topics(new).await {
+            Ok(created) => out.extend(created.into_iter().map(|t| (t.name.clone(), Ok(t)))),
+            Err(e) => {
+                tracing::warn!(topics = names.len(), error = %e, "cannot record auto-created topics");
+                out.extend(names.into_iter().map(|n| (n, Err(TopicError::Storage(e.to_string())))));
+            }
+        }
+        out
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
@@ -529,14 +674,33 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        // As for a new topic: open the new partitions, then record them.
+        let existing = topic.partition_count();
+        let new_dirs = || {
+            let dir = self.topic_dir(&topic.name, &topic.id);
+            (existing..total).map(|i| dir.join(i.to_string())).collect::<Vec<_>>()
+        };
+        let opened = match self.open_partitions(&topic, existing, total, false).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.remove_created_dirs(new_dirs()).await;
+                return Err(e);
+            }
+        };
         let record = TopicRecord {
             name: name.to_string(),
             id: topic.id.to_string(),
             partitions: total,
             configs: topic.overrides(),
         };
-        self.coordinator.put_topic(record).await?;
-        self.add_partitions(&topic, total, false).await
+        if let Err(e) = self.coordinator.put_topic(record).await {
+            drop(opened);
+            self.remove_created_dirs(new_dirs()).await;
+            return Err(e.into());
+        }
+        self.attach_partitions(&topic, opened);
+        tracing::info!(topic = name, partitions = total, "added partitions");
+        Ok(())
     }
 
     /// Applies config changes (key, Some(value) to set, None to delete).

@@ -37,7 +37,12 @@ pub trait Coordinator: Send + Sync {
     /// Every topic, as of now.
     fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicRecord>, CoordinationError>>;
     /// Creates or replaces a topic record; durable when it returns.
-    fn put_topic(&self, topic: TopicRecord) -> BoxFuture<'_, Result<(), CoordinationError>>;
+    fn put_topic(&self, topic: TopicRecord) -> BoxFuture<'_, Result<(), CoordinationError>> {
+        self.put_topics(vec![topic])
+    }
+    /// Creates or replaces several topic records in one durable change:
+    /// all of them are recorded, or none.
+    fn put_topics(&self, topics: Vec<TopicRecord>) -> BoxFuture<'_, Result<(), CoordinationError>>;
     fn delete_topic(&self, name: String) -> BoxFuture<'_, Result<(), CoordinationError>>;
     /// Reserves `count` producer ids; returns the first. Never hands out an
     /// id twice, across restarts.

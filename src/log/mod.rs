@@ -96,9 +96,28 @@ pub struct RecoveryReport {
 /// A segment's bytes as they stood when a search was planned: appends only
 /// add past `end`, so reading up to it needs no lock.
 pub struct SegmentRange {
-    file: Arc<File>,
+    /// The active segment's file; `None` for a sealed segment, which the
+    /// search opens by `path` when it gets there.
+    file: Option<Arc<File>>,
+    path: PathBuf,
     position: u64,
     end: u64,
+}
+
+impl SegmentRange {
+    /// The file to read, or `None` if retention deleted the segment since
+    /// the search was planned (its records are gone, so there is nothing
+    /// in it to find).
+    fn open(&self) -> std::io::Result<Option<Arc<File>>> {
+        if let Some(file) = &self.file {
+            return Ok(Some(file.clone()));
+        }
+        match File::open(&self.path) {
+            Ok(file) => Ok(Some(Arc::new(file))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// ListOffsets by timestamp, planned under the partition lock.
@@ -115,9 +134,10 @@ impl TimestampSearch {
         let timestamp = self.timestamp;
         let mut header_buf = [0u8; HEADER_LEN];
         for range in &self.ranges {
+            let Some(file) = range.open()? else { continue };
             let mut position = range.position;
             while position + HEADER_LEN as u64 <= range.end {
-                std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut header_buf, position)?;
+                std::os::unix::fs::FileExt::read_exact_at(&*file, &mut header_buf, position)?;
                 let header = BatchHeader::parse(&header_buf)?;
                 let len = header.total_len() as u64;
                 if position + len > range.end {
@@ -132,7 +152,7 @@ impl TimestampSearch {
                     return Ok(Some((header.base_offset, header.max_timestamp)));
                 }
                 let mut batch = vec![0u8; len as usize];
-                std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut batch, at)?;
+                std::os::unix::fs::FileExt::read_exact_at(&*file, &mut batch, at)?;
                 let mut found = None;
                 records::walk(&Bytes::from(batch), &header, limits, records::Fields::Skip, |r| {
                     let ts = header.base_timestamp + r.timestamp_delta;
@@ -157,7 +177,9 @@ pub struct PartitionLog {
     next_offset: i64,
     config: LogConfig,
     producers: ProducerStateTable,
-    /// Files written since the last flush (sealed segments and the active one).
+    /// Files written since the last flush (sealed segments and the active
+    /// one). A sealed segment's file stays open until the flusher has
+    /// synced and dropped it.
     unflushed: Vec<Arc<File>>,
     /// A segment was created since the last flush: its name becomes durable
     /// with the next flush's directory fsync, not on the produce path.
@@ -211,7 +233,7 @@ impl PartitionLog {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(now_ms, |d| d.as_millis() as i64);
-            let (segment, scan): (Segment, ScanReport) = Segment::open(&path, *base, i == last_index, mtime_ms)?;
+            let (mut segment, scan): (Segment, ScanReport) = Segment::open(&path, *base, i == last_index, mtime_ms)?;
             if scan.truncated_bytes > 0 {
                 tracing::warn!(dir = %dir.display(), segment = base, truncated_bytes = scan.truncated_bytes, "recovery truncated an invalid segment tail");
             }
@@ -222,15 +244,24 @@ impl PartitionLog {
                 // recognise retries of recent batches.
                 replay_producers(&segment, &mut producers, now_ms)?;
             }
+            // What a crashed process left in the page cache becomes
+            // readable now, so make it durable first; clean files sync in
+            // microseconds.
+            if let Some(file) = segment.file() {
+                file.sync_data()?;
+            }
+            if i != last_index {
+                // Only the active segment keeps its file open.
+                segment.seal();
+            }
             segments.insert(*base, segment);
         }
         if segments.is_empty() {
-            segments.insert(0, Segment::create(dir, 0, now_ms)?);
-        }
-        // What a crashed process left in the page cache becomes readable
-        // now, so make it durable first; clean files sync in microseconds.
-        for segment in segments.values() {
-            segment.file().sync_data()?;
+            let segment = Segment::create(dir, 0, now_ms)?;
+            if let Some(file) = segment.file() {
+                file.sync_data()?;
+            }
+            segments.insert(0, segment);
         }
         // The partition directory, the topic directory and `topics/` may all
         // be new: make each name durable.
@@ -351,8 +382,10 @@ impl PartitionLog {
             let file = active.file();
             self.next_offset = offset + header.last_offset_delta as i64 + 1;
             self.producers.record(header, offset, now_ms);
-            if !self.unflushed.iter().any(|f| Arc::ptr_eq(f, &file)) {
-                self.unflushed.push(file);
+            if let Some(file) = file {
+                if !self.unflushed.iter().any(|f| Arc::ptr_eq(f, &file)) {
+                    self.unflushed.push(file);
+                }
             }
             records += header.records_count as i64;
         }
@@ -397,6 +430,9 @@ impl PartitionLog {
         let segment = Segment::create(&self.dir, base, now_ms)?;
         self.dir_unsynced = true;
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
+        // Its unflushed writes are in `unflushed`, which keeps the file
+        // open until they are synced.
+        self.active().seal();
         self.segments.insert(base, segment);
         Ok(())
     }
@@ -458,6 +494,7 @@ impl PartitionLog {
                 let start = s.lookup_time(timestamp)?;
                 Some(SegmentRange {
                     file: s.file(),
+                    path: s.path().to_path_buf(),
                     position: s.lookup_position(start),
                     end: s.size(),
                 })
@@ -578,10 +615,11 @@ impl PartitionLog {
 }
 
 fn replay_producers(segment: &Segment, producers: &mut ProducerStateTable, now_ms: i64) -> Result<(), LogError> {
+    let file = segment.reader()?;
     let mut position = 0;
     let mut header_buf = [0u8; HEADER_LEN];
     while position + HEADER_LEN as u64 <= segment.size() {
-        segment.read_at(&mut header_buf, position)?;
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut header_buf, position)?;
         let header = BatchHeader::parse(&header_buf)?;
         producers.record(&header, header.base_offset, now_ms);
         position += header.total_len() as u64;
@@ -852,6 +890,54 @@ mod tests {
             matches!(stale.read(5, 100, 10_000), Err(LogError::OffsetOutOfRange { .. })),
             "older offsets are the archive's to serve"
         );
+    }
+
+    /// File descriptors this process holds on files under `dir` (other
+    /// tests run in parallel, so count only ours).
+    fn open_fds_under(dir: &Path) -> usize {
+        let dir = dir.canonicalize().unwrap();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|target| target.starts_with(&dir))
+            .count()
+    }
+
+    #[test]
+    fn sealed_segments_hold_no_file_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 300,
+            ..LogConfig::default()
+        };
+        let (mut log, _) = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+        for _ in 0..60 {
+            log.append(&batches(3, -1, -1), 0, 0).unwrap();
+        }
+        assert!(log.segment_count() >= 20, "{} segments", log.segment_count());
+        // The flusher keeps what it has to sync open until it has synced it.
+        let unflushed = log.take_unflushed();
+        assert_eq!(unflushed.durable_offset, 180);
+        assert_eq!(unflushed.files.len(), log.segment_count());
+        drop(unflushed);
+        assert_eq!(open_fds_under(dir.path()), 1, "only the active segment is open");
+        // Sealed segments are still read, and reads close what they open.
+        let bytes = log.read(0, 1 << 20, 180).unwrap();
+        assert_eq!(BatchHeader::parse(&bytes).unwrap().base_offset, 0);
+        let limits = records::Limits {
+            max_decoded_bytes: 1 << 20,
+        };
+        let search = log.timestamp_search(1_700_000_000_001);
+        assert_eq!(search.run(limits).unwrap(), Some((1, 1_700_000_000_001)));
+        drop(search);
+        assert_eq!(open_fds_under(dir.path()), 1);
+        drop(log);
+        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        assert_eq!(open_fds_under(dir.path()), 1, "reopening opens only the active segment");
+        let bytes = log.read(31, 1 << 20, 180).unwrap();
+        assert_eq!(BatchHeader::parse(&bytes).unwrap().base_offset, 30);
+        assert_eq!(log.append(&batches(3, -1, -1), 0, 0).unwrap().base_offset, 180);
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub struct ScanReport {
 pub struct Segment {
     pub base_offset: i64,
     path: PathBuf,
-    file: Arc<File>,
+    /// The open file while this is the active segment. `None` once sealed:
+    /// a sealed segment opens its file for each read and closes it after,
+    /// so an idle segment holds no file descriptor.
+    file: Option<Arc<File>>,
     size: u64,
     /// One past the last offset held; `base_offset` when empty.
     next_offset: i64,
@@ -79,7 +82,7 @@ impl Segment {
         Self {
             base_offset,
             path,
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
@@ -101,15 +104,16 @@ impl Segment {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let file_len = file.metadata()?.len();
         let mut segment = Self::from_file(path.to_path_buf(), file, base_offset, mtime_ms);
+        let file = segment.reader()?;
         let mut report = if validate_all {
-            segment.scan_validating(file_len)?
+            segment.scan_validating(&file, file_len)?
         } else {
-            segment.scan_headers(file_len)?
+            segment.scan_headers(&file, file_len)?
         };
         if report.valid_bytes < file_len {
             report.truncated_bytes = file_len - report.valid_bytes;
-            segment.file.set_len(report.valid_bytes)?;
-            segment.file.sync_all()?;
+            file.set_len(report.valid_bytes)?;
+            file.sync_all()?;
         }
         if segment.size > 0 {
             segment.first_append_ms = Some(mtime_ms);
@@ -125,7 +129,7 @@ impl Segment {
         true
     }
 
-    fn scan_validating(&mut self, file_len: u64) -> std::io::Result<ScanReport> {
+    fn scan_validating(&mut self, file: &File, file_len: u64) -> std::io::Result<ScanReport> {
         let mut report = ScanReport::default();
         let mut buf: Vec<u8> = Vec::new();
         let mut buf_start: u64 = 0; // file position of buf[0]
@@ -144,7 +148,7 @@ impl Segment {
                 // Refill from `pos`, at least one whole batch.
                 let want = need.max(SCAN_CHUNK).min((file_len - pos) as usize);
                 buf.resize(want, 0);
-                self.file.read_exact_at(&mut buf, pos)?;
+                file.read_exact_at(&mut buf, pos)?;
                 buf_start = pos;
                 continue;
             }
@@ -160,12 +164,12 @@ impl Segment {
         Ok(report)
     }
 
-    fn scan_headers(&mut self, file_len: u64) -> std::io::Result<ScanReport> {
+    fn scan_headers(&mut self, file: &File, file_len: u64) -> std::io::Result<ScanReport> {
         let mut report = ScanReport::default();
         let mut pos: u64 = 0;
         let mut header_buf = [0u8; HEADER_LEN];
         while pos + HEADER_LEN as u64 <= file_len {
-            self.file.read_exact_at(&mut header_buf, pos)?;
+            file.read_exact_at(&mut header_buf, pos)?;
             let Ok(header) = BatchHeader::parse(&header_buf) else { break };
             let end = pos + header.total_len() as u64;
             if end > file_len || !self.accept_scanned(&header, pos) {
@@ -203,6 +207,9 @@ impl Segment {
     /// Appends one batch: its rewritten header, then its records as sent.
     /// On a write error the file is cut back so no partial batch remains.
     pub fn append(&mut self, header_bytes: &[u8; HEADER_LEN], records: &[u8], now_ms: i64) -> std::io::Result<()> {
+        let Some(file) = &self.file else {
+            return Err(std::io::Error::other(format!("segment {} is sealed", self.path.display())));
+        };
         let position = self.size;
         let result = if records.len() <= SMALL_BATCH_BYTES {
             // One syscall for small batches: copying a few KiB is cheaper
@@ -210,14 +217,13 @@ impl Segment {
             self.scratch.clear();
             self.scratch.extend_from_slice(header_bytes);
             self.scratch.extend_from_slice(records);
-            self.file.write_all_at(&self.scratch, position)
+            file.write_all_at(&self.scratch, position)
         } else {
-            self.file
-                .write_all_at(header_bytes, position)
-                .and_then(|()| self.file.write_all_at(records, position + HEADER_LEN as u64))
+            file.write_all_at(header_bytes, position)
+                .and_then(|()| file.write_all_at(records, position + HEADER_LEN as u64))
         };
         if let Err(e) = result {
-            let _ = self.file.set_len(position);
+            let _ = file.set_len(position);
             return Err(e);
         }
         let header = BatchHeader::parse(header_bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -243,8 +249,26 @@ impl Segment {
         self.size == 0
     }
 
-    pub fn file(&self) -> Arc<File> {
+    /// The open file of the active segment; `None` once sealed.
+    pub fn file(&self) -> Option<Arc<File>> {
         self.file.clone()
+    }
+
+    /// Seals the segment: no more appends, and its file is closed (once
+    /// the flusher has dropped its handle, if it holds one). Reads open the
+    /// file again for as long as they need it.
+    pub fn seal(&mut self) {
+        self.file = None;
+        self.scratch = Vec::new();
+    }
+
+    /// A handle to read through: the active segment's own file, or a sealed
+    /// segment's file opened read-only for the caller (closed when dropped).
+    pub fn reader(&self) -> std::io::Result<Arc<File>> {
+        match &self.file {
+            Some(file) => Ok(file.clone()),
+            None => File::open(&self.path).map(Arc::new),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -267,19 +291,16 @@ impl Segment {
         self.time_index.iter().find(|e| e.timestamp >= timestamp).map(|e| e.offset)
     }
 
-    pub fn read_at(&self, buf: &mut [u8], position: u64) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, position)
-    }
-
     /// Reads the batches that hold offsets from `offset` on, stopping before
     /// any batch at or past `upper_bound`, within `max_bytes` (but always the
     /// whole first batch, so a consumer can make progress on a large one).
     pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> std::io::Result<Vec<u8>> {
+        let file = self.reader()?;
         let mut position = self.lookup_position(offset);
         let mut header_buf = [0u8; HEADER_LEN];
         // Skip batches wholly below `offset`.
         while position + HEADER_LEN as u64 <= self.size {
-            self.file.read_exact_at(&mut header_buf, position)?;
+            file.read_exact_at(&mut header_buf, position)?;
             let header = BatchHeader::parse(&header_buf).map_err(|e| std::io::Error::other(e.to_string()))?;
             if header.last_offset() >= offset {
                 break;
@@ -292,14 +313,14 @@ impl Segment {
         let available = (self.size - position) as usize;
         let mut want = max_bytes.min(available).max(HEADER_LEN.min(available));
         let mut buf = vec![0u8; want];
-        self.file.read_exact_at(&mut buf, position)?;
+        file.read_exact_at(&mut buf, position)?;
         // Make sure the first batch is whole even if larger than max_bytes.
         if let Ok(first) = BatchHeader::parse(&buf) {
             let first_len = first.total_len().min(available);
             if first_len > want {
                 want = first_len;
                 buf.resize(want, 0);
-                self.file.read_exact_at(&mut buf, position)?;
+                file.read_exact_at(&mut buf, position)?;
             }
         }
         let mut end = 0;

@@ -76,22 +76,32 @@ pub(super) async fn handle_metadata(broker: &Arc<Broker>, ctx: &RequestContext, 
         return encode_response(ctx, &response);
     }
     let auto_create = ctx.api_version < 4 || req.allow_auto_topic_creation;
-    for requested in req.topics.unwrap_or_default() {
+    let requested = req.topics.unwrap_or_default();
+    // Every topic this request creates is created in one go: one write of
+    // the cluster state, however many there are.
+    let created = if auto_create {
+        let names: Vec<&str> = requested.iter().filter_map(|t| t.name.as_ref()).map(|n| n.0.as_str()).collect();
+        broker.auto_create_topics(&names).await
+    } else {
+        Default::default()
+    };
+    for requested in requested {
         let described = match &requested.name {
             None => match broker.topic_by_id(&requested.topic_id) {
                 Some(topic) => describe_topic(broker, &topic),
                 None => topic_error(None, requested.topic_id, ResponseError::UnknownTopicId.code()),
             },
             Some(name) => {
-                let lookup = if auto_create {
-                    broker.topic_or_auto_create(name.0.as_str()).await
-                } else {
-                    crate::broker::validate_topic_name(name.0.as_str())
+                let lookup = match created.get(name.0.as_str()) {
+                    Some(Ok(topic)) => Ok(topic.clone()),
+                    Some(Err(e)) => Err(e.code()),
+                    None => crate::broker::validate_topic_name(name.0.as_str())
                         .and_then(|()| broker.topic(name.0.as_str()).ok_or_else(|| TopicError::Unknown(name.0.to_string())))
+                        .map_err(|e| e.code()),
                 };
                 match lookup {
                     Ok(topic) => describe_topic(broker, &topic),
-                    Err(e) => topic_error(Some(name.clone()), uuid::Uuid::nil(), e.code()),
+                    Err(code) => topic_error(Some(name.clone()), uuid::Uuid::nil(), code),
                 }
             }
         };

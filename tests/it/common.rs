@@ -17,9 +17,9 @@ pub struct Broker {
     extra_config: String,
     env: Vec<(String, String)>,
     child: Option<Child>,
-    /// RLIMIT_AS for the broker process, so that a regression that
-    /// allocates without bound kills the broker instead of the machine.
-    address_space_limit: Option<u64>,
+    /// prlimit(1) options the broker runs under (`--as=BYTES`,
+    /// `--nofile=SOFT:HARD`, ...), kept across restarts.
+    prlimits: Vec<String>,
     log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -32,17 +32,28 @@ impl Broker {
 
     /// Starts a broker with extra environment variables (`AWS_*` for S3).
     pub fn start_with_env(extra_config: &str, env: &[(String, String)]) -> Broker {
-        Self::start_full(extra_config, env, None)
+        Self::start_full(extra_config, env, &[])
     }
 
     /// Starts a broker whose address space is capped at `bytes` (prlimit),
     /// with glibc's malloc arenas capped so that the cap measures what the
-    /// broker allocates rather than what it reserves.
+    /// broker allocates rather than what it reserves. A regression that
+    /// allocates without bound then kills the broker, not the machine.
     pub fn start_limited(extra_config: &str, bytes: u64) -> Broker {
-        Self::start_full(extra_config, &[("MALLOC_ARENA_MAX".into(), "2".into())], Some(bytes))
+        Self::start_full(
+            extra_config,
+            &[("MALLOC_ARENA_MAX".into(), "2".into())],
+            &[&format!("--as={bytes}")],
+        )
     }
 
-    fn start_full(extra_config: &str, env: &[(String, String)], address_space_limit: Option<u64>) -> Broker {
+    /// Starts a broker under the given prlimit(1) options, for example
+    /// `--nofile=256:256` for a low file-descriptor limit.
+    pub fn start_with_prlimit(extra_config: &str, prlimits: &[&str]) -> Broker {
+        Self::start_full(extra_config, &[], prlimits)
+    }
+
+    fn start_full(extra_config: &str, env: &[(String, String)], prlimits: &[&str]) -> Broker {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let mut broker = Broker {
@@ -52,7 +63,7 @@ impl Broker {
             extra_config: extra_config.to_string(),
             env: env.to_vec(),
             child: None,
-            address_space_limit,
+            prlimits: prlimits.iter().map(|l| l.to_string()).collect(),
             log_path: tmp.path().join("broker.log"),
             _tmp: Some(tmp),
         };
@@ -74,13 +85,12 @@ impl Broker {
         let config = format!("group_initial_rebalance_delay_ms = 100\n{}", self.extra_config);
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
-        let mut command = match self.address_space_limit {
-            Some(bytes) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--as={bytes}")).arg("--").arg(env!("CARGO_BIN_EXE_sediment"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_sediment")),
+        let mut command = if self.prlimits.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_sediment"))
+        } else {
+            let mut c = Command::new("prlimit");
+            c.args(&self.prlimits).arg("--").arg(env!("CARGO_BIN_EXE_sediment"));
+            c
         };
         let child = command
             .arg("serve")

@@ -14,3 +14,4 @@ mod hardening;
 mod kafka;
 mod s3;
 mod shutdown;
+mod topics_bounds;
