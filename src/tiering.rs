@@ -68,10 +68,7 @@ async fn tier_partition(
     last_upload: &mut Option<Instant>,
 ) -> Result<(), ArchiveError> {
     let high_watermark = partition.high_watermark();
-    let sealed = partition
-        .lock_log()
-        .map_err(|e| ArchiveError::Task(e.to_string()))?
-        .sealed_segments();
+    let sealed = partition.lock_log().sealed_segments();
     for segment in sealed {
         let end = partition.manifest().end_offset().unwrap_or(i64::MIN);
         if segment.next_offset <= end {
@@ -185,7 +182,7 @@ fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Partition) 
     let now = now_ms();
     let config = topic.config().log_config();
     let mut over_budget = broker.over_disk_budget();
-    let Ok(mut log) = partition.lock_log() else { return };
+    let mut log = partition.lock_log();
     let result = log.delete_archived(archived_end, |segment, remaining| {
         let by_time = config.local_retention_ms >= 0 && now - segment.last_append_ms > config.local_retention_ms;
         let by_size = config.local_retention_bytes >= 0 && remaining as i64 > config.local_retention_bytes;
@@ -251,11 +248,9 @@ fn update_metrics(broker: &Broker, last_upload: Option<Instant>) {
         for partition in topic.partitions() {
             let manifest = partition.manifest();
             let end = manifest.end_offset();
-            if let Ok(log) = partition.lock_log() {
-                let (bytes, segments) = log.bytes_from(end.unwrap_or(i64::MIN));
-                backlog_bytes += bytes;
-                backlog_segments += segments;
-            }
+            let (bytes, segments) = partition.lock_log().bytes_from(end.unwrap_or(i64::MIN));
+            backlog_bytes += bytes;
+            backlog_segments += segments;
             let labels = PartitionLabels {
                 topic: topic.name.clone(),
                 partition: partition.index.to_string(),

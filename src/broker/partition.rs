@@ -3,10 +3,11 @@
 //! the previous fsync ran).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use tokio::sync::{watch, Notify};
 
 use crate::archive::manifest::Manifest;
@@ -62,26 +63,22 @@ impl Partition {
         })
     }
 
-    pub fn lock_log(&self) -> Result<MutexGuard<'_, PartitionLog>, LogError> {
-        self.log
-            .lock()
-            .map_err(|_| LogError::Io(std::io::Error::other("partition log lock poisoned")))
+    pub fn lock_log(&self) -> MutexGuard<'_, PartitionLog> {
+        self.log.lock()
     }
 
     pub fn manifest(&self) -> Arc<Manifest> {
-        self.manifest.read().map(|m| m.clone()).unwrap_or_default()
+        self.manifest.read().clone()
     }
 
     pub fn set_manifest(&self, manifest: Manifest) {
-        if let Ok(mut m) = self.manifest.write() {
-            *m = Arc::new(manifest);
-        }
+        *self.manifest.write() = Arc::new(manifest);
     }
 
     /// The first offset a consumer can read: in the archive if it holds
     /// anything, else in the local log.
     pub fn log_start_offset(&self) -> Result<i64, LogError> {
-        let local = self.lock_log()?.log_start_offset();
+        let local = self.lock_log().log_start_offset();
         Ok(self.start_seen_by_consumers(local))
     }
 
@@ -95,7 +92,7 @@ impl Partition {
     /// ListOffsets by timestamp in the local log: planned under the lock,
     /// read and decoded on a blocking thread without it.
     pub async fn offset_for_timestamp(&self, timestamp: i64, limits: Limits) -> Result<Option<(i64, i64)>, LogError> {
-        let search = self.lock_log()?.timestamp_search(timestamp);
+        let search = self.lock_log().timestamp_search(timestamp);
         tokio::task::spawn_blocking(move || search.run(limits))
             .await
             .map_err(|e| LogError::Io(std::io::Error::other(format!("timestamp search failed: {e}"))))?
@@ -104,7 +101,7 @@ impl Partition {
     /// The local log's largest timestamp with the first offset carrying it
     /// (ListOffsets -3, KIP-734): (offset, timestamp).
     pub async fn max_timestamp(&self, limits: Limits) -> Result<Option<(i64, i64)>, LogError> {
-        let Some(max) = self.lock_log()?.max_timestamp() else {
+        let Some(max) = self.lock_log().max_timestamp() else {
             return Ok(None);
         };
         self.offset_for_timestamp(max, limits).await
@@ -131,7 +128,7 @@ impl Partition {
                 "partition storage failed earlier ({e}); restart the broker"
             ))));
         }
-        let result = self.lock_log()?.append(batches, leader_epoch, now_ms)?;
+        let result = self.lock_log().append(batches, leader_epoch, now_ms)?;
         match self.flush_policy {
             FlushPolicy::Always => self.flush_needed.notify_one(),
             FlushPolicy::Interval => self.advance_high_watermark(result.next_offset),
@@ -177,9 +174,7 @@ impl Partition {
             // advance the high watermark again until a restart recovers.
             return;
         }
-        let Ok(unflushed) = self.lock_log().map(|mut log| log.take_unflushed()) else {
-            return;
-        };
+        let unflushed = self.lock_log().take_unflushed();
         if unflushed.is_empty() {
             return;
         }

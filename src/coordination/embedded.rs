@@ -5,7 +5,9 @@
 //! The write runs on a blocking thread, one change at a time.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -38,10 +40,6 @@ pub struct EmbeddedCoordinator {
     writes: Counter,
 }
 
-fn poisoned() -> CoordinationError {
-    CoordinationError::Corrupt("state lock poisoned".into())
-}
-
 impl EmbeddedCoordinator {
     pub fn open(meta_dir: &Path) -> Result<Self, CoordinationError> {
         std::fs::create_dir_all(meta_dir)?;
@@ -69,7 +67,7 @@ impl EmbeddedCoordinator {
     /// a blocking thread, and only then makes it the state and returns.
     async fn update<T>(&self, change: impl FnOnce(&mut State) -> T) -> Result<T, CoordinationError> {
         let turn = self.turn.clone().lock_owned().await;
-        let mut next = self.state.lock().map_err(|_| poisoned())?.clone();
+        let mut next = self.state.lock().clone();
         let out = change(&mut next);
         next.version += 1;
         let path = self.path.clone();
@@ -80,7 +78,7 @@ impl EmbeddedCoordinator {
             let bytes = serde_json::to_vec_pretty(&next).map_err(|e| CoordinationError::Corrupt(e.to_string()))?;
             write_atomically(&path, &bytes)?;
             writes.inc();
-            *state.lock().map_err(|_| poisoned())? = next;
+            *state.lock() = next;
             Ok::<(), CoordinationError>(())
         })
         .await
@@ -123,12 +121,12 @@ impl EmbeddedCoordinator {
 
 impl Coordinator for EmbeddedCoordinator {
     fn snapshot(&self) -> Option<(u64, Vec<u8>)> {
-        let guard = self.state.lock().ok()?;
+        let guard = self.state.lock();
         Some((guard.version, serde_json::to_vec_pretty(&*guard).ok()?))
     }
 
     fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicRecord>, CoordinationError>> {
-        Box::pin(async move { Ok(self.state.lock().map_err(|_| poisoned())?.topics.clone()) })
+        Box::pin(async move { Ok(self.state.lock().topics.clone()) })
     }
 
     fn put_topics(&self, topics: Vec<TopicRecord>) -> BoxFuture<'_, Result<(), CoordinationError>> {

@@ -92,16 +92,16 @@ fn view(topic: &crate::broker::Topic) -> TopicView {
     let partitions = topic
         .partitions()
         .iter()
-        .filter_map(|p| {
-            let log = p.lock_log().ok()?;
-            Some(PartitionView {
+        .map(|p| {
+            let log = p.lock_log();
+            PartitionView {
                 partition: p.index,
                 log_start_offset: log.log_start_offset(),
                 log_end_offset: log.next_offset(),
                 high_watermark: p.high_watermark(),
                 size_bytes: log.size_bytes(),
                 segments: log.segment_count(),
-            })
+            }
         })
         .collect();
     TopicView {

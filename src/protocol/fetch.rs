@@ -179,7 +179,7 @@ fn grow_for_first_batch(broker: &Broker, memory: &mut Reservation, more: usize, 
 /// start: a consumer sees one log either way.
 async fn read_partition(broker: &Broker, partition: &Partition, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
     let high_watermark = partition.high_watermark();
-    let local_start = partition.lock_log()?.log_start_offset();
+    let local_start = partition.lock_log().log_start_offset();
     if offset < local_start {
         let manifest = partition.manifest();
         let archived_start = manifest.start_offset().unwrap_or(local_start);
@@ -204,7 +204,7 @@ async fn read_partition(broker: &Broker, partition: &Partition, offset: i64, max
             next = object.last_offset + 1;
         }
         // A gap between the archive and the local log: continue locally.
-        return partition.lock_log()?.read(local_start, max_bytes, high_watermark);
+        return partition.lock_log().read(local_start, max_bytes, high_watermark);
     }
-    partition.lock_log()?.read(offset, max_bytes, high_watermark)
+    partition.lock_log().read(offset, max_bytes, high_watermark)
 }

@@ -90,7 +90,7 @@ async fn list_one(broker: &Broker, partition: &Partition, timestamp: i64, limits
 /// The first archived record with a timestamp >= `timestamp`, or (-1, -1).
 async fn archived_offset_for(broker: &Broker, partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16> {
     let manifest = partition.manifest();
-    let local_start = partition.lock_log().map_err(|e| error_code::log_error(&e))?.log_start_offset();
+    let local_start = partition.lock_log().log_start_offset();
     for object in manifest
         .objects
         .iter()
