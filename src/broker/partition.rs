@@ -217,3 +217,30 @@ impl Partition {
         self.flush_needed.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::LogConfig;
+
+    /// A panic while a lock is held (a bug) must not make later readers see
+    /// defaults: an empty manifest would make Fetch answer OFFSET_OUT_OF_RANGE
+    /// for archived offsets, and a failed log lock would refuse produce.
+    #[test]
+    fn a_panic_under_a_lock_leaves_the_state_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let partition = Partition::new("t".into(), 0, log, FlushPolicy::Interval);
+        partition.set_manifest(Manifest::for_topic("the-topic-id"));
+        let p = partition.clone();
+        let panicked = std::thread::spawn(move || {
+            let _manifest = p.manifest.write();
+            let _log = p.lock_log();
+            panic!("a bug while both locks are held");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert_eq!(partition.manifest().topic_id, "the-topic-id");
+        assert_eq!(partition.lock_log().next_offset(), 0);
+    }
+}
