@@ -37,7 +37,7 @@ pub async fn run(broker: Arc<Broker>) {
                     broker.metrics.tiering_upload_errors.inc();
                     result = Err(e);
                 }
-                apply_local_retention(&broker, &topic, &partition);
+                apply_local_retention(&broker, &topic, &partition).await;
             }
         }
         if let Err(e) = mirror_cluster_state(&broker, &mut mirrored_versions).await {
@@ -175,15 +175,14 @@ async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Par
 
 /// `local.retention.*` and the disk budget: removes local segments that
 /// the archive holds.
-fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Partition) {
+async fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Partition) {
     let Some(archived_end) = partition.manifest().end_offset() else {
         return;
     };
     let now = now_ms();
     let config = topic.config().log_config();
     let mut over_budget = broker.over_disk_budget();
-    let mut log = partition.lock_log();
-    let result = log.delete_archived(archived_end, |segment, remaining| {
+    let removed = partition.lock_log().delete_archived(archived_end, |segment, remaining| {
         let by_time = config.local_retention_ms >= 0 && now - segment.last_append_ms > config.local_retention_ms;
         let by_size = config.local_retention_bytes >= 0 && remaining as i64 > config.local_retention_bytes;
         let evict = by_time || by_size || over_budget;
@@ -191,7 +190,11 @@ fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Partition) 
         over_budget = false;
         !evict
     });
-    if let Err(e) = result {
+    if removed.is_empty() {
+        return;
+    }
+    let deleted = tokio::task::spawn_blocking(move || crate::log::delete_segments(removed)).await;
+    if let Err(e) = deleted.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
         tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "local retention failed");
     }
 }

@@ -23,7 +23,7 @@ impl Broker {
             loop {
                 ticker.tick().await;
                 let Some(broker) = weak.upgrade() else { return };
-                broker.run_log_maintenance();
+                broker.run_log_maintenance().await;
             }
         });
         if flush == FlushPolicy::Interval {
@@ -43,28 +43,37 @@ impl Broker {
         }
     }
 
-    /// Rolls expired active segments and applies retention on every partition.
-    pub fn run_log_maintenance(&self) {
+    /// Rolls expired active segments, forgets idle producers and applies
+    /// retention on every partition. Decisions are taken under each
+    /// partition's lock; removed segments' files are deleted after it, on
+    /// the blocking pool.
+    pub async fn run_log_maintenance(&self) {
         let now = now_ms();
         for topic in self.topics() {
             for partition in topic.partitions() {
-                let mut log = partition.lock_log();
-                if let Err(e) = log.roll_if_expired(now) {
-                    tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "segment roll failed");
+                let removed = {
+                    let mut log = partition.lock_log();
+                    if let Err(e) = log.roll_if_expired(now) {
+                        tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "segment roll failed");
+                    }
+                    let expired = log.expire_producers(now);
+                    if expired > 0 {
+                        tracing::debug!(topic = %topic.name, partition = partition.index, expired, "forgot idle idempotent producers");
+                    }
+                    let archived_end = partition.manifest().end_offset().unwrap_or(i64::MIN);
+                    log.apply_retention(now, archived_end)
+                };
+                if removed.is_empty() {
+                    continue;
                 }
-                let expired = log.expire_producers(now);
-                if expired > 0 {
-                    tracing::debug!(topic = %topic.name, partition = partition.index, expired, "forgot idle idempotent producers");
-                }
-                let archived_end = partition.manifest().end_offset().unwrap_or(i64::MIN);
-                if let Err(e) = log.apply_retention(now, archived_end) {
-                    tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention failed");
+                let deleted = tokio::task::spawn_blocking(move || crate::log::delete_segments(removed)).await;
+                if let Err(e) = deleted.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                    tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention could not delete a segment file");
                 }
             }
         }
     }
 
-    /// Recomputes the bytes of all local logs.
     pub fn refresh_local_bytes(&self) {
         let total: u64 = self
             .topics()

@@ -89,6 +89,27 @@ impl Partition {
             .map_or(local_start, |archived| archived.min(local_start))
     }
 
+    /// Fetch from the local log: planned under the lock, read on a blocking
+    /// thread without it, so a cold read never holds up producers or an
+    /// async worker. Never past `upper_bound` (the high watermark).
+    pub async fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<Bytes, LogError> {
+        let mut from = offset;
+        loop {
+            let Some(read) = self.lock_log().plan_read(from, upper_bound)? else {
+                return Ok(Bytes::new());
+            };
+            let next = read.next_offset;
+            let bytes = tokio::task::spawn_blocking(move || read.read(offset, max_bytes, upper_bound))
+                .await
+                .map_err(|e| LogError::Io(std::io::Error::other(format!("read task failed: {e}"))))??;
+            // Nothing here (a gap left by recovery): go on in the next segment.
+            if !bytes.is_empty() || next <= from {
+                return Ok(Bytes::from(bytes));
+            }
+            from = next;
+        }
+    }
+
     /// ListOffsets by timestamp in the local log: planned under the lock,
     /// read and decoded on a blocking thread without it.
     pub async fn offset_for_timestamp(&self, timestamp: i64, limits: Limits) -> Result<Option<(i64, i64)>, LogError> {

@@ -448,8 +448,26 @@ impl PartitionLog {
     }
 
     /// Reads batches from `offset`, never past `upper_bound` (the high
-    /// watermark), within `max_bytes` (at least one whole batch).
+    /// watermark), within `max_bytes` (at least one whole batch). Blocking,
+    /// and under whatever lock guards the log: the broker plans under its
+    /// lock (`plan_read`) and reads without it instead.
     pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> Result<Bytes, LogError> {
+        let mut from = offset;
+        while let Some(read) = self.plan_read(from, upper_bound)? {
+            let bytes = read.read(offset, max_bytes, upper_bound)?;
+            if !bytes.is_empty() || read.next_offset <= from {
+                return Ok(Bytes::from(bytes));
+            }
+            from = read.next_offset;
+        }
+        Ok(Bytes::new())
+    }
+
+    /// The segment a read of `offset` starts in, with where to start: `None`
+    /// when there is nothing below `upper_bound` to read. Cheap (no data is
+    /// read), for the partition lock. A read that finds nothing in the
+    /// segment (a gap left by recovery) plans again from its `next_offset`.
+    pub fn plan_read(&self, offset: i64, upper_bound: i64) -> Result<Option<segment::SegmentRead>, LogError> {
         let log_start = self.log_start_offset();
         if offset < log_start || offset > self.next_offset {
             return Err(LogError::OffsetOutOfRange {
@@ -459,26 +477,17 @@ impl PartitionLog {
             });
         }
         if offset >= upper_bound {
-            return Ok(Bytes::new());
+            return Ok(None);
         }
-        // Segments may leave gaps (recovery of a damaged sealed segment), so
-        // move on to the next segment when one has nothing at `offset`.
-        for (_, segment) in self
+        let segment = self
             .segments
             .range(..=offset)
             .next_back()
             .into_iter()
             .chain(self.segments.range(offset + 1..))
-        {
-            if segment.next_offset() <= offset {
-                continue;
-            }
-            let bytes = segment.read(offset, max_bytes, upper_bound)?;
-            if !bytes.is_empty() {
-                return Ok(Bytes::from(bytes));
-            }
-        }
-        Ok(Bytes::new())
+            .map(|(_, s)| s)
+            .find(|s| s.next_offset() > offset);
+        Ok(segment.map(|s| s.plan_read(offset)).transpose()?)
     }
 
     /// Where ListOffsets by `timestamp` must look: the byte ranges of the
@@ -537,9 +546,10 @@ impl PartitionLog {
 
     /// Deletes sealed segments wholly below `archived_end` (they are in the
     /// archive) that `keep` does not want kept: local retention, and
-    /// eviction under the disk budget. Returns the bytes freed.
-    pub fn delete_archived(&mut self, archived_end: i64, mut keep: impl FnMut(&Segment, u64) -> bool) -> Result<u64, LogError> {
-        let mut freed = 0;
+    /// eviction under the disk budget. Returns them, out of the log: the
+    /// caller deletes their files (`delete_segments`) without the lock.
+    pub fn delete_archived(&mut self, archived_end: i64, mut keep: impl FnMut(&Segment, u64) -> bool) -> Vec<Segment> {
+        let mut removed = Vec::new();
         let mut remaining = self.size_bytes();
         while self.segments.len() > 1 {
             let Some((&base, oldest)) = self.segments.iter().next() else {
@@ -549,13 +559,12 @@ impl PartitionLog {
                 break;
             }
             if let Some(segment) = self.segments.remove(&base) {
-                freed += segment.size();
                 remaining -= segment.size();
                 tracing::info!(dir = %self.dir.display(), base_offset = base, "removed a local segment that is in the archive");
-                segment.delete()?;
+                removed.push(segment);
             }
         }
-        Ok(freed)
+        removed
     }
 
     /// Makes the next offset at least `offset`: a log restored on an empty
@@ -583,14 +592,15 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Deletes sealed segments past `retention.ms` / `retention.bytes`.
-    /// Returns how many were deleted.
+    /// Removes sealed segments past `retention.ms` / `retention.bytes` and
+    /// returns them: the caller deletes their files (`delete_segments`)
+    /// without the lock.
     /// Time retention removes expired segments whether archived or not;
     /// size retention only removes segments below `archived_end` (the
     /// archive's own `retention.bytes` bounds the rest), so the archive is
     /// never left with a gap by it.
-    pub fn apply_retention(&mut self, now_ms: i64, archived_end: i64) -> Result<usize, LogError> {
-        let mut deleted = 0;
+    pub fn apply_retention(&mut self, now_ms: i64, archived_end: i64) -> Vec<Segment> {
+        let mut removed = Vec::new();
         let mut total = self.size_bytes() as i64;
         while self.segments.len() > 1 {
             let Some((&base, oldest)) = self.segments.iter().next() else {
@@ -606,11 +616,10 @@ impl PartitionLog {
             if let Some(segment) = self.segments.remove(&base) {
                 total -= segment.size() as i64;
                 tracing::info!(dir = %self.dir.display(), base_offset = base, by_time, by_size, "retention deleted segment");
-                segment.delete()?;
-                deleted += 1;
+                removed.push(segment);
             }
         }
-        Ok(deleted)
+        removed
     }
 }
 
@@ -694,6 +703,19 @@ impl Drop for ScratchDir {
     }
 }
 
+/// Deletes the files of segments removed from a log; returns the bytes
+/// freed. Blocking: an unlink of a large file can take a while, so it runs
+/// without the partition lock. A crash before it leaves the files, and the
+/// next start's retention removes them again.
+pub fn delete_segments(segments: Vec<Segment>) -> std::io::Result<u64> {
+    let mut freed = 0;
+    for segment in segments {
+        freed += segment.size();
+        segment.delete()?;
+    }
+    Ok(freed)
+}
+
 /// fsyncs a directory so a created or removed file name is durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -753,6 +775,33 @@ mod tests {
     }
 
     #[test]
+    fn a_planned_read_needs_no_lock_and_survives_appends_and_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 300,
+            ..LogConfig::default()
+        };
+        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        for _ in 0..10 {
+            log.append(&batches(3, -1, -1), 0, 0).unwrap();
+        }
+        let planned = log.plan_read(0, 30).unwrap().unwrap();
+        let tail = log.plan_read(27, 30).unwrap().unwrap();
+        // After the plan: more appends, and the planned segment removed.
+        for _ in 0..10 {
+            log.append(&batches(3, -1, -1), 0, 0).unwrap();
+        }
+        assert!(delete_segments(log.delete_archived(30, |_, _| false)).unwrap() > 0);
+        let bytes = planned.read(0, 1 << 20, 30).unwrap();
+        assert_eq!(BatchHeader::parse(&bytes).unwrap().base_offset, 0, "a removed file stays readable");
+        let bytes = tail.read(27, 1 << 20, i64::MAX).unwrap();
+        let batches: Vec<_> = batch::BatchWalker::new(&bytes).map(|(h, _)| h.base_offset).collect();
+        assert_eq!(batches, vec![27], "what was planned, not what came after");
+        assert!(log.plan_read(30, 30).unwrap().is_none(), "nothing at the upper bound");
+        assert!(matches!(log.plan_read(0, 60), Err(LogError::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
     fn idempotent_retry_is_not_appended_twice() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
@@ -805,8 +854,10 @@ mod tests {
         for _ in 0..30 {
             log.append(&batches(3, -1, -1), 0, 0).unwrap();
         }
-        assert_eq!(log.apply_retention(0, 0).unwrap(), 0, "nothing archived: size retention waits");
-        let deleted = log.apply_retention(0, i64::MAX).unwrap();
+        assert_eq!(log.apply_retention(0, 0).len(), 0, "nothing archived: size retention waits");
+        let removed = log.apply_retention(0, i64::MAX);
+        let deleted = removed.len();
+        delete_segments(removed).unwrap();
         assert!(deleted > 0);
         assert!(log.size_bytes() <= 600 + 300);
         assert!(log.log_start_offset() > 0);
@@ -866,14 +917,14 @@ mod tests {
         let sealed = log.sealed_segments();
         assert!(sealed.len() >= 3);
         let archived_end = sealed[1].next_offset;
-        let freed = log.delete_archived(archived_end, |_, _| false).unwrap();
+        let freed = delete_segments(log.delete_archived(archived_end, |_, _| false)).unwrap();
         assert!(freed > 0);
         assert_eq!(
             log.log_start_offset(),
             archived_end,
             "segments wholly below the archived end went, no more"
         );
-        assert!(log.delete_archived(archived_end, |_, _| false).unwrap() == 0);
+        assert!(log.delete_archived(archived_end, |_, _| false).is_empty());
         // A fresh log continues after what the archive holds.
         let fresh = tempfile::tempdir().unwrap();
         let (mut restored, _) = PartitionLog::open(fresh.path(), LogConfig::default(), 0).unwrap();

@@ -291,12 +291,47 @@ impl Segment {
         self.time_index.iter().find(|e| e.timestamp >= timestamp).map(|e| e.offset)
     }
 
+    /// Where a read of `offset` starts, with a handle on the file: cheap, so
+    /// it can be taken under the partition lock, and the read done without it.
+    pub fn plan_read(&self, offset: i64) -> std::io::Result<SegmentRead> {
+        Ok(SegmentRead {
+            file: self.reader()?,
+            position: self.lookup_position(offset),
+            size: self.size,
+            next_offset: self.next_offset,
+        })
+    }
+
+    /// Reads the batches that hold offsets from `offset` on (see `SegmentRead::read`).
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> std::io::Result<Vec<u8>> {
+        self.plan_read(offset)?.read(offset, max_bytes, upper_bound)
+    }
+
+    pub fn delete(self) -> std::io::Result<()> {
+        std::fs::remove_file(&self.path)
+    }
+}
+
+/// A read of one segment as it stood when planned: appends only add bytes
+/// past `size`, and an open handle keeps a deleted file readable, so the
+/// read needs no lock.
+pub struct SegmentRead {
+    file: Arc<File>,
+    /// Where the offset index says to start.
+    position: u64,
+    size: u64,
+    /// The segment's end: where a read that finds nothing here goes on.
+    pub next_offset: i64,
+}
+
+impl SegmentRead {
     /// Reads the batches that hold offsets from `offset` on, stopping before
     /// any batch at or past `upper_bound`, within `max_bytes` (but always the
     /// whole first batch, so a consumer can make progress on a large one).
+    /// Blocking.
     pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> std::io::Result<Vec<u8>> {
-        let file = self.reader()?;
-        let mut position = self.lookup_position(offset);
+        let file = &self.file;
+        let mut position = self.position;
         let mut header_buf = [0u8; HEADER_LEN];
         // Skip batches wholly below `offset`.
         while position + HEADER_LEN as u64 <= self.size {
@@ -332,10 +367,6 @@ impl Segment {
         }
         buf.truncate(end);
         Ok(buf)
-    }
-
-    pub fn delete(self) -> std::io::Result<()> {
-        std::fs::remove_file(&self.path)
     }
 }
 

@@ -204,7 +204,7 @@ async fn read_partition(broker: &Broker, partition: &Partition, offset: i64, max
             next = object.last_offset + 1;
         }
         // A gap between the archive and the local log: continue locally.
-        return partition.lock_log().read(local_start, max_bytes, high_watermark);
+        return partition.read(local_start, max_bytes, high_watermark).await;
     }
-    partition.lock_log().read(offset, max_bytes, high_watermark)
+    partition.read(offset, max_bytes, high_watermark).await
 }
