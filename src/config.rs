@@ -100,6 +100,10 @@ pub struct Config {
     /// written. A fetch that finds the budget used up waits (within its
     /// max.wait.ms) for a share or answers with what it has.
     pub max_response_memory_bytes: usize,
+    /// Most bytes all request frames together may hold while they are read
+    /// and handled (Kafka's queued.max.request.bytes). A connection waits for
+    /// a share before reading more of a request.
+    pub max_request_memory_bytes: usize,
     /// Most bytes one record batch may decompress to. Every produced batch
     /// is decoded record by record to validate it; one that decodes to more
     /// than this (or than its topic's max.message.bytes, whichever is
@@ -151,6 +155,7 @@ impl Default for Config {
             fetch_max_wait_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             max_response_memory_bytes: 512 * 1024 * 1024,
+            max_request_memory_bytes: 512 * 1024 * 1024,
             max_batch_decoded_bytes: 256 * 1024 * 1024,
             producer_id_expiration_ms: 86_400_000,
             max_producer_ids_per_partition: 10_000,
@@ -295,6 +300,9 @@ impl Config {
         }
         if !(1..=i64::MAX as u64).contains(&self.producer_id_expiration_ms) {
             return invalid("producer_id_expiration_ms must be >= 1".into());
+        }
+        if self.max_request_memory_bytes < self.max_request_bytes {
+            return invalid("max_request_memory_bytes must be >= max_request_bytes".into());
         }
         if self.max_response_memory_bytes < 1024 * 1024 {
             return invalid("max_response_memory_bytes must be >= 1048576".into());

@@ -1,8 +1,11 @@
-//! A broker-wide budget of bytes: what Fetch responses may hold between being
-//! read from the log and being handed to the socket. A slow reader's unsent
-//! responses keep their share until written, so however many readers stall,
-//! responses never hold more than the budget (Kafka avoids the problem by
-//! sending from the page cache; we hold bytes, so we count them).
+//! Broker-wide budgets of bytes. One bounds what Fetch responses may hold
+//! between being read from the log and being handed to the socket: a slow
+//! reader's unsent responses keep their share until written, so however many
+//! readers stall, responses never hold more than the budget (Kafka avoids the
+//! problem by sending from the page cache; we hold bytes, so we count them).
+//! The other bounds request frames being read and handled (Kafka's
+//! queued.max.request.bytes): a connection waits for a share before it reads
+//! more of a request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,6 +43,14 @@ impl MemoryBudget {
 
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
+    }
+
+    /// A reservation of nothing yet, to grow.
+    pub fn empty(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            budget: Some(self.clone()),
+            bytes: 0,
+        }
     }
 
     /// Takes up to `want` bytes, as much as is free now, but nothing if less
@@ -86,6 +97,20 @@ impl MemoryBudget {
                 }
                 Err(now) => used = now,
             }
+        }
+    }
+
+    /// Adds exactly `more` bytes to `reservation`, waiting until they are
+    /// free. `more` must not exceed the limit.
+    pub async fn grow(&self, reservation: &mut Reservation, more: usize) {
+        loop {
+            let released = self.released();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.try_grow(reservation, more) {
+                return;
+            }
+            released.await;
         }
     }
 
@@ -177,6 +202,28 @@ mod tests {
         assert_eq!(budget.used(), 5100, "an oversized batch is served");
         drop(r);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn grow_waits_for_a_release() {
+        let budget = MemoryBudget::new(1000);
+        let held = budget.reserve_up_to(900);
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                let mut r = budget.empty();
+                budget.grow(&mut r, 500).await;
+                r.bytes()
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "only 100 bytes are free");
+        drop(held);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, 500);
     }
 
     #[tokio::test]

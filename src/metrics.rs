@@ -60,6 +60,9 @@ pub struct Metrics {
     /// Fetch passes that found `max_response_memory_bytes` used up.
     pub fetch_memory_waits: Counter,
     pub response_memory_bytes: Gauge,
+    pub request_memory_bytes: Gauge,
+    /// Request reads that waited for `max_request_memory_bytes`.
+    pub request_memory_waits: Counter,
     pub producer_ids: Gauge,
     pub protocol_errors: Family<KindLabels, Counter>,
     pub fsync_duration: Histogram,
@@ -119,6 +122,8 @@ impl Metrics {
             fetch_wakeups: Counter::default(),
             fetch_memory_waits: Counter::default(),
             response_memory_bytes: Gauge::default(),
+            request_memory_bytes: Gauge::default(),
+            request_memory_waits: Counter::default(),
             producer_ids: Gauge::default(),
             protocol_errors: Family::default(),
             fsync_duration: latency_histogram(),
@@ -185,6 +190,16 @@ impl Metrics {
             "response_memory_bytes",
             "Bytes held by Fetch responses not yet written to their sockets",
             m.response_memory_bytes.clone(),
+        );
+        registry.register(
+            "request_memory_bytes",
+            "Bytes held by request frames being read or handled",
+            m.request_memory_bytes.clone(),
+        );
+        registry.register(
+            "request_memory_waits",
+            "Request reads that waited for the request memory budget",
+            m.request_memory_waits.clone(),
         );
         registry.register(
             "producer_ids",

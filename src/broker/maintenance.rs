@@ -128,6 +128,7 @@ impl Broker {
         }
         self.groups.update_gauges(m, &high_watermarks);
         m.response_memory_bytes.set(self.response_memory.used() as i64);
+        m.request_memory_bytes.set(self.request_memory.used() as i64);
         m.producer_ids.set(producer_ids as i64);
     }
 }

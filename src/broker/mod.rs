@@ -44,6 +44,8 @@ pub struct Broker {
     pub validator: validator::BatchValidator,
     /// Bytes Fetch responses may hold until written (`max_response_memory_bytes`).
     pub response_memory: Arc<crate::memory::MemoryBudget>,
+    /// Bytes request frames may hold while read and handled (`max_request_memory_bytes`).
+    pub request_memory: Arc<crate::memory::MemoryBudget>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises topic creation and deletion.
     topic_changes: tokio::sync::Mutex<()>,
@@ -85,6 +87,7 @@ impl Broker {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             response_memory: crate::memory::MemoryBudget::new(config.max_response_memory_bytes),
+            request_memory: crate::memory::MemoryBudget::new(config.max_request_memory_bytes),
             topics: RwLock::new(HashMap::new()),
             topic_changes: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0, 0)),

@@ -152,10 +152,24 @@ async fn read_requests(
                 .inc();
             break;
         }
-        // Grow the buffer as bytes arrive rather than trusting the length
-        // prefix up front: a client that claims 100 MiB and sends nothing
-        // costs nothing.
         let len = len as usize;
+        // The whole frame is taken from the broker-wide budget of request
+        // memory before its body is read, waiting while the budget is used
+        // up (Kafka mutes the connection the same way). All or nothing: a
+        // connection never holds part of a share while it waits for more, so
+        // readers cannot deadlock each other.
+        let budget = &broker.request_memory;
+        let mut memory = budget.empty();
+        if !budget.try_grow(&mut memory, len) {
+            broker.metrics.request_memory_waits.inc();
+            tokio::select! {
+                _ = draining.cancelled() => break,
+                _ = budget.grow(&mut memory, len) => {}
+            }
+        }
+        // The buffer itself grows as bytes arrive rather than trusting the
+        // length prefix: a client that claims 100 MiB and sends nothing holds
+        // a share of the budget, but no memory.
         let mut frame = BytesMut::with_capacity(len.min(READ_CHUNK));
         while frame.len() < len {
             frame.reserve((len - frame.len()).min(READ_CHUNK));
@@ -170,7 +184,10 @@ async fn read_requests(
         if frame.len() < len {
             break;
         }
-        match protocol::handle_frame(broker, frame.freeze(), &host).await {
+        let handled = protocol::handle_frame(broker, frame.freeze(), &host).await;
+        // The request's effect is done; its bytes are no longer held.
+        drop(memory);
+        match handled {
             Ok(response) => {
                 if tx.send(response).await.is_err() {
                     break;

@@ -441,3 +441,43 @@ async fn invented_producer_ids_are_bounded_per_partition() {
         .unwrap();
     assert_eq!(consumed[&0].len(), 500, "the retry was not appended");
 }
+
+/// Request frames being read share `max_request_memory_bytes`: clients that
+/// send most of a large request and stop hold at most that much between
+/// them, and are cut off after an idle period. Before, each held its frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_large_requests_hold_bounded_memory() {
+    const BUDGET: u64 = 16 << 20;
+    const SENDERS: usize = 30;
+    let config = format!("max_request_bytes = 8388608\nmax_request_memory_bytes = {BUDGET}\nconnections_max_idle_ms = 1000\n");
+    let broker = Broker::start_limited(&config, GIB);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "after", 1, &[]).await;
+    tokio::task::block_in_place(|| {
+        let most_of_a_frame = vec![0u8; 7 << 20];
+        let stalled: Vec<TcpStream> = (0..SENDERS)
+            .map(|_| {
+                let mut s = connect(&broker);
+                s.set_write_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+                s.write_all(&(8i32 << 20).to_be_bytes()).unwrap();
+                // The broker stops reading once the budget is used up, so
+                // this write may not finish; what it sent is enough.
+                let _ = s.write_all(&most_of_a_frame);
+                s
+            })
+            .collect();
+        let peak = broker.peak_rss();
+        assert!(peak < 150 << 20, "peak RSS {} MiB", peak >> 20);
+        let held = metric(&broker, "sediment_request_memory_bytes");
+        assert!(held > 0.0 && held <= BUDGET as f64, "requests hold {held} bytes");
+        assert!(metric(&broker, "sediment_request_memory_waits_total") > 0.0);
+        crate::common::wait_until("stalled senders were disconnected", 60, || {
+            metric(&broker, "sediment_request_memory_bytes") == 0.0
+        });
+        drop(stalled);
+    });
+    let sent: Vec<_> = (0..20).map(|i| record(i, 100)).collect();
+    produce(&producer(&bootstrap, &[]), "after", &sent).await;
+    let got = tokio::task::block_in_place(|| consume_all(&bootstrap, "after", 1, 20, &[]));
+    assert_eq!(got[&0].len(), 20);
+}
