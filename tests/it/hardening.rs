@@ -36,8 +36,13 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
 
 /// One uncompressed v2 record with no key and no headers.
 fn record_bytes(offset_delta: i64, value: &[u8]) -> Vec<u8> {
+    record_at(offset_delta, 0, value)
+}
+
+/// The same, `timestamp_delta` ms after the batch's base timestamp.
+fn record_at(offset_delta: i64, timestamp_delta: i64, value: &[u8]) -> Vec<u8> {
     let mut body = vec![0u8];
-    put_varint(&mut body, 0);
+    put_varint(&mut body, timestamp_delta);
     put_varint(&mut body, offset_delta);
     put_varint(&mut body, -1);
     put_varint(&mut body, value.len() as i64);
@@ -480,4 +485,61 @@ async fn stalled_large_requests_hold_bounded_memory() {
     produce(&producer(&bootstrap, &[]), "after", &sent).await;
     let got = tokio::task::block_in_place(|| consume_all(&bootstrap, "after", 1, 20, &[]));
     assert_eq!(got[&0].len(), 20);
+}
+
+/// Finding 10: ListOffsets by timestamp that must decode a huge compressed
+/// batch does so on the blocking pool, without the partition lock: a produce
+/// to the same partition is answered while eight such searches still decode.
+/// Before, the searches decoded under the lock on the async workers, and the
+/// produce waited behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamp_searches_decode_without_holding_up_produce() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let broker = Broker::start_limited("", GIB);
+    create_topic(&broker.bootstrap(), "ts", 1, &[]).await;
+    // 250 records of 1 MiB of zeros, one millisecond apart: 250 MiB decoded
+    // from a few hundred KiB of zstd.
+    let value = vec![0u8; 1 << 20];
+    let records: Vec<u8> = (0..250).flat_map(|d| record_at(d, d, &value)).collect();
+    let mut batch = batch_around(&compress(4, &records), 4, 250).to_vec();
+    let base = i64::from_be_bytes(batch[27..35].try_into().unwrap());
+    let last = base + 249;
+    batch[35..43].copy_from_slice(&last.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    let search = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("ts")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(last)])]);
+    tokio::task::block_in_place(|| {
+        let mut s = connect(&broker);
+        assert_eq!(produce_raw(&mut s, "ts", Bytes::from(batch)), 0);
+        let searches: Vec<TcpStream> = (0..8)
+            .map(|_| {
+                let mut c = connect(&broker);
+                c.write_all(&request(ApiKey::ListOffsets, 1, &search)).unwrap();
+                c
+            })
+            .collect();
+        assert_eq!(produce_raw(&mut s, "ts", encode_batch_of(1, 10)), 0);
+        for c in &searches {
+            c.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            let pending = matches!(c.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            assert!(pending, "a search answered before the produce after it");
+            c.set_nonblocking(false).unwrap();
+        }
+        for mut c in searches {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
+            let mut response = read_response(&mut c);
+            ResponseHeader::decode(&mut response, 0).unwrap();
+            let found = ListOffsetsResponse::decode(&mut response, 1).unwrap();
+            let p = &found.topics[0].partitions[0];
+            assert_eq!((p.error_code, p.timestamp), (0, last));
+        }
+    });
 }
