@@ -487,9 +487,9 @@ async fn stalled_large_requests_hold_bounded_memory() {
     assert_eq!(got[&0].len(), 20);
 }
 
-/// Finding 10: ListOffsets by timestamp that must decode a huge compressed
+/// Finding 10: ListOffsets by timestamp that must walk a huge compressed
 /// batch does so on the blocking pool, without the partition lock: a produce
-/// to the same partition is answered while eight such searches still decode.
+/// to the same partition is answered while eight such searches still walk.
 /// Before, the searches decoded under the lock on the async workers, and the
 /// produce waited behind them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,14 +497,14 @@ async fn timestamp_searches_decode_without_holding_up_produce() {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
     let broker = Broker::start_limited("", GIB);
-    create_topic(&broker.bootstrap(), "ts", 1, &[]).await;
-    // 250 records of 1 MiB of zeros, one millisecond apart: 250 MiB decoded
-    // from a few hundred KiB of zstd.
-    let value = vec![0u8; 1 << 20];
-    let records: Vec<u8> = (0..250).flat_map(|d| record_at(d, d, &value)).collect();
-    let mut batch = batch_around(&compress(4, &records), 4, 250).to_vec();
+    create_topic(&broker.bootstrap(), "ts", 1, &[("max.message.bytes", "67108864")]).await;
+    // A million tiny records, one millisecond apart: cheap to compress,
+    // slow to walk, so each search takes far longer than a produce.
+    const RECORDS: i64 = 1_000_000;
+    let records: Vec<u8> = (0..RECORDS).flat_map(|d| record_at(d, d, b"v")).collect();
+    let mut batch = batch_around(&compress(4, &records), 4, RECORDS as i32).to_vec();
     let base = i64::from_be_bytes(batch[27..35].try_into().unwrap());
-    let last = base + 249;
+    let last = base + RECORDS - 1;
     batch[35..43].copy_from_slice(&last.to_be_bytes());
     let crc = crc32c::crc32c(&batch[21..]);
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
