@@ -40,17 +40,16 @@ impl Broker {
     /// broker allocates rather than what it reserves. A regression that
     /// allocates without bound then kills the broker, not the machine.
     pub fn start_limited(extra_config: &str, bytes: u64) -> Broker {
-        Self::start_full(
-            extra_config,
-            &[("MALLOC_ARENA_MAX".into(), "2".into())],
-            &[&format!("--as={bytes}")],
-        )
+        Self::start_with_prlimit(extra_config, bytes, &[])
     }
 
-    /// Starts a broker under the given prlimit(1) options, for example
+    /// `start_limited` with more prlimit(1) options, for example
     /// `--nofile=256:256` for a low file-descriptor limit.
-    pub fn start_with_prlimit(extra_config: &str, prlimits: &[&str]) -> Broker {
-        Self::start_full(extra_config, &[], prlimits)
+    pub fn start_with_prlimit(extra_config: &str, bytes: u64, prlimits: &[&str]) -> Broker {
+        let address_space = format!("--as={bytes}");
+        let mut all = vec![address_space.as_str()];
+        all.extend_from_slice(prlimits);
+        Self::start_full(extra_config, &[("MALLOC_ARENA_MAX".into(), "2".into())], &all)
     }
 
     fn start_full(extra_config: &str, env: &[(String, String)], prlimits: &[&str]) -> Broker {

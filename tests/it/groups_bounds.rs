@@ -111,7 +111,10 @@ fn broker_peak_rss_bytes(broker: &Broker) -> Option<u64> {
 #[test]
 fn groups_flood_of_random_ids_leaves_no_groups_behind() {
     let max_groups = 1000;
-    let broker = Broker::start(&format!("group_min_session_timeout_ms = 100\ngroup_max_count = {max_groups}\n"));
+    let broker = Broker::start_limited(
+        &format!("group_min_session_timeout_ms = 100\ngroup_max_count = {max_groups}\n"),
+        1 << 30,
+    );
     let flood = 3000;
     let mut s = connect(&broker);
 
@@ -213,7 +216,7 @@ fn fetch_offsets(broker: &Broker, group: &str, topic: &str, partitions: i32) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_offset_metadata_over_the_limit_is_refused_per_partition() {
     // Kafka's default limit, offset.metadata.max.bytes = 4096.
-    let broker = Broker::start("");
+    let broker = Broker::start_limited("", 1 << 30);
     create_topic(&broker.bootstrap(), "meta", 1, &[]).await;
     let at_limit: OffsetCommitResponse = call(
         &broker,
@@ -241,7 +244,7 @@ async fn groups_offset_metadata_over_the_limit_is_refused_per_partition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_offsets_file_is_compacted_while_the_broker_runs() {
-    let mut broker = Broker::start("");
+    let mut broker = Broker::start_limited("", 1 << 30);
     let partitions = 100;
     create_topic(&broker.bootstrap(), "churn", partitions, &[]).await;
     // 200 commits of 100 partitions with 1 KB of metadata: ~22 MB appended

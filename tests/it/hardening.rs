@@ -216,7 +216,7 @@ fn read_produce_response(s: &mut TcpStream) -> i16 {
 /// Kafka processes them one at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_observe_the_effects_of_earlier_ones() {
-    let broker = Broker::start("");
+    let broker = Broker::start_limited("", GIB);
     create_topic(&broker.bootstrap(), "ordered", 1, &[]).await;
     tokio::task::block_in_place(|| {
         let mut s = connect(&broker);
@@ -278,7 +278,7 @@ async fn pipelined_requests_observe_the_effects_of_earlier_ones() {
 async fn appends_wake_only_the_fetches_of_their_partition() {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::FetchRequest;
-    let broker = Broker::start("");
+    let broker = Broker::start_limited("", GIB);
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, "idle", 1, &[]).await;
     create_topic(&bootstrap, "busy", 1, &[]).await;
@@ -400,7 +400,7 @@ async fn unread_fetch_responses_hold_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invented_producer_ids_are_bounded_per_partition() {
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-    let broker = Broker::start("max_producer_ids_per_partition = 50\n");
+    let broker = Broker::start_limited("max_producer_ids_per_partition = 50\n", GIB);
     create_topic(&broker.bootstrap(), "ids", 1, &[]).await;
     let batch_from = |producer_id: i64| {
         let record = Record {

@@ -14,7 +14,7 @@ use crate::kafka::{consume_all, create_topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_requests_under_way_and_exits_cleanly() {
-    let mut broker = Broker::start("shutdown_timeout_ms = 10000\n");
+    let mut broker = Broker::start_limited("shutdown_timeout_ms = 10000\n", 1 << 30);
     create_topic(&broker.bootstrap(), "drained", 1, &[]).await;
     tokio::task::block_in_place(|| {
         let mut producer = connect(&broker);

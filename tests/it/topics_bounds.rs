@@ -21,6 +21,7 @@ use crate::kafka::{assert_exact, config, consume_all, produce, producer, record}
 /// sockets and a few small topics, not for `HUGE_PARTITIONS` partitions
 /// (each holds its active segment open).
 const NOFILE: &str = "--nofile=256:256";
+const GIB: u64 = 1 << 30;
 const HUGE_PARTITIONS: i32 = 1_000;
 /// Topics one Metadata request asks for in the second test.
 const AUTO_CREATED: usize = 2_000;
@@ -64,7 +65,7 @@ async fn produce_and_consume(bootstrap: &str, topic: &str, partitions: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_that_runs_out_of_file_descriptors_leaves_nothing_behind() {
-    let mut broker = Broker::start_with_prlimit("", &[NOFILE]);
+    let mut broker = Broker::start_with_prlimit("", GIB, &[NOFILE]);
     let bootstrap = broker.bootstrap();
     let admin: AdminClient<DefaultClientContext> = config(&bootstrap).create().unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
@@ -132,7 +133,7 @@ fn cluster_state_version(broker: &Broker) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_metadata_request_auto_creating_thousands_of_topics_writes_the_state_once() {
-    let mut broker = Broker::start("");
+    let mut broker = Broker::start_limited("", GIB);
     let writes_before = metric(&broker, "sediment_coordination_writes_total");
     let version_before = cluster_state_version(&broker);
     let names: Vec<String> = (0..AUTO_CREATED).map(|i| format!("auto-{i:05}")).collect();
