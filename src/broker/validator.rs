@@ -52,10 +52,7 @@ impl BatchValidator {
             return Ok(());
         }
         let Ok(_permit) = self.permits.clone().acquire_owned().await else {
-            return Err(RecordError::Decompress {
-                offset: 0,
-                message: "validation is shutting down".into(),
-            });
+            return Err(RecordError::Internal("validation is shutting down".into()));
         };
         tokio::task::spawn_blocking(move || {
             compressed
@@ -63,9 +60,6 @@ impl BatchValidator {
                 .try_for_each(|(header, bytes)| records::validate(bytes, header, limits))
         })
         .await
-        .map_err(|e| RecordError::Decompress {
-            offset: 0,
-            message: format!("validation task failed: {e}"),
-        })?
+        .map_err(|e| RecordError::Internal(format!("validation task failed: {e}")))?
     }
 }

@@ -52,6 +52,10 @@ pub enum RecordError {
     /// The records parse but break a rule of the format (Kafka: INVALID_RECORD).
     #[error("invalid record in batch at offset {offset}: {what}")]
     Invalid { offset: i64, what: String },
+    /// The broker could not check the batch (a failed validation task, or
+    /// shutdown): not the client's fault (Kafka: UNKNOWN_SERVER_ERROR).
+    #[error("batch validation failed in the broker: {0}")]
+    Internal(String),
 }
 
 /// One record, with its fields when the caller asked for them.

@@ -28,6 +28,7 @@ fn record_error(e: &RecordError) -> i16 {
         RecordError::TooLarge { .. } => ResponseError::MessageTooLarge.code(),
         RecordError::Decompress { .. } | RecordError::Malformed { .. } => ResponseError::CorruptMessage.code(),
         RecordError::Invalid { .. } => ResponseError::InvalidRecord.code(),
+        RecordError::Internal(_) => ResponseError::UnknownServerError.code(),
     }
 }
 
@@ -49,6 +50,8 @@ mod tests {
         assert_eq!(log_error(&LogError::Records(invalid)), 87);
         let bomb = RecordError::TooLarge { offset: 0, limit: 1 };
         assert_eq!(log_error(&LogError::Records(bomb)), 10);
+        let ours = RecordError::Internal("validation task failed".into());
+        assert_eq!(log_error(&LogError::Records(ours)), -1, "not the client's fault");
         assert_eq!(log_error(&LogError::InvalidProducerEpoch), 47);
         assert_eq!(
             log_error(&LogError::OffsetOutOfRange {
