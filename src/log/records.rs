@@ -144,6 +144,9 @@ fn walk_source<S: Source>(
         if length <= 0 {
             return Err(malformed("record length"));
         }
+        if length as u64 > source.most_left() {
+            return Err(malformed("record length runs past the batch"));
+        }
         let record = read_record(source, length as u64, fields).map_err(|e| e.at(offset))?;
         if record.offset_delta != expected_delta {
             return Err(RecordError::Invalid {
@@ -193,6 +196,9 @@ trait Source {
     /// The next `n` bytes, kept or skipped; `None` if fewer remain.
     fn bytes(&mut self, n: usize, keep: bool) -> Result<Option<Bytes>, ParseError>;
     fn at_end(&mut self) -> Result<bool, ParseError>;
+    /// The most bytes the source can still yield: a claimed length beyond
+    /// it is a lie, refused before anything is sized by it.
+    fn most_left(&self) -> u64;
 
     /// A zig-zag varint of at most 64 bits; `None` at a clean end.
     fn varint(&mut self) -> Result<Option<i64>, ParseError> {
@@ -237,6 +243,10 @@ impl Source for SliceSource {
 
     fn at_end(&mut self) -> Result<bool, ParseError> {
         Ok(self.buf.is_empty())
+    }
+
+    fn most_left(&self) -> u64 {
+        self.buf.len() as u64
     }
 }
 
@@ -295,6 +305,12 @@ impl Source for StreamSource<'_> {
     fn at_end(&mut self) -> Result<bool, ParseError> {
         Ok(self.reader.fill_buf()?.is_empty())
     }
+
+    fn most_left(&self) -> u64 {
+        // What is buffered, plus what the limit lets the codec still produce
+        // (one byte more is the signal that the limit was passed).
+        self.reader.buffer().len() as u64 + self.reader.get_ref().remaining + 1
+    }
 }
 
 /// Counts what a decompressor produces and stops it past a limit.
@@ -322,6 +338,9 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
+/// Headers one record may carry (Kafka sets no bound; clients send a few).
+const MAX_HEADERS_PER_RECORD: i64 = 65_536;
+
 fn read_record<S: Source>(source: &mut S, length: u64, fields: Fields) -> Result<Record, ParseError> {
     let mut framed = Framed {
         source,
@@ -342,9 +361,14 @@ fn read_record<S: Source>(source: &mut S, length: u64, fields: Fields) -> Result
     if header_count as u64 > framed.remaining / 2 {
         return Err(ParseError::Malformed("header count larger than the record"));
     }
+    // A kept header costs 24 times its two smallest bytes: bound the count,
+    // so a record that validates (headers skipped) can always be kept.
+    if header_count > MAX_HEADERS_PER_RECORD {
+        return Err(ParseError::Malformed("more than 65536 headers in one record"));
+    }
     let mut headers = Vec::new();
     if framed.keep {
-        headers.reserve(header_count as usize);
+        headers.reserve((header_count as usize).min(64));
     }
     for _ in 0..header_count {
         let key = framed.nullable()?.ok_or(ParseError::Malformed("null header key"))?;
@@ -589,6 +613,41 @@ mod tests {
     #[test]
     fn unparseable_records_with_a_valid_crc_are_refused() {
         let batch = batch_around(&[0xff; 40], 0, 3);
+        assert!(matches!(check(&batch, LIMITS), Err(RecordError::Malformed { .. })));
+    }
+
+    /// Found by the `record_decode` fuzz target: a record whose length
+    /// claims far more than the batch holds made the walker reserve room for
+    /// its claimed header count (8 GB) when keeping fields.
+    #[test]
+    fn lying_record_lengths_and_header_counts_allocate_nothing() {
+        let mut record = Vec::new();
+        put_varint(&mut record, 1 << 40); // record length
+        record.push(0); // attributes
+        put_varint(&mut record, 0); // timestamp delta
+        put_varint(&mut record, 0); // offset delta
+        put_varint(&mut record, -1); // key
+        put_varint(&mut record, -1); // value
+        put_varint(&mut record, 1 << 30); // header count
+        for codec in [0, 1, 4] {
+            let batch = batch_around(&compress(codec, &record), codec, 1);
+            let header = validate_header(&batch).unwrap();
+            let result = walk(&batch, &header, LIMITS, Fields::Keep, |_| Ok(true));
+            assert!(matches!(result, Err(RecordError::Malformed { .. })), "codec {codec}: {result:?}");
+        }
+        // Within the batch, more headers than one record may carry.
+        let mut body = vec![0u8];
+        for v in [0, 0, -1, -1, MAX_HEADERS_PER_RECORD + 1] {
+            put_varint(&mut body, v);
+        }
+        for _ in 0..=MAX_HEADERS_PER_RECORD {
+            put_varint(&mut body, 0); // empty key
+            put_varint(&mut body, -1); // null value
+        }
+        let mut record = Vec::new();
+        put_varint(&mut record, body.len() as i64);
+        record.extend_from_slice(&body);
+        let batch = batch_around(&record, 0, 1);
         assert!(matches!(check(&batch, LIMITS), Err(RecordError::Malformed { .. })));
     }
 
