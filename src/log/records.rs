@@ -144,8 +144,9 @@ fn walk_source<S: Source>(
         if length <= 0 {
             return Err(malformed("record length"));
         }
-        if length as u64 > source.most_left() {
-            return Err(malformed("record length runs past the batch"));
+        let (left, past) = source.most_left();
+        if length as u64 > left {
+            return Err(past.at(offset));
         }
         let record = read_record(source, length as u64, fields).map_err(|e| e.at(offset))?;
         if record.offset_delta != expected_delta {
@@ -169,12 +170,15 @@ fn walk_source<S: Source>(
 enum ParseError {
     Malformed(&'static str),
     Io(io::Error),
+    /// More than the decode limit would be needed.
+    TooLarge(u64),
 }
 
 impl ParseError {
     fn at(self, offset: i64) -> RecordError {
         match self {
             ParseError::Malformed(what) => RecordError::Malformed { offset, what },
+            ParseError::TooLarge(limit) => RecordError::TooLarge { offset, limit },
             ParseError::Io(e) => RecordError::Decompress {
                 offset,
                 message: e.to_string(),
@@ -196,9 +200,9 @@ trait Source {
     /// The next `n` bytes, kept or skipped; `None` if fewer remain.
     fn bytes(&mut self, n: usize, keep: bool) -> Result<Option<Bytes>, ParseError>;
     fn at_end(&mut self) -> Result<bool, ParseError>;
-    /// The most bytes the source can still yield: a claimed length beyond
-    /// it is a lie, refused before anything is sized by it.
-    fn most_left(&self) -> u64;
+    /// The most bytes the source can still yield, and the error for a
+    /// claimed length beyond it: refused before anything is sized by it.
+    fn most_left(&self) -> (u64, ParseError);
 
     /// A zig-zag varint of at most 64 bits; `None` at a clean end.
     fn varint(&mut self) -> Result<Option<i64>, ParseError> {
@@ -245,8 +249,8 @@ impl Source for SliceSource {
         Ok(self.buf.is_empty())
     }
 
-    fn most_left(&self) -> u64 {
-        self.buf.len() as u64
+    fn most_left(&self) -> (u64, ParseError) {
+        (self.buf.len() as u64, ParseError::Malformed("record length runs past the batch"))
     }
 }
 
@@ -306,10 +310,11 @@ impl Source for StreamSource<'_> {
         Ok(self.reader.fill_buf()?.is_empty())
     }
 
-    fn most_left(&self) -> u64 {
-        // What is buffered, plus what the limit lets the codec still produce
-        // (one byte more is the signal that the limit was passed).
-        self.reader.buffer().len() as u64 + self.reader.get_ref().remaining + 1
+    fn most_left(&self) -> (u64, ParseError) {
+        // What is buffered, plus what the limit lets the codec still produce:
+        // a longer record would pass the limit (or the stream is lying).
+        let left = self.reader.buffer().len() as u64 + self.reader.get_ref().remaining;
+        (left, ParseError::TooLarge(self.limit))
     }
 }
 
@@ -621,6 +626,8 @@ mod tests {
     /// its claimed header count (8 GB) when keeping fields.
     #[test]
     fn lying_record_lengths_and_header_counts_allocate_nothing() {
+        // Past the batch (uncompressed) it is malformed; past the decode
+        // limit (compressed) it is too large, as a real bomb would be.
         let mut record = Vec::new();
         put_varint(&mut record, 1 << 40); // record length
         record.push(0); // attributes
@@ -633,7 +640,11 @@ mod tests {
             let batch = batch_around(&compress(codec, &record), codec, 1);
             let header = validate_header(&batch).unwrap();
             let result = walk(&batch, &header, LIMITS, Fields::Keep, |_| Ok(true));
-            assert!(matches!(result, Err(RecordError::Malformed { .. })), "codec {codec}: {result:?}");
+            let refused = match codec {
+                0 => matches!(result, Err(RecordError::Malformed { .. })),
+                _ => matches!(result, Err(RecordError::TooLarge { .. })),
+            };
+            assert!(refused, "codec {codec}: {result:?}");
         }
         // Within the batch, more headers than one record may carry.
         let mut body = vec![0u8];
