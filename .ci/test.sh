@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # System packages: cmake builds librdkafka for the rdkafka crate (tests and
 # the load tool), curl's header is needed by that build, kcat is a client
-# under test.
+# under test, protoc builds the etcd client, etcd-server is the real etcd the
+# cluster tests run against.
 need=()
-for pkg in cmake kcat libcurl4-openssl-dev g++; do
+for pkg in cmake kcat libcurl4-openssl-dev g++ protobuf-compiler etcd-server; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

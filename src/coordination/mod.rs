@@ -4,6 +4,7 @@
 //! later, etcd for a cluster. Everything above this seam is the same code.
 
 pub mod embedded;
+pub mod etcd;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -8,6 +8,7 @@ mod bad_input;
 mod clients;
 mod common;
 mod crash;
+mod etcd;
 mod groups;
 mod groups_bounds;
 mod hardening;

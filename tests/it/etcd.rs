@@ -1,0 +1,236 @@
+//! The etcd session and coordinator against a real etcd (Debian's
+//! etcd-server), with short leases: registration under a lease, keep-alives,
+//! an etcd restart, a lost lease, a taken broker id, and the coordinator's
+//! topics and producer-id blocks under concurrency.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sediment::coordination::etcd::{connect, live_brokers, EtcdCoordinator, Registration, Session, SessionState};
+use sediment::coordination::{Coordinator, TopicRecord};
+use tokio::sync::watch;
+
+use crate::common::{free_port, http_get, wait_until};
+
+/// A single-member etcd on free loopback ports, killed on drop.
+pub struct Etcd {
+    pub client_port: u16,
+    peer_port: u16,
+    data_dir: PathBuf,
+    child: Option<Child>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut etcd = Etcd {
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: tmp.path().join("etcd"),
+            child: None,
+            _tmp: tmp,
+        };
+        etcd.spawn();
+        etcd
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn spawn(&mut self) {
+        let (cp, pp) = (self.client_port, self.peer_port);
+        let child = Command::new("etcd")
+            .args(["--name", "n0", "--data-dir"])
+            .arg(&self.data_dir)
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{cp}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{cp}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{pp}"))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{pp}"))
+            .arg(format!("--initial-cluster=n0=http://127.0.0.1:{pp}"))
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--heartbeat-interval=10",
+                "--election-timeout=100",
+            ])
+            .args(["--logger", "zap", "--log-outputs"])
+            .arg(self.data_dir.with_extension("log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd runs (Debian: apt-get install etcd-server)");
+        self.child = Some(child);
+        let health = format!("http://127.0.0.1:{cp}/health");
+        wait_until("etcd is healthy", 20, || {
+            http_get(&health).is_ok_and(|b| b.contains("\"health\":\"true\""))
+        });
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const TTL: Duration = Duration::from_secs(2);
+
+fn registration(id: i32, dir_id: &str) -> Registration {
+    Registration {
+        broker_id: id,
+        advertised: format!("127.0.0.1:{}", 9000 + id),
+        http: format!("127.0.0.1:{}", 9600 + id),
+        dir_id: dir_id.to_string(),
+    }
+}
+
+async fn start_session(etcd: &Etcd, cluster: &str, reg: Registration) -> (watch::Receiver<SessionState>, tokio::task::JoinHandle<()>) {
+    let client = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    let session = Session::new(client, cluster, reg, TTL);
+    let state = session.state();
+    (state, tokio::spawn(session.run()))
+}
+
+async fn registered(state: &mut watch::Receiver<SessionState>) -> i64 {
+    let s = tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| s.broker_epoch.is_some() && s.connected))
+        .await
+        .expect("registered within 20 s")
+        .unwrap()
+        .clone();
+    s.broker_epoch.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_stays_registered_through_keep_alives_and_an_etcd_restart() {
+    let mut etcd = Etcd::start();
+    let (mut state, task) = start_session(&etcd, "c1", registration(1, "dir-a")).await;
+    let epoch = registered(&mut state).await;
+    let client = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    let live = live_brokers(&client, "c1").await.unwrap();
+    assert_eq!(live, vec![(registration(1, "dir-a"), epoch)]);
+    // Three lease TTLs later the keep-alives have held it.
+    tokio::time::sleep(TTL * 3).await;
+    assert_eq!(live_brokers(&client, "c1").await.unwrap().len(), 1);
+    // etcd goes away and comes back on the same data dir: the session
+    // reconnects, and the lease (reset by etcd's restart) still holds the
+    // same registration.
+    etcd.kill();
+    tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| !s.connected))
+        .await
+        .expect("the session noticed etcd was gone")
+        .unwrap();
+    etcd.restart();
+    tokio::time::timeout(Duration::from_secs(30), state.wait_for(|s| s.connected && s.broker_epoch.is_some()))
+        .await
+        .expect("the session reconnected")
+        .unwrap();
+    tokio::time::sleep(TTL * 2).await;
+    let client = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    let live = live_brokers(&client, "c1").await.unwrap();
+    assert_eq!(live.len(), 1, "registered after the restart");
+    assert_eq!(state.borrow().broker_epoch, Some(live[0].1));
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_replaced_under_a_new_broker_epoch() {
+    let etcd = Etcd::start();
+    let (mut state, task) = start_session(&etcd, "c2", registration(7, "dir-a")).await;
+    let first = registered(&mut state).await;
+    // Revoke the broker's lease behind its back (as an expiry would).
+    let mut client = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    let key = client.get("/c2/brokers/7", None).await.unwrap();
+    client.lease_revoke(key.kvs()[0].lease()).await.unwrap();
+    let second = tokio::time::timeout(
+        Duration::from_secs(20),
+        state.wait_for(|s| s.broker_epoch.is_some_and(|e| e > first)),
+    )
+    .await
+    .expect("registered again")
+    .unwrap()
+    .broker_epoch
+    .unwrap();
+    assert!(second > first);
+    let live = live_brokers(&client, "c2").await.unwrap();
+    assert_eq!(live, vec![(registration(7, "dir-a"), second)]);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_id_held_by_another_data_dir_is_not_taken_over() {
+    let etcd = Etcd::start();
+    let (mut first_state, first) = start_session(&etcd, "c3", registration(2, "dir-a")).await;
+    registered(&mut first_state).await;
+    // Another disk claiming the same id waits while the first lives.
+    let (second_state, second) = start_session(&etcd, "c3", registration(2, "dir-b")).await;
+    tokio::time::sleep(TTL * 2).await;
+    assert_eq!(second_state.borrow().broker_epoch, None);
+    let client = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    assert_eq!(live_brokers(&client, "c3").await.unwrap()[0].0.dir_id, "dir-a");
+    // The first goes away: its lease expires and the second registers.
+    first.abort();
+    let mut second_state = second_state;
+    registered(&mut second_state).await;
+    assert_eq!(live_brokers(&client, "c3").await.unwrap()[0].0.dir_id, "dir-b");
+    // The same data dir restarting takes its own registration over at once.
+    second.abort();
+    let (mut again, third) = start_session(&etcd, "c3", registration(2, "dir-b")).await;
+    registered(&mut again).await;
+    third.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_keeps_topics_and_never_hands_out_a_producer_id_twice() {
+    let etcd = Etcd::start();
+    let client = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    let a = std::sync::Arc::new(EtcdCoordinator::new(client.clone(), "c4"));
+    let b = std::sync::Arc::new(EtcdCoordinator::new(client, "c4"));
+    // More topics than one etcd transaction may hold.
+    let topics: Vec<TopicRecord> = (0..300)
+        .map(|i| TopicRecord {
+            name: format!("t{i:03}"),
+            id: format!("id-{i}"),
+            partitions: 3,
+            configs: Default::default(),
+        })
+        .collect();
+    a.put_topics(topics.clone()).await.unwrap();
+    assert_eq!(b.topics().await.unwrap(), topics);
+    b.delete_topic("t007".into()).await.unwrap();
+    assert_eq!(a.topics().await.unwrap().len(), 299);
+    // Two brokers reserving blocks at once never overlap.
+    let mut tasks = Vec::new();
+    for c in [a.clone(), b.clone()] {
+        tasks.push(tokio::spawn(async move {
+            let mut firsts = Vec::new();
+            for _ in 0..20 {
+                firsts.push(c.allocate_producer_ids(1000).await.unwrap());
+            }
+            firsts
+        }));
+    }
+    let mut all: Vec<i64> = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..40).map(|i| i * 1000).collect::<Vec<_>>());
+    assert_eq!(a.register_start(1).await.unwrap(), 1);
+    assert_eq!(b.register_start(1).await.unwrap(), 2);
+    assert_eq!(a.register_start(2).await.unwrap(), 1);
+}
