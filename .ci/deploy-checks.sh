@@ -4,7 +4,9 @@
 # these machines): Helm's own SDK (pip helm-python-sdk) lints and renders the
 # chart, kubernetes-validate checks the rendered manifests against the
 # Kubernetes schemas, yamllint and checkov check style and policy, hadolint
-# and checkov check the Dockerfile.
+# and checkov check the Dockerfile. With a built broker binary at hand
+# (SEDIMENT_BIN, or target/{debug,release}/sediment under CARGO_TARGET_DIR),
+# deploy_checks.py also runs it with the rendered env and config file.
 #
 # The tools live in a virtualenv of their own (checkov pins old boto3 and
 # networkx, which must not leak into the Python the integration tests use),

@@ -6,13 +6,27 @@ checkov to read), and checks what no generic tool can: bad values are
 refused, the rendered TOML is a file the broker accepts, the alerts use only
 metrics the broker exports, every value is documented in docs/deploy.md.
 
+When a broker binary is at hand (SEDIMENT_BIN, or the debug or release
+build under CARGO_TARGET_DIR or target/), it also starts that binary with
+the broker container's environment and TOML file exactly as rendered, on
+loopback ports and a scratch data dir, waits for /readyz, sends SIGTERM and
+expects exit 0 within the rendered terminationGracePeriodSeconds. A chart
+whose variables or config keys the binary refuses fails there.
+
 Usage: python deploy_checks.py OUT_DIR KUBE_VERSION...
 """
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import helm_python as helm
@@ -250,9 +264,101 @@ def main():
     else:
         print("ok   every value in values.yaml is in docs/deploy.md")
 
+    run_rendered_broker(rendered["archive-secret"])
+
     if failures:
         print(f"0 passed, {len(failures)} failed")
         sys.exit(1)
+
+
+def broker_binary():
+    if os.environ.get("SEDIMENT_BIN"):
+        return Path(os.environ["SEDIMENT_BIN"])
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    for profile in ("debug", "release"):
+        if (target / profile / "sediment").is_file():
+            return target / profile / "sediment"
+    return None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_rendered_broker(docs):
+    """Starts the binary as the rendered StatefulSet would, on loopback."""
+    binary = broker_binary()
+    if binary is None:
+        print("skip run of the rendered broker: no binary (set SEDIMENT_BIN or build first)")
+        return
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        (scratch / "config").mkdir()
+        for key, text in config["data"].items():
+            (scratch / "config" / key).write_text(text)
+        kafka, http = free_port(), free_port()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "POD_NAME": "sediment-0"}
+        for var in container["env"]:
+            if "value" not in var:
+                continue
+            value = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), var["value"])
+            value = value.replace(mounts["config"], str(scratch / "config"))
+            value = value.replace(mounts["data"], str(scratch / "data"))
+            env[var["name"]] = value
+        # Only the addresses and the store differ from the pod: loopback
+        # ports instead of the pod's, a folder instead of the bucket (whose
+        # credentials, from the Secret, are not here).
+        env["SEDIMENT_LISTEN"] = f"127.0.0.1:{kafka}"
+        env["SEDIMENT_HTTP_LISTEN"] = f"127.0.0.1:{http}"
+        advertised_host = env["SEDIMENT_ADVERTISE"].rsplit(":", 1)[0]
+        env["SEDIMENT_ADVERTISE"] = f"127.0.0.1:{kafka}"
+        env["SEDIMENT_ARCHIVE"] = f"file://{scratch}/archive"
+        grace = pod["terminationGracePeriodSeconds"]
+        log = open(scratch / "broker.log", "w+")
+        proc = subprocess.Popen([str(binary), *container["args"]], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            ready = False
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=2) as r:
+                        ready = r.status == 200
+                except OSError:
+                    pass
+                if ready:
+                    break
+                time.sleep(0.2)
+            if not ready:
+                fail(f"the rendered broker did not become ready (exit {proc.poll()})")
+                return
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                fail(f"the rendered broker did not stop within {grace} s of SIGTERM")
+                return
+            if code != 0:
+                fail(f"the rendered broker exited {code} after SIGTERM")
+                return
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.seek(0)
+            output = log.read()
+            log.close()
+            if failures:
+                print(output[-3000:])
+    print(f"ok   {binary} ran with the rendered env and sediment.toml "
+          f"(pod advertises {advertised_host}): ready, then SIGTERM -> exit 0")
 
 
 if __name__ == "__main__":
