@@ -1,0 +1,102 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "sediment.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name. The headless Service adds "-headless" to it, so it
+is cut to 54 characters to keep that name a valid DNS label.
+*/}}
+{{- define "sediment.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 54 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 54 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 54 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sediment.headlessName" -}}
+{{- printf "%s-headless" (include "sediment.fullname" .) }}
+{{- end }}
+
+{{- define "sediment.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sediment.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sediment.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: broker
+{{- end }}
+
+{{- define "sediment.labels" -}}
+helm.sh/chart: {{ include "sediment.chart" . }}
+{{ include "sediment.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "sediment.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sediment.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "sediment.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* An IP and port as the broker parses them: IPv6 in brackets. */}}
+{{- define "sediment.hostPort" -}}
+{{- $ip := index . 0 }}
+{{- if contains ":" $ip }}
+{{- printf "[%s]:%d" $ip (index . 1 | int) }}
+{{- else }}
+{{- printf "%s:%d" $ip (index . 1 | int) }}
+{{- end }}
+{{- end }}
+
+{{/* Whole seconds the broker may take to stop; see values.yaml. */}}
+{{- define "sediment.terminationGracePeriodSeconds" -}}
+{{- $drain := div (add (int64 .Values.broker.shutdownTimeoutMs) 999) 1000 }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $drain (int64 .Values.broker.terminationGraceExtraSeconds) }}
+{{- else if le (int64 .Values.terminationGracePeriodSeconds) $drain }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be above broker.shutdownTimeoutMs (%d s), or the kubelet kills the broker before it has fsynced its partitions" (int64 .Values.terminationGracePeriodSeconds) $drain) }}
+{{- else }}
+{{- int64 .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+One TOML value. Helm reads every number as a float, so whole numbers are
+printed as integers (the broker refuses 15000.0 for an integer key); strings
+are printed as JSON strings, which TOML reads as basic strings.
+*/}}
+{{- define "sediment.tomlValue" -}}
+{{- if kindIs "string" . }}
+{{- toJson . }}
+{{- else if kindIs "bool" . }}
+{{- ternary "true" "false" . }}
+{{- else if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) }}
+{{- if eq (float64 .) (float64 (int64 .)) }}
+{{- int64 . }}
+{{- else }}
+{{- . }}
+{{- end }}
+{{- else }}
+{{- fail (printf "broker.config: %v is not a string, a number or a boolean" .) }}
+{{- end }}
+{{- end }}
