@@ -8,10 +8,8 @@
 # Debian bookworm, so the binary's glibc matches the distroless debian12 runtime.
 FROM rust:1.95-bookworm AS build
 
-# protobuf-compiler: the broker itself does not need it yet, but the etcd
-# client that cluster mode brings (etcd-client, via prost/tonic-build) runs
-# protoc at build time. Installing it now keeps this image building the day
-# that dependency lands. cmake is not installed: only the tests need it (to
+# protobuf-compiler: the etcd client (etcd-client, via prost/tonic-build)
+# runs protoc at build time. cmake is not installed: only the tests need it (to
 # build librdkafka for the rdkafka dev-dependency), `cargo build --bin` does
 # not build dev-dependencies, and aws-lc-sys (rustls' crypto, through
 # object_store) builds with the C compiler alone on x86_64 and aarch64 Linux.

@@ -28,3 +28,7 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test
+
+# The container image and the Helm chart, checked offline (and the chart's
+# rendered config run against the debug binary the tests just built).
+bash .ci/deploy-checks.sh
