@@ -1,0 +1,62 @@
+//! The key layout of one cluster in etcd, in one place. Pure.
+
+/// The keys of one cluster, all under `/<cluster>/` (several clusters share
+/// one etcd). Pure, so the layout is tested without etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            root: format!("/{cluster}/"),
+        }
+    }
+
+    /// Lease-bound; its create_revision is the broker's epoch.
+    pub fn broker(&self, id: i32) -> String {
+        format!("{}brokers/{id}", self.root)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("{}brokers/", self.root)
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}topics/{name}", self.root)
+    }
+
+    pub fn topics(&self) -> String {
+        format!("{}topics/", self.root)
+    }
+
+    /// `{"next": N}`: the first producer id not yet handed out.
+    pub fn producer_ids(&self) -> String {
+        format!("{}producer-ids", self.root)
+    }
+
+    /// How many times a broker id has started (the single-node leader epoch).
+    pub fn starts(&self, id: i32) -> String {
+        format!("{}starts/{id}", self.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_live_under_the_cluster_and_never_prefix_each_other() {
+        let k = Keys::new("prod");
+        assert_eq!(k.broker(3), "/prod/brokers/3");
+        assert_eq!(k.topic("orders"), "/prod/topics/orders");
+        assert_eq!(k.producer_ids(), "/prod/producer-ids");
+        assert!(k.broker(1).starts_with(&k.brokers()));
+        assert!(k.topic("a").starts_with(&k.topics()));
+        // Another cluster's keys are outside this one's prefixes.
+        let other = Keys::new("prod2");
+        assert!(!other.broker(1).starts_with(&k.brokers()));
+        assert!(!other.topics().starts_with("/prod/"));
+    }
+}

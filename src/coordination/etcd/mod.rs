@@ -1,0 +1,203 @@
+//! Cluster coordination through etcd: broker membership under a lease, and
+//! the `Coordinator` seam's state (topics, producer-id blocks, starts) as
+//! keys under `/<cluster>/`. The only module that speaks etcd.
+//!
+//! The `etcd-client` crate neither reconnects lease keep-alives nor tells a
+//! dead connection from a quiet one, so `Session::run` owns that: it keeps
+//! the lease alive every third of its TTL, retries with backoff while etcd
+//! does not answer (etcd resets every lease's TTL when it elects a leader or
+//! restarts, so an outage alone does not expire it), and when etcd says the
+//! lease is gone it grants a new one and registers again, under a new broker
+//! epoch. Every write that decides something is a transaction with a compare.
+//!
+//! Not wired into `serve` yet: replication and the controller come next (see
+//! docs/ARCHITECTURE.md, "Cluster: what exists").
+
+mod keys;
+mod session;
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use super::{BoxFuture, CoordinationError, Coordinator, TopicRecord};
+
+pub use keys::Keys;
+pub use session::Session;
+
+/// etcd's limit on operations per transaction (`--max-txn-ops`, 128).
+const MAX_TXN_OPS: usize = 128;
+
+/// What a broker publishes about itself under its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub broker_id: i32,
+    /// host:port Kafka clients are told to connect to.
+    pub advertised: String,
+    /// host:port of the admin HTTP listener.
+    pub http: String,
+    /// Names this broker's data dir: a broker that comes back with another
+    /// one (an empty disk) is a new replica, not the old one.
+    pub dir_id: String,
+}
+
+/// The session as the rest of the broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// The broker epoch: create_revision of its registration. `None` until
+    /// registered, and while a lost registration is being replaced.
+    pub broker_epoch: Option<i64>,
+    /// Whether the last keep-alive was answered.
+    pub connected: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd: {0}")]
+    Client(#[from] etcd_client::Error),
+    #[error("broker id {0} is registered by another broker (data dir {1}); waiting for it to go")]
+    IdTaken(i32, String),
+    #[error("etcd holds a value that does not parse at {key}: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+impl From<EtcdError> for CoordinationError {
+    fn from(e: EtcdError) -> Self {
+        match e {
+            EtcdError::Corrupt { .. } => CoordinationError::Corrupt(e.to_string()),
+            other => CoordinationError::Io(std::io::Error::other(other.to_string())),
+        }
+    }
+}
+
+/// Connects without waiting for etcd: requests fail (and are retried by
+/// their callers) until it answers. HTTP/2 keep-alives make a dead
+/// connection fail instead of hanging.
+pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Client, EtcdError> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true)
+        .with_require_leader(true);
+    Ok(Client::connect(endpoints, Some(options)).await?)
+}
+
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(kv: &KeyValue) -> Result<T, EtcdError> {
+    serde_json::from_slice(kv.value()).map_err(|e| EtcdError::Corrupt {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        message: e.to_string(),
+    })
+}
+
+pub(super) fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our own plain structs: serialisation cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// The `Coordinator` seam on etcd.
+pub struct EtcdCoordinator {
+    client: Client,
+    keys: Keys,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    next: i64,
+}
+
+impl EtcdCoordinator {
+    pub fn new(client: Client, cluster: &str) -> Self {
+        Self {
+            client,
+            keys: Keys::new(cluster),
+        }
+    }
+
+    /// Adds `count` to the counter at `key` with a compare on its
+    /// mod_revision, retrying when another broker got there first; returns
+    /// the value before.
+    async fn bump(&self, key: &str, count: i64) -> Result<i64, EtcdError> {
+        let mut client = self.client.clone();
+        loop {
+            let current = client.get(key, None).await?;
+            let (value, compare) = match current.kvs().first() {
+                Some(kv) => (
+                    parse::<Counter>(kv)?.next,
+                    Compare::mod_revision(key, CompareOp::Equal, kv.mod_revision()),
+                ),
+                None => (0, Compare::create_revision(key, CompareOp::Equal, 0)),
+            };
+            let next = Counter { next: value + count };
+            let txn = Txn::new().when([compare]).and_then([TxnOp::put(key, json(&next), None)]);
+            if client.txn(txn).await?.succeeded() {
+                return Ok(value);
+            }
+        }
+    }
+}
+
+impl Coordinator for EtcdCoordinator {
+    fn topics(&self) -> BoxFuture<'_, Result<Vec<TopicRecord>, CoordinationError>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            let found = client
+                .get(self.keys.topics(), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(EtcdError::from)?;
+            let mut topics = found.kvs().iter().map(parse::<TopicRecord>).collect::<Result<Vec<_>, _>>()?;
+            topics.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(topics)
+        })
+    }
+
+    fn put_topic(&self, topic: TopicRecord) -> BoxFuture<'_, Result<(), CoordinationError>> {
+        self.put_topics(vec![topic])
+    }
+
+    fn put_topics(&self, topics: Vec<TopicRecord>) -> BoxFuture<'_, Result<(), CoordinationError>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            // One transaction per 128 topics: each is atomic, the whole set
+            // is not (etcd bounds operations per transaction).
+            for chunk in topics.chunks(MAX_TXN_OPS) {
+                let ops: Vec<TxnOp> = chunk.iter().map(|t| TxnOp::put(self.keys.topic(&t.name), json(t), None)).collect();
+                client.txn(Txn::new().and_then(ops)).await.map_err(EtcdError::from)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_topic(&self, name: String) -> BoxFuture<'_, Result<(), CoordinationError>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            client.delete(self.keys.topic(&name), None).await.map_err(EtcdError::from)?;
+            Ok(())
+        })
+    }
+
+    fn allocate_producer_ids(&self, count: i64) -> BoxFuture<'_, Result<i64, CoordinationError>> {
+        Box::pin(async move { Ok(self.bump(&self.keys.producer_ids(), count).await?) })
+    }
+
+    fn register_start(&self, broker_id: i32) -> BoxFuture<'_, Result<i32, CoordinationError>> {
+        Box::pin(async move {
+            let before = self.bump(&self.keys.starts(broker_id), 1).await?;
+            i32::try_from(before + 1).map_err(|_| CoordinationError::Corrupt("broker start count overflows".into()))
+        })
+    }
+}
+
+/// Reads the registrations of every live broker.
+pub async fn live_brokers(client: &Client, cluster: &str) -> Result<Vec<(Registration, i64)>, EtcdError> {
+    let mut client = client.clone();
+    let found = client
+        .get(Keys::new(cluster).brokers(), Some(GetOptions::new().with_prefix()))
+        .await?;
+    found
+        .kvs()
+        .iter()
+        .map(|kv| Ok((parse::<Registration>(kv)?, kv.create_revision())))
+        .collect()
+}
