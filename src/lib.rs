@@ -7,6 +7,7 @@
 //! - [`broker`]: topics, partitions, group commit, maintenance; no sockets, no frames.
 //! - [`log`]: the partition log on disk: segments, indexes, recovery.
 //! - [`groups`]: consumer groups (pure state machine + async shell) and committed offsets.
+//! - [`controller`]: the cluster controller's pure decisions (placement, leaders and ISRs).
 //! - [`coordination`]: the seam to cluster metadata (embedded file now, etcd later).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/v1/...`.
 //! - [`tiering`]: the uploader, from the local log to the archive; above `broker` and `archive`.
@@ -18,6 +19,7 @@ pub mod archive;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod coordination;
 pub mod groups;
 pub mod http;
