@@ -234,3 +234,59 @@ async fn the_coordinator_keeps_topics_and_never_hands_out_a_producer_id_twice() 
     assert_eq!(b.register_start(1).await.unwrap(), 2);
     assert_eq!(a.register_start(2).await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_image_follows_brokers_and_topics_through_an_etcd_restart() {
+    use sediment::coordination::etcd::follow_image;
+    use sediment::coordination::etcd::image::ClusterImage;
+    let mut etcd = Etcd::start();
+    let client = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    let (publish, mut image) = watch::channel(std::sync::Arc::new(ClusterImage::default()));
+    let follower = tokio::spawn(follow_image(client.clone(), "c5".into(), publish));
+    let coordinator = EtcdCoordinator::new(client.clone(), "c5");
+    let topic = |name: &str| TopicRecord {
+        name: name.to_string(),
+        id: format!("id-{name}"),
+        partitions: 1,
+        configs: Default::default(),
+    };
+    coordinator.put_topics(vec![topic("a"), topic("b")]).await.unwrap();
+    let (mut state, session) = start_session(&etcd, "c5", registration(4, "dir-a")).await;
+    let epoch = registered(&mut state).await;
+    let seen = |image: &mut watch::Receiver<std::sync::Arc<ClusterImage>>, what: &'static str, f: fn(&ClusterImage) -> bool| {
+        let mut image = image.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), image.wait_for(|i| f(i)))
+                .await
+                .unwrap_or_else(|_| panic!("the image never showed {what}"))
+                .unwrap()
+                .clone()
+        }
+    };
+    let now = seen(&mut image, "the broker and two topics", |i| {
+        i.brokers.len() == 1 && i.topics.len() == 2
+    })
+    .await;
+    assert_eq!(now.brokers[&4], (registration(4, "dir-a"), epoch));
+    coordinator.delete_topic("a".into()).await.unwrap();
+    seen(&mut image, "topic a gone", |i| !i.topics.contains_key("a")).await;
+    // etcd restarts: the watch lists again and goes on.
+    etcd.restart();
+    // The client's first requests after the restart may fail: retry.
+    let mut retry = 0;
+    while coordinator.put_topic(topic("c")).await.is_err() && retry < 50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        retry += 1;
+    }
+    let after = seen(&mut image, "topic c after the restart", |i| i.topics.contains_key("c")).await;
+    assert_eq!(after.topics.keys().collect::<Vec<_>>(), vec!["b", "c"]);
+    // A broker whose lease goes leaves the image.
+    session.abort();
+    let mut admin = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    let key = admin.get("/c5/brokers/4", None).await.unwrap();
+    if let Some(kv) = key.kvs().first() {
+        admin.lease_revoke(kv.lease()).await.unwrap();
+    }
+    seen(&mut image, "the broker gone", |i| i.brokers.is_empty()).await;
+    follower.abort();
+}

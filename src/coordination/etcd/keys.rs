@@ -14,6 +14,11 @@ impl Keys {
         }
     }
 
+    /// Every key of the cluster starts with this.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
     /// Lease-bound; its create_revision is the broker's epoch.
     pub fn broker(&self, id: i32) -> String {
         format!("{}brokers/{id}", self.root)

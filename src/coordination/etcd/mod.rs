@@ -13,8 +13,10 @@
 //! Not wired into `serve` yet: replication and the controller come next (see
 //! docs/ARCHITECTURE.md, "Cluster: what exists").
 
+pub mod image;
 mod keys;
 mod session;
+mod watch;
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use super::{BoxFuture, CoordinationError, Coordinator, TopicRecord};
 
 pub use keys::Keys;
 pub use session::Session;
+pub use watch::follow_image;
 
 /// etcd's limit on operations per transaction (`--max-txn-ops`, 128).
 const MAX_TXN_OPS: usize = 128;
@@ -58,6 +61,8 @@ pub enum EtcdError {
     Client(#[from] etcd_client::Error),
     #[error("broker id {0} is registered by another broker (data dir {1}); waiting for it to go")]
     IdTaken(i32, String),
+    #[error("the etcd watch stream ended")]
+    WatchEnded,
     #[error("etcd holds a value that does not parse at {key}: {message}")]
     Corrupt { key: String, message: String },
 }

@@ -1,0 +1,171 @@
+//! What etcd holds for one cluster, as of one revision: the live brokers
+//! with their epochs and the topics. Built from a range read, then kept
+//! current by applying watch events in order. Pure, so every event kind is
+//! tested without etcd.
+
+use std::collections::BTreeMap;
+
+use super::{Keys, Registration};
+use crate::coordination::TopicRecord;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterImage {
+    /// The etcd revision this image reflects.
+    pub revision: i64,
+    /// Live brokers, with their broker epoch (their registration's create_revision).
+    pub brokers: BTreeMap<i32, (Registration, i64)>,
+    pub topics: BTreeMap<String, TopicRecord>,
+}
+
+/// One change to a key of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub key: &'a str,
+    /// `None` for a deletion (or a lease expiry).
+    pub value: Option<&'a [u8]>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+}
+
+impl ClusterImage {
+    /// Applies one change; a value that does not parse is skipped with a
+    /// warning rather than stopping the image (one bad key must not blind
+    /// the broker to the rest).
+    pub fn apply(&mut self, keys: &Keys, change: &Change<'_>) {
+        self.revision = self.revision.max(change.mod_revision);
+        if let Some(id) = change.key.strip_prefix(&keys.brokers()) {
+            let Ok(id) = id.parse::<i32>() else { return };
+            match change.value.map(serde_json::from_slice::<Registration>) {
+                Some(Ok(registration)) => {
+                    self.brokers.insert(id, (registration, change.create_revision));
+                }
+                Some(Err(e)) => tracing::warn!(key = change.key, error = %e, "skipping a broker registration that does not parse"),
+                None => {
+                    self.brokers.remove(&id);
+                }
+            }
+        } else if let Some(name) = change.key.strip_prefix(&keys.topics()) {
+            match change.value.map(serde_json::from_slice::<TopicRecord>) {
+                Some(Ok(topic)) => {
+                    self.topics.insert(name.to_string(), topic);
+                }
+                Some(Err(e)) => tracing::warn!(key = change.key, error = %e, "skipping a topic record that does not parse"),
+                None => {
+                    self.topics.remove(name);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(id: i32) -> Registration {
+        Registration {
+            broker_id: id,
+            advertised: format!("h{id}:9092"),
+            http: format!("h{id}:9644"),
+            dir_id: format!("d{id}"),
+        }
+    }
+
+    #[test]
+    fn puts_and_deletes_of_every_kind_land_in_the_image() {
+        let keys = Keys::new("c");
+        let mut image = ClusterImage::default();
+        let b1 = serde_json::to_vec(&reg(1)).unwrap();
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/brokers/1",
+                value: Some(&b1),
+                create_revision: 5,
+                mod_revision: 5,
+            },
+        );
+        let topic = TopicRecord {
+            name: "t".into(),
+            id: "x".into(),
+            partitions: 2,
+            configs: Default::default(),
+        };
+        let t = serde_json::to_vec(&topic).unwrap();
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/topics/t",
+                value: Some(&t),
+                create_revision: 6,
+                mod_revision: 6,
+            },
+        );
+        assert_eq!(image.brokers[&1], (reg(1), 5));
+        assert_eq!(image.topics["t"], topic);
+        assert_eq!(image.revision, 6);
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/brokers/1",
+                value: None,
+                create_revision: 0,
+                mod_revision: 9,
+            },
+        );
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/topics/t",
+                value: None,
+                create_revision: 0,
+                mod_revision: 10,
+            },
+        );
+        assert!(image.brokers.is_empty() && image.topics.is_empty());
+        assert_eq!(image.revision, 10);
+    }
+
+    #[test]
+    fn other_keys_and_bad_values_are_skipped() {
+        let keys = Keys::new("c");
+        let mut image = ClusterImage::default();
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/brokers/x",
+                value: Some(b"{}"),
+                create_revision: 1,
+                mod_revision: 1,
+            },
+        );
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/brokers/2",
+                value: Some(b"not json"),
+                create_revision: 2,
+                mod_revision: 2,
+            },
+        );
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/producer-ids",
+                value: Some(b"{\"next\":1}"),
+                create_revision: 3,
+                mod_revision: 3,
+            },
+        );
+        image.apply(
+            &keys,
+            &Change {
+                key: "/other/brokers/1",
+                value: Some(b"{}"),
+                create_revision: 4,
+                mod_revision: 4,
+            },
+        );
+        assert!(image.brokers.is_empty() && image.topics.is_empty());
+    }
+}
