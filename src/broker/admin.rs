@@ -174,6 +174,7 @@ impl Broker {
                     id: topic.id.to_string(),
                     partitions,
                     configs: topic.overrides(),
+                    assignment: Vec::new(),
                 },
                 topic: Arc::new(topic),
                 partitions: opened,
@@ -423,6 +424,7 @@ impl Broker {
             id: topic.id.to_string(),
             partitions: total,
             configs: topic.overrides(),
+            assignment: Vec::new(),
         };
         if let Err(e) = self.coordinator.put_topic(record).await {
             drop(opened);
@@ -471,6 +473,7 @@ impl Broker {
             id: topic.id.to_string(),
             partitions: topic.partition_count(),
             configs: overrides.clone(),
+            assignment: Vec::new(),
         };
         self.coordinator.put_topic(record).await?;
         for partition in topic.partitions() {

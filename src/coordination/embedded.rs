@@ -182,6 +182,7 @@ mod tests {
             id: "x".into(),
             partitions: 3,
             configs: Default::default(),
+            assignment: Vec::new(),
         };
         coordinator.put_topic(topic.clone()).await.unwrap();
         assert_eq!(coordinator.allocate_producer_ids(1000).await.unwrap(), 0);
@@ -201,6 +202,7 @@ mod tests {
             id: format!("id-{name}"),
             partitions,
             configs: Default::default(),
+            assignment: Vec::new(),
         }
     }
 

@@ -6,7 +6,7 @@
 pub mod embedded;
 pub mod etcd;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -24,6 +24,48 @@ pub struct TopicRecord {
     /// Topic config overrides with Kafka's keys.
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// Replicas of each partition, in preference order (a cluster); empty on
+    /// a single node, whose one broker holds everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignment: Vec<Vec<i32>>,
+}
+
+/// No leader: the partition is offline.
+pub const NO_LEADER: i32 = -1;
+
+/// A partition as the controller records it (`/<c>/partitions/<topic-id>/<p>`);
+/// the rules that change it are `controller::decide`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// In preference order: the first live ISR member leads.
+    pub replicas: Vec<i32>,
+    pub leader: i32,
+    /// Grows with every change of leader (and on going offline), so a
+    /// deposed leader and its batches are told apart.
+    pub leader_epoch: i32,
+    /// In sync replicas, in replica order.
+    pub isr: Vec<i32>,
+}
+
+impl PartitionState {
+    /// A new partition: every live replica is in sync (it is empty), and the
+    /// first live one leads. With none live it starts offline, its ISR the
+    /// replicas, so the first to register leads.
+    pub fn new(replicas: Vec<i32>, live: &BTreeSet<i32>, leader_epoch: i32) -> Self {
+        let in_sync: Vec<i32> = replicas.iter().copied().filter(|r| live.contains(r)).collect();
+        let isr = if in_sync.is_empty() { replicas.clone() } else { in_sync };
+        let leader = isr.iter().copied().find(|r| live.contains(r)).unwrap_or(NO_LEADER);
+        Self {
+            replicas,
+            leader,
+            leader_epoch,
+            isr,
+        }
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.leader == NO_LEADER
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

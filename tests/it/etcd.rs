@@ -207,6 +207,7 @@ async fn the_coordinator_keeps_topics_and_never_hands_out_a_producer_id_twice() 
             id: format!("id-{i}"),
             partitions: 3,
             configs: Default::default(),
+            assignment: Vec::new(),
         })
         .collect();
     a.put_topics(topics.clone()).await.unwrap();
@@ -249,6 +250,7 @@ async fn the_cluster_image_follows_brokers_and_topics_through_an_etcd_restart() 
         id: format!("id-{name}"),
         partitions: 1,
         configs: Default::default(),
+        assignment: Vec::new(),
     };
     coordinator.put_topics(vec![topic("a"), topic("b")]).await.unwrap();
     let (mut state, session) = start_session(&etcd, "c5", registration(4, "dir-a")).await;
@@ -289,4 +291,112 @@ async fn the_cluster_image_follows_brokers_and_topics_through_an_etcd_restart() 
     }
     seen(&mut image, "the broker gone", |i| i.brokers.is_empty()).await;
     follower.abort();
+}
+
+/// Two brokers, each with a session, an image and a controller task: one is
+/// elected controller, creates the partitions of a topic, and when a broker's
+/// lease goes (the controller's own), the other broker takes over as
+/// controller and moves the leaderships to the in-sync replica left, under a
+/// new leader epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_elects_leaders_from_the_isr_when_a_broker_goes() {
+    use sediment::controller::decide::PartitionState;
+    use sediment::coordination::etcd::image::ClusterImage;
+    use sediment::coordination::etcd::{follow_image, ControllerStore};
+    let etcd = Etcd::start();
+    let client = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    let (publish, mut image) = watch::channel(std::sync::Arc::new(ClusterImage::default()));
+    let observer = tokio::spawn(follow_image(client.clone(), "c6".into(), publish));
+    let mut tasks = std::collections::BTreeMap::new();
+    for id in [1, 2] {
+        let (session_state, session) = start_session(&etcd, "c6", registration(id, &format!("dir-{id}"))).await;
+        let (publish, broker_image) = watch::channel(std::sync::Arc::new(ClusterImage::default()));
+        let follow = tokio::spawn(follow_image(client.clone(), "c6".into(), publish));
+        let controller = tokio::spawn(sediment::controller::run(
+            id,
+            ControllerStore::new(client.clone(), "c6"),
+            session_state,
+            broker_image,
+        ));
+        tasks.insert(id, [session, follow, controller]);
+        if id == 1 {
+            // Broker 1 is controller before broker 2 starts, so its death
+            // below also tests the takeover.
+            tokio::time::timeout(Duration::from_secs(30), image.wait_for(|i| i.controller.is_some_and(|c| c.0 == 1)))
+                .await
+                .expect("broker 1 became controller")
+                .unwrap();
+        }
+    }
+    // Both registered before the topic exists: a partition created while a
+    // replica is away starts without it in the ISR (and only replication,
+    // still to come, would bring it back).
+    tokio::time::timeout(Duration::from_secs(30), image.wait_for(|i| i.brokers.len() == 2))
+        .await
+        .expect("both brokers registered")
+        .unwrap();
+    EtcdCoordinator::new(client.clone(), "c6")
+        .put_topic(TopicRecord {
+            name: "t".into(),
+            id: "id-t".into(),
+            partitions: 2,
+            configs: Default::default(),
+            assignment: vec![vec![1, 2], vec![2, 1]],
+        })
+        .await
+        .unwrap();
+    let state = |i: &ClusterImage, p: i32| i.partitions.get(&("id-t".to_string(), p)).map(|(s, _)| s.clone());
+    let ready = tokio::time::timeout(
+        Duration::from_secs(30),
+        image.wait_for(|i| state(i, 0).is_some() && state(i, 1).is_some() && i.controller.is_some()),
+    )
+    .await
+    .expect("partitions created")
+    .unwrap()
+    .clone();
+    let p = |replicas: &[i32], leader, epoch, isr: &[i32]| PartitionState {
+        replicas: replicas.to_vec(),
+        leader,
+        leader_epoch: epoch,
+        isr: isr.to_vec(),
+    };
+    assert_eq!(state(&ready, 0), Some(p(&[1, 2], 1, 0, &[1, 2])));
+    assert_eq!(state(&ready, 1), Some(p(&[2, 1], 2, 0, &[2, 1])));
+    // Broker 1 goes away (its tasks stop and its lease is revoked, as an
+    // expiry would do).
+    for task in tasks.remove(&1).unwrap() {
+        task.abort();
+    }
+    let mut admin = client.clone();
+    let key = admin.get("/c6/brokers/1", None).await.unwrap();
+    admin.lease_revoke(key.kvs()[0].lease()).await.unwrap();
+    let after = tokio::time::timeout(
+        Duration::from_secs(30),
+        image.wait_for(|i| state(i, 0).is_some_and(|s| s.leader == 2) && state(i, 1).is_some_and(|s| s.isr == vec![2])),
+    )
+    .await
+    .expect("leadership moved to broker 2")
+    .unwrap()
+    .clone();
+    assert_eq!(state(&after, 0), Some(p(&[1, 2], 2, 1, &[2])));
+    assert_eq!(state(&after, 1), Some(p(&[2, 1], 2, 0, &[2])));
+    assert_eq!(after.controller.map(|c| c.0), Some(2));
+    // The deposed controller's epoch no longer writes anything.
+    let stale_epoch = ready.controller.map(|c| c.1).unwrap();
+    let (_, revision) = after.partitions[&("id-t".to_string(), 0)].clone();
+    let stale = sediment::coordination::etcd::PartitionWrite {
+        topic_id: "id-t".into(),
+        partition: 0,
+        state: p(&[1, 2], 1, 9, &[1, 2]),
+        expected_mod_revision: revision,
+    };
+    let written = ControllerStore::new(client.clone(), "c6")
+        .write(stale_epoch, &[stale])
+        .await
+        .unwrap();
+    assert_eq!(written, 0, "fenced by the controller epoch");
+    observer.abort();
+    for task in tasks.into_values().flatten() {
+        task.abort();
+    }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::{Keys, Registration};
-use crate::coordination::TopicRecord;
+use crate::coordination::{PartitionState, TopicRecord};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterImage {
@@ -15,6 +15,11 @@ pub struct ClusterImage {
     /// Live brokers, with their broker epoch (their registration's create_revision).
     pub brokers: BTreeMap<i32, (Registration, i64)>,
     pub topics: BTreeMap<String, TopicRecord>,
+    /// The controller's broker id and epoch (its key's create_revision).
+    pub controller: Option<(i32, i64)>,
+    /// Partition states by (topic id, partition), with their mod_revision:
+    /// what a fenced write compares.
+    pub partitions: BTreeMap<(String, i32), (PartitionState, i64)>,
 }
 
 /// One change to a key of the cluster.
@@ -42,6 +47,30 @@ impl ClusterImage {
                 Some(Err(e)) => tracing::warn!(key = change.key, error = %e, "skipping a broker registration that does not parse"),
                 None => {
                     self.brokers.remove(&id);
+                }
+            }
+        } else if change.key == keys.controller() {
+            self.controller = match change.value.map(serde_json::from_slice::<i32>) {
+                Some(Ok(id)) => Some((id, change.create_revision)),
+                Some(Err(e)) => {
+                    tracing::warn!(key = change.key, error = %e, "skipping a controller key that does not parse");
+                    None
+                }
+                None => None,
+            };
+        } else if let Some(rest) = change.key.strip_prefix(&keys.partitions()) {
+            let Some((topic_id, partition)) = rest.rsplit_once('/') else {
+                return;
+            };
+            let Ok(partition) = partition.parse::<i32>() else { return };
+            let at = (topic_id.to_string(), partition);
+            match change.value.map(serde_json::from_slice::<PartitionState>) {
+                Some(Ok(state)) => {
+                    self.partitions.insert(at, (state, change.mod_revision));
+                }
+                Some(Err(e)) => tracing::warn!(key = change.key, error = %e, "skipping a partition state that does not parse"),
+                None => {
+                    self.partitions.remove(&at);
                 }
             }
         } else if let Some(name) = change.key.strip_prefix(&keys.topics()) {
@@ -90,6 +119,7 @@ mod tests {
             id: "x".into(),
             partitions: 2,
             configs: Default::default(),
+            assignment: Vec::new(),
         };
         let t = serde_json::to_vec(&topic).unwrap();
         image.apply(
@@ -124,6 +154,59 @@ mod tests {
         );
         assert!(image.brokers.is_empty() && image.topics.is_empty());
         assert_eq!(image.revision, 10);
+    }
+
+    #[test]
+    fn the_controller_and_partition_states_land_in_the_image() {
+        let keys = Keys::new("c");
+        let mut image = ClusterImage::default();
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/controller",
+                value: Some(b"2"),
+                create_revision: 11,
+                mod_revision: 11,
+            },
+        );
+        assert_eq!(image.controller, Some((2, 11)));
+        let state = PartitionState {
+            replicas: vec![1, 2],
+            leader: 1,
+            leader_epoch: 0,
+            isr: vec![1, 2],
+        };
+        let v = serde_json::to_vec(&state).unwrap();
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/partitions/id-t/3",
+                value: Some(&v),
+                create_revision: 12,
+                mod_revision: 14,
+            },
+        );
+        assert_eq!(image.partitions[&("id-t".to_string(), 3)], (state, 14));
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/controller",
+                value: None,
+                create_revision: 0,
+                mod_revision: 15,
+            },
+        );
+        image.apply(
+            &keys,
+            &Change {
+                key: "/c/partitions/id-t/3",
+                value: None,
+                create_revision: 0,
+                mod_revision: 16,
+            },
+        );
+        assert_eq!(image.controller, None);
+        assert!(image.partitions.is_empty());
     }
 
     #[test]

@@ -41,6 +41,22 @@ impl Keys {
         format!("{}producer-ids", self.root)
     }
 
+    /// Lease-bound to the controller's session; its create_revision is the
+    /// controller epoch.
+    pub fn controller(&self) -> String {
+        format!("{}controller", self.root)
+    }
+
+    /// A partition's `PartitionState`, by topic id (a topic deleted and
+    /// created again never inherits its predecessor's state).
+    pub fn partition(&self, topic_id: &str, partition: i32) -> String {
+        format!("{}partitions/{topic_id}/{partition}", self.root)
+    }
+
+    pub fn partitions(&self) -> String {
+        format!("{}partitions/", self.root)
+    }
+
     /// How many times a broker id has started (the single-node leader epoch).
     pub fn starts(&self, id: i32) -> String {
         format!("{}starts/{id}", self.root)
@@ -57,6 +73,9 @@ mod tests {
         assert_eq!(k.broker(3), "/prod/brokers/3");
         assert_eq!(k.topic("orders"), "/prod/topics/orders");
         assert_eq!(k.producer_ids(), "/prod/producer-ids");
+        assert_eq!(k.partition("id-1", 7), "/prod/partitions/id-1/7");
+        assert!(k.partition("id-1", 7).starts_with(&k.partitions()));
+        assert!(!k.controller().starts_with(&k.partitions()));
         assert!(k.broker(1).starts_with(&k.brokers()));
         assert!(k.topic("a").starts_with(&k.topics()));
         // Another cluster's keys are outside this one's prefixes.

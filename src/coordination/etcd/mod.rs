@@ -13,6 +13,7 @@
 //! Not wired into `serve` yet: replication and the controller come next (see
 //! docs/ARCHITECTURE.md, "Cluster: what exists").
 
+mod control;
 pub mod image;
 mod keys;
 mod session;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, CoordinationError, Coordinator, TopicRecord};
 
+pub use control::{ControllerStore, PartitionWrite};
 pub use keys::Keys;
 pub use session::Session;
 pub use watch::follow_image;
@@ -51,6 +53,9 @@ pub struct SessionState {
     /// The broker epoch: create_revision of its registration. `None` until
     /// registered, and while a lost registration is being replaced.
     pub broker_epoch: Option<i64>,
+    /// The lease the registration lives under (the controller key, when
+    /// this broker holds it, lives under the same one).
+    pub lease: Option<i64>,
     /// Whether the last keep-alive was answered.
     pub connected: bool,
 }

@@ -30,6 +30,7 @@ impl Session {
     pub fn new(client: Client, cluster: &str, registration: Registration, ttl: Duration) -> Self {
         let (state, _) = watch::channel(SessionState {
             broker_epoch: None,
+            lease: None,
             connected: false,
         });
         Self {
@@ -55,7 +56,7 @@ impl Session {
                 Ok(ok) => ok,
                 Err(e) => {
                     tracing::warn!(error = %e, attempt, broker_id = self.registration.broker_id, "cannot register with etcd; retrying");
-                    self.publish(None, false);
+                    self.publish(None, None, false);
                     tokio::time::sleep(backoff(attempt, self.ttl)).await;
                     attempt = attempt.saturating_add(1);
                     continue;
@@ -68,7 +69,7 @@ impl Session {
                 lease,
                 "registered with etcd"
             );
-            self.publish(Some(epoch), true);
+            self.publish(Some(epoch), Some(lease), true);
             loop {
                 match self.keep_alive(lease).await {
                     KeepAliveEnd::Lost => {
@@ -77,7 +78,7 @@ impl Session {
                             lease,
                             "etcd lost this broker's lease; registering again"
                         );
-                        self.publish(None, true);
+                        self.publish(None, None, true);
                         break;
                     }
                     KeepAliveEnd::Unreachable => {
@@ -86,7 +87,7 @@ impl Session {
                             lease,
                             "etcd does not answer keep-alives; retrying"
                         );
-                        self.publish(Some(epoch), false);
+                        self.publish(Some(epoch), Some(lease), false);
                         tokio::time::sleep(backoff(attempt, self.ttl)).await;
                         attempt = attempt.saturating_add(1);
                     }
@@ -95,9 +96,13 @@ impl Session {
         }
     }
 
-    fn publish(&self, broker_epoch: Option<i64>, connected: bool) {
+    fn publish(&self, broker_epoch: Option<i64>, lease: Option<i64>, connected: bool) {
         self.state.send_if_modified(|s| {
-            let next = SessionState { broker_epoch, connected };
+            let next = SessionState {
+                broker_epoch,
+                lease,
+                connected,
+            };
             let changed = *s != next;
             *s = next;
             changed
@@ -151,7 +156,7 @@ impl Session {
                     // Copied out first: publishing while the borrow is held
                     // would deadlock on the channel's lock.
                     let epoch = self.state.borrow().broker_epoch;
-                    self.publish(epoch, true);
+                    self.publish(epoch, Some(lease), true);
                 }
                 // A TTL of 0 is etcd saying the lease is gone.
                 Ok(Ok(Some(_))) => return KeepAliveEnd::Lost,
