@@ -8,6 +8,7 @@
 //! - [`log`]: the partition log on disk: segments, indexes, recovery.
 //! - [`groups`]: consumer groups (pure state machine + async shell) and committed offsets.
 //! - [`controller`]: the cluster controller's pure decisions (placement, leaders and ISRs).
+//! - [`replication`]: the leader's replication bookkeeping (HW rule, ISR changes); pure so far.
 //! - [`coordination`]: the seam to cluster metadata (embedded file now, etcd later).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/v1/...`.
 //! - [`tiering`]: the uploader, from the local log to the archive; above `broker` and `archive`.
@@ -28,6 +29,7 @@ pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod tasks;
 pub mod tiering;
