@@ -7,6 +7,7 @@
 //! waiting.
 
 pub mod batch;
+pub mod epoch_cache;
 pub mod producer_state;
 pub mod records;
 pub mod segment;
