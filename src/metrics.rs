@@ -345,3 +345,21 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+
+    #[test]
+    fn the_whole_registry_encodes() {
+        let m = Metrics::new();
+        m.bytes_in.get_or_create(&TopicLabels { topic: "t".into() }).inc();
+        let out = m.encode();
+        assert!(
+            out.ends_with("# EOF\n"),
+            "encoding stopped early: ...{}",
+            &out[out.len().saturating_sub(200)..]
+        );
+        assert!(out.contains("sediment_produce_bytes_total{topic=\"t\"} 1"));
+    }
+}

@@ -388,6 +388,9 @@ impl Broker {
             partition.close();
         }
         self.topics.write().remove(name);
+        // Its counters go with it: a deleted topic's series would otherwise
+        // stay in every scrape until a restart.
+        self.forget_topic_metrics(name);
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(doomed))
             .await
             .map_err(|e| TopicError::Storage(e.to_string()))?

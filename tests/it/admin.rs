@@ -133,12 +133,19 @@ async fn admin_operations_and_their_kafka_errors() {
     let placed = produce(&producer(&broker.bootstrap(), &[]), "good", &sent).await;
     assert!(placed.iter().any(|p| p.0 == 2), "new partitions take records");
 
+    let produced = crate::common::metric(&broker, "sediment_produce_bytes_total{topic=\"good\"}");
+    assert!(produced > 0.0, "the topic's series is scraped: {produced}");
     // DeleteTopics removes the data; the name can be reused.
     let deleted = a.delete_topics(&["good", "never-existed"], &opts).await.unwrap();
     assert!(deleted[0].is_ok());
     assert_eq!(deleted[1].as_ref().unwrap_err().1, RDKafkaErrorCode::UnknownTopicOrPartition);
     let topics = http_get(&broker.http("/v1/topics")).unwrap();
     assert!(!topics.contains("\"good\""), "{topics}");
+    // Its metric series went with it.
+    assert!(
+        crate::common::metric(&broker, "sediment_produce_bytes_total{topic=\"good\"}").is_nan(),
+        "a deleted topic's series remain"
+    );
     let recreated = a.create_topics(&[create("good", 1, 1, vec![])], &opts).await.unwrap();
     assert!(recreated[0].is_ok());
     let b = broker.bootstrap();
