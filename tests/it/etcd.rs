@@ -400,3 +400,55 @@ async fn the_controller_elects_leaders_from_the_isr_when_a_broker_goes() {
         task.abort();
     }
 }
+
+/// A partition leader records its own ISR changes, fenced by the
+/// partition's mod_revision and by its broker epoch: a stale view or a
+/// leader whose registration was replaced writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isr_changes_are_fenced_by_revision_and_broker_epoch() {
+    use sediment::controller::decide::PartitionState;
+    use sediment::coordination::etcd::{record_isr, Keys, PartitionWrite};
+    let etcd = Etcd::start();
+    let client = connect(&[etcd.endpoint()], Duration::from_secs(2)).await.unwrap();
+    let keys = Keys::new("c7");
+    let (mut state, session) = start_session(&etcd, "c7", registration(1, "dir-1")).await;
+    let epoch = registered(&mut state).await;
+    let start = PartitionState {
+        replicas: vec![1, 2],
+        leader: 1,
+        leader_epoch: 3,
+        isr: vec![1, 2],
+    };
+    let mut admin = client.clone();
+    let put = admin
+        .put(keys.partition("id-t", 0), serde_json::to_vec(&start).unwrap(), None)
+        .await
+        .unwrap();
+    let revision = put.header().unwrap().revision();
+    let shrink = |expected_mod_revision| PartitionWrite {
+        topic_id: "id-t".into(),
+        partition: 0,
+        state: PartitionState {
+            isr: vec![1],
+            ..start.clone()
+        },
+        expected_mod_revision,
+    };
+    assert!(
+        !record_isr(&client, &keys, 1, epoch, &shrink(revision - 1)).await.unwrap(),
+        "stale revision"
+    );
+    assert!(
+        !record_isr(&client, &keys, 1, epoch + 1000, &shrink(revision)).await.unwrap(),
+        "stale broker epoch"
+    );
+    assert!(
+        !record_isr(&client, &keys, 2, epoch, &shrink(revision)).await.unwrap(),
+        "not the leader"
+    );
+    assert!(record_isr(&client, &keys, 1, epoch, &shrink(revision)).await.unwrap());
+    let stored = admin.get(keys.partition("id-t", 0), None).await.unwrap();
+    let now: PartitionState = serde_json::from_slice(stored.kvs()[0].value()).unwrap();
+    assert_eq!(now.isr, vec![1]);
+    session.abort();
+}

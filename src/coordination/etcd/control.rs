@@ -75,3 +75,23 @@ impl ControllerStore {
         Ok(written)
     }
 }
+
+/// A partition leader's write of its own ISR change (KIP-497: the leader,
+/// not the controller, changes the ISR). Fenced by the partition's
+/// mod_revision, so it never undoes a controller decision it has not seen,
+/// and by the leader's broker epoch, so a leader that lost its registration
+/// (and with it, possibly, its leadership) writes nothing.
+pub async fn record_isr(client: &Client, keys: &Keys, leader: i32, broker_epoch: i64, write: &PartitionWrite) -> Result<bool, EtcdError> {
+    if write.state.leader != leader || !write.state.isr.contains(&leader) {
+        return Ok(false);
+    }
+    let key = keys.partition(&write.topic_id, write.partition);
+    let txn = Txn::new()
+        .when([
+            Compare::create_revision(keys.broker(leader), CompareOp::Equal, broker_epoch),
+            Compare::mod_revision(key.as_str(), CompareOp::Equal, write.expected_mod_revision),
+        ])
+        .and_then([TxnOp::put(key, json(&write.state), None)]);
+    let mut client = client.clone();
+    Ok(client.txn(txn).await?.succeeded())
+}
