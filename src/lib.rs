@@ -30,6 +30,8 @@ pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod replication;
+#[cfg(test)]
+mod seeded;
 pub mod server;
 pub mod tasks;
 pub mod tiering;

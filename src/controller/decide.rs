@@ -119,11 +119,8 @@ mod tests {
     /// disks: the rules hold at every step.
     #[test]
     fn invariants_hold_over_random_schedules() {
-        let mut seed = 99u64;
-        let mut next = |m: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) % m
-        };
+        let mut rng = crate::seeded::Seeded::new(99);
+        let mut next = |m: u64| rng.below(m);
         for _ in 0..2000 {
             let replicas: Vec<i32> = vec![1, 2, 3];
             let mut live = set(&[1, 2, 3]);

@@ -109,11 +109,8 @@ mod tests {
 
     #[test]
     fn every_placement_is_distinct_live_and_leaders_are_balanced() {
-        let mut seed = 7u64;
-        let mut next = |m: usize| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % m
-        };
+        let mut rng = crate::seeded::Seeded::new(7);
+        let mut next = |m: usize| rng.below(m as u64) as usize;
         for _ in 0..500 {
             let n = 1 + next(9);
             let ids: BTreeSet<i32> = (0..n).map(|i| (i * 3 + 1) as i32).collect();

@@ -130,11 +130,8 @@ mod tests {
     /// the log.
     #[test]
     fn random_histories_keep_the_cache_ordered() {
-        let mut seed = 11u64;
-        let mut next = |m: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) % m
-        };
+        let mut rng = crate::seeded::Seeded::new(11);
+        let mut next = |m: u64| rng.below(m);
         for _ in 0..2000 {
             let mut c = EpochCache::default();
             let (mut epoch, mut end, mut start) = (0i32, 0i64, 0i64);

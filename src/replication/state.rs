@@ -246,11 +246,8 @@ mod tests {
     /// always contains the recorded one.
     #[test]
     fn invariants_hold_over_random_schedules() {
-        let mut seed = 5u64;
-        let mut next = |m: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) % m
-        };
+        let mut rng = crate::seeded::Seeded::new(5);
+        let mut next = |m: u64| rng.below(m);
         let (mut advanced, mut shrunk) = (0, 0);
         for _ in 0..1000 {
             let min_insync = 1 + next(3) as usize;
