@@ -178,6 +178,23 @@ pub(crate) fn produce_raw(s: &mut TcpStream, topic: &str, records: Bytes) -> i16
     produced.responses[0].partition_responses[0].error_code
 }
 
+/// A Fetch (v4 fields) of one partition, 0, of `topic` from `offset`, with
+/// `max_bytes` for the response and the partition.
+pub(crate) fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32, max_bytes: i32) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    kafka_protocol::messages::FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(max_bytes)])])
+}
+
 /// A batch of `n` records with `value_len`-byte values, as a client sends it.
 pub(crate) fn encode_batch_of(n: usize, value_len: usize) -> Bytes {
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};

@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use crate::archive::wait_for_tiering;
-use crate::bad_input::{connect, encode_batch_of, produce_raw, read_response, request};
+use crate::bad_input::{connect, encode_batch_of, fetch_request, produce_raw, read_response, request};
 use crate::common::{metric, Broker};
 use crate::kafka::{consume_all, create_topic, produce, producer, record};
 
@@ -276,25 +276,13 @@ async fn pipelined_requests_observe_the_effects_of_earlier_ones() {
 /// work rather than timing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_wake_only_the_fetches_of_their_partition() {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::FetchRequest;
     let broker = Broker::start_limited("", GIB);
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, "idle", 1, &[]).await;
     create_topic(&bootstrap, "busy", 1, &[]).await;
     const PARKED: usize = 300;
     const PRODUCES: usize = 40;
-    let fetch = FetchRequest::default()
-        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-        .with_max_wait_ms(20_000)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_static_str("idle")))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(0)
-                .with_partition_max_bytes(1 << 20)])]);
+    let fetch = fetch_request("idle", 0, 20_000, 1 << 20);
     let frame = request(ApiKey::Fetch, 4, &fetch);
     tokio::task::block_in_place(|| {
         let parked: Vec<TcpStream> = (0..PARKED)
@@ -319,9 +307,7 @@ async fn appends_wake_only_the_fetches_of_their_partition() {
         // A fetch parked on the busy partition is woken by an append there,
         // long before its 20 s wait is over (the socket times out at 5 s).
         let mut waiting = connect(&broker);
-        let mut busy = fetch.clone();
-        busy.topics[0].topic = TopicName(StrBytes::from_static_str("busy"));
-        busy.topics[0].partitions[0].fetch_offset = PRODUCES as i64;
+        let busy = fetch_request("busy", PRODUCES as i64, 20_000, 1 << 20);
         waiting.write_all(&request(ApiKey::Fetch, 4, &busy)).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert_eq!(produce_raw(&mut s, "busy", encode_batch_of(1, 10)), 0);
@@ -338,8 +324,6 @@ async fn appends_wake_only_the_fetches_of_their_partition() {
 /// response held its full size, without bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_fetch_responses_hold_bounded_memory() {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::FetchRequest;
     const BUDGET: u64 = 64 << 20;
     const READERS: usize = 24;
     const BATCHES: usize = 50;
@@ -347,17 +331,7 @@ async fn unread_fetch_responses_hold_bounded_memory() {
     let broker = Broker::start_limited(&config, GIB);
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, "wide", 1, &[]).await;
-    let fetch = FetchRequest::default()
-        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(55 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_static_str("wide")))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(0)
-                .with_partition_max_bytes(55 << 20)])]);
+    let fetch = fetch_request("wide", 0, 0, 55 << 20);
     let frame = request(ApiKey::Fetch, 4, &fetch);
     tokio::task::block_in_place(|| {
         let mut s = connect(&broker);

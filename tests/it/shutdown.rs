@@ -4,11 +4,10 @@
 
 use std::io::{Read, Write};
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader};
+use kafka_protocol::protocol::Decodable;
 
-use crate::bad_input::{connect, encode_batch_of, produce_raw, read_response, request};
+use crate::bad_input::{connect, encode_batch_of, fetch_request, produce_raw, read_response, request};
 use crate::common::Broker;
 use crate::kafka::{consume_all, create_topic};
 
@@ -23,17 +22,7 @@ async fn sigterm_answers_requests_under_way_and_exits_cleanly() {
         }
         // A long poll for data that will not come before the stop (20 s wait;
         // the socket gives up reading after 5 s).
-        let fetch = FetchRequest::default()
-            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-            .with_max_wait_ms(20_000)
-            .with_min_bytes(1)
-            .with_max_bytes(1 << 20)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_static_str("drained")))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(0)
-                    .with_fetch_offset(3)
-                    .with_partition_max_bytes(1 << 20)])]);
+        let fetch = fetch_request("drained", 3, 20_000, 1 << 20);
         let mut parked = connect(&broker);
         parked.write_all(&request(ApiKey::Fetch, 4, &fetch)).unwrap();
         let mut idle = connect(&broker);
