@@ -732,6 +732,15 @@ mod tests {
         batch::split_batches(&encode_batch(n, Compression::None, producer_id, seq)).unwrap()
     }
 
+    /// A log in `dir` holding `appends` batches of 3 records.
+    fn filled_log(dir: &Path, config: LogConfig, appends: usize) -> PartitionLog {
+        let (mut log, _) = PartitionLog::open(dir, config, 0).unwrap();
+        for _ in 0..appends {
+            log.append(&batches(3, -1, -1), 0, 0).unwrap();
+        }
+        log
+    }
+
     #[test]
     fn offsets_are_assigned_contiguously_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -782,10 +791,7 @@ mod tests {
             segment_bytes: 300,
             ..LogConfig::default()
         };
-        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
-        for _ in 0..10 {
-            log.append(&batches(3, -1, -1), 0, 0).unwrap();
-        }
+        let mut log = filled_log(dir.path(), config, 10);
         let planned = log.plan_read(0, 30).unwrap().unwrap();
         let tail = log.plan_read(27, 30).unwrap().unwrap();
         // After the plan: more appends, and the planned segment removed.
@@ -851,10 +857,7 @@ mod tests {
             retention_bytes: 600,
             ..LogConfig::default()
         };
-        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
-        for _ in 0..30 {
-            log.append(&batches(3, -1, -1), 0, 0).unwrap();
-        }
+        let mut log = filled_log(dir.path(), config, 30);
         assert_eq!(log.apply_retention(0, 0).len(), 0, "nothing archived: size retention waits");
         let removed = log.apply_retention(0, i64::MAX);
         let deleted = removed.len();
@@ -911,10 +914,7 @@ mod tests {
             segment_bytes: 300,
             ..LogConfig::default()
         };
-        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
-        for _ in 0..10 {
-            log.append(&batches(3, -1, -1), 0, 0).unwrap();
-        }
+        let mut log = filled_log(dir.path(), config, 10);
         let sealed = log.sealed_segments();
         assert!(sealed.len() >= 3);
         let archived_end = sealed[1].next_offset;
@@ -963,10 +963,7 @@ mod tests {
             segment_bytes: 300,
             ..LogConfig::default()
         };
-        let (mut log, _) = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
-        for _ in 0..60 {
-            log.append(&batches(3, -1, -1), 0, 0).unwrap();
-        }
+        let mut log = filled_log(dir.path(), config.clone(), 60);
         assert!(log.segment_count() >= 20, "{} segments", log.segment_count());
         // The flusher keeps what it has to sync open until it has synced it.
         let unflushed = log.take_unflushed();
