@@ -91,6 +91,15 @@ impl ClusterImage {
 mod tests {
     use super::*;
 
+    fn change<'a>(key: &'a str, value: Option<&'a [u8]>, create_revision: i64, mod_revision: i64) -> Change<'a> {
+        Change {
+            key,
+            value,
+            create_revision,
+            mod_revision,
+        }
+    }
+
     fn reg(id: i32) -> Registration {
         Registration {
             broker_id: id,
@@ -105,15 +114,7 @@ mod tests {
         let keys = Keys::new("c");
         let mut image = ClusterImage::default();
         let b1 = serde_json::to_vec(&reg(1)).unwrap();
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/brokers/1",
-                value: Some(&b1),
-                create_revision: 5,
-                mod_revision: 5,
-            },
-        );
+        image.apply(&keys, &change("/c/brokers/1", Some(&b1), 5, 5));
         let topic = TopicRecord {
             name: "t".into(),
             id: "x".into(),
@@ -122,36 +123,12 @@ mod tests {
             assignment: Vec::new(),
         };
         let t = serde_json::to_vec(&topic).unwrap();
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/topics/t",
-                value: Some(&t),
-                create_revision: 6,
-                mod_revision: 6,
-            },
-        );
+        image.apply(&keys, &change("/c/topics/t", Some(&t), 6, 6));
         assert_eq!(image.brokers[&1], (reg(1), 5));
         assert_eq!(image.topics["t"], topic);
         assert_eq!(image.revision, 6);
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/brokers/1",
-                value: None,
-                create_revision: 0,
-                mod_revision: 9,
-            },
-        );
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/topics/t",
-                value: None,
-                create_revision: 0,
-                mod_revision: 10,
-            },
-        );
+        image.apply(&keys, &change("/c/brokers/1", None, 0, 9));
+        image.apply(&keys, &change("/c/topics/t", None, 0, 10));
         assert!(image.brokers.is_empty() && image.topics.is_empty());
         assert_eq!(image.revision, 10);
     }
@@ -160,15 +137,7 @@ mod tests {
     fn the_controller_and_partition_states_land_in_the_image() {
         let keys = Keys::new("c");
         let mut image = ClusterImage::default();
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/controller",
-                value: Some(b"2"),
-                create_revision: 11,
-                mod_revision: 11,
-            },
-        );
+        image.apply(&keys, &change("/c/controller", Some(b"2"), 11, 11));
         assert_eq!(image.controller, Some((2, 11)));
         let state = PartitionState {
             replicas: vec![1, 2],
@@ -177,34 +146,10 @@ mod tests {
             isr: vec![1, 2],
         };
         let v = serde_json::to_vec(&state).unwrap();
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/partitions/id-t/3",
-                value: Some(&v),
-                create_revision: 12,
-                mod_revision: 14,
-            },
-        );
+        image.apply(&keys, &change("/c/partitions/id-t/3", Some(&v), 12, 14));
         assert_eq!(image.partitions[&("id-t".to_string(), 3)], (state, 14));
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/controller",
-                value: None,
-                create_revision: 0,
-                mod_revision: 15,
-            },
-        );
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/partitions/id-t/3",
-                value: None,
-                create_revision: 0,
-                mod_revision: 16,
-            },
-        );
+        image.apply(&keys, &change("/c/controller", None, 0, 15));
+        image.apply(&keys, &change("/c/partitions/id-t/3", None, 0, 16));
         assert_eq!(image.controller, None);
         assert!(image.partitions.is_empty());
     }
@@ -213,42 +158,10 @@ mod tests {
     fn other_keys_and_bad_values_are_skipped() {
         let keys = Keys::new("c");
         let mut image = ClusterImage::default();
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/brokers/x",
-                value: Some(b"{}"),
-                create_revision: 1,
-                mod_revision: 1,
-            },
-        );
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/brokers/2",
-                value: Some(b"not json"),
-                create_revision: 2,
-                mod_revision: 2,
-            },
-        );
-        image.apply(
-            &keys,
-            &Change {
-                key: "/c/producer-ids",
-                value: Some(b"{\"next\":1}"),
-                create_revision: 3,
-                mod_revision: 3,
-            },
-        );
-        image.apply(
-            &keys,
-            &Change {
-                key: "/other/brokers/1",
-                value: Some(b"{}"),
-                create_revision: 4,
-                mod_revision: 4,
-            },
-        );
+        image.apply(&keys, &change("/c/brokers/x", Some(b"{}"), 1, 1));
+        image.apply(&keys, &change("/c/brokers/2", Some(b"not json"), 2, 2));
+        image.apply(&keys, &change("/c/producer-ids", Some(b"{\"next\":1}"), 3, 3));
+        image.apply(&keys, &change("/other/brokers/1", Some(b"{}"), 4, 4));
         assert!(image.brokers.is_empty() && image.topics.is_empty());
     }
 }
