@@ -40,15 +40,8 @@ impl ClusterImage {
         self.revision = self.revision.max(change.mod_revision);
         if let Some(id) = change.key.strip_prefix(&keys.brokers()) {
             let Ok(id) = id.parse::<i32>() else { return };
-            match change.value.map(serde_json::from_slice::<Registration>) {
-                Some(Ok(registration)) => {
-                    self.brokers.insert(id, (registration, change.create_revision));
-                }
-                Some(Err(e)) => tracing::warn!(key = change.key, error = %e, "skipping a broker registration that does not parse"),
-                None => {
-                    self.brokers.remove(&id);
-                }
-            }
+            let epoch = change.create_revision;
+            upsert(&mut self.brokers, id, change, "broker registration", |r: Registration| (r, epoch));
         } else if change.key == keys.controller() {
             self.controller = match change.value.map(serde_json::from_slice::<i32>) {
                 Some(Ok(id)) => Some((id, change.create_revision)),
@@ -63,26 +56,33 @@ impl ClusterImage {
                 return;
             };
             let Ok(partition) = partition.parse::<i32>() else { return };
+            let revision = change.mod_revision;
             let at = (topic_id.to_string(), partition);
-            match change.value.map(serde_json::from_slice::<PartitionState>) {
-                Some(Ok(state)) => {
-                    self.partitions.insert(at, (state, change.mod_revision));
-                }
-                Some(Err(e)) => tracing::warn!(key = change.key, error = %e, "skipping a partition state that does not parse"),
-                None => {
-                    self.partitions.remove(&at);
-                }
-            }
+            upsert(&mut self.partitions, at, change, "partition state", |s: PartitionState| {
+                (s, revision)
+            });
         } else if let Some(name) = change.key.strip_prefix(&keys.topics()) {
-            match change.value.map(serde_json::from_slice::<TopicRecord>) {
-                Some(Ok(topic)) => {
-                    self.topics.insert(name.to_string(), topic);
-                }
-                Some(Err(e)) => tracing::warn!(key = change.key, error = %e, "skipping a topic record that does not parse"),
-                None => {
-                    self.topics.remove(name);
-                }
-            }
+            upsert(&mut self.topics, name.to_string(), change, "topic record", |t: TopicRecord| t);
+        }
+    }
+}
+
+/// Puts the parsed value of `change` at `key` (through `make`), or removes
+/// `key` for a deletion; a value that does not parse is skipped with a WARN.
+fn upsert<K: Ord, T: for<'de> serde::Deserialize<'de>, V>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    change: &Change<'_>,
+    what: &str,
+    make: impl FnOnce(T) -> V,
+) {
+    match change.value.map(serde_json::from_slice::<T>) {
+        Some(Ok(value)) => {
+            map.insert(key, make(value));
+        }
+        Some(Err(e)) => tracing::warn!(key = change.key, error = %e, "skipping a {what} that does not parse"),
+        None => {
+            map.remove(&key);
         }
     }
 }
