@@ -20,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use self::batch::{BatchError, BatchHeader, Stamp, HEADER_LEN};
+use self::epoch_cache::EpochCache;
 use self::producer_state::{ProducerStateTable, SequenceCheck};
 use self::segment::{ScanReport, Segment};
 
@@ -185,6 +186,10 @@ pub struct PartitionLog {
     /// A segment was created since the last flush: its name becomes durable
     /// with the next flush's directory fsync, not on the produce path.
     dir_unsynced: bool,
+    /// Leader epochs and where each starts. Built from the batch headers
+    /// when the log opens (they are scanned anyway), so it can never
+    /// disagree with the log, and kept up by appends and truncation.
+    epochs: EpochCache,
 }
 
 /// What a flush must make durable for everything appended so far.
@@ -272,6 +277,10 @@ impl PartitionLog {
         }
         report.segments = segments.len();
         let next_offset = segments.values().next_back().map_or(0, Segment::next_offset);
+        let mut epochs = EpochCache::default();
+        for (epoch, start) in segments.values().flat_map(|s| s.epochs().iter().copied()) {
+            epochs.assign(epoch, start);
+        }
         let log = Self {
             dir: dir.to_path_buf(),
             segments,
@@ -280,6 +289,7 @@ impl PartitionLog {
             producers,
             unflushed: Vec::new(),
             dir_unsynced: false,
+            epochs,
         };
         Ok((log, report))
     }
@@ -378,16 +388,7 @@ impl PartitionLog {
                     log_append_time_ms,
                 },
             );
-            let active = self.active();
-            active.append(&stamped, &bytes[HEADER_LEN..], now_ms)?;
-            let file = active.file();
-            self.next_offset = offset + header.last_offset_delta as i64 + 1;
-            self.producers.record(header, offset, now_ms);
-            if let Some(file) = file {
-                if !self.unflushed.iter().any(|f| Arc::ptr_eq(f, &file)) {
-                    self.unflushed.push(file);
-                }
-            }
+            self.write_batch(header, offset, leader_epoch, &stamped, &bytes[HEADER_LEN..], now_ms)?;
             records += header.records_count as i64;
         }
         Ok(AppendResult {
@@ -397,6 +398,146 @@ impl PartitionLog {
             records,
             log_start_offset: self.log_start_offset(),
         })
+    }
+
+    /// Writes one batch at `offset` into the active segment and notes it in
+    /// the producer state, the epoch cache and the files to flush.
+    fn write_batch(
+        &mut self,
+        header: &BatchHeader,
+        offset: i64,
+        leader_epoch: i32,
+        header_bytes: &[u8; HEADER_LEN],
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let active = self.active();
+        active.append(header_bytes, records, now_ms)?;
+        let file = active.file();
+        self.next_offset = offset + header.last_offset_delta as i64 + 1;
+        self.producers.record(header, offset, now_ms);
+        self.epochs.assign(leader_epoch, offset);
+        if let Some(file) = file {
+            if !self.unflushed.iter().any(|f| Arc::ptr_eq(f, &file)) {
+                self.unflushed.push(file);
+            }
+        }
+        Ok(())
+    }
+
+    /// A follower's append: the leader's batches as they are (offsets,
+    /// leader epochs, CRCs), which must continue this log exactly. A batch
+    /// the log already holds (a fetch answered twice) is skipped.
+    pub fn append_replicated(&mut self, batches: &[(BatchHeader, Bytes)], now_ms: i64) -> Result<AppendResult, LogError> {
+        let base_offset = self.next_offset;
+        let mut records = 0;
+        for (header, bytes) in batches {
+            if header.last_offset() < self.next_offset {
+                continue;
+            }
+            if header.base_offset != self.next_offset {
+                return Err(LogError::Io(std::io::Error::other(format!(
+                    "replicated batch at offset {} does not continue the log at {}",
+                    header.base_offset, self.next_offset
+                ))));
+            }
+            batch::validate(bytes)?;
+            self.maybe_roll(bytes.len() as u64, now_ms)?;
+            let mut header_bytes = [0u8; HEADER_LEN];
+            header_bytes.copy_from_slice(&bytes[..HEADER_LEN]);
+            self.write_batch(
+                header,
+                header.base_offset,
+                header.partition_leader_epoch,
+                &header_bytes,
+                &bytes[HEADER_LEN..],
+                now_ms,
+            )?;
+            records += header.records_count as i64;
+        }
+        Ok(AppendResult {
+            base_offset,
+            next_offset: self.next_offset,
+            log_append_time_ms: None,
+            records,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// The leader epoch cache (KIP-101).
+    pub fn epochs(&self) -> &EpochCache {
+        &self.epochs
+    }
+
+    /// A new leadership at `epoch` begins at the log end (Kafka writes the
+    /// entry before the first batch, so a follower asking about an epoch
+    /// the leader wrote nothing under gets a precise answer).
+    pub fn begin_epoch(&mut self, epoch: i32) {
+        self.epochs.assign(epoch, self.next_offset);
+    }
+
+    /// Cuts the log back to end before `offset` (a follower's divergent
+    /// tail, KIP-101/279): later segments go, the one holding `offset` is
+    /// cut at a batch boundary, and the epoch cache and producer state are
+    /// rebuilt for what remains. Returns the new log end.
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
+        if offset >= self.next_offset {
+            return Ok(self.next_offset);
+        }
+        let start = self.log_start_offset();
+        if offset <= start {
+            // Nothing below `offset` is kept: start over empty there.
+            self.reset_to(offset.max(0), now_ms)?;
+            self.rebuild_producers(now_ms)?;
+            return Ok(self.next_offset);
+        }
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(base, _)| *base).collect();
+        for base in doomed {
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete()?;
+            }
+        }
+        // The segment now last may be sealed: reopen it for writing.
+        if let Some((&base, last)) = self.segments.iter().next_back() {
+            if last.file().is_none() {
+                let path = last.path().to_path_buf();
+                let mtime = last.last_append_ms;
+                let (reopened, _) = Segment::open(&path, base, false, mtime)?;
+                self.segments.insert(base, reopened);
+            }
+        }
+        self.unflushed.clear();
+        self.active().truncate_to(offset)?;
+        sync_dir(&self.dir)?;
+        self.next_offset = self.segments.values().next_back().map_or(offset, Segment::next_offset);
+        self.epochs.truncate_from_end(self.next_offset);
+        self.rebuild_producers(now_ms)?;
+        tracing::warn!(dir = %self.dir.display(), log_end = self.next_offset, "truncated a divergent log tail");
+        Ok(self.next_offset)
+    }
+
+    /// Drops every segment and starts empty at `offset`.
+    fn reset_to(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        for (_, segment) in std::mem::take(&mut self.segments) {
+            segment.delete()?;
+        }
+        self.unflushed.clear();
+        self.segments.insert(offset, Segment::create(&self.dir, offset, now_ms)?);
+        sync_dir(&self.dir)?;
+        self.next_offset = offset;
+        self.epochs = EpochCache::default();
+        Ok(())
+    }
+
+    /// Producer state from the newest two segments, as at open.
+    fn rebuild_producers(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let mut producers = ProducerStateTable::default();
+        producers.set_limits(self.producers.limits());
+        for segment in self.segments.values().rev().take(2).collect::<Vec<_>>().into_iter().rev() {
+            replay_producers(segment, &mut producers, now_ms)?;
+        }
+        self.producers = producers;
+        Ok(())
     }
 
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) -> Result<(), LogError> {
@@ -565,6 +706,7 @@ impl PartitionLog {
                 removed.push(segment);
             }
         }
+        self.epochs.truncate_from_start(self.log_start_offset());
         removed
     }
 
@@ -577,20 +719,10 @@ impl PartitionLog {
         // Everything this log holds is below `offset`, so the archive holds
         // it too (a stale disk, or an empty one): drop it, so reads below
         // `offset` go to the archive and never to an older local copy.
-        let stale: Vec<i64> = self.segments.keys().copied().collect();
-        for base in stale {
-            if let Some(old) = self.segments.remove(&base) {
-                if !old.is_empty() {
-                    tracing::warn!(dir = %self.dir.display(), base_offset = base, archived_end = offset, "dropping a local segment the archive already covers");
-                }
-                old.delete()?;
-            }
+        for old in self.segments.values().filter(|s| !s.is_empty()) {
+            tracing::warn!(dir = %self.dir.display(), base_offset = old.base_offset, archived_end = offset, "dropping a local segment the archive already covers");
         }
-        self.unflushed.clear();
-        self.segments.insert(offset, Segment::create(&self.dir, offset, now_ms)?);
-        sync_dir(&self.dir)?;
-        self.next_offset = offset;
-        Ok(())
+        self.reset_to(offset, now_ms)
     }
 
     /// Removes sealed segments past `retention.ms` / `retention.bytes` and
@@ -620,6 +752,7 @@ impl PartitionLog {
                 removed.push(segment);
             }
         }
+        self.epochs.truncate_from_start(self.log_start_offset());
         removed
     }
 }
@@ -760,6 +893,91 @@ mod tests {
         assert_eq!(report.batches, 20);
         let bytes = log.read(31, 1 << 20, 60).unwrap();
         assert_eq!(BatchHeader::parse(&bytes).unwrap().base_offset, 30);
+    }
+
+    /// Every batch of `log` from offset 0, as stored.
+    fn stored_batches(log: &PartitionLog) -> Vec<Bytes> {
+        let mut all = Vec::new();
+        let mut from = log.log_start_offset();
+        while from < log.next_offset() {
+            let bytes = log.read(from, usize::MAX / 2, i64::MAX).unwrap();
+            for (header, range) in batch::BatchWalker::new(&bytes) {
+                from = header.last_offset() + 1;
+                all.push(bytes.slice(range));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn a_follower_stores_the_leaders_batches_unchanged_and_skips_repeats() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let follower_dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 400,
+            ..LogConfig::default()
+        };
+        let (mut leader, _) = PartitionLog::open(leader_dir.path(), config.clone(), 0).unwrap();
+        for epoch in [3, 3, 5, 5, 5, 8] {
+            leader.append(&batches(3, -1, -1), epoch, 0).unwrap();
+        }
+        let split: Vec<(BatchHeader, Bytes)> = stored_batches(&leader)
+            .into_iter()
+            .map(|b| (BatchHeader::parse(&b).unwrap(), b))
+            .collect();
+        let (mut follower, _) = PartitionLog::open(follower_dir.path(), config.clone(), 0).unwrap();
+        follower.append_replicated(&split[..4], 0).unwrap();
+        // The same fetch answered again, then the rest.
+        let result = follower.append_replicated(&split, 0).unwrap();
+        assert_eq!((result.base_offset, result.next_offset), (12, 18));
+        assert_eq!(
+            stored_batches(&follower),
+            stored_batches(&leader),
+            "offsets, epochs and CRCs as the leader wrote them"
+        );
+        assert_eq!(follower.epochs().entries(), &[(3, 0), (5, 6), (8, 15)]);
+        // A gap is refused rather than stored.
+        let (mut other, _) = PartitionLog::open(tempfile::tempdir().unwrap().path(), config.clone(), 0).unwrap();
+        assert!(other.append_replicated(&split[2..], 0).is_err());
+        drop(follower);
+        let (follower, _) = PartitionLog::open(follower_dir.path(), config, 0).unwrap();
+        assert_eq!(
+            follower.epochs().entries(),
+            &[(3, 0), (5, 6), (8, 15)],
+            "rebuilt from the batch headers"
+        );
+    }
+
+    #[test]
+    fn truncation_cuts_at_a_batch_boundary_and_rebuilds_epochs_and_producers() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 400,
+            ..LogConfig::default()
+        };
+        let (mut log, _) = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+        for (i, epoch) in [1, 1, 1, 2, 2, 2, 2, 4, 4, 4].into_iter().enumerate() {
+            log.append(&batches(3, 9, i as i32 * 3), epoch, 0).unwrap();
+        }
+        assert!(log.segment_count() > 2);
+        let before = stored_batches(&log);
+        // Offset 13 is inside the batch at 12: that batch goes whole.
+        assert_eq!(log.truncate_to(13, 0).unwrap(), 12);
+        assert_eq!(log.next_offset(), 12);
+        assert_eq!(stored_batches(&log), before[..4].to_vec());
+        assert_eq!(log.epochs().entries(), &[(1, 0), (2, 9)]);
+        // Producer state is back at the cut: the batch at 12 (sequence 12)
+        // is new again, not a duplicate, and appends continue at 12.
+        let again = log.append(&batches(3, 9, 12), 6, 0).unwrap();
+        assert_eq!((again.base_offset, again.records), (12, 3));
+        assert_eq!(log.epochs().entries(), &[(1, 0), (2, 9), (6, 12)]);
+        drop(log);
+        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        assert_eq!(log.next_offset(), 15, "the cut and the append after it survive a reopen");
+        // Cutting below the start leaves an empty log there.
+        assert_eq!(log.truncate_to(0, 0).unwrap(), 0);
+        assert!(log.epochs().entries().is_empty());
+        assert_eq!(log.append(&batches(3, -1, -1), 7, 0).unwrap().base_offset, 0);
     }
 
     #[test]

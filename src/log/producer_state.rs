@@ -107,6 +107,10 @@ impl ProducerStateTable {
         }
     }
 
+    pub fn limits(&self) -> ProducerLimits {
+        self.limits
+    }
+
     pub fn set_limits(&mut self, limits: ProducerLimits) {
         self.limits = limits;
         while self.producers.len() > limits.max_producers {

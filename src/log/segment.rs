@@ -62,6 +62,9 @@ pub struct Segment {
     max_timestamp: i64,
     offset_index: Vec<IndexEntry>,
     time_index: Vec<TimeIndexEntry>,
+    /// (leader epoch, first offset written under it), as the batch headers
+    /// say: the log's part of the leader epoch cache.
+    epochs: Vec<(i32, i64)>,
     bytes_since_index: u64,
     /// Wall-clock time of the first append, for `segment.ms` and retention.
     pub first_append_ms: Option<i64>,
@@ -88,6 +91,7 @@ impl Segment {
             max_timestamp: -1,
             offset_index: Vec::new(),
             time_index: Vec::new(),
+            epochs: Vec::new(),
             bytes_since_index: 0,
             first_append_ms: None,
             last_append_ms: now_ms,
@@ -200,8 +204,48 @@ impl Segment {
                 offset: header.base_offset,
             });
         }
+        if self.epochs.last().is_none_or(|(epoch, _)| header.partition_leader_epoch > *epoch) {
+            self.epochs.push((header.partition_leader_epoch, header.base_offset));
+        }
         self.size = position + len;
         self.next_offset = header.last_offset() + 1;
+    }
+
+    /// (leader epoch, first offset) for each epoch that wrote batches here.
+    pub fn epochs(&self) -> &[(i32, i64)] {
+        &self.epochs
+    }
+
+    /// Cuts the segment back so it ends before `offset`, at a batch
+    /// boundary (a batch holding `offset` goes whole), and rebuilds its
+    /// indexes. Only the active segment is truncated: the caller drops
+    /// sealed segments wholly past the cut.
+    pub fn truncate_to(&mut self, offset: i64) -> std::io::Result<()> {
+        let Some(file) = self.file.clone() else {
+            return Err(std::io::Error::other(format!("segment {} is sealed", self.path.display())));
+        };
+        let mut header_buf = [0u8; HEADER_LEN];
+        let mut position = self.lookup_position(offset);
+        while position + HEADER_LEN as u64 <= self.size {
+            file.read_exact_at(&mut header_buf, position)?;
+            let header = BatchHeader::parse(&header_buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+            if header.last_offset() >= offset {
+                break;
+            }
+            position += header.total_len() as u64;
+        }
+        let cut = position.min(self.size);
+        file.set_len(cut)?;
+        file.sync_all()?;
+        self.size = 0;
+        self.next_offset = self.base_offset;
+        self.max_timestamp = -1;
+        self.offset_index.clear();
+        self.time_index.clear();
+        self.epochs.clear();
+        self.bytes_since_index = 0;
+        self.scan_headers(&file, cut)?;
+        Ok(())
     }
 
     /// Appends one batch: its rewritten header, then its records as sent.
