@@ -118,6 +118,15 @@ pub struct Config {
     /// Broker-wide defaults for topic configs, with Kafka's keys
     /// (`"retention.ms" = "604800000"`).
     pub topic_defaults: BTreeMap<String, String>,
+    /// Cluster: the TTL of this broker's etcd lease. A broker that stops
+    /// keeping it alive loses its leaderships this long after.
+    pub etcd_lease_ttl_ms: u64,
+    /// Cluster: a follower that has not caught up with the leader's log
+    /// end for this long leaves the ISR (Kafka's replica.lag.time.max.ms).
+    pub replica_lag_time_max_ms: u64,
+    /// Cluster: replicas of a topic created without a replication factor
+    /// (auto-created, or -1), capped at the live brokers.
+    pub default_replication_factor: i16,
 }
 
 impl Default for Config {
@@ -160,6 +169,9 @@ impl Default for Config {
             producer_id_expiration_ms: 86_400_000,
             max_producer_ids_per_partition: 10_000,
             topic_defaults: BTreeMap::new(),
+            etcd_lease_ttl_ms: 10_000,
+            replica_lag_time_max_ms: 30_000,
+            default_replication_factor: 3,
         }
     }
 }
@@ -322,6 +334,27 @@ impl Config {
         if self.flush_interval_ms == 0 || self.log_maintenance_interval_ms == 0 || self.tiering_interval_ms == 0 {
             return invalid("flush_interval_ms, log_maintenance_interval_ms and tiering_interval_ms must be >= 1".into());
         }
+        if let Some(etcd) = &self.etcd {
+            let endpoints = self.etcd_endpoints();
+            let bad = endpoints.iter().find(|e| {
+                let rest = e.strip_prefix("http://").or_else(|| e.strip_prefix("https://"));
+                rest.and_then(parse_host_port).is_none()
+            });
+            if endpoints.is_empty() || bad.is_some() {
+                return invalid(format!(
+                    "etcd {etcd:?} must be comma-separated endpoints such as http://etcd-0:2379,http://etcd-1:2379"
+                ));
+            }
+        }
+        if self.etcd_lease_ttl_ms < 1000 {
+            return invalid("etcd_lease_ttl_ms must be >= 1000 (etcd leases count whole seconds)".into());
+        }
+        if self.replica_lag_time_max_ms == 0 || self.replica_lag_time_max_ms > i64::MAX as u64 {
+            return invalid("replica_lag_time_max_ms must be >= 1".into());
+        }
+        if self.default_replication_factor < 1 {
+            return invalid("default_replication_factor must be >= 1".into());
+        }
         if let Some(advertise) = &self.advertise {
             if parse_host_port(advertise).is_none() {
                 return invalid(format!("advertise {advertise:?} must be HOST:PORT"));
@@ -358,6 +391,18 @@ impl Config {
             .as_deref()
             .and_then(parse_host_port)
             .unwrap_or_else(|| (self.listen.ip().to_string(), self.listen.port() as i32))
+    }
+
+    /// The `--etcd` endpoints, trimmed.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        self.etcd
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn archive_url(&self) -> String {

@@ -7,6 +7,7 @@
 //! - [`broker`]: topics, partitions, group commit, maintenance; no sockets, no frames.
 //! - [`log`]: the partition log on disk: segments, indexes, recovery.
 //! - [`groups`]: consumer groups (pure state machine + async shell) and committed offsets.
+//! - [`cluster`]: a broker in a cluster: session, image, roles, followers' fetchers.
 //! - [`controller`]: the cluster controller's pure decisions (placement, leaders and ISRs).
 //! - [`replication`]: the leader's replication bookkeeping (HW rule, ISR changes); pure so far.
 //! - [`coordination`]: the seam to cluster metadata (embedded file now, etcd later).
@@ -19,6 +20,7 @@
 pub mod archive;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod coordination;

@@ -91,6 +91,15 @@ pub struct Metrics {
     pub archive_end_offset: Family<PartitionLabels, Gauge>,
     pub local_disk_bytes: Gauge,
     pub produce_refused_disk_budget: Counter,
+    /// Cluster: ISR changes this broker recorded as a partition leader.
+    pub isr_expands: Counter,
+    pub isr_shrinks: Counter,
+    /// Cluster: partitions this broker leads, and of them those whose ISR
+    /// is smaller than their replicas.
+    pub leader_partitions: Gauge,
+    pub under_replicated_partitions: Gauge,
+    /// Cluster: 1 while the etcd session is registered and answered.
+    pub etcd_session_up: Gauge,
     /// Durable writes of the cluster state (`coordination/`).
     pub coordination_writes: Counter,
     pub group_members: Family<GroupLabels, Gauge>,
@@ -152,6 +161,11 @@ impl Metrics {
             archive_end_offset: Family::default(),
             local_disk_bytes: Gauge::default(),
             produce_refused_disk_budget: Counter::default(),
+            isr_expands: Counter::default(),
+            isr_shrinks: Counter::default(),
+            leader_partitions: Gauge::default(),
+            under_replicated_partitions: Gauge::default(),
+            etcd_session_up: Gauge::default(),
             coordination_writes: Counter::default(),
             group_members: Family::default(),
             consumer_groups: Gauge::default(),
@@ -334,6 +348,23 @@ impl Metrics {
             "coordination_writes",
             "Durable writes of the cluster state (topics, producer-id blocks, starts)",
             m.coordination_writes.clone(),
+        );
+        registry.register(
+            "isr_expands",
+            "ISR expansions this broker recorded as leader",
+            m.isr_expands.clone(),
+        );
+        registry.register("isr_shrinks", "ISR shrinks this broker recorded as leader", m.isr_shrinks.clone());
+        registry.register("leader_partitions", "Partitions this broker leads", m.leader_partitions.clone());
+        registry.register(
+            "under_replicated_partitions",
+            "Partitions this broker leads whose ISR is smaller than their replicas",
+            m.under_replicated_partitions.clone(),
+        );
+        registry.register(
+            "etcd_session_up",
+            "1 while this broker's etcd session is registered and answered (cluster mode)",
+            m.etcd_session_up.clone(),
         );
         Self { registry, ..m }
     }

@@ -18,9 +18,6 @@ use crate::tasks::Tasks;
 /// Runs a broker until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     raise_open_file_limit();
-    if let Some(etcd) = &config.etcd {
-        anyhow::bail!("cluster mode (--etcd {etcd}) is not implemented yet; run without --etcd for a single-node broker");
-    }
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     // Two brokers on one data dir would corrupt each other's logs.
     let lock = std::fs::File::create(config.data_dir.join(".lock")).context("cannot create the data dir lock file")?;
@@ -49,17 +46,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // The HTTP server answers /healthz (and /readyz with 503) while the
     // archive is consulted and the logs recover.
     let store = crate::archive::store::open(&archive_url)?;
-    let meta_dir = config.data_dir.join("meta");
-    if !EmbeddedCoordinator::has_state(&meta_dir) {
-        restore_cluster_state(store.as_ref(), &meta_dir, &archive_url).await?;
-    }
-    let coordinator: Arc<dyn Coordinator> =
-        Arc::new(EmbeddedCoordinator::open(&meta_dir)?.with_writes_counter(metrics.coordination_writes.clone()));
     // Background work and connections are owned here and stopped here, in
     // order: connections drain first (their acknowledgements need the
     // flushers), then background work stops, then the final flush.
     let background = Tasks::new();
     let connections = Tasks::new();
+    let (coordinator, cluster): (Arc<dyn Coordinator>, _) = if config.etcd.is_some() {
+        // A cluster: topics and partition states live in etcd.
+        let (coordinator, link) = crate::cluster::join(&config, &background).await?;
+        (coordinator, Some(link))
+    } else {
+        let meta_dir = config.data_dir.join("meta");
+        if !EmbeddedCoordinator::has_state(&meta_dir) {
+            restore_cluster_state(store.as_ref(), &meta_dir, &archive_url).await?;
+        }
+        let embedded = EmbeddedCoordinator::open(&meta_dir)?.with_writes_counter(metrics.coordination_writes.clone());
+        (Arc::new(embedded), None)
+    };
     let archive = Arc::new(Archive::new(
         store,
         archive_url,
@@ -68,8 +71,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         metrics.clone(),
         background.clone(),
     )?);
-    let broker = Broker::open(config, coordinator, archive, metrics, background.clone(), connections.draining()).await?;
+    let broker = Broker::open(
+        config,
+        coordinator,
+        cluster.clone(),
+        archive,
+        metrics,
+        background.clone(),
+        connections.draining(),
+    )
+    .await?;
     background.spawn(crate::tiering::run(broker.clone()));
+    if let Some(link) = cluster {
+        background.spawn(crate::cluster::replicas::run(broker.clone(), link, background.clone()));
+    }
     let _ = http_state.broker.set(broker.clone());
     tracing::info!(
         archive = %broker.archive.url,

@@ -27,9 +27,14 @@ pub async fn run(broker: Arc<Broker>) {
         let mut result = Ok(());
         for topic in broker.topics() {
             for partition in topic.partitions() {
-                let outcome = tier_partition(&broker, &topic, &partition, &mut last_upload).await;
+                // Only a partition's leader archives it (at its leader epoch).
+                let Some(epoch) = partition.leader_epoch() else {
+                    apply_local_retention(&broker, &topic, &partition).await;
+                    continue;
+                };
+                let outcome = tier_partition(&broker, &topic, &partition, epoch, &mut last_upload).await;
                 let outcome = match outcome {
-                    Ok(()) => apply_archive_retention(&broker, &topic, &partition).await,
+                    Ok(()) => apply_archive_retention(&broker, &topic, &partition, epoch).await,
                     err => err,
                 };
                 if let Err(e) = outcome {
@@ -65,6 +70,7 @@ async fn tier_partition(
     broker: &Broker,
     topic: &Topic,
     partition: &Partition,
+    epoch: i32,
     last_upload: &mut Option<Instant>,
 ) -> Result<(), ArchiveError> {
     let high_watermark = partition.high_watermark();
@@ -87,10 +93,7 @@ async fn tier_partition(
             continue;
         };
         let (records, bytes) = (entry.records, entry.size_bytes);
-        publish(broker, topic, partition, |current| {
-            current.with_object(entry.clone(), broker.leader_epoch)
-        })
-        .await?;
+        publish(broker, topic, partition, |current| current.with_object(entry.clone(), epoch)).await?;
         *last_upload = Some(Instant::now());
         broker.metrics.tiering_uploads.inc();
         broker.metrics.tiering_uploaded_bytes.inc_by(bytes);
@@ -139,7 +142,7 @@ async fn publish(
 
 /// `retention.ms` / `retention.bytes` over the archive: oldest objects
 /// leave the manifest first, then the store.
-async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Partition) -> Result<(), ArchiveError> {
+async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Partition, epoch: i32) -> Result<(), ArchiveError> {
     let config = topic.config();
     let now = now_ms();
     let expired = |m: &Manifest| -> usize {
@@ -165,7 +168,7 @@ async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Par
     publish(broker, topic, partition, |current| {
         let count = expired(current);
         **collect.lock() = current.objects[..count].to_vec();
-        Ok(current.without_oldest(count, broker.leader_epoch))
+        Ok(current.without_oldest(count, epoch))
     })
     .await?;
     tracing::info!(topic = %topic.name, partition = partition.index, objects = doomed.len(), "archive retention removed objects");

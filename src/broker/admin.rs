@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{validate_topic_name, Broker, ConfigChange, Partition, Topic, TopicError};
+use super::{validate_topic_name, Broker, ConfigChange, Partition, Role, Topic, TopicError};
 use crate::clock::now_ms;
 use crate::config::FlushPolicy;
 use crate::coordination::TopicRecord;
@@ -117,7 +117,12 @@ impl Broker {
                 archived_objects = manifest.objects.len(),
                 "opened partition"
             );
-            let partition = Partition::new(topic.name.clone(), index, log, self.config.flush);
+            let role = if self.cluster.is_some() {
+                Role::Inactive
+            } else {
+                Role::single_node(self.config.broker_id, self.leader_epoch, log.next_offset())
+            };
+            let partition = Partition::new(topic.name.clone(), index, log, self.config.flush, role);
             partition.set_manifest(manifest);
             opened.push(partition);
         }
@@ -166,7 +171,14 @@ impl Broker {
 
     /// Opens every partition of a new topic, not yet visible or recorded.
     /// On failure nothing of it remains, on disk or open.
-    async fn prepare_topic(&self, topic: Topic, partitions: i32) -> Result<NewTopic, TopicError> {
+    async fn prepare_topic(&self, topic: Topic, partitions: i32, replication_factor: i16) -> Result<NewTopic, TopicError> {
+        let assignment = match self.assignment(&topic.id, partitions, replication_factor) {
+            Ok(assignment) => assignment,
+            Err(e) => {
+                self.forget_topic_metrics(&topic.name);
+                return Err(e);
+            }
+        };
         match self.open_partitions(&topic, 0, partitions, false).await {
             Ok(opened) => Ok(NewTopic {
                 record: TopicRecord {
@@ -174,7 +186,7 @@ impl Broker {
                     id: topic.id.to_string(),
                     partitions,
                     configs: topic.overrides(),
-                    assignment: Vec::new(),
+                    assignment,
                 },
                 topic: Arc::new(topic),
                 partitions: opened,
@@ -185,6 +197,40 @@ impl Broker {
                 Err(e)
             }
         }
+    }
+
+    /// Replicas of each new partition. A single node holds them all (no
+    /// assignment is recorded); a cluster places `replication_factor`
+    /// replicas (-1: `default_replication_factor`, capped at the live
+    /// brokers) over the live brokers, starting where the topic's random id
+    /// says, as Kafka starts at random.
+    fn assignment(&self, topic_id: &uuid::Uuid, partitions: i32, replication_factor: i16) -> Result<Vec<Vec<i32>>, TopicError> {
+        let Some(cluster) = &self.cluster else {
+            if replication_factor != -1 && replication_factor != 1 {
+                return Err(TopicError::InvalidReplicationFactor(replication_factor));
+            }
+            return Ok(Vec::new());
+        };
+        let live: std::collections::BTreeSet<i32> = cluster.live_brokers().into_iter().map(|(id, _)| id).collect();
+        let factor = if replication_factor == -1 {
+            self.config.default_replication_factor.min(live.len().max(1) as i16)
+        } else {
+            replication_factor
+        };
+        let id = topic_id.as_bytes();
+        let start = crate::controller::placement::Start {
+            first: id[0] as usize,
+            shift: id[1] as usize,
+        };
+        crate::controller::placement::assign(partitions, factor, &live, 0, start).map_err(|_| TopicError::InvalidReplicationFactor(factor))
+    }
+
+    /// The replicas a cluster recorded for the topic (empty on a single node).
+    fn recorded_assignment(&self, name: &str) -> Vec<Vec<i32>> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.image().topics.get(name).map(|t| t.assignment.clone()))
+            .unwrap_or_default()
     }
 
     /// Records new topics whose partitions are open in one coordinator
@@ -286,9 +332,6 @@ impl Broker {
         if !(1..=PARTITIONS_MAX).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(partitions));
         }
-        if replication_factor != -1 && replication_factor != 1 {
-            return Err(TopicError::InvalidReplicationFactor(replication_factor));
-        }
         let config = TopicConfig::from_overrides(&self.config.topic_defaults(), &configs)?;
         let _guard = self.topic_changes.lock().await;
         if self.topic(name).is_some() {
@@ -298,12 +341,13 @@ impl Broker {
         let topic = Topic::new(name, id, config, configs, &self.metrics);
         if validate_only {
             self.forget_topic_metrics(name);
+            self.assignment(&id, partitions, replication_factor)?;
             return Ok(Arc::new(topic));
         }
         // Partitions first, then the record: a topic is recorded only once
         // its partitions exist, so a failure (out of file descriptors, a
         // full disk) leaves no topic behind that the next start would trip on.
-        let new = self.prepare_topic(topic, partitions).await?;
+        let new = self.prepare_topic(topic, partitions, replication_factor).await?;
         let mut created = self.commit_topics(vec![new]).await?;
         created
             .pop()
@@ -346,7 +390,7 @@ impl Broker {
             let prepared = match TopicConfig::from_overrides(&self.config.topic_defaults(), &BTreeMap::new()) {
                 Ok(config) => {
                     let topic = Topic::new(name, uuid::Uuid::new_v4(), config, BTreeMap::new(), &self.metrics);
-                    self.prepare_topic(topic, partitions).await
+                    self.prepare_topic(topic, partitions, -1).await
                 }
                 Err(e) => Err(e.into()),
             };
@@ -422,12 +466,27 @@ impl Broker {
                 return Err(e);
             }
         };
+        let mut assignment = self.recorded_assignment(name);
+        if !assignment.is_empty() {
+            let factor = assignment.first().map_or(1, |r| r.len() as i16);
+            let live: std::collections::BTreeSet<i32> = self.cluster.iter().flat_map(|c| c.live_brokers()).map(|(id, _)| id).collect();
+            let more = crate::controller::placement::assign(total - existing, factor, &live, existing, Default::default())
+                .map_err(|_| TopicError::InvalidReplicationFactor(factor));
+            match more {
+                Ok(more) => assignment.extend(more),
+                Err(e) => {
+                    drop(opened);
+                    self.remove_created_dirs(new_dirs()).await;
+                    return Err(e);
+                }
+            }
+        }
         let record = TopicRecord {
             name: name.to_string(),
             id: topic.id.to_string(),
             partitions: total,
             configs: topic.overrides(),
-            assignment: Vec::new(),
+            assignment,
         };
         if let Err(e) = self.coordinator.put_topic(record).await {
             drop(opened);
@@ -476,7 +535,7 @@ impl Broker {
             id: topic.id.to_string(),
             partitions: topic.partition_count(),
             configs: overrides.clone(),
-            assignment: Vec::new(),
+            assignment: self.recorded_assignment(name),
         };
         self.coordinator.put_topic(record).await?;
         for partition in topic.partitions() {

@@ -6,6 +6,7 @@ mod admin;
 mod maintenance;
 pub mod partition;
 mod producer_ids;
+pub mod replica;
 mod topic;
 pub mod validator;
 
@@ -24,12 +25,14 @@ use crate::metrics::Metrics;
 use crate::tasks::Tasks;
 use tokio_util::sync::CancellationToken;
 
-pub use partition::Partition;
+pub use partition::{Partition, Role};
 pub use topic::{validate_topic_name, ConfigChange, Topic, TopicError, TopicMetrics};
 
 pub struct Broker {
     pub config: Config,
     pub coordinator: Arc<dyn Coordinator>,
+    /// The cluster this broker is part of; `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
     pub archive: Arc<Archive>,
     /// Archive deletions of deleted topics still under way, by topic name.
     archive_deletions: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
@@ -67,6 +70,7 @@ impl Broker {
     pub async fn open(
         config: Config,
         coordinator: Arc<dyn Coordinator>,
+        cluster: Option<Arc<crate::cluster::ClusterLink>>,
         archive: Arc<Archive>,
         metrics: Arc<Metrics>,
         tasks: Tasks,
@@ -76,6 +80,7 @@ impl Broker {
         let groups = GroupCoordinator::open(&config.data_dir.join("meta"), &config)?;
         let broker = Arc::new(Self {
             coordinator,
+            cluster,
             archive,
             local_bytes: AtomicU64::new(0),
             archive_deletions: Default::default(),
@@ -137,6 +142,19 @@ impl Broker {
         let mut all: Vec<_> = self.topics.read().values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+
+    /// Opens a topic another broker created (a cluster learns of it from
+    /// etcd) and makes it visible here.
+    pub async fn adopt_topic(&self, record: &crate::coordination::TopicRecord) -> Result<Arc<Topic>, TopicError> {
+        let _guard = self.topic_changes.lock().await;
+        if let Some(existing) = self.topic(&record.name).filter(|t| t.id.to_string() == record.id) {
+            return Ok(existing);
+        }
+        let topic = self.open_topic(record).await?;
+        self.insert_topic(topic.clone());
+        tracing::info!(topic = %record.name, partitions = record.partitions, "opened a topic created elsewhere in the cluster");
+        Ok(topic)
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {

@@ -17,40 +17,63 @@ use crate::log::records::Limits;
 use crate::log::{AppendResult, LogError, PartitionLog};
 use crate::metrics::Metrics;
 
-/// What produce waiters watch: how far the log is durable, or why not.
+pub use super::replica::{AckError, ProduceRefusal, Role};
+
+/// What produce waiters watch: how far the log is durable here and
+/// committed (the high watermark), or why they must stop waiting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Durability {
+    /// Everything below is fsynced on this broker (acks=1).
     pub durable_offset: i64,
+    /// Everything below is held by the ISR (acks=all).
+    pub high_watermark: i64,
     pub failed: Option<String>,
+    /// Grows with every change of this broker's role: a waiter from an
+    /// earlier term lost its leadership (NOT_LEADER_OR_FOLLOWER).
+    pub term: u64,
+    /// The ISR is at least `min.insync.replicas`.
+    pub enough_in_sync: bool,
 }
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// This broker's role. Taken before `log` when both are needed.
+    pub(super) role: Mutex<Role>,
     log: Mutex<PartitionLog>,
-    /// Offset below which records are durable and may be read by consumers.
+    /// Offset below which records are committed and may be read by consumers.
     high_watermark: AtomicI64,
-    durability: watch::Sender<Durability>,
+    pub(super) durability: watch::Sender<Durability>,
     flush_needed: Notify,
     closed: AtomicBool,
     flush_policy: FlushPolicy,
     /// Wakes the long-polling fetches of this partition when its high
     /// watermark moves; fetches of other partitions sleep on.
     data_arrived: Notify,
+    /// Wakes followers' fetches on every append, before the fsync, so the
+    /// leader's flush and the followers' copies overlap.
+    pub(super) appended: Notify,
     /// The newest archive manifest this broker knows for the partition.
     manifest: RwLock<Arc<Manifest>>,
 }
 
 impl Partition {
-    pub fn new(topic: String, index: i32, log: PartitionLog, flush_policy: FlushPolicy) -> Arc<Self> {
+    /// A partition with the given role (a single node leads every
+    /// partition: `Role::single_node`).
+    pub fn new(topic: String, index: i32, log: PartitionLog, flush_policy: FlushPolicy, role: Role) -> Arc<Self> {
         let end = log.next_offset();
+        let enough_in_sync = role.enough_in_sync();
         let (durability, _) = watch::channel(Durability {
             durable_offset: end,
+            high_watermark: end,
             failed: None,
+            term: 0,
+            enough_in_sync,
         });
         Arc::new(Self {
             topic,
             index,
+            role: Mutex::new(role),
             log: Mutex::new(log),
             // `PartitionLog::open` fsyncs what it recovers, so all of it is durable.
             high_watermark: AtomicI64::new(end),
@@ -59,6 +82,7 @@ impl Partition {
             closed: AtomicBool::new(false),
             flush_policy,
             data_arrived: Notify::new(),
+            appended: Notify::new(),
             manifest: RwLock::new(Arc::new(Manifest::default())),
         })
     }
@@ -138,53 +162,98 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
-    /// Appends and, under the `always` policy, asks the flusher for an fsync.
-    /// The caller acknowledges after `wait_durable(result.next_offset)`.
-    pub fn append(&self, batches: &[(BatchHeader, Bytes)], leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
+    /// Appends as the leader, stamping the batches with its leader epoch,
+    /// and, under the `always` policy, asks the flusher for an fsync. The
+    /// caller acknowledges after `wait_acknowledged` with the returned term.
+    pub fn append(&self, batches: &[(BatchHeader, Bytes)], now_ms: i64) -> Result<(AppendResult, u64), ProduceRefusal> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(LogError::Io(std::io::Error::other("partition is closed (topic deleted)")));
+            return Err(LogError::Io(std::io::Error::other("partition is closed (topic deleted)")).into());
         }
-        if let Some(e) = &self.durability.borrow().failed {
-            return Err(LogError::Io(std::io::Error::other(format!(
-                "partition storage failed earlier ({e}); restart the broker"
-            ))));
-        }
-        let result = self.lock_log().append(batches, leader_epoch, now_ms)?;
+        let term = {
+            let durability = self.durability.borrow();
+            if let Some(e) = &durability.failed {
+                return Err(LogError::Io(std::io::Error::other(format!(
+                    "partition storage failed earlier ({e}); restart the broker"
+                )))
+                .into());
+            }
+            durability.term
+        };
+        let role = self.role.lock();
+        let Role::Leader { epoch, .. } = &*role else {
+            return Err(ProduceRefusal::NotLeader);
+        };
+        let result = self.lock_log().append(batches, *epoch, now_ms)?;
+        drop(role);
+        self.appended.notify_waiters();
         match self.flush_policy {
             FlushPolicy::Always => self.flush_needed.notify_one(),
-            FlushPolicy::Interval => self.advance_high_watermark(result.next_offset),
+            FlushPolicy::Interval => self.on_local_durable(result.next_offset),
         }
-        Ok(result)
+        Ok((result, term))
     }
 
-    fn advance_high_watermark(&self, offset: i64) {
+    /// This broker holds everything below `offset` on disk: as the leader,
+    /// that may move the high watermark.
+    pub(super) fn on_local_durable(&self, offset: i64) {
+        let high_watermark = match &mut *self.role.lock() {
+            Role::Leader { state, .. } => {
+                state.on_leader_durable(offset);
+                Some(state.high_watermark())
+            }
+            _ => None,
+        };
+        self.durability.send_if_modified(|d| {
+            let moved = offset > d.durable_offset;
+            d.durable_offset = d.durable_offset.max(offset);
+            moved
+        });
+        if let Some(high_watermark) = high_watermark {
+            self.publish_high_watermark(high_watermark);
+        }
+    }
+
+    /// Moves the high watermark forward (never back) and wakes consumers'
+    /// long polls and acks=all waiters.
+    pub(super) fn publish_high_watermark(&self, offset: i64) {
         let previous = self.high_watermark.fetch_max(offset, Ordering::AcqRel);
         if offset > previous {
             self.data_arrived.notify_waiters();
         }
         self.durability.send_if_modified(|d| {
-            if offset > d.durable_offset {
-                d.durable_offset = offset;
+            if offset > d.high_watermark {
+                d.high_watermark = offset;
                 return true;
             }
             false
         });
     }
 
-    /// Waits until everything below `offset` is durable.
-    pub async fn wait_durable(&self, offset: i64) -> Result<(), String> {
-        if self.flush_policy == FlushPolicy::Interval {
+    /// Waits until the append that ended at `offset`, made in `term`, may be
+    /// acknowledged: durable here (acks=1) or committed by the ISR (acks=all).
+    pub async fn wait_acknowledged(&self, offset: i64, term: u64, acks_all: bool) -> Result<(), AckError> {
+        if self.flush_policy == FlushPolicy::Interval && !acks_all {
             return Ok(());
         }
         let mut rx = self.durability.subscribe();
         let state = rx
-            .wait_for(|d| d.durable_offset >= offset || d.failed.is_some())
+            .wait_for(|d| {
+                let reached = if acks_all { d.high_watermark } else { d.durable_offset } >= offset;
+                reached || d.failed.is_some() || d.term != term || (acks_all && !d.enough_in_sync)
+            })
             .await
-            .map_err(|_| "partition closed".to_string())?;
-        match &state.failed {
-            Some(e) if state.durable_offset < offset => Err(e.clone()),
-            _ => Ok(()),
+            .map_err(|_| AckError::Storage("partition closed".to_string()))?;
+        let reached = if acks_all { state.high_watermark } else { state.durable_offset } >= offset;
+        if reached {
+            return Ok(());
         }
+        if let Some(e) = &state.failed {
+            return Err(AckError::Storage(e.clone()));
+        }
+        if state.term != term {
+            return Err(AckError::NotLeader);
+        }
+        Err(AckError::NotEnoughReplicasAfterAppend)
     }
 
     /// fsyncs what was appended since the last flush.
@@ -204,7 +273,7 @@ impl Partition {
         let result = tokio::task::spawn_blocking(move || unflushed.sync()).await;
         metrics.fsync_duration.observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(Ok(())) => self.advance_high_watermark(target),
+            Ok(Ok(())) => self.on_local_durable(target),
             Ok(Err(e)) => self.fail(format!("fsync failed: {e}")),
             Err(e) => self.fail(format!("fsync task failed: {e}")),
         }
@@ -251,7 +320,7 @@ mod tests {
     fn a_panic_under_a_lock_leaves_the_state_readable() {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
-        let partition = Partition::new("t".into(), 0, log, FlushPolicy::Interval);
+        let partition = Partition::new("t".into(), 0, log, FlushPolicy::Interval, Role::single_node(0, 1, 0));
         partition.set_manifest(Manifest::for_topic("the-topic-id"));
         let p = partition.clone();
         let panicked = std::thread::spawn(move || {

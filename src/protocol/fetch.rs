@@ -17,17 +17,15 @@ use crate::memory::Reservation;
 const READ_COMMITTED: i8 = 1;
 
 pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> Response {
+    if req.replica_id.0 >= 0 {
+        return super::replica_fetch::handle(broker, ctx, req).await;
+    }
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let mut deadline = tokio::time::Instant::now() + max_wait;
     let want = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     // Only appends to the partitions this fetch asks for wake it: a long
     // poll on an idle partition costs nothing to producers elsewhere.
-    let watched: Vec<Arc<Partition>> = req
-        .topics
-        .iter()
-        .filter_map(|t| broker.topic(t.topic.0.as_str()).map(|topic| (topic, t)))
-        .flat_map(|(topic, t)| t.partitions.iter().filter_map(move |p| topic.partition(p.partition)))
-        .collect();
+    let watched = requested_partitions(broker, &req);
     loop {
         // Register for wake-ups before reading, so an append (or a release
         // of response memory) between the read and the wait is not missed.
@@ -78,6 +76,15 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
     }
 }
 
+/// The partitions a fetch names that exist here.
+pub(super) fn requested_partitions(broker: &Broker, req: &FetchRequest) -> Vec<Arc<Partition>> {
+    req.topics
+        .iter()
+        .filter_map(|t| broker.topic(t.topic.0.as_str()).map(|topic| (topic, t)))
+        .flat_map(|(topic, t)| t.partitions.iter().filter_map(move |p| topic.partition(p.partition)))
+        .collect()
+}
+
 /// What one pass over the requested partitions found.
 struct Pass {
     response: FetchResponse,
@@ -114,6 +121,19 @@ async fn read_once(broker: &Broker, req: &FetchRequest, want: usize, memory: &mu
                 partitions.push(pd);
                 continue;
             };
+            // Consumers read from the leader only, at its epoch (KIP-320).
+            let refusal = match partition.leader_epoch() {
+                None => Some(ResponseError::NotLeaderOrFollower),
+                Some(epoch) if fp.current_leader_epoch >= 0 && fp.current_leader_epoch < epoch => Some(ResponseError::FencedLeaderEpoch),
+                Some(epoch) if fp.current_leader_epoch > epoch => Some(ResponseError::UnknownLeaderEpoch),
+                Some(_) => None,
+            };
+            if let Some(refusal) = refusal {
+                pd.error_code = refusal.code();
+                pass.has_error = true;
+                partitions.push(pd);
+                continue;
+            }
             let high_watermark = partition.high_watermark();
             pd.high_watermark = high_watermark;
             pd.last_stable_offset = high_watermark;

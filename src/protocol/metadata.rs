@@ -1,6 +1,6 @@
 //! ApiVersions, Metadata, DescribeCluster and FindCoordinator: what a client
 //! asks before anything else. A single node leads every partition and
-//! coordinates every group.
+//! coordinates every group; a cluster answers from its etcd image.
 
 use std::sync::Arc;
 
@@ -35,18 +35,80 @@ fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     let me = BrokerId(broker.config.broker_id);
     let partitions = (0..topic.partition_count())
         .map(|index| {
-            MetadataResponsePartition::default()
-                .with_partition_index(index)
-                .with_leader_id(me)
-                .with_leader_epoch(broker.leader_epoch)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
+            let Some(cluster) = &broker.cluster else {
+                return MetadataResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_leader_id(me)
+                    .with_leader_epoch(broker.leader_epoch)
+                    .with_replica_nodes(vec![me])
+                    .with_isr_nodes(vec![me]);
+            };
+            let image = cluster.image();
+            let out = MetadataResponsePartition::default().with_partition_index(index);
+            let Some((state, _)) = image.partitions.get(&(topic.id.to_string(), index)) else {
+                // Recorded, but the controller has not placed it yet.
+                return out
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1);
+            };
+            let ids = |v: &[i32]| v.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
+            let offline: Vec<i32> = state.replicas.iter().copied().filter(|r| !image.brokers.contains_key(r)).collect();
+            let out = out
+                .with_leader_id(BrokerId(state.leader))
+                .with_leader_epoch(state.leader_epoch)
+                .with_replica_nodes(ids(&state.replicas))
+                .with_isr_nodes(ids(&state.isr))
+                .with_offline_replicas(ids(&offline));
+            if state.is_offline() {
+                out.with_error_code(ResponseError::LeaderNotAvailable.code())
+            } else {
+                out
+            }
         })
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.id)
         .with_partitions(partitions)
+}
+
+/// (id, host, port) of every live broker: this one on a single node.
+fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
+    match &broker.cluster {
+        None => {
+            let (host, port) = broker.config.advertised();
+            vec![(broker.config.broker_id, host, port)]
+        }
+        Some(cluster) => cluster
+            .live_brokers()
+            .into_iter()
+            .filter_map(|(id, address)| {
+                let (host, port) = address.rsplit_once(':')?;
+                Some((id, host.to_string(), port.parse().ok()?))
+            })
+            .collect(),
+    }
+}
+
+/// The controller's id (-1 while none is elected); this broker on a single node.
+fn controller_id(broker: &Broker) -> BrokerId {
+    match &broker.cluster {
+        None => BrokerId(broker.config.broker_id),
+        Some(cluster) => BrokerId(cluster.image().controller.map_or(-1, |(id, _)| id)),
+    }
+}
+
+/// The broker that coordinates groups. A cluster does not yet replicate
+/// groups (docs/compatibility.md): every group lives on the lowest-numbered
+/// live broker, so all members meet there.
+fn group_coordinator(broker: &Broker) -> (i32, String, i32) {
+    let mut brokers = live_brokers(broker);
+    brokers.sort_by_key(|b| b.0);
+    brokers.into_iter().next().unwrap_or_else(|| {
+        let (host, port) = broker.config.advertised();
+        (broker.config.broker_id, host, port)
+    })
 }
 
 fn topic_error(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataResponseTopic {
@@ -57,15 +119,19 @@ fn topic_error(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataRe
 }
 
 pub(super) async fn handle_metadata(broker: &Arc<Broker>, ctx: &RequestContext, req: MetadataRequest) -> Bytes {
-    let (host, port) = broker.config.advertised();
-    let me = BrokerId(broker.config.broker_id);
+    let brokers = live_brokers(broker)
+        .into_iter()
+        .map(|(id, host, port)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        })
+        .collect();
     let mut response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(me)
-            .with_host(str_bytes(host))
-            .with_port(port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(broker.config.cluster.clone())))
-        .with_controller_id(me);
+        .with_controller_id(controller_id(broker));
     // v0 asks for every topic with an empty list; v1+ with null.
     let all = match &req.topics {
         None => true,
@@ -111,23 +177,27 @@ pub(super) async fn handle_metadata(broker: &Arc<Broker>, ctx: &RequestContext, 
 }
 
 pub(super) fn handle_describe_cluster(broker: &Broker, ctx: &RequestContext) -> Bytes {
-    let (host, port) = broker.config.advertised();
-    let me = BrokerId(broker.config.broker_id);
+    let brokers = live_brokers(broker)
+        .into_iter()
+        .map(|(id, host, port)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        })
+        .collect();
     let response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.config.cluster.clone()))
-        .with_controller_id(me)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(me)
-            .with_host(str_bytes(host))
-            .with_port(port)]);
+        .with_controller_id(controller_id(broker))
+        .with_brokers(brokers);
     encode_response(ctx, &response)
 }
 
 const KEY_TYPE_GROUP: i8 = 0;
 
 pub(super) fn handle_find_coordinator(broker: &Broker, ctx: &RequestContext, req: FindCoordinatorRequest) -> Bytes {
-    let (host, port) = broker.config.advertised();
-    let me = BrokerId(broker.config.broker_id);
+    let (id, host, port) = group_coordinator(broker);
+    let me = BrokerId(id);
     // Transactions are not implemented, so there is no transaction coordinator.
     let code = if req.key_type == KEY_TYPE_GROUP {
         0

@@ -17,6 +17,7 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+mod replica_fetch;
 mod topics;
 pub mod versions;
 

@@ -27,6 +27,10 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
                 partitions.push(out.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
+            let Some(leader_epoch) = partition.leader_epoch() else {
+                partitions.push(out.with_error_code(ResponseError::NotLeaderOrFollower.code()));
+                continue;
+            };
             let limits = found
                 .as_ref()
                 .map(|t| broker.validator.limits(t.config().log_config().max_message_bytes))
@@ -37,7 +41,7 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
             };
             // leader_epoch exists from v4 on; the codec refuses it below.
             partitions.push(if ctx.api_version >= 4 {
-                out.with_leader_epoch(broker.leader_epoch)
+                out.with_leader_epoch(leader_epoch)
             } else {
                 out
             });

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, error_code, str_bytes, RequestContext, ResponseFuture};
+use crate::broker::replica::{AckError, ProduceRefusal};
 use crate::broker::{Broker, TopicError};
 use crate::clock::now_ms;
 use crate::log::batch;
@@ -16,8 +17,10 @@ use crate::metrics::ApiLabels;
 
 struct Pending {
     response: PartitionProduceResponse,
-    /// Offset that must be durable before this partition is acknowledged.
-    wait: Option<(Arc<crate::broker::Partition>, i64)>,
+    /// Offset that must be acknowledged (durable, or committed for acks=all)
+    /// before this partition is answered, and the leadership term it was
+    /// appended in.
+    wait: Option<(Arc<crate::broker::Partition>, i64, u64)>,
 }
 
 /// Splits, validates record by record, then appends one partition's batches.
@@ -26,13 +29,17 @@ async fn validate_and_append(
     topic: &crate::broker::Topic,
     partition: &crate::broker::Partition,
     records: &bytes::Bytes,
-) -> Result<crate::log::AppendResult, crate::log::LogError> {
-    let batches = batch::split_batches(records)?;
+) -> Result<(crate::log::AppendResult, u64), ProduceRefusal> {
+    let batches = batch::split_batches(records).map_err(crate::log::LogError::from)?;
     let max_message_bytes = topic.config().log_config().max_message_bytes;
-    broker.validator.validate(&batches, max_message_bytes).await?;
+    broker
+        .validator
+        .validate(&batches, max_message_bytes)
+        .await
+        .map_err(crate::log::LogError::from)?;
     // Read after validation, which may have waited: LogAppendTime is the
     // time of the append.
-    partition.append(&batches, broker.leader_epoch, now_ms())
+    partition.append(&batches, now_ms())
 }
 
 /// Validates and appends every partition's batches now, in the order the
@@ -77,10 +84,14 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
                             Some("local disk budget used up while the archive catches up; retry".to_string()),
                         ))
                     }
+                    Some(partition) if acks == -1 && partition.leader_epoch().is_some() && !partition.enough_in_sync() => {
+                        // Nothing is appended: the ISR is below min.insync.replicas.
+                        Err((ResponseError::NotEnoughReplicas.code(), None))
+                    }
                     Some(partition) => {
                         let records = pd.records.unwrap_or_default();
                         match validate_and_append(broker, topic, &partition, &records).await {
-                            Ok(appended) => {
+                            Ok((appended, term)) => {
                                 topic.metrics.produce_bytes.inc_by(records.len() as u64);
                                 broker.add_local_bytes(records.len() as u64);
                                 topic.metrics.produce_records.inc_by(appended.records as u64);
@@ -88,10 +99,11 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
                                 response.log_append_time_ms = appended.log_append_time_ms.unwrap_or(-1);
                                 // The start a consumer sees: the archive's, if it holds anything.
                                 response.log_start_offset = partition.start_seen_by_consumers(appended.log_start_offset);
-                                wait = Some((partition.clone(), appended.next_offset));
+                                wait = Some((partition.clone(), appended.next_offset, term));
                                 Ok(())
                             }
-                            Err(e) => {
+                            Err(ProduceRefusal::NotLeader) => Err((ResponseError::NotLeaderOrFollower.code(), None)),
+                            Err(ProduceRefusal::Log(e)) => {
                                 tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
                                 Err((error_code::log_error(&e), Some(e.to_string())))
                             }
@@ -117,15 +129,25 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
             .inc_by(errors);
     }
     let broker = broker.clone();
+    // Produce's timeout_ms bounds the wait for acknowledgements (REQUEST_TIMED_OUT).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     Box::pin(async move {
         let mut response = ProduceResponse::default();
         for (name, pendings) in topics {
             let mut partition_responses = Vec::with_capacity(pendings.len());
             for mut p in pendings {
-                if let (Some((partition, offset)), true) = (p.wait, acks != 0) {
-                    if let Err(message) = partition.wait_durable(offset).await {
-                        p.response.error_code = ResponseError::KafkaStorageError.code();
-                        p.response.error_message = Some(str_bytes(message));
+                if let (Some((partition, offset, term)), true) = (p.wait, acks != 0) {
+                    let waited = tokio::time::timeout_at(deadline, partition.wait_acknowledged(offset, term, acks == -1)).await;
+                    let refusal = match waited {
+                        Ok(Ok(())) => None,
+                        Ok(Err(AckError::Storage(message))) => Some((ResponseError::KafkaStorageError, Some(message))),
+                        Ok(Err(AckError::NotLeader)) => Some((ResponseError::NotLeaderOrFollower, None)),
+                        Ok(Err(AckError::NotEnoughReplicasAfterAppend)) => Some((ResponseError::NotEnoughReplicasAfterAppend, None)),
+                        Err(_) => Some((ResponseError::RequestTimedOut, None)),
+                    };
+                    if let Some((error, message)) = refusal {
+                        p.response.error_code = error.code();
+                        p.response.error_message = message.map(str_bytes);
                         broker.metrics.produce_errors.get_or_create(&ApiLabels { api: "Produce" }).inc();
                     }
                 }

@@ -226,14 +226,14 @@ fn bad_flags_and_configs_exit_2_with_a_message() {
         "--data-dir",
         data,
         "--etcd",
-        "http://127.0.0.1:2379",
+        "127.0.0.1:2379",
         "--listen",
         &listen,
         "--http-listen",
         &http,
     ]);
     assert_eq!(code, 2);
-    assert!(err.contains("not implemented"), "{err}");
+    assert!(err.contains("http://etcd-0:2379"), "an endpoint without a scheme: {err}");
     std::fs::write(&config, "[topic_defaults]\n\"retention.ms\" = \"forever\"\n").unwrap();
     let (code, err) = serve(&["--config", config.to_str().unwrap()]);
     assert_eq!(code, 2);

@@ -6,6 +6,7 @@ mod admin;
 mod archive;
 mod bad_input;
 mod clients;
+mod cluster;
 mod common;
 mod crash;
 mod etcd;

@@ -95,3 +95,24 @@ pub async fn record_isr(client: &Client, keys: &Keys, leader: i32, broker_epoch:
     let mut client = client.clone();
     Ok(client.txn(txn).await?.succeeded())
 }
+
+/// A partition leader's handle for recording its ISR changes.
+#[derive(Clone)]
+pub struct IsrWriter {
+    client: Client,
+    keys: Keys,
+}
+
+impl IsrWriter {
+    pub fn new(client: Client, cluster: &str) -> Self {
+        Self {
+            client,
+            keys: Keys::new(cluster),
+        }
+    }
+
+    /// `record_isr` for this cluster.
+    pub async fn record(&self, leader: i32, broker_epoch: i64, write: &PartitionWrite) -> Result<bool, EtcdError> {
+        record_isr(&self.client, &self.keys, leader, broker_epoch, write).await
+    }
+}

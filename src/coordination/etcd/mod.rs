@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, CoordinationError, Coordinator, TopicRecord};
 
-pub use control::{record_isr, ControllerStore, PartitionWrite};
+pub use control::{record_isr, ControllerStore, IsrWriter, PartitionWrite};
 pub use keys::Keys;
 pub use session::Session;
 pub use watch::follow_image;

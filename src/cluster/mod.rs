@@ -1,0 +1,130 @@
+//! A broker in a cluster: its etcd session and view of the cluster (the
+//! image), the controller task, and the replica manager that turns the
+//! controller's decisions into this broker's roles (leader or follower of
+//! each partition) and runs the followers' fetchers.
+//!
+//! `join` is called by the composition root (`node`), which owns the tasks.
+
+mod client;
+mod fetcher;
+mod isr;
+pub mod replicas;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::coordination::etcd::image::ClusterImage;
+use crate::coordination::etcd::{self, EtcdCoordinator, IsrWriter, Registration, SessionState};
+use crate::coordination::{PartitionState, TopicRecord};
+use crate::tasks::Tasks;
+
+/// What the rest of the broker needs of the cluster.
+pub struct ClusterLink {
+    pub broker_id: i32,
+    pub image: watch::Receiver<Arc<ClusterImage>>,
+    pub session: watch::Receiver<SessionState>,
+    isr_writer: IsrWriter,
+    /// Partitions whose leader wants an ISR change recorded.
+    isr_requests: mpsc::UnboundedSender<(String, i32)>,
+    isr_receiver: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<(String, i32)>>>,
+    pub lag_max_ms: i64,
+}
+
+impl ClusterLink {
+    /// The current image.
+    pub fn image(&self) -> Arc<ClusterImage> {
+        self.image.borrow().clone()
+    }
+
+    /// A partition's state as etcd holds it, with its mod_revision.
+    pub fn partition_state(&self, topic: &TopicRecord, partition: i32) -> Option<(PartitionState, i64)> {
+        self.image.borrow().partitions.get(&(topic.id.clone(), partition)).cloned()
+    }
+
+    /// Asks for the partition's ISR change to be recorded (see `isr`).
+    pub fn request_isr_change(&self, topic: &str, partition: i32) {
+        let _ = self.isr_requests.send((topic.to_string(), partition));
+    }
+
+    /// The broker ids that are live now, and their advertised addresses.
+    pub fn live_brokers(&self) -> Vec<(i32, String)> {
+        self.image
+            .borrow()
+            .brokers
+            .iter()
+            .map(|(id, (registration, _))| (*id, registration.advertised.clone()))
+            .collect()
+    }
+}
+
+/// Connects to etcd, registers this broker and starts following the
+/// cluster; spawns the session, the image watch and the controller on
+/// `tasks`. Returns once this broker is registered and sees itself.
+pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoordinator>, Arc<ClusterLink>)> {
+    let endpoints = config.etcd_endpoints();
+    let ttl = Duration::from_millis(config.etcd_lease_ttl_ms);
+    let client = etcd::connect(&endpoints, ttl.min(Duration::from_secs(5))).await?;
+    let (host, port) = config.advertised();
+    let registration = Registration {
+        broker_id: config.broker_id,
+        advertised: format!("{host}:{port}"),
+        http: config.http_listen.to_string(),
+        dir_id: data_dir_id(&config.data_dir)?,
+    };
+    let session = etcd::Session::new(client.clone(), &config.cluster, registration, ttl);
+    let mut session_state = session.state();
+    let controller_session = session.state();
+    tasks.spawn(session.run());
+    let (image_tx, mut image) = watch::channel(Arc::new(ClusterImage::default()));
+    tasks.spawn(etcd::follow_image(client.clone(), config.cluster.clone(), image_tx));
+    tasks.spawn(crate::controller::run(
+        config.broker_id,
+        etcd::ControllerStore::new(client.clone(), &config.cluster),
+        controller_session,
+        image.clone(),
+    ));
+    tracing::info!(etcd = %endpoints.join(","), cluster = %config.cluster, broker_id = config.broker_id, "joining the cluster");
+    session_state
+        .wait_for(|s| s.broker_epoch.is_some())
+        .await
+        .map_err(|_| anyhow::anyhow!("the etcd session stopped before registering"))?;
+    let me = config.broker_id;
+    image
+        .wait_for(|i| i.brokers.contains_key(&me))
+        .await
+        .map_err(|_| anyhow::anyhow!("the cluster watch stopped"))?;
+    let (isr_requests, isr_receiver) = mpsc::unbounded_channel();
+    let link = Arc::new(ClusterLink {
+        broker_id: me,
+        image,
+        session: session_state,
+        isr_writer: IsrWriter::new(client.clone(), &config.cluster),
+        isr_requests,
+        isr_receiver: parking_lot::Mutex::new(Some(isr_receiver)),
+        lag_max_ms: config.replica_lag_time_max_ms as i64,
+    });
+    Ok((Arc::new(EtcdCoordinator::new(client, &config.cluster)), link))
+}
+
+/// A name for this data dir, kept in it: a broker that comes back with
+/// another disk is told apart from the one that left.
+fn data_dir_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("dir-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = data_dir.join("dir-id.tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    crate::log::sync_dir(data_dir)?;
+    Ok(id)
+}

@@ -1,0 +1,135 @@
+//! Fetch from a follower (replica_id >= 0): the leader checks the follower's
+//! epoch and history (DivergingEpoch, KIP-279/KAFKA-10554), counts its fetch
+//! offset as the acknowledgement of everything below, and answers with
+//! batches up to its log end (not the high watermark). A fetch with nothing
+//! new waits for the next append, not for the next fsync, so the leader's
+//! flush and the followers' copies overlap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+
+use super::{encode_response, error_code, RequestContext, Response};
+use crate::broker::replica::{ReplicaFetch, ReplicaFetchError};
+use crate::broker::Broker;
+use crate::clock::now_ms;
+
+pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> Response {
+    let replica = req.replica_id.0;
+    let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let want = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
+    let watched = super::fetch::requested_partitions(broker, &req);
+    loop {
+        let mut wakeups: Vec<_> = watched.iter().map(|p| Box::pin(p.appended())).collect();
+        for w in &mut wakeups {
+            w.as_mut().enable();
+        }
+        let mut memory = broker.response_memory.reserve_up_to(want);
+        let (response, bytes, has_error) = read_once(broker, replica, &req, memory.bytes()).await;
+        if bytes > 0 || has_error || wakeups.is_empty() || tokio::time::Instant::now() >= deadline {
+            let frame = encode_response(ctx, &response);
+            drop(response);
+            memory.shrink_to(frame.len());
+            return Response { frame, memory };
+        }
+        drop(memory);
+        tokio::select! {
+            _ = futures::future::select_all(wakeups) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = broker.stopping.cancelled() => {}
+        }
+    }
+}
+
+async fn read_once(broker: &Broker, replica: i32, req: &FetchRequest, budget: usize) -> (FetchResponse, usize, bool) {
+    let mut response = FetchResponse::default();
+    let mut remaining = budget;
+    let mut bytes = 0;
+    let mut has_error = false;
+    let now = now_ms();
+    for fetch_topic in &req.topics {
+        let topic = broker.topic(fetch_topic.topic.0.as_str());
+        let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
+        for fp in &fetch_topic.partitions {
+            let mut pd = PartitionData::default().with_partition_index(fp.partition);
+            let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
+                pd.error_code = ResponseError::UnknownTopicOrPartition.code();
+                has_error = true;
+                partitions.push(pd);
+                continue;
+            };
+            let answer = partition.on_replica_fetch(replica, fp.current_leader_epoch, fp.last_fetched_epoch, fp.fetch_offset, now);
+            pd.log_start_offset = partition.lock_log().log_start_offset();
+            match answer {
+                Err(e) => {
+                    pd.error_code = match e {
+                        ReplicaFetchError::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+                        ReplicaFetchError::Fenced => ResponseError::FencedLeaderEpoch.code(),
+                        ReplicaFetchError::UnknownEpoch => ResponseError::UnknownLeaderEpoch.code(),
+                    };
+                    has_error = true;
+                }
+                Ok((
+                    ReplicaFetch::Diverging {
+                        epoch,
+                        end_offset,
+                        high_watermark,
+                    },
+                    _,
+                )) => {
+                    pd.high_watermark = high_watermark;
+                    pd.diverging_epoch = EpochEndOffset::default().with_epoch(epoch).with_end_offset(end_offset);
+                    has_error = true;
+                }
+                Ok((
+                    ReplicaFetch::Read {
+                        log_end,
+                        high_watermark,
+                        proposal_pending,
+                    },
+                    _,
+                )) => {
+                    if proposal_pending {
+                        if let Some(cluster) = &broker.cluster {
+                            cluster.request_isr_change(&partition.topic, partition.index);
+                        }
+                    }
+                    pd.high_watermark = high_watermark;
+                    pd.last_stable_offset = high_watermark;
+                    if fp.fetch_offset < pd.log_start_offset || fp.fetch_offset > log_end {
+                        pd.error_code = ResponseError::OffsetOutOfRange.code();
+                        has_error = true;
+                    } else if fp.fetch_offset < log_end && remaining > 0 {
+                        let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining).max(1);
+                        match partition.read(fp.fetch_offset, limit, log_end).await {
+                            Ok(read) => {
+                                bytes += read.len();
+                                remaining = remaining.saturating_sub(read.len());
+                                pd.records = Some(read);
+                            }
+                            Err(e) => {
+                                pd.error_code = error_code::log_error(&e);
+                                has_error = true;
+                            }
+                        }
+                    }
+                }
+            }
+            if pd.records.is_none() {
+                pd.records = Some(Bytes::new());
+            }
+            partitions.push(pd);
+        }
+        response.responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(fetch_topic.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (response, bytes, has_error)
+}

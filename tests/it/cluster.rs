@@ -1,0 +1,169 @@
+//! Three brokers as processes on one real etcd, sharing one archive, with
+//! short timers (3 s leases): replication, acks=all, failover and rejoin,
+//! seen through librdkafka.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureRecord;
+
+use crate::common::{metric, wait_until, Broker};
+use crate::etcd::Etcd;
+use crate::kafka;
+
+pub struct Cluster {
+    pub brokers: Vec<Broker>,
+    _etcd: Etcd,
+    _archive: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` brokers (ids 1..=n) on a fresh etcd and a shared archive.
+    pub fn start(n: i32, extra_config: &str) -> Cluster {
+        let etcd = Etcd::start();
+        let archive = tempfile::tempdir().unwrap();
+        let brokers = (1..=n)
+            .map(|id| {
+                Broker::start(&format!(
+                    "etcd = \"{}\"\nbroker_id = {id}\ncluster = \"it\"\narchive = \"file://{}\"\netcd_lease_ttl_ms = 3000\nreplica_lag_time_max_ms = 3000\n{extra_config}",
+                    etcd.endpoint(),
+                    archive.path().display()
+                ))
+            })
+            .collect();
+        Cluster {
+            brokers,
+            _etcd: etcd,
+            _archive: archive,
+        }
+    }
+
+    /// Every broker's address, for a client's bootstrap list.
+    pub fn bootstrap(&self) -> String {
+        self.brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",")
+    }
+
+    /// (leader, ISR) of a partition as Metadata tells librdkafka.
+    pub fn partition_state(&self, topic: &str, partition: i32) -> Option<(i32, Vec<i32>)> {
+        let consumer: BaseConsumer = kafka::config(&self.bootstrap()).create().ok()?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+        let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+        let p = t.partitions().iter().find(|p| p.id() == partition)?;
+        (p.error().is_none() && p.leader() >= 0).then(|| (p.leader(), p.isr().to_vec()))
+    }
+
+    pub fn broker(&mut self, id: i32) -> &mut Broker {
+        &mut self.brokers[(id - 1) as usize]
+    }
+}
+
+async fn create_replicated_topic(bootstrap: &str, topic: &str, partitions: i32, factor: i32, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = kafka::config(bootstrap).create().unwrap();
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(factor));
+    for (k, v) in configs {
+        new_topic = new_topic.set(k, v);
+    }
+    for r in admin.create_topics(&[new_topic], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+}
+
+/// RF=3, min.insync.replicas=2, idempotent acks=all producer: the leader is
+/// SIGKILLed between two halves of the load; every acknowledged record is
+/// consumed exactly once, in order, from the survivors; the old leader comes
+/// back, catches up and rejoins the ISR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_loses_no_acknowledged_record() {
+    let mut cluster = Cluster::start(3, "");
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(&bootstrap, "replicated", 1, 3, &[("min.insync.replicas", "2")]).await;
+    wait_until("the partition has a leader and a full ISR", 30, || {
+        cluster.partition_state("replicated", 0).is_some_and(|(_, isr)| isr.len() == 3)
+    });
+    let (leader, _) = cluster.partition_state("replicated", 0).unwrap();
+    let producer = kafka::producer(&bootstrap, &[("message.timeout.ms", "60000")]);
+    let records: Vec<_> = (0..4000).map(|i| kafka::record(i, 100)).collect();
+    let first = kafka::produce(&producer, "replicated", &records[..2000]).await;
+    assert_eq!(first.last(), Some(&(0, 1999)));
+
+    cluster.broker(leader).kill();
+    let second = kafka::produce(&producer, "replicated", &records[2000..]).await;
+    assert_eq!(second.last().map(|p| p.1), Some(3999), "offsets continue without a gap or a repeat");
+    let (new_leader, isr) = cluster.partition_state("replicated", 0).unwrap();
+    assert_ne!(new_leader, leader);
+    assert!(!isr.contains(&leader), "the dead broker left the ISR: {isr:?}");
+
+    let survivors: String = cluster
+        .brokers
+        .iter_mut()
+        .filter_map(|b| b.is_running().then(|| b.bootstrap()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let consumed = kafka::consume_all(&survivors, "replicated", 1, records.len(), &[]);
+    let got: Vec<_> = consumed[&0].iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(got.len(), records.len(), "every acknowledged record, once");
+    assert!(got == records, "in the order produced");
+
+    // The old leader returns, catches up from the new one and rejoins.
+    cluster.broker(leader).restart();
+    wait_until("the restarted broker is back in the ISR", 30, || {
+        cluster
+            .partition_state("replicated", 0)
+            .is_some_and(|(_, isr)| isr.contains(&leader))
+    });
+    let expands: f64 = cluster.brokers.iter().map(|b| metric(b, "sediment_isr_expands_total")).sum();
+    assert!(expands >= 1.0, "the leader recorded the expansion");
+}
+
+/// With both followers gone, acks=all is refused with NOT_ENOUGH_REPLICAS
+/// (nothing appended) while acks=1 is still served; when they return, the
+/// ISR expands and acks=all works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_needs_min_insync_replicas() {
+    let mut cluster = Cluster::start(3, "");
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(&bootstrap, "min-isr", 1, 3, &[("min.insync.replicas", "2")]).await;
+    wait_until("a full ISR", 30, || {
+        cluster.partition_state("min-isr", 0).is_some_and(|(_, isr)| isr.len() == 3)
+    });
+    let (leader, _) = cluster.partition_state("min-isr", 0).unwrap();
+    let followers: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &followers {
+        cluster.broker(*id).kill();
+    }
+    let leader_address = cluster.broker(leader).bootstrap();
+    // The controller (their leases expired) or the leader (they stopped
+    // fetching), whichever comes first, takes them out of the ISR.
+    wait_until("the ISR shrank to the leader", 30, || {
+        cluster.partition_state("min-isr", 0) == Some((leader, vec![leader]))
+    });
+    let strict = kafka::producer(
+        &leader_address,
+        &[("message.timeout.ms", "3000"), ("enable.idempotence", "false"), ("retries", "0")],
+    );
+    let refused = strict
+        .send(FutureRecord::<(), _>::to("min-isr").payload("refused"), Duration::from_secs(5))
+        .await;
+    let error = refused.expect_err("acks=all with one in-sync replica").0;
+    assert!(error.to_string().contains("NotEnoughReplicas"), "{error}");
+    let relaxed = kafka::producer(&leader_address, &[("acks", "1"), ("enable.idempotence", "false")]);
+    let served = relaxed
+        .send(FutureRecord::<(), _>::to("min-isr").payload("served"), Duration::from_secs(5))
+        .await;
+    assert!(served.is_ok(), "acks=1 is served by the leader alone: {served:?}");
+
+    for id in &followers {
+        cluster.broker(*id).restart();
+    }
+    wait_until("the ISR is full again", 30, || {
+        cluster.partition_state("min-isr", 0).is_some_and(|(_, isr)| isr.len() == 3)
+    });
+    let producer = kafka::producer(&bootstrap, &[]);
+    let placed = kafka::produce(&producer, "min-isr", &[kafka::record(1, 10)]).await;
+    assert_eq!(placed, vec![(0, 1)], "after the refused one, offset 0 is the acks=1 record");
+    let consumed: BTreeMap<i32, _> = kafka::consume_all(&bootstrap, "min-isr", 1, 2, &[]);
+    assert_eq!(consumed[&0].len(), 2, "the refused record was never appended");
+}
