@@ -100,6 +100,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         _ = shutdown => {}
     }
     let grace = std::time::Duration::from_millis(broker.config.shutdown_timeout_ms);
+    if let Some(cluster) = &broker.cluster {
+        // Leaderships move while connections still answer, so clients are
+        // told where the partitions went rather than cut off.
+        cluster.leave(grace / 2).await;
+    }
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: no new connections; finishing requests under way"

@@ -78,7 +78,7 @@ pub enum ReplicaFetch {
     Diverging { epoch: i32, end_offset: i64, high_watermark: i64 },
 }
 
-/// Refusals of a follower's fetch.
+/// Refusals of a follower's fetch (and of OffsetForLeaderEpoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaFetchError {
     NotLeader,
@@ -86,6 +86,17 @@ pub enum ReplicaFetchError {
     Fenced,
     /// The follower's epoch is newer: this broker has not seen it yet.
     UnknownEpoch,
+}
+
+impl ReplicaFetchError {
+    pub fn code(self) -> i16 {
+        use kafka_protocol::ResponseError;
+        match self {
+            ReplicaFetchError::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+            ReplicaFetchError::Fenced => ResponseError::FencedLeaderEpoch.code(),
+            ReplicaFetchError::UnknownEpoch => ResponseError::UnknownLeaderEpoch.code(),
+        }
+    }
 }
 
 impl Partition {
@@ -232,6 +243,23 @@ impl Partition {
             },
             proposal,
         ))
+    }
+
+    /// OffsetForLeaderEpoch (KIP-101/320): where `epoch` ended in this
+    /// leader's log, checked against the asker's `current_epoch` (-1: none).
+    pub fn end_offset_for_epoch(&self, current_epoch: i32, epoch: i32) -> Result<(i32, i64), ReplicaFetchError> {
+        let role = self.role.lock();
+        let Role::Leader { epoch: leader_epoch, .. } = &*role else {
+            return Err(ReplicaFetchError::NotLeader);
+        };
+        if current_epoch >= 0 && current_epoch < *leader_epoch {
+            return Err(ReplicaFetchError::Fenced);
+        }
+        if current_epoch > *leader_epoch {
+            return Err(ReplicaFetchError::UnknownEpoch);
+        }
+        let log = self.lock_log();
+        Ok(log.epochs().end_offset_for(epoch, log.next_offset()))
     }
 
     /// ISR members that fell behind for the lag time: a shrink to record.

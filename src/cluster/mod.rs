@@ -31,6 +31,8 @@ pub struct ClusterLink {
     isr_requests: mpsc::UnboundedSender<(String, i32)>,
     isr_receiver: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<(String, i32)>>>,
     pub lag_max_ms: i64,
+    /// Cancelled to leave the cluster (controlled shutdown).
+    leaving: tokio_util::sync::CancellationToken,
 }
 
 impl ClusterLink {
@@ -47,6 +49,29 @@ impl ClusterLink {
     /// Asks for the partition's ISR change to be recorded (see `isr`).
     pub fn request_isr_change(&self, topic: &str, partition: i32) {
         let _ = self.isr_requests.send((topic.to_string(), partition));
+    }
+
+    /// A controlled shutdown: leaves the cluster (the registration goes, so
+    /// the controller moves this broker's leaderships to other ISR members)
+    /// and waits, at most `grace`, until the image shows that this broker
+    /// leads nothing. Clients still connected get NOT_LEADER_OR_FOLLOWER
+    /// and find the new leaders meanwhile.
+    pub async fn leave(&self, grace: Duration) {
+        let me = self.broker_id;
+        let leads = |image: &ClusterImage| image.partitions.values().filter(|(s, _)| s.leader == me).count();
+        let before = leads(&self.image());
+        tracing::info!(broker_id = me, leaderships = before, "controlled shutdown: leaving the cluster");
+        self.leaving.cancel();
+        let mut image = self.image.clone();
+        let moved = tokio::time::timeout(grace, image.wait_for(|i| !i.brokers.contains_key(&me) && leads(i) == 0)).await;
+        match moved {
+            Ok(Ok(_)) => tracing::info!(broker_id = me, leaderships = before, "controlled shutdown: leaderships moved"),
+            _ => tracing::warn!(
+                broker_id = me,
+                remaining = leads(&self.image()),
+                "controlled shutdown: leaderships did not all move in time; the lease expiry moves the rest"
+            ),
+        }
     }
 
     /// The broker ids that are live now, and their advertised addresses.
@@ -77,7 +102,8 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
     let session = etcd::Session::new(client.clone(), &config.cluster, registration, ttl);
     let mut session_state = session.state();
     let controller_session = session.state();
-    tasks.spawn(session.run());
+    let leaving = tokio_util::sync::CancellationToken::new();
+    tasks.spawn(session.run_until(leaving.clone()));
     let (image_tx, mut image) = watch::channel(Arc::new(ClusterImage::default()));
     tasks.spawn(etcd::follow_image(client.clone(), config.cluster.clone(), image_tx));
     tasks.spawn(crate::controller::run(
@@ -105,6 +131,7 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
         isr_requests,
         isr_receiver: parking_lot::Mutex::new(Some(isr_receiver)),
         lag_max_ms: config.replica_lag_time_max_ms as i64,
+        leaving,
     });
     Ok((Arc::new(EtcdCoordinator::new(client, &config.cluster)), link))
 }

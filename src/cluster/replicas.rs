@@ -60,11 +60,14 @@ pub async fn run(broker: Arc<Broker>, link: Arc<ClusterLink>, tasks: Tasks) {
     }
     // Lagging followers are looked for a few times per lag period.
     let mut lag_check = tokio::time::interval(Duration::from_millis((link.lag_max_ms as u64 / 4).clamp(100, 5_000)));
+    let mut session = link.session.clone();
     loop {
         let current = image.borrow_and_update().clone();
         apply(&broker, &link, &current, &mut fetchers, &tasks).await;
+        update_gauges(&broker, &link, &current);
         tokio::select! {
             changed = image.changed() => if changed.is_err() { break },
+            changed = session.changed() => if changed.is_err() { break },
             _ = lag_check.tick() => check_lagging(&broker, &link),
         }
     }
@@ -128,6 +131,31 @@ async fn apply(
         ));
         fetchers.insert(leader, RunningFetcher { address, partitions, stop });
     }
+}
+
+/// Leaderships, under-replicated partitions and the etcd session, for
+/// `/metrics`.
+fn update_gauges(broker: &Broker, link: &ClusterLink, image: &ClusterImage) {
+    let (mut leading, mut under_replicated) = (0, 0);
+    for topic in broker.topics() {
+        let Some(record) = image.topics.get(&topic.name) else { continue };
+        for partition in topic.partitions() {
+            let Some(isr) = partition.leader_isr() else { continue };
+            leading += 1;
+            let replicas = image
+                .partitions
+                .get(&(record.id.clone(), partition.index))
+                .map_or(0, |(s, _)| s.replicas.len());
+            if isr.len() < replicas {
+                under_replicated += 1;
+            }
+        }
+    }
+    broker.metrics.leader_partitions.set(leading);
+    broker.metrics.under_replicated_partitions.set(under_replicated);
+    let session = link.session.borrow().clone();
+    let up = session.broker_epoch.is_some() && session.connected;
+    broker.metrics.etcd_session_up.set(i64::from(up));
 }
 
 fn address_of(image: &ClusterImage, broker: i32) -> Option<String> {

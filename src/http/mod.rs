@@ -62,6 +62,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/topics", get(list_topics))
         .route("/v1/topics/{name}", get(get_topic))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -110,6 +111,112 @@ fn view(topic: &crate::broker::Topic) -> TopicView {
         partitions,
         configs: topic.overrides(),
     }
+}
+
+#[derive(Serialize)]
+struct BrokerView {
+    id: i32,
+    address: String,
+    http: String,
+    /// The broker epoch (its etcd registration's create_revision); 0 on a single node.
+    epoch: i64,
+}
+
+#[derive(Serialize)]
+struct PartitionStateView {
+    topic: String,
+    partition: i32,
+    leader: i32,
+    leader_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    offline_replicas: Vec<i32>,
+}
+
+#[derive(Serialize)]
+struct ClusterView {
+    cluster: String,
+    /// `etcd` or `single-node`.
+    mode: &'static str,
+    broker_id: i32,
+    /// The controller's broker id, -1 while none is elected.
+    controller: i32,
+    brokers: Vec<BrokerView>,
+    partitions: Vec<PartitionStateView>,
+}
+
+/// The brokers and every partition's leader, epoch, replicas and ISR, as
+/// this broker sees them (from etcd in a cluster).
+async fn cluster(State(state): State<Arc<HttpState>>) -> Result<Json<ClusterView>, ApiError> {
+    let broker = state.broker()?;
+    let me = broker.config.broker_id;
+    let Some(link) = &broker.cluster else {
+        let (host, port) = broker.config.advertised();
+        let partitions = broker
+            .topics()
+            .iter()
+            .flat_map(|t| {
+                (0..t.partition_count()).map(|p| PartitionStateView {
+                    topic: t.name.clone(),
+                    partition: p,
+                    leader: me,
+                    leader_epoch: broker.leader_epoch,
+                    replicas: vec![me],
+                    isr: vec![me],
+                    offline_replicas: Vec::new(),
+                })
+            })
+            .collect();
+        return Ok(Json(ClusterView {
+            cluster: broker.config.cluster.clone(),
+            mode: "single-node",
+            broker_id: me,
+            controller: me,
+            brokers: vec![BrokerView {
+                id: me,
+                address: format!("{host}:{port}"),
+                http: broker.config.http_listen.to_string(),
+                epoch: 0,
+            }],
+            partitions,
+        }));
+    };
+    let image = link.image();
+    let brokers = image
+        .brokers
+        .iter()
+        .map(|(id, (r, epoch))| BrokerView {
+            id: *id,
+            address: r.advertised.clone(),
+            http: r.http.clone(),
+            epoch: *epoch,
+        })
+        .collect();
+    let mut partitions = Vec::new();
+    for topic in image.topics.values() {
+        for p in 0..topic.partitions {
+            let Some((s, _)) = image.partitions.get(&(topic.id.clone(), p)) else {
+                continue;
+            };
+            partitions.push(PartitionStateView {
+                topic: topic.name.clone(),
+                partition: p,
+                leader: s.leader,
+                leader_epoch: s.leader_epoch,
+                replicas: s.replicas.clone(),
+                isr: s.isr.clone(),
+                offline_replicas: s.replicas.iter().copied().filter(|r| !image.brokers.contains_key(r)).collect(),
+            });
+        }
+    }
+    Ok(Json(ClusterView {
+        cluster: broker.config.cluster.clone(),
+        mode: "etcd",
+        broker_id: me,
+        controller: image.controller.map_or(-1, |(id, _)| id),
+        brokers,
+        partitions,
+    }))
 }
 
 async fn list_topics(State(state): State<Arc<HttpState>>) -> Result<Json<Vec<TopicView>>, ApiError> {

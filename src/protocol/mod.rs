@@ -246,6 +246,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::DescribeCluster(_) => metadata::handle_describe_cluster(broker, &ctx),
         RequestKind::FindCoordinator(req) => metadata::handle_find_coordinator(broker, &ctx, req),
         RequestKind::ListOffsets(req) => offsets::handle_list_offsets(b, &ctx, req).await,
+        RequestKind::OffsetForLeaderEpoch(req) => offsets::handle_offset_for_leader_epoch(broker, &ctx, req),
         RequestKind::InitProducerId(req) => offsets::handle_init_producer_id(b, &ctx, req).await,
         RequestKind::CreateTopics(req) => topics::handle_create_topics(b, &ctx, req).await,
         RequestKind::DeleteTopics(req) => topics::handle_delete_topics(b, &ctx, req).await,

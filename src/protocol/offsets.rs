@@ -1,11 +1,15 @@
-//! ListOffsets (earliest, latest, max timestamp, by timestamp) and
-//! InitProducerId for idempotent producers.
+//! ListOffsets (earliest, latest, max timestamp, by timestamp),
+//! OffsetForLeaderEpoch, and InitProducerId for idempotent producers.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, ProducerId};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, ProducerId,
+};
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, error_code, RequestContext};
@@ -140,6 +144,39 @@ pub(super) async fn handle_init_producer_id(broker: &Arc<Broker>, ctx: &RequestC
             tracing::warn!(error = %e, "producer id allocation failed");
             response.error_code = ResponseError::CoordinatorNotAvailable.code();
         }
+    }
+    encode_response(ctx, &response)
+}
+
+/// OffsetForLeaderEpoch (API 23): where each asked epoch ended in the
+/// leader's log (KIP-101; clients validate their position after a leader
+/// change with it, KIP-320).
+pub(super) fn handle_offset_for_leader_epoch(broker: &Broker, ctx: &RequestContext, req: OffsetForLeaderEpochRequest) -> Bytes {
+    let mut response = OffsetForLeaderEpochResponse::default();
+    for topic in req.topics {
+        let found = broker.topic(topic.topic.0.as_str());
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let out = EpochEndOffset::default()
+                    .with_partition(p.partition)
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1);
+                let Some(partition) = found.as_ref().and_then(|t| t.partition(p.partition)) else {
+                    return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                };
+                match partition.end_offset_for_epoch(p.current_leader_epoch, p.leader_epoch) {
+                    Ok((epoch, end)) => out.with_leader_epoch(epoch).with_end_offset(end),
+                    Err(e) => out.with_error_code(e.code()),
+                }
+            })
+            .collect();
+        response.topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic)
+                .with_partitions(partitions),
+        );
     }
     encode_response(ctx, &response)
 }

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, error_code, RequestContext, Response};
-use crate::broker::replica::{ReplicaFetch, ReplicaFetchError};
+use crate::broker::replica::ReplicaFetch;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 
@@ -67,11 +67,7 @@ async fn read_once(broker: &Broker, replica: i32, req: &FetchRequest, budget: us
             pd.log_start_offset = partition.lock_log().log_start_offset();
             match answer {
                 Err(e) => {
-                    pd.error_code = match e {
-                        ReplicaFetchError::NotLeader => ResponseError::NotLeaderOrFollower.code(),
-                        ReplicaFetchError::Fenced => ResponseError::FencedLeaderEpoch.code(),
-                        ReplicaFetchError::UnknownEpoch => ResponseError::UnknownLeaderEpoch.code(),
-                    };
+                    pd.error_code = e.code();
                     has_error = true;
                 }
                 Ok((

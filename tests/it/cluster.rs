@@ -21,14 +21,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// `n` brokers (ids 1..=n) on a fresh etcd and a shared archive.
+    /// `n` brokers (ids 1..=n) on a fresh etcd and a shared archive, with
+    /// 3 s leases and lag time.
     pub fn start(n: i32, extra_config: &str) -> Cluster {
+        Self::start_with_lease(n, 3000, extra_config)
+    }
+
+    pub fn start_with_lease(n: i32, lease_ms: u64, extra_config: &str) -> Cluster {
         let etcd = Etcd::start();
         let archive = tempfile::tempdir().unwrap();
         let brokers = (1..=n)
             .map(|id| {
                 Broker::start(&format!(
-                    "etcd = \"{}\"\nbroker_id = {id}\ncluster = \"it\"\narchive = \"file://{}\"\netcd_lease_ttl_ms = 3000\nreplica_lag_time_max_ms = 3000\n{extra_config}",
+                    "etcd = \"{}\"\nbroker_id = {id}\ncluster = \"it\"\narchive = \"file://{}\"\netcd_lease_ttl_ms = {lease_ms}\nreplica_lag_time_max_ms = 3000\n{extra_config}",
                     etcd.endpoint(),
                     archive.path().display()
                 ))
@@ -166,4 +171,35 @@ async fn acks_all_needs_min_insync_replicas() {
     assert_eq!(placed, vec![(0, 1)], "after the refused one, offset 0 is the acks=1 record");
     let consumed: BTreeMap<i32, _> = kafka::consume_all(&bootstrap, "min-isr", 1, 2, &[]);
     assert_eq!(consumed[&0].len(), 2, "the refused record was never appended");
+}
+
+/// SIGTERM on a leader is a controlled shutdown: its leadership moves to
+/// another ISR member at once, not when its (here 30 s) lease expires, and
+/// a producer carries on through the move with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_moves_leadership_before_the_lease_expires() {
+    let mut cluster = Cluster::start_with_lease(3, 30_000, "");
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(&bootstrap, "moving", 1, 3, &[("min.insync.replicas", "2")]).await;
+    wait_until("a full ISR", 30, || {
+        cluster.partition_state("moving", 0).is_some_and(|(_, isr)| isr.len() == 3)
+    });
+    let (leader, _) = cluster.partition_state("moving", 0).unwrap();
+    let producer = kafka::producer(&bootstrap, &[]);
+    let records: Vec<_> = (0..1000).map(|i| kafka::record(i, 50)).collect();
+    kafka::produce(&producer, "moving", &records[..500]).await;
+    let status = cluster.broker(leader).terminate();
+    assert!(status.success(), "a clean exit: {status}");
+    // Its lease would still be alive for most of 30 s: only the controlled
+    // shutdown can have moved the leadership by now.
+    let (new_leader, isr) = cluster.partition_state("moving", 0).expect("a leader right after the shutdown");
+    assert_ne!(new_leader, leader);
+    assert!(!isr.contains(&leader));
+    let log = cluster.broker(leader).log();
+    assert!(log.contains("controlled shutdown: leaderships moved"), "{log}");
+    kafka::produce(&producer, "moving", &records[500..]).await;
+    let survivors = cluster.broker(new_leader).bootstrap();
+    let consumed = kafka::consume_all(&survivors, "moving", 1, records.len(), &[]);
+    let got: Vec<_> = consumed[&0].iter().map(|(_, r)| r.clone()).collect();
+    assert!(got == records, "every record once, in order ({} of {})", got.len(), records.len());
 }

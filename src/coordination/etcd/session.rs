@@ -46,9 +46,31 @@ impl Session {
         self.state.subscribe()
     }
 
+    /// `run` until `leave` is cancelled, then revokes the lease: the
+    /// registration (and the controller key, if held) goes at once, so the
+    /// controller moves this broker's leaderships without waiting for the
+    /// lease to expire (a controlled shutdown).
+    pub async fn run_until(self, leave: tokio_util::sync::CancellationToken) {
+        let client = self.client.clone();
+        let state = self.state.subscribe();
+        let broker_id = self.registration.broker_id;
+        tokio::select! {
+            _ = self.run() => {}
+            _ = leave.cancelled() => {}
+        }
+        let lease = state.borrow().lease;
+        if let Some(lease) = lease {
+            let mut client = client;
+            match tokio::time::timeout(Duration::from_secs(5), client.lease_revoke(lease)).await {
+                Ok(Ok(_)) => tracing::info!(broker_id, lease, "left the cluster: lease revoked"),
+                Ok(Err(e)) => tracing::warn!(broker_id, lease, error = %e, "cannot revoke the lease; it expires on its own"),
+                Err(_) => tracing::warn!(broker_id, lease, "etcd did not answer the lease revocation; it expires on its own"),
+            }
+        }
+    }
+
     /// Registers and keeps the registration alive until the task is
-    /// cancelled (the lease then expires on its own, or is revoked by
-    /// `leave`).
+    /// cancelled (the lease then expires on its own).
     pub async fn run(mut self) {
         let mut attempt = 0u32;
         loop {
