@@ -152,6 +152,12 @@ impl Broker {
         self.spawn();
     }
 
+    /// Starts a stopped broker again (same ports, config and data dir).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the broker is still running");
+        self.spawn();
+    }
+
     /// The broker's peak resident set (VmHWM), in bytes.
     pub fn peak_rss(&self) -> u64 {
         let pid = self.child.as_ref().unwrap().id();

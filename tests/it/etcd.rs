@@ -80,6 +80,11 @@ impl Etcd {
         self.kill();
         self.spawn();
     }
+
+    /// Starts a killed etcd again on its data dir.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
 }
 
 impl Drop for Etcd {
