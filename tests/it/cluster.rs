@@ -204,11 +204,14 @@ async fn sigterm_moves_leadership_before_the_lease_expires() {
     assert!(got == records, "every record once, in order ({} of {})", got.len(), records.len());
 }
 
+/// Records sent, and where each landed.
+type Sent = (Vec<kafka::TestRecord>, Vec<(i32, i64)>);
+
 /// An idempotent acks=all producer sending chunks of records until stopped;
 /// a delivery error fails it (librdkafka retries the retriable ones).
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: tokio::task::JoinHandle<(Vec<kafka::TestRecord>, Vec<(i32, i64)>)>,
+    handle: tokio::task::JoinHandle<Sent>,
 }
 
 impl Load {
@@ -228,7 +231,7 @@ impl Load {
         Load { stop, handle }
     }
 
-    async fn stop(self) -> (Vec<kafka::TestRecord>, Vec<(i32, i64)>) {
+    async fn stop(self) -> Sent {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.handle.await.unwrap()
     }
