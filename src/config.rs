@@ -127,6 +127,12 @@ pub struct Config {
     /// Cluster: replicas of a topic created without a replication factor
     /// (auto-created, or -1), capped at the live brokers.
     pub default_replication_factor: i16,
+    /// Cluster: partitions of `__consumer_offsets` (Kafka's
+    /// offsets.topic.num.partitions); fixed once the topic exists.
+    pub offsets_topic_partitions: i32,
+    /// Cluster: replicas of `__consumer_offsets`, capped at the live brokers
+    /// when it is created (Kafka's offsets.topic.replication.factor).
+    pub offsets_topic_replication_factor: i16,
 }
 
 impl Default for Config {
@@ -172,6 +178,8 @@ impl Default for Config {
             etcd_lease_ttl_ms: 10_000,
             replica_lag_time_max_ms: 30_000,
             default_replication_factor: 3,
+            offsets_topic_partitions: 16,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -352,8 +360,11 @@ impl Config {
         if self.replica_lag_time_max_ms == 0 || self.replica_lag_time_max_ms > i64::MAX as u64 {
             return invalid("replica_lag_time_max_ms must be >= 1".into());
         }
-        if self.default_replication_factor < 1 {
-            return invalid("default_replication_factor must be >= 1".into());
+        if self.default_replication_factor < 1 || self.offsets_topic_replication_factor < 1 {
+            return invalid("default_replication_factor and offsets_topic_replication_factor must be >= 1".into());
+        }
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            return invalid("offsets_topic_partitions must be between 1 and 1000".into());
         }
         if let Some(advertise) = &self.advertise {
             if parse_host_port(advertise).is_none() {

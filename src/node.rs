@@ -83,6 +83,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     .await?;
     background.spawn(crate::tiering::run(broker.clone()));
     if let Some(link) = cluster {
+        link.offsets.attach(&broker);
         background.spawn(crate::cluster::replicas::run(broker.clone(), link, background.clone()));
     }
     let _ = http_state.broker.set(broker.clone());

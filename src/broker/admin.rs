@@ -244,7 +244,7 @@ impl Broker {
             self.cancel_archive_deletion(&n.topic.name);
         }
         let records = new.iter().map(|n| n.record.clone()).collect();
-        if let Err(e) = self.coordinator.put_topics(records).await {
+        if let Err(e) = self.coordinator.create_topics(records).await {
             let dirs = new.iter().map(|n| self.topic_dir(&n.topic.name, &n.topic.id)).collect();
             for n in &new {
                 self.forget_topic_metrics(&n.topic.name);

@@ -95,7 +95,9 @@ impl TopicError {
     pub fn code(&self) -> i16 {
         match self {
             TopicError::InvalidName(_) => ResponseError::InvalidTopicException.code(),
-            TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists.code(),
+            TopicError::AlreadyExists(_) | TopicError::Coordination(CoordinationError::TopicExists(_)) => {
+                ResponseError::TopicAlreadyExists.code()
+            }
             TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition.code(),
             TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions.code(),
             TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor.code(),

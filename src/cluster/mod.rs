@@ -8,6 +8,7 @@
 mod client;
 mod fetcher;
 mod isr;
+pub mod offsets;
 pub mod replicas;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct ClusterLink {
     pub lag_max_ms: i64,
     /// Cancelled to leave the cluster (controlled shutdown).
     leaving: tokio_util::sync::CancellationToken,
+    /// Group coordination on the replicated offsets topic.
+    pub offsets: Arc<offsets::ClusterOffsets>,
 }
 
 impl ClusterLink {
@@ -132,6 +135,7 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
         isr_receiver: parking_lot::Mutex::new(Some(isr_receiver)),
         lag_max_ms: config.replica_lag_time_max_ms as i64,
         leaving,
+        offsets: Arc::new(offsets::ClusterOffsets::default()),
     });
     Ok((Arc::new(EtcdCoordinator::new(client, &config.cluster)), link))
 }

@@ -107,6 +107,11 @@ async fn apply(
             }
         }
     }
+    // Offsets partitions led now have their groups loaded; those lost, forgotten.
+    for (partition, epoch) in link.offsets.reconcile(broker) {
+        let offsets = link.offsets.clone();
+        tasks.spawn(async move { offsets.load(partition, epoch).await });
+    }
     // One fetcher per leader; restarted when its partitions or address change.
     fetchers.retain(|leader, f| {
         let keep = wanted.follow.get(leader) == Some(&f.partitions) && address_of(image, *leader).as_deref() == Some(f.address.as_str());

@@ -74,6 +74,8 @@ pub enum CoordinationError {
     Io(#[from] std::io::Error),
     #[error("coordination state is corrupt: {0}")]
     Corrupt(String),
+    #[error("topic {0} already exists")]
+    TopicExists(String),
 }
 
 pub trait Coordinator: Send + Sync {
@@ -86,6 +88,13 @@ pub trait Coordinator: Send + Sync {
     /// Creates or replaces several topic records in one durable change:
     /// all of them are recorded, or none.
     fn put_topics(&self, topics: Vec<TopicRecord>) -> BoxFuture<'_, Result<(), CoordinationError>>;
+    /// Records new topics, refusing (`TopicExists`) if a name is taken: two
+    /// brokers creating the same topic at once must not both succeed. etcd
+    /// records them in transactions of 64 (its bound on operations), each
+    /// all or none. A single node serialises creations itself.
+    fn create_topics(&self, topics: Vec<TopicRecord>) -> BoxFuture<'_, Result<(), CoordinationError>> {
+        self.put_topics(topics)
+    }
     fn delete_topic(&self, name: String) -> BoxFuture<'_, Result<(), CoordinationError>>;
     /// Reserves `count` producer ids; returns the first. Never hands out an
     /// id twice, across restarts.

@@ -203,6 +203,24 @@ impl GroupCoordinator {
         Ok(out)
     }
 
+    /// Stops coordinating the groups `belongs` selects (their offsets
+    /// partition moved to another broker): their membership is dropped and
+    /// parked joins and syncs are told NOT_COORDINATOR.
+    pub fn forget(&self, belongs: impl Fn(&str) -> bool) -> usize {
+        let mut replies = Vec::new();
+        let mut forgotten = 0;
+        self.groups.lock().retain(|group_id, slot| {
+            if !belongs(group_id) {
+                return true;
+            }
+            replies.extend(slot.group.abandon(ResponseError::NotCoordinator.code()));
+            forgotten += 1;
+            false
+        });
+        self.deliver(replies);
+        forgotten
+    }
+
     /// Forgets a waiter whose request was answered without the group.
     fn unregister(&self, token: u64) {
         self.waiters.lock().remove(&token);

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::expiry::{expired_partitions, Membership};
@@ -60,6 +61,27 @@ enum Entry {
     DeleteGroup {
         group: String,
     },
+}
+
+impl Entry {
+    fn group(&self) -> &str {
+        match self {
+            Entry::Commit { group, .. } | Entry::Delete { group, .. } | Entry::DeleteGroup { group } => group,
+        }
+    }
+}
+
+/// Where a cluster makes committed-offset changes durable before they are
+/// applied: the group's partition of the replicated offsets topic. The
+/// local file is then a copy this broker rebuilds when it becomes a
+/// group's coordinator (`OffsetStore::reload`).
+pub trait OffsetReplicator: Send + Sync {
+    /// Whether this broker coordinates `group` now (leads its partition and
+    /// has loaded it).
+    fn owns(&self, group: &str) -> bool;
+    /// Makes the changes (group, JSON line) durable on the ISR of each
+    /// group's partition; an error means some may not be.
+    fn replicate(&self, lines: Vec<(String, Vec<u8>)>) -> crate::coordination::BoxFuture<'_, std::io::Result<()>>;
 }
 
 pub(crate) type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
@@ -129,6 +151,8 @@ pub struct OffsetStore {
     /// Grows with every change (milliseconds-based, so it also grows across
     /// restarts): the archive keeps copies by it.
     version: Arc<AtomicU64>,
+    /// A cluster's replicated log of changes; unset on a single node.
+    replicator: std::sync::OnceLock<Arc<dyn OffsetReplicator>>,
 }
 
 /// The table as JSON lines, one committed offset a line.
@@ -205,7 +229,40 @@ impl OffsetStore {
             turn: Arc::new(tokio::sync::Mutex::new(())),
             table: Arc::new(Mutex::new(table)),
             version: Arc::new(AtomicU64::new(0)),
+            replicator: std::sync::OnceLock::new(),
         })
+    }
+
+    /// In a cluster: every change is replicated through `replicator` before
+    /// it is applied here.
+    pub fn set_replicator(&self, replicator: Arc<dyn OffsetReplicator>) {
+        let _ = self.replicator.set(replicator);
+    }
+
+    /// A coordinator taking over groups: forgets what this broker held for
+    /// the groups `belongs` selects and applies `lines` (the replicated
+    /// changes, in order) instead. A line that does not parse is skipped
+    /// with a warning.
+    pub async fn reload(&self, belongs: impl Fn(&str) -> bool + Send + 'static, lines: Vec<Bytes>) -> std::io::Result<usize> {
+        let turn = self.turn.clone().lock_owned().await;
+        let applied = self
+            .apply_durably(turn, move |table| {
+                let mut entries: Vec<Entry> = table
+                    .keys()
+                    .filter(|g| belongs(g))
+                    .map(|g| Entry::DeleteGroup { group: g.clone() })
+                    .collect();
+                for line in &lines {
+                    match serde_json::from_slice::<Entry>(line) {
+                        Ok(entry) if belongs(entry.group()) => entries.push(entry),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "skipping an unreadable replicated committed-offset record"),
+                    }
+                }
+                entries
+            })
+            .await?;
+        Ok(applied.len())
     }
 
     /// The same store with another compaction floor (tests use a small one).
@@ -235,6 +292,34 @@ impl OffsetStore {
     /// Returns the entries applied.
     async fn persist_with(&self, decide: impl FnOnce(&Table) -> Vec<Entry> + Send + 'static) -> std::io::Result<Vec<Entry>> {
         let turn = self.turn.clone().lock_owned().await;
+        let Some(replicator) = self.replicator.get().cloned() else {
+            return self.apply_durably(turn, decide).await;
+        };
+        // A cluster: decided now, replicated (holding the turn, so changes
+        // replicate in the order they apply), then applied here. Changes to
+        // groups this broker does not coordinate are dropped.
+        let entries: Vec<Entry> = decide(&self.table.lock())
+            .into_iter()
+            .filter(|e| replicator.owns(e.group()))
+            .collect();
+        if entries.is_empty() {
+            return Ok(entries);
+        }
+        let lines = entries
+            .iter()
+            .map(|e| Ok((e.group().to_string(), serde_json::to_vec(e).map_err(std::io::Error::other)?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        replicator.replicate(lines).await?;
+        self.apply_durably(turn, move |_| entries).await
+    }
+
+    /// Appends the entries `decide` returns to the local file, then applies
+    /// them to the table, in a blocking thread that holds `turn` to the end.
+    async fn apply_durably(
+        &self,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+        decide: impl FnOnce(&Table) -> Vec<Entry> + Send + 'static,
+    ) -> std::io::Result<Vec<Entry>> {
         let appender = self.appender.clone();
         let table = self.table.clone();
         let version = self.version.clone();

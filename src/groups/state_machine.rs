@@ -501,6 +501,23 @@ impl Group {
         Ok(())
     }
 
+    /// This broker stops coordinating the group (its offsets partition
+    /// moved): every parked JoinGroup and SyncGroup is answered with
+    /// `error_code` (NOT_COORDINATOR), so members find the new coordinator.
+    pub fn abandon(&mut self, error_code: i16) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        for member in &mut self.members {
+            if let Some(token) = member.awaiting_join.take() {
+                replies.push(join_error(token, error_code, &member.member_id));
+            }
+            if let Some(token) = member.awaiting_sync.take() {
+                replies.push(sync_error(token, error_code));
+            }
+        }
+        self.state = GroupState::Dead;
+        replies
+    }
+
     /// Marks the group Dead (DeleteGroups): only an Empty group can go.
     pub fn delete(&mut self) -> Result<(), i16> {
         match self.state {

@@ -21,6 +21,14 @@ use crate::clock::now_ms;
 use crate::groups::offsets::CommittedOffset;
 use crate::groups::state_machine::{JoinInput, SyncInput};
 
+/// In a cluster, a group's requests go to the leader of its offsets
+/// partition: elsewhere they get NOT_COORDINATOR (or
+/// COORDINATOR_LOAD_IN_PROGRESS while it loads), and the client asks
+/// FindCoordinator again.
+fn coordinator_error(broker: &Broker, group: &str) -> Option<i16> {
+    broker.cluster.as_ref()?.offsets.group_error(group)
+}
+
 fn opt_string(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
 }
@@ -42,6 +50,14 @@ pub(super) async fn handle_join(broker: &Arc<Broker>, ctx: &RequestContext, req:
         protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
         require_known_member_id: ctx.api_version >= 4,
     };
+    if let Some(code) = coordinator_error(broker, req.group_id.0.as_str()) {
+        let response = JoinGroupResponse::default()
+            .with_error_code(code)
+            .with_generation_id(-1)
+            .with_protocol_name(Some(str_bytes("")))
+            .with_member_id(req.member_id.clone());
+        return encode_response(ctx, &response);
+    }
     let out = broker.groups.join(req.group_id.0.as_str(), input).await;
     let response = JoinGroupResponse::default()
         .with_error_code(out.error_code)
@@ -78,6 +94,9 @@ pub(super) async fn handle_sync(broker: &Arc<Broker>, ctx: &RequestContext, req:
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
+    if let Some(code) = coordinator_error(broker, req.group_id.0.as_str()) {
+        return encode_response(ctx, &SyncGroupResponse::default().with_error_code(code));
+    }
     let out = broker.groups.sync(req.group_id.0.as_str(), input).await;
     let response = SyncGroupResponse::default()
         .with_error_code(out.error_code)
@@ -88,6 +107,9 @@ pub(super) async fn handle_sync(broker: &Arc<Broker>, ctx: &RequestContext, req:
 }
 
 pub(super) fn handle_heartbeat(broker: &Broker, ctx: &RequestContext, req: HeartbeatRequest) -> Bytes {
+    if let Some(code) = coordinator_error(broker, req.group_id.0.as_str()) {
+        return encode_response(ctx, &HeartbeatResponse::default().with_error_code(code));
+    }
     let code = broker.groups.heartbeat(
         req.group_id.0.as_str(),
         req.member_id.as_str(),
@@ -98,6 +120,9 @@ pub(super) fn handle_heartbeat(broker: &Broker, ctx: &RequestContext, req: Heart
 }
 
 pub(super) fn handle_leave(broker: &Broker, ctx: &RequestContext, req: LeaveGroupRequest) -> Bytes {
+    if let Some(code) = coordinator_error(broker, req.group_id.0.as_str()) {
+        return encode_response(ctx, &LeaveGroupResponse::default().with_error_code(code));
+    }
     // v0-2 leave one member by id; v3+ a batch of identities.
     let members: Vec<(String, Option<String>)> = if ctx.api_version < 3 {
         vec![(req.member_id.to_string(), None)]
@@ -128,12 +153,18 @@ pub(super) fn handle_leave(broker: &Broker, ctx: &RequestContext, req: LeaveGrou
 
 pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestContext, req: OffsetCommitRequest) -> Bytes {
     let group_id = req.group_id.0.to_string();
-    let check = broker.groups.validate_commit(
-        &group_id,
-        req.member_id.as_str(),
-        req.group_instance_id.as_ref().map(|s| s.as_str()),
-        req.generation_id_or_member_epoch,
-    );
+    let check = match coordinator_error(broker, &group_id) {
+        Some(code) => Err(code),
+        None => Ok(()),
+    };
+    let check = check.and_then(|()| {
+        broker.groups.validate_commit(
+            &group_id,
+            req.member_id.as_str(),
+            req.group_instance_id.as_ref().map(|s| s.as_str()),
+            req.generation_id_or_member_epoch,
+        )
+    });
     let now = now_ms();
     let metadata_max_bytes = broker.groups.offset_metadata_max_bytes();
     let mut to_store = Vec::new();
@@ -193,9 +224,19 @@ pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestCont
 pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetchRequest) -> Bytes {
     let group_id = req.group_id.0.to_string();
     let mut response = OffsetFetchResponse::default();
+    let not_here = coordinator_error(broker, &group_id);
+    if let Some(code) = not_here {
+        // v2+ read the top-level code; v0-1 each partition's.
+        response.error_code = code;
+    }
     let entry = |topic: &str, partition: i32| {
-        let committed = broker.groups.offsets.fetch(&group_id, topic, partition);
+        let committed = if not_here.is_some() {
+            None
+        } else {
+            broker.groups.offsets.fetch(&group_id, topic, partition)
+        };
         OffsetFetchResponsePartition::default()
+            .with_error_code(not_here.unwrap_or(0))
             .with_partition_index(partition)
             .with_committed_offset(committed.as_ref().map_or(-1, |c| c.offset))
             .with_committed_leader_epoch(committed.as_ref().map_or(-1, |c| c.leader_epoch))
@@ -215,7 +256,12 @@ pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: Of
         None => {
             // All committed offsets of the group (v2+).
             let mut by_topic: std::collections::BTreeMap<String, Vec<OffsetFetchResponsePartition>> = Default::default();
-            for (topic, partition, _) in broker.groups.offsets.group_offsets(&group_id) {
+            let all = if not_here.is_some() {
+                Vec::new()
+            } else {
+                broker.groups.offsets.group_offsets(&group_id)
+            };
+            for (topic, partition, _) in all {
                 let e = entry(&topic, partition);
                 by_topic.entry(topic).or_default().push(e);
             }
@@ -238,6 +284,7 @@ pub(super) fn handle_list_groups(broker: &Broker, ctx: &RequestContext, req: Lis
         .list()
         .into_iter()
         .filter(|g| filter.is_empty() || filter.contains(&g.state.to_ascii_lowercase()))
+        .filter(|g| coordinator_error(broker, &g.group_id).is_none())
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(g.group_id)))
@@ -254,6 +301,9 @@ pub(super) fn handle_describe_groups(broker: &Broker, ctx: &RequestContext, req:
         .groups
         .iter()
         .map(|id| {
+            if let Some(code) = coordinator_error(broker, id.0.as_str()) {
+                return DescribedGroup::default().with_group_id(id.clone()).with_error_code(code);
+            }
             let g = broker.groups.describe(id.0.as_str());
             DescribedGroup::default()
                 .with_group_id(id.clone())
@@ -282,7 +332,10 @@ pub(super) fn handle_describe_groups(broker: &Broker, ctx: &RequestContext, req:
 pub(super) async fn handle_delete_groups(broker: &Arc<Broker>, ctx: &RequestContext, req: DeleteGroupsRequest) -> Bytes {
     let mut response = DeleteGroupsResponse::default();
     for id in req.groups_names {
-        let code = broker.groups.delete(id.0.as_str()).await.err().unwrap_or(0);
+        let code = match coordinator_error(broker, id.0.as_str()) {
+            Some(code) => code,
+            None => broker.groups.delete(id.0.as_str()).await.err().unwrap_or(0),
+        };
         response
             .results
             .push(DeletableGroupResult::default().with_group_id(id).with_error_code(code));
@@ -293,6 +346,10 @@ pub(super) async fn handle_delete_groups(broker: &Arc<Broker>, ctx: &RequestCont
 pub(super) async fn handle_offset_delete(broker: &Arc<Broker>, ctx: &RequestContext, req: OffsetDeleteRequest) -> Bytes {
     let group_id = req.group_id.0.to_string();
     let mut response = OffsetDeleteResponse::default();
+    if let Some(code) = coordinator_error(broker, &group_id) {
+        response.error_code = code;
+        return encode_response(ctx, &response);
+    }
     if broker.groups.has_members(&group_id) {
         // Kafka refuses while the group is consuming; we refuse any member.
         response.error_code = ResponseError::NonEmptyGroup.code();

@@ -15,8 +15,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
+use kafka_protocol::protocol::StrBytes;
+
 use super::{encode_response, str_bytes, versions, RequestContext};
 use crate::broker::{Broker, Topic, TopicError};
+use crate::cluster::offsets::{partition_for, OFFSETS_TOPIC};
 
 pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
     let api_keys = versions::SUPPORTED
@@ -70,6 +73,7 @@ fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.id)
+        .with_is_internal(topic.name == OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 
@@ -99,16 +103,45 @@ fn controller_id(broker: &Broker) -> BrokerId {
     }
 }
 
-/// The broker that coordinates groups. A cluster does not yet replicate
-/// groups (docs/compatibility.md): every group lives on the lowest-numbered
-/// live broker, so all members meet there.
-fn group_coordinator(broker: &Broker) -> (i32, String, i32) {
-    let mut brokers = live_brokers(broker);
-    brokers.sort_by_key(|b| b.0);
-    brokers.into_iter().next().unwrap_or_else(|| {
+/// Where a group's coordinator is: this broker on a single node; in a
+/// cluster, the leader of the group's `__consumer_offsets` partition (the
+/// topic is created on the first ask, as Kafka does).
+async fn group_coordinator(broker: &Broker, group: &str) -> Result<(i32, String, i32), i16> {
+    let Some(cluster) = &broker.cluster else {
         let (host, port) = broker.config.advertised();
-        (broker.config.broker_id, host, port)
-    })
+        return Ok((broker.config.broker_id, host, port));
+    };
+    let not_available = ResponseError::CoordinatorNotAvailable.code();
+    let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+        create_offsets_topic(broker, cluster).await;
+        return Err(not_available);
+    };
+    let image = cluster.image();
+    let partition = partition_for(group, topic.partition_count());
+    let Some((state, _)) = image.partitions.get(&(topic.id.to_string(), partition)) else {
+        return Err(not_available);
+    };
+    let Some((registration, _)) = image.brokers.get(&state.leader) else {
+        return Err(not_available);
+    };
+    let (host, port) = registration.advertised.rsplit_once(':').ok_or(not_available)?;
+    Ok((state.leader, host.to_string(), port.parse().map_err(|_| not_available)?))
+}
+
+/// Creates `__consumer_offsets` (`offsets_topic_partitions`, with
+/// `offsets_topic_replication_factor` replicas or as many as are live).
+/// Brokers racing to create it are refused but one, by etcd.
+async fn create_offsets_topic(broker: &Broker, cluster: &crate::cluster::ClusterLink) {
+    let live = cluster.live_brokers().len().max(1) as i16;
+    let factor = broker.config.offsets_topic_replication_factor.min(live);
+    let partitions = broker.config.offsets_topic_partitions;
+    match broker
+        .create_topic(OFFSETS_TOPIC, partitions, factor, Default::default(), false)
+        .await
+    {
+        Ok(_) => tracing::info!(partitions, replication_factor = factor, "created the consumer offsets topic"),
+        Err(e) => tracing::debug!(error = %e, "did not create the consumer offsets topic"),
+    }
 }
 
 fn topic_error(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataResponseTopic {
@@ -195,39 +228,60 @@ pub(super) fn handle_describe_cluster(broker: &Broker, ctx: &RequestContext) -> 
 
 const KEY_TYPE_GROUP: i8 = 0;
 
-pub(super) fn handle_find_coordinator(broker: &Broker, ctx: &RequestContext, req: FindCoordinatorRequest) -> Bytes {
-    let (id, host, port) = group_coordinator(broker);
-    let me = BrokerId(id);
+pub(super) async fn handle_find_coordinator(broker: &Broker, ctx: &RequestContext, req: FindCoordinatorRequest) -> Bytes {
     // Transactions are not implemented, so there is no transaction coordinator.
-    let code = if req.key_type == KEY_TYPE_GROUP {
-        0
+    let unsupported = req.key_type != KEY_TYPE_GROUP;
+    let keys: Vec<StrBytes> = if ctx.api_version >= 4 {
+        req.coordinator_keys.clone()
     } else {
-        ResponseError::InvalidRequest.code()
+        vec![req.key.clone()]
     };
-    let message = (code != 0).then(|| str_bytes("transactions are not supported by this broker"));
+    let mut found = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let result = if unsupported {
+            Err(ResponseError::InvalidRequest.code())
+        } else {
+            group_coordinator(broker, key.as_str()).await
+        };
+        found.push(result);
+    }
+    let message = |code: i16| {
+        Some(str_bytes(if code == ResponseError::InvalidRequest.code() {
+            "transactions are not supported by this broker"
+        } else {
+            "the group coordinator is not available yet; retry"
+        }))
+    };
     let mut response = FindCoordinatorResponse::default();
     if ctx.api_version >= 4 {
-        response.coordinators = req
-            .coordinator_keys
+        response.coordinators = keys
             .into_iter()
-            .map(|key| {
-                Coordinator::default()
+            .zip(found)
+            .map(|(key, result)| match result {
+                Ok((id, host, port)) => Coordinator::default()
                     .with_key(key)
-                    .with_node_id(if code == 0 { me } else { BrokerId(-1) })
-                    .with_host(str_bytes(if code == 0 { host.clone() } else { String::new() }))
-                    .with_port(if code == 0 { port } else { -1 })
+                    .with_node_id(BrokerId(id))
+                    .with_host(str_bytes(host))
+                    .with_port(port),
+                Err(code) => Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(-1))
+                    .with_host(str_bytes(""))
+                    .with_port(-1)
                     .with_error_code(code)
-                    .with_error_message(message.clone())
+                    .with_error_message(message(code)),
             })
             .collect();
-    } else if code == 0 {
-        response = response.with_node_id(me).with_host(str_bytes(host)).with_port(port);
     } else {
-        response = response
-            .with_error_code(code)
-            .with_error_message(message)
-            .with_node_id(BrokerId(-1))
-            .with_port(-1);
+        response = match found.pop() {
+            Some(Ok((id, host, port))) => response.with_node_id(BrokerId(id)).with_host(str_bytes(host)).with_port(port),
+            Some(Err(code)) => response
+                .with_error_code(code)
+                .with_error_message(message(code))
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+            None => response.with_error_code(ResponseError::InvalidRequest.code()),
+        };
     }
     encode_response(ctx, &response)
 }

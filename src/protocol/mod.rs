@@ -244,7 +244,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::Fetch(req) => return ready(fetch::handle(b, &ctx, req).await),
         RequestKind::Metadata(req) => metadata::handle_metadata(b, &ctx, req).await,
         RequestKind::DescribeCluster(_) => metadata::handle_describe_cluster(broker, &ctx),
-        RequestKind::FindCoordinator(req) => metadata::handle_find_coordinator(broker, &ctx, req),
+        RequestKind::FindCoordinator(req) => metadata::handle_find_coordinator(broker, &ctx, req).await,
         RequestKind::ListOffsets(req) => offsets::handle_list_offsets(b, &ctx, req).await,
         RequestKind::OffsetForLeaderEpoch(req) => offsets::handle_offset_for_leader_epoch(broker, &ctx, req),
         RequestKind::InitProducerId(req) => offsets::handle_init_producer_id(b, &ctx, req).await,

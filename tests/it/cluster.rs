@@ -330,3 +330,130 @@ async fn an_etcd_outage_stops_nothing_that_needs_no_decision() {
     let producer = kafka::producer(&bootstrap, &[]);
     kafka::produce(&producer, "no-etcd", &[kafka::record(0, 10)]).await;
 }
+
+/// What the group's consumers saw: deliveries and successful commits,
+/// each with when it happened.
+#[derive(Default)]
+struct GroupLog {
+    deliveries: Vec<(std::time::Instant, i32, i64)>,
+    commits: Vec<(std::time::Instant, i32, i64)>,
+}
+
+/// A group member: polls, and commits synchronously every 50 records, or
+/// every 300 ms when it has something new.
+fn group_member(bootstrap: String, log: std::sync::Arc<std::sync::Mutex<GroupLog>>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::Message;
+    let consumer: BaseConsumer = kafka::config(&bootstrap)
+        .set("group.id", "three")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["grouped"]).unwrap();
+    let mut since_commit = 0;
+    let mut last_commit = std::time::Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            log.lock()
+                .unwrap()
+                .deliveries
+                .push((std::time::Instant::now(), m.partition(), m.offset()));
+            since_commit += 1;
+        }
+        if since_commit >= 50 || (since_commit > 0 && last_commit.elapsed() > Duration::from_millis(300)) {
+            since_commit = 0;
+            last_commit = std::time::Instant::now();
+            if let Ok(positions) = consumer.position() {
+                if consumer.commit(&positions, CommitMode::Sync).is_ok() {
+                    let now = std::time::Instant::now();
+                    let mut log = log.lock().unwrap();
+                    for e in positions.elements() {
+                        if let rdkafka::Offset::Offset(o) = e.offset() {
+                            log.commits.push((now, e.partition(), o));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Three members across three brokers; the group's coordinator (the leader
+/// of its `__consumer_offsets` partition) is SIGKILLed mid-way. The group
+/// settles on another coordinator, no commit is lost or goes backwards, and
+/// no record below a commit made before it is delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_survives_the_loss_of_its_coordinator() {
+    let mut cluster = Cluster::start(3, "group_min_session_timeout_ms = 1000\noffsets_topic_partitions = 4");
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(&bootstrap, "grouped", 6, 3, &[("min.insync.replicas", "2")]).await;
+    wait_until("full ISRs", 30, || {
+        (0..6).all(|p| cluster.partition_state("grouped", p).is_some_and(|(_, isr)| isr.len() == 3))
+    });
+    let producer = kafka::producer(&bootstrap, &[]);
+    let records: Vec<_> = (0..6000).map(|i| kafka::record(i, 50)).collect();
+    kafka::produce(&producer, "grouped", &records).await;
+
+    let log = std::sync::Arc::new(std::sync::Mutex::new(GroupLog::default()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let members: Vec<_> = (0..3)
+        .map(|_| {
+            let (b, l, s) = (bootstrap.clone(), log.clone(), stop.clone());
+            std::thread::spawn(move || group_member(b, l, s))
+        })
+        .collect();
+    wait_until("the group consumed a third", 60, || log.lock().unwrap().deliveries.len() >= 2000);
+    let offsets_partition = sediment::cluster::offsets::partition_for("three", 4);
+    let (coordinator, _) = cluster
+        .partition_state("__consumer_offsets", offsets_partition)
+        .expect("the offsets topic exists once the group has a coordinator");
+    cluster.broker(coordinator).kill();
+    let killed_at = std::time::Instant::now();
+    let distinct = || {
+        let log = log.lock().unwrap();
+        log.deliveries
+            .iter()
+            .map(|(_, p, o)| (*p, *o))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    wait_until("every record delivered", 120, || distinct() == records.len());
+    // A few more commits after the move.
+    let commits_then = log.lock().unwrap().commits.len();
+    wait_until("commits go on", 30, || {
+        let log = log.lock().unwrap();
+        log.commits.len() > commits_then && log.commits.iter().any(|(t, _, _)| *t > killed_at)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for m in members {
+        m.join().unwrap();
+    }
+    let log = log.lock().unwrap();
+    let after = log.commits.iter().filter(|(t, _, _)| *t > killed_at).count();
+    eprintln!(
+        "coordinator {coordinator} killed; {} deliveries, {} commits, {after} after the kill",
+        log.deliveries.len(),
+        log.commits.len()
+    );
+    // No delivery below a commit that succeeded before it.
+    for (delivered_at, partition, offset) in &log.deliveries {
+        for (committed_at, p, committed) in &log.commits {
+            assert!(
+                !(p == partition && committed_at < delivered_at && offset < committed),
+                "partition {partition}: offset {offset} delivered after offset {committed} was committed"
+            );
+        }
+    }
+    // Commits never go backwards, across the coordinator move.
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut commits = log.commits.clone();
+    commits.sort_by_key(|(t, _, _)| *t);
+    for (_, partition, offset) in commits {
+        let previous = last.insert(partition, offset).unwrap_or(-1);
+        assert!(offset >= previous, "partition {partition}: commit {offset} after {previous}");
+    }
+}

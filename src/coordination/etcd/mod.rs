@@ -179,6 +179,28 @@ impl Coordinator for EtcdCoordinator {
         })
     }
 
+    fn create_topics(&self, topics: Vec<TopicRecord>) -> BoxFuture<'_, Result<(), CoordinationError>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            // Each chunk is one transaction: created only if none of its
+            // names exists (etcd bounds a transaction's compares and puts
+            // together, so 64 topics a chunk).
+            for chunk in topics.chunks(MAX_TXN_OPS / 2) {
+                let compares: Vec<Compare> = chunk
+                    .iter()
+                    .map(|t| Compare::create_revision(self.keys.topic(&t.name), CompareOp::Equal, 0))
+                    .collect();
+                let ops: Vec<TxnOp> = chunk.iter().map(|t| TxnOp::put(self.keys.topic(&t.name), json(t), None)).collect();
+                let response = client.txn(Txn::new().when(compares).and_then(ops)).await.map_err(EtcdError::from)?;
+                if !response.succeeded() {
+                    let names: Vec<&str> = chunk.iter().map(|t| t.name.as_str()).collect();
+                    return Err(CoordinationError::TopicExists(names.join(", ")));
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn delete_topic(&self, name: String) -> BoxFuture<'_, Result<(), CoordinationError>> {
         Box::pin(async move {
             let mut client = self.client.clone();
