@@ -3,9 +3,15 @@
 //! at its own pace (`tiering_interval_ms`), backing off while the store
 //! fails. An outage stalls this task, never produce or fetch of local data.
 //!
+//! In a cluster only a partition's leader archives it, under its leader
+//! epoch, and its first write at a new epoch is an epoch-bump manifest that
+//! fences the deposed leader. Followers read the manifest to apply local
+//! retention below the archived end.
+//!
 //! It sits above both `broker` and `archive` and neither imports it: the
 //! composition root (`node`) starts it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +28,8 @@ pub async fn run(broker: Arc<Broker>) {
     let mut attempt = 0u32;
     let mut last_upload: Option<Instant> = None;
     let mut mirrored_versions = (0u64, 0u64);
+    // When each follower partition's manifest was last read.
+    let mut manifest_reads: HashMap<(String, i32), Instant> = HashMap::new();
     loop {
         let interval = Duration::from_millis(broker.config.tiering_interval_ms);
         let mut result = Ok(());
@@ -29,10 +37,20 @@ pub async fn run(broker: Arc<Broker>) {
             for partition in topic.partitions() {
                 // Only a partition's leader archives it (at its leader epoch).
                 let Some(epoch) = partition.leader_epoch() else {
+                    // A follower deletes locally only what the archive holds:
+                    // it learns how far that is from the leader's manifest.
+                    refresh_follower_manifest(&broker, &topic, &partition, &mut manifest_reads).await;
                     apply_local_retention(&broker, &topic, &partition).await;
                     continue;
                 };
-                let outcome = tier_partition(&broker, &topic, &partition, epoch, &mut last_upload).await;
+                let mut outcome = Ok(());
+                if broker.cluster.is_some() && partition.manifest().epoch < epoch {
+                    outcome = bump_epoch(&broker, &topic, &partition, epoch).await;
+                }
+                let outcome = match outcome {
+                    Ok(()) => tier_partition(&broker, &topic, &partition, epoch, &mut last_upload).await,
+                    err => err,
+                };
                 let outcome = match outcome {
                     Ok(()) => apply_archive_retention(&broker, &topic, &partition, epoch).await,
                     err => err,
@@ -65,6 +83,61 @@ pub async fn run(broker: Arc<Broker>) {
     }
 }
 
+/// A new leader's first archive write: the manifest as it is, under its
+/// epoch, so that the deposed leader is fenced from now on.
+async fn bump_epoch(broker: &Broker, topic: &Topic, partition: &Partition, epoch: i32) -> Result<(), ArchiveError> {
+    publish(broker, topic, partition, |current| {
+        if current.epoch > epoch {
+            return Err(ManifestError::Fenced {
+                ours: epoch,
+                theirs: current.epoch,
+            });
+        }
+        Ok(current.with_epoch(epoch))
+    })
+    .await?;
+    tracing::info!(topic = %topic.name, partition = partition.index, epoch, "published the epoch-bump manifest");
+    Ok(())
+}
+
+/// An object whose publish failed (a deposed leader, fenced) is not in
+/// the table, but readers that list the bucket would still find it: remove
+/// it when the archive already covers its range another way. Only then is
+/// it safe: the new leader archives from the archive's end on, so it never
+/// writes an object under that key again. An object past the end stays for
+/// whichever leader archives that range next (same offsets, same key).
+async fn remove_unpublished(broker: &Broker, topic: &Topic, partition: &Partition, entry: &ObjectEntry) {
+    let Ok(current) = manifest::load(broker.archive.store.as_ref(), &topic.name, partition.index).await else {
+        return;
+    };
+    let covered = current.end_offset().is_some_and(|end| entry.first_offset < end);
+    if covered && !current.objects.iter().any(|o| o.key == entry.key) {
+        tracing::info!(topic = %topic.name, partition = partition.index, key = %entry.key, "removing an object whose publish was refused");
+        broker.archive.delete_objects(std::slice::from_ref(entry)).await;
+    }
+}
+
+/// How often a follower reads the leader's manifest, at most.
+const FOLLOWER_MANIFEST_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Reads the partition's manifest (the leader publishes it) when the
+/// follower holds sealed segments past the archived end it knows, at most
+/// every `FOLLOWER_MANIFEST_INTERVAL`: that is when local retention could
+/// free more.
+async fn refresh_follower_manifest(broker: &Broker, topic: &Topic, partition: &Partition, reads: &mut HashMap<(String, i32), Instant>) {
+    let known_end = partition.manifest().end_offset().unwrap_or(i64::MIN);
+    let behind = partition.lock_log().sealed_segments().iter().any(|s| s.next_offset > known_end);
+    let key = (topic.name.clone(), partition.index);
+    if !behind || reads.get(&key).is_some_and(|t| t.elapsed() < FOLLOWER_MANIFEST_INTERVAL) {
+        return;
+    }
+    reads.insert(key, Instant::now());
+    match manifest::load(broker.archive.store.as_ref(), &topic.name, partition.index).await {
+        Ok(m) => partition.set_manifest(m.for_incarnation(&topic.id.to_string())),
+        Err(e) => tracing::debug!(topic = %topic.name, partition = partition.index, error = %e, "cannot read the manifest as a follower"),
+    }
+}
+
 /// Archives every sealed, durable segment past the archive's end, in order.
 async fn tier_partition(
     broker: &Broker,
@@ -93,7 +166,10 @@ async fn tier_partition(
             continue;
         };
         let (records, bytes) = (entry.records, entry.size_bytes);
-        publish(broker, topic, partition, |current| current.with_object(entry.clone(), epoch)).await?;
+        if let Err(e) = publish(broker, topic, partition, |current| current.with_object(entry.clone(), epoch)).await {
+            remove_unpublished(broker, topic, partition, &entry).await;
+            return Err(e);
+        }
         *last_upload = Some(Instant::now());
         broker.metrics.tiering_uploads.inc();
         broker.metrics.tiering_uploaded_bytes.inc_by(bytes);

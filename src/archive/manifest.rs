@@ -121,6 +121,16 @@ impl Manifest {
         Ok(next)
     }
 
+    /// The next version, unchanged but for the writer's epoch: a new leader
+    /// publishes it before anything else, so that a deposed leader (with an
+    /// older epoch) can never publish again.
+    pub fn with_epoch(&self, epoch: i32) -> Manifest {
+        let mut next = self.clone();
+        next.version += 1;
+        next.epoch = epoch;
+        next
+    }
+
     /// The next version without the oldest `count` objects.
     pub fn without_oldest(&self, count: usize, epoch: i32) -> Manifest {
         let mut next = self.clone();

@@ -33,7 +33,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Every row pyarrow finds in the bucket for `topic`, by (partition, offset).
-fn read_bucket_with_pyarrow(s3: &S3Server, prefix: &str, topic: &str) -> HashMap<(i32, i64), TestRecord> {
+pub(crate) fn read_bucket_with_pyarrow(s3: &S3Server, prefix: &str, topic: &str) -> HashMap<(i32, i64), TestRecord> {
     let out = tempfile::NamedTempFile::new().unwrap();
     let report = run_python(
         "pyarrow_read_archive.py",
@@ -56,7 +56,7 @@ fn read_bucket_with_pyarrow(s3: &S3Server, prefix: &str, topic: &str) -> HashMap
     rows
 }
 
-fn assert_bucket_holds(rows: &HashMap<(i32, i64), TestRecord>, sent: &[TestRecord], placed: &[(i32, i64)]) {
+pub(crate) fn assert_bucket_holds(rows: &HashMap<(i32, i64), TestRecord>, sent: &[TestRecord], placed: &[(i32, i64)]) {
     assert_eq!(rows.len(), sent.len(), "every record archived once");
     for (i, (r, pos)) in sent.iter().zip(placed).enumerate() {
         assert_eq!(rows.get(pos), Some(r), "record {i} at {pos:?}");

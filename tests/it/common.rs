@@ -152,6 +152,17 @@ impl Broker {
         self.spawn();
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the running broker.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     /// Starts a stopped broker again (same ports, config and data dir).
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "the broker is still running");
