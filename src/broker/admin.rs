@@ -427,20 +427,40 @@ impl Broker {
             let _ = std::fs::rename(&doomed, &dir);
             return Err(e.into());
         }
+        self.drop_local_topic(&topic, doomed).await?;
+        self.spawn_archive_deletion(name.to_string());
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// The local half of a deletion: the partitions close, the topic goes
+    /// from the map and its metrics, and `doomed` (its renamed directory)
+    /// is removed.
+    async fn drop_local_topic(&self, topic: &Topic, doomed: PathBuf) -> Result<(), TopicError> {
         let _ = crate::log::sync_dir(&self.topics_root());
         for partition in topic.partitions() {
             partition.close();
         }
-        self.topics.write().remove(name);
+        self.topics.write().remove(&topic.name);
         // Its counters go with it: a deleted topic's series would otherwise
         // stay in every scrape until a restart.
-        self.forget_topic_metrics(name);
+        self.forget_topic_metrics(&topic.name);
         tokio::task::spawn_blocking(move || std::fs::remove_dir_all(doomed))
             .await
             .map_err(|e| TopicError::Storage(e.to_string()))?
-            .map_err(|e| TopicError::Storage(e.to_string()))?;
-        self.spawn_archive_deletion(name.to_string());
-        tracing::info!(topic = name, "deleted topic");
+            .map_err(|e| TopicError::Storage(e.to_string()))
+    }
+
+    /// A cluster: a topic another broker deleted (it is gone from etcd)
+    /// goes here too. That broker removes the archive.
+    pub async fn forget_deleted_topic(&self, name: &str) -> Result<(), TopicError> {
+        let _guard = self.topic_changes.lock().await;
+        let Some(topic) = self.topic(name) else { return Ok(()) };
+        let dir = self.topic_dir(&topic.name, &topic.id);
+        let doomed = PathBuf::from(format!("{}.{DELETED_SUFFIX}", dir.display()));
+        std::fs::rename(&dir, &doomed).map_err(|e| TopicError::Storage(format!("cannot remove {}: {e}", dir.display())))?;
+        self.drop_local_topic(&topic, doomed).await?;
+        tracing::info!(topic = name, "removed a topic deleted elsewhere in the cluster");
         Ok(())
     }
 

@@ -96,11 +96,16 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
     let ttl = Duration::from_millis(config.etcd_lease_ttl_ms);
     let client = etcd::connect(&endpoints, ttl.min(Duration::from_secs(5))).await?;
     let (host, port) = config.advertised();
+    let (dir_id, empty_disk) = data_dir_id(&config.data_dir)?;
+    if empty_disk {
+        tracing::info!(data_dir = %config.data_dir.display(), "an empty data dir: this broker rejoins as a new replica");
+    }
     let registration = Registration {
         broker_id: config.broker_id,
         advertised: format!("{host}:{port}"),
         http: config.http_listen.to_string(),
-        dir_id: data_dir_id(&config.data_dir)?,
+        dir_id,
+        empty_disk,
     };
     let session = etcd::Session::new(client.clone(), &config.cluster, registration, ttl);
     let mut session_state = session.state();
@@ -141,21 +146,23 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
 }
 
 /// A name for this data dir, kept in it: a broker that comes back with
-/// another disk is told apart from the one that left.
-fn data_dir_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+/// another disk is told apart from the one that left. Also whether the dir
+/// holds no data yet (no name, no topics).
+fn data_dir_id(data_dir: &std::path::Path) -> anyhow::Result<(String, bool)> {
     std::fs::create_dir_all(data_dir)?;
     let path = data_dir.join("dir-id");
     match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(id) if !id.trim().is_empty() => return Ok((id.trim().to_string(), false)),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
+    let empty = std::fs::read_dir(data_dir.join("topics")).map_or(true, |mut d| d.next().is_none());
     let id = uuid::Uuid::new_v4().to_string();
     let tmp = data_dir.join("dir-id.tmp");
     std::fs::write(&tmp, &id)?;
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     crate::log::sync_dir(data_dir)?;
-    Ok(id)
+    Ok((id, empty))
 }

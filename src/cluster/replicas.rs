@@ -3,7 +3,7 @@
 //! controller recorded (lead, follow, or neither), and keeps one fetcher per
 //! leader broker running for the partitions this broker follows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ struct RunningFetcher {
 pub async fn run(broker: Arc<Broker>, link: Arc<ClusterLink>, tasks: Tasks) {
     let mut image = link.image.clone();
     let mut fetchers: BTreeMap<i32, RunningFetcher> = BTreeMap::new();
+    // Topics (name, id) seen in an image.
+    let mut seen = BTreeSet::new();
     if let Some(requests) = link.isr_receiver.lock().take() {
         tasks.spawn(isr::run(broker.clone(), link.clone(), requests));
     }
@@ -63,7 +65,7 @@ pub async fn run(broker: Arc<Broker>, link: Arc<ClusterLink>, tasks: Tasks) {
     let mut session = link.session.clone();
     loop {
         let current = image.borrow_and_update().clone();
-        apply(&broker, &link, &current, &mut fetchers, &tasks).await;
+        apply(&broker, &link, &current, &mut fetchers, &mut seen, &tasks).await;
         update_gauges(&broker, &link, &current);
         tokio::select! {
             changed = image.changed() => if changed.is_err() { break },
@@ -81,11 +83,25 @@ async fn apply(
     link: &Arc<ClusterLink>,
     image: &ClusterImage,
     fetchers: &mut BTreeMap<i32, RunningFetcher>,
+    seen: &mut BTreeSet<(String, String)>,
     tasks: &Tasks,
 ) {
     for record in image.topics.values() {
         if let Err(e) = broker.adopt_topic(record).await {
             tracing::warn!(topic = %record.name, error = %e, "cannot open a topic of the cluster");
+        }
+    }
+    // A topic seen in an earlier image and gone from this one was deleted
+    // elsewhere. One not seen yet may be this broker's own creation that the
+    // watch has not delivered: it stays.
+    for topic in broker.topics() {
+        let key = (topic.name.clone(), topic.id.to_string());
+        if image.topics.get(&topic.name).is_some_and(|r| r.id == key.1) {
+            seen.insert(key);
+        } else if seen.remove(&key) {
+            if let Err(e) = broker.forget_deleted_topic(&topic.name).await {
+                tracing::warn!(topic = %topic.name, error = %e, "cannot remove a topic deleted elsewhere");
+            }
         }
     }
     let wanted = roles(image, link.broker_id);
@@ -205,6 +221,7 @@ mod tests {
                 advertised: format!("b{id}:9092"),
                 http: String::new(),
                 dir_id: String::new(),
+                empty_disk: false,
             };
             image.brokers.insert(*id, (registration, 1));
         }

@@ -34,6 +34,17 @@ pub async fn run(
                 Err(e) => tracing::warn!(broker_id, error = %e, "controller campaign failed; retrying"),
             },
             (Some((id, epoch)), Some(_)) if id == broker_id => {
+                let stale = plan::stale(&current);
+                if !stale.is_empty() {
+                    match store.delete(epoch, &stale).await {
+                        Ok(n) => tracing::info!(
+                            controller_epoch = epoch,
+                            partitions = n,
+                            "controller removed the states of deleted topics"
+                        ),
+                        Err(e) => tracing::warn!(controller_epoch = epoch, error = %e, "cannot remove stale partition states; retrying"),
+                    }
+                }
                 let writes = plan::plan(&current);
                 if !writes.is_empty() {
                     match store.write(epoch, &writes).await {

@@ -599,3 +599,32 @@ async fn a_paused_leader_acknowledges_nothing_and_publishes_nothing_after_the_bu
         );
     }
 }
+
+/// A topic deleted through one broker goes from every broker's disk and
+/// from etcd, and a topic of the same name can be created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_goes_from_every_broker() {
+    let mut cluster = Cluster::start(3, "");
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(&bootstrap, "doomed", 2, 3, &[]).await;
+    wait_until("full ISRs", 30, || {
+        (0..2).all(|p| cluster.partition_state("doomed", p).is_some_and(|(_, isr)| isr.len() == 3))
+    });
+    let producer = kafka::producer(&bootstrap, &[]);
+    kafka::produce(&producer, "doomed", &[kafka::record(0, 10)]).await;
+    let admin: AdminClient<DefaultClientContext> = kafka::config(&cluster.broker(2).bootstrap()).create().unwrap();
+    for r in admin.delete_topics(&["doomed"], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    let holds_it = |b: &Broker| {
+        let dirs = std::fs::read_dir(b.data_dir.join("topics"))
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("doomed.")));
+        let states = crate::common::http_get(&b.http("/v1/cluster")).unwrap_or_default();
+        dirs.unwrap_or(false) || states.contains("\"doomed\"")
+    };
+    wait_until("no broker holds the deleted topic", 30, || {
+        !cluster.brokers.iter().any(|b| holds_it(b))
+    });
+    create_replicated_topic(&bootstrap, "doomed", 1, 2, &[]).await;
+    wait_until("the new topic has a leader", 30, || cluster.partition_state("doomed", 0).is_some());
+}

@@ -101,6 +101,7 @@ fn registration(id: i32, dir_id: &str) -> Registration {
         advertised: format!("127.0.0.1:{}", 9000 + id),
         http: format!("127.0.0.1:{}", 9600 + id),
         dir_id: dir_id.to_string(),
+        empty_disk: false,
     }
 }
 

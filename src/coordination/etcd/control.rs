@@ -76,6 +76,28 @@ impl ControllerStore {
     }
 }
 
+impl ControllerStore {
+    /// Deletes partition states (of deleted topics), fenced like `write`;
+    /// returns how many went.
+    pub async fn delete(&self, controller_epoch: i64, stale: &[(String, i32, i64)]) -> Result<usize, EtcdError> {
+        let mut client = self.client.clone();
+        let mut deleted = 0;
+        for chunk in stale.chunks(WRITES_PER_TXN) {
+            let mut compares = vec![Compare::create_revision(self.keys.controller(), CompareOp::Equal, controller_epoch)];
+            let mut deletes = Vec::with_capacity(chunk.len());
+            for (topic_id, partition, revision) in chunk {
+                let key = self.keys.partition(topic_id, *partition);
+                compares.push(Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision));
+                deletes.push(TxnOp::delete(key, None));
+            }
+            if client.txn(Txn::new().when(compares).and_then(deletes)).await?.succeeded() {
+                deleted += chunk.len();
+            }
+        }
+        Ok(deleted)
+    }
+}
+
 /// A partition leader's write of its own ISR change (KIP-497: the leader,
 /// not the controller, changes the ISR). Fenced by the partition's
 /// mod_revision, so it never undoes a controller decision it has not seen,

@@ -106,6 +106,7 @@ mod tests {
             advertised: format!("h{id}:9092"),
             http: format!("h{id}:9644"),
             dir_id: format!("d{id}"),
+            empty_disk: false,
         }
     }
 

@@ -45,6 +45,11 @@ pub struct Registration {
     /// Names this broker's data dir: a broker that comes back with another
     /// one (an empty disk) is a new replica, not the old one.
     pub dir_id: String,
+    /// The data dir held no data when this run began: whatever ISRs still
+    /// name this broker from before, it holds none of it (the controller
+    /// takes it out of them, `controller::plan`).
+    #[serde(default)]
+    pub empty_disk: bool,
 }
 
 /// The session as the rest of the broker sees it.
