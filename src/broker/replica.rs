@@ -73,6 +73,9 @@ pub enum ReplicaFetch {
         log_end: i64,
         high_watermark: i64,
         proposal_pending: bool,
+        /// This fetch moved the high watermark: answer now, even with no
+        /// data, so the follower learns it (a new leader starts from it).
+        high_watermark_moved: bool,
     },
     /// The follower's log diverged: truncate to (epoch, end offset).
     Diverging { epoch: i32, end_offset: i64, high_watermark: i64 },
@@ -231,6 +234,7 @@ impl Partition {
             }
         }
         drop(log);
+        let before = state.high_watermark();
         let proposal = state.on_follower_fetch(replica, fetch_offset, now_ms);
         let high_watermark = state.high_watermark();
         drop(role);
@@ -240,6 +244,7 @@ impl Partition {
                 log_end,
                 high_watermark,
                 proposal_pending: proposal.is_some(),
+                high_watermark_moved: high_watermark > before,
             },
             proposal,
         ))
@@ -287,10 +292,23 @@ impl Partition {
         self.publish_high_watermark(high_watermark);
     }
 
-    /// A follower appends the leader's batches as they are.
-    pub fn append_replicated(&self, batches: &[(BatchHeader, Bytes)], now_ms: i64) -> Result<AppendResult, LogError> {
+    /// A follower appends the leader's batches as they are, if it still
+    /// follows at `epoch`: a fetch answered by a leader this broker no
+    /// longer follows (it leads now, or follows another) changes nothing.
+    pub fn append_replicated(&self, epoch: i32, batches: &[(BatchHeader, Bytes)], now_ms: i64) -> Result<Option<AppendResult>, LogError> {
+        let Some(role) = self.following_at(epoch) else {
+            return Ok(None);
+        };
         let result = self.lock_log().append_replicated(batches, now_ms)?;
-        Ok(result)
+        drop(role);
+        Ok(Some(result))
+    }
+
+    /// The role, locked, if this broker follows the partition at `epoch`:
+    /// what the follower's changes to its log hold while they run.
+    fn following_at(&self, epoch: i32) -> Option<parking_lot::MutexGuard<'_, Role>> {
+        let role = self.role.lock();
+        matches!(&*role, Role::Follower { epoch: e, .. } if *e == epoch).then_some(role)
     }
 
     /// A follower learns the leader's high watermark: it holds no more than
@@ -307,15 +325,22 @@ impl Partition {
     }
 
     /// A follower behind the leader's local log start begins its log there.
-    pub fn restart_at(&self, offset: i64, now_ms: i64) -> Result<(), LogError> {
+    pub fn restart_at(&self, epoch: i32, offset: i64, now_ms: i64) -> Result<(), LogError> {
+        let Some(role) = self.following_at(epoch) else {
+            return Ok(());
+        };
         self.lock_log().advance_to(offset, now_ms)?;
+        drop(role);
         tracing::info!(topic = %self.topic, partition = self.index, offset, "follower log starts at the leader's local log start");
         Ok(())
     }
 
     /// Truncates a diverged follower log (KIP-279): to the leader's end of
     /// `epoch`, or the follower's own end of that epoch if earlier.
-    pub fn truncate_diverged(&self, epoch: i32, leader_end_offset: i64, now_ms: i64) -> Result<i64, LogError> {
+    pub fn truncate_diverged(&self, following_epoch: i32, epoch: i32, leader_end_offset: i64, now_ms: i64) -> Result<i64, LogError> {
+        let Some(role) = self.following_at(following_epoch) else {
+            return Ok(self.lock_log().next_offset());
+        };
         let mut log = self.lock_log();
         let (own_epoch, own_end) = log.epochs().end_offset_for(epoch, log.next_offset());
         let cut = if own_epoch == epoch {
@@ -325,6 +350,7 @@ impl Partition {
         };
         let end = log.truncate_to(cut.max(0), now_ms)?;
         drop(log);
+        drop(role);
         self.durability.send_modify(|d| d.durable_offset = d.durable_offset.min(end));
         Ok(end)
     }

@@ -84,7 +84,8 @@ async fn fetch_loop(
                 else {
                     continue;
                 };
-                match apply(partition, data).await {
+                let epoch = partitions.get(&(partition.topic.clone(), partition.index)).copied().unwrap_or(-1);
+                match apply(partition, epoch, data).await {
                     Ok(true) => appended.push(partition.clone()),
                     Ok(false) => {}
                     Err(code) => {
@@ -142,12 +143,12 @@ fn request(me: i32, followed: &[(Arc<Partition>, i32)]) -> FetchRequest {
 
 /// Applies one partition's answer: truncation, data, the high watermark.
 /// Ok(true) when batches were appended; Err(code) when the leader refused.
-async fn apply(partition: &Partition, data: kafka_protocol::messages::fetch_response::PartitionData) -> Result<bool, i16> {
+async fn apply(partition: &Partition, epoch: i32, data: kafka_protocol::messages::fetch_response::PartitionData) -> Result<bool, i16> {
     let now = now_ms();
     if data.error_code == ResponseError::OffsetOutOfRange.code() && data.log_start_offset >= 0 {
         // Behind the leader's local log start (an empty disk, or far behind):
         // start there; the archive serves what is older.
-        if let Err(e) = partition.restart_at(data.log_start_offset, now) {
+        if let Err(e) = partition.restart_at(epoch, data.log_start_offset, now) {
             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot restart the follower log");
         }
         return Ok(false);
@@ -156,7 +157,7 @@ async fn apply(partition: &Partition, data: kafka_protocol::messages::fetch_resp
         return Err(data.error_code);
     }
     if data.diverging_epoch.epoch >= 0 {
-        match partition.truncate_diverged(data.diverging_epoch.epoch, data.diverging_epoch.end_offset, now) {
+        match partition.truncate_diverged(epoch, data.diverging_epoch.epoch, data.diverging_epoch.end_offset, now) {
             Ok(end) => {
                 tracing::info!(topic = %partition.topic, partition = partition.index, log_end = end, "truncated to the leader's history")
             }
@@ -168,9 +169,9 @@ async fn apply(partition: &Partition, data: kafka_protocol::messages::fetch_resp
     if let Some(records) = data.records.filter(|r| !r.is_empty()) {
         match batch::split_batches(&records)
             .map_err(crate::log::LogError::from)
-            .and_then(|b| partition.append_replicated(&b, now))
+            .and_then(|b| partition.append_replicated(epoch, &b, now))
         {
-            Ok(result) => appended = result.records > 0,
+            Ok(result) => appended = result.is_some_and(|r| r.records > 0),
             Err(e) => {
                 tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot append the leader's batches");
                 return Err(ResponseError::KafkaStorageError.code());

@@ -34,11 +34,16 @@ impl EpochCache {
     }
 
     /// Where `epoch` ended: the largest epoch not above it and the start of
-    /// the epoch after that (or `log_end` for the latest). UNDEFINED for an
-    /// epoch below every entry.
+    /// the epoch after that (or `log_end` for the latest). For an epoch
+    /// older than every entry (its records went to the archive, or never
+    /// existed here), Kafka's answer: that epoch, ending where the first
+    /// entry starts. UNDEFINED only for an empty cache.
     pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> (i32, i64) {
-        let Some(index) = self.entries.iter().rposition(|(e, _)| *e <= epoch) else {
+        let Some(first) = self.entries.first() else {
             return UNDEFINED;
+        };
+        let Some(index) = self.entries.iter().rposition(|(e, _)| *e <= epoch) else {
+            return (epoch, first.1);
         };
         let found = self.entries[index].0;
         let end = self.entries.get(index + 1).map_or(log_end, |next| next.1);
@@ -90,7 +95,13 @@ mod tests {
         assert_eq!(c.end_offset_for(2, 40), (1, 10), "epoch 2 never wrote: epoch 1's end");
         assert_eq!(c.end_offset_for(4, 40), (4, 40));
         assert_eq!(c.end_offset_for(9, 40), (4, 40));
-        assert_eq!(c.end_offset_for(0, 40), UNDEFINED);
+        assert_eq!(c.end_offset_for(0, 40), (0, 0), "older than the log: it ended where the log starts");
+        assert_eq!(EpochCache::default().end_offset_for(3, 40), UNDEFINED);
+        // A leader whose older epochs are archived: a follower that last
+        // fetched under one of them, at the leader's local start, agrees.
+        let archived = cache(&[(5, 9998)]);
+        assert_eq!(diverging(&archived, 10_000, 2, 9998), None);
+        assert_eq!(diverging(&archived, 10_000, 2, 10_050), Some((2, 9998)), "past it: truncate to it");
     }
 
     #[test]

@@ -488,7 +488,6 @@ impl PartitionLog {
         if offset <= start {
             // Nothing below `offset` is kept: start over empty there.
             self.reset_to(offset.max(0), now_ms)?;
-            self.rebuild_producers(now_ms)?;
             return Ok(self.next_offset);
         }
         let doomed: Vec<i64> = self.segments.range(offset..).map(|(base, _)| *base).collect();
@@ -526,6 +525,12 @@ impl PartitionLog {
         sync_dir(&self.dir)?;
         self.next_offset = offset;
         self.epochs = EpochCache::default();
+        // Producer state read from the dropped segments describes batches
+        // the log no longer holds: a producer's next batch would look like
+        // a gap. Its producers are unknown again, as Kafka treats them.
+        let limits = self.producers.limits();
+        self.producers = ProducerStateTable::default();
+        self.producers.set_limits(limits);
         Ok(())
     }
 
@@ -1160,6 +1165,14 @@ mod tests {
             matches!(stale.read(5, 100, 10_000), Err(LogError::OffsetOutOfRange { .. })),
             "older offsets are the archive's to serve"
         );
+        // Its producers' state went with its segments: an idempotent
+        // producer's next batch (far past what the disk held) is not a gap.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut behind, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        behind.append(&batches(3, 42, 0), 0, 0).unwrap();
+        behind.advance_to(500, 0).unwrap();
+        let later = behind.append(&batches(3, 42, 300), 1, 0).unwrap();
+        assert_eq!((later.base_offset, later.records), (500, 3));
     }
 
     /// File descriptors this process holds on files under `dir` (other

@@ -30,8 +30,8 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
             w.as_mut().enable();
         }
         let mut memory = broker.response_memory.reserve_up_to(want);
-        let (response, bytes, has_error) = read_once(broker, replica, &req, memory.bytes()).await;
-        if bytes > 0 || has_error || wakeups.is_empty() || tokio::time::Instant::now() >= deadline {
+        let (response, bytes, news) = read_once(broker, replica, &req, memory.bytes()).await;
+        if bytes > 0 || news || wakeups.is_empty() || tokio::time::Instant::now() >= deadline {
             let frame = encode_response(ctx, &response);
             drop(response);
             memory.shrink_to(frame.len());
@@ -46,11 +46,14 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
     }
 }
 
+/// One pass: the response, the bytes read, and whether it has news that
+/// must go out without waiting (an error, a divergence, a moved high
+/// watermark).
 async fn read_once(broker: &Broker, replica: i32, req: &FetchRequest, budget: usize) -> (FetchResponse, usize, bool) {
     let mut response = FetchResponse::default();
     let mut remaining = budget;
     let mut bytes = 0;
-    let mut has_error = false;
+    let mut news = false;
     let now = now_ms();
     for fetch_topic in &req.topics {
         let topic = broker.topic(fetch_topic.topic.0.as_str());
@@ -59,7 +62,7 @@ async fn read_once(broker: &Broker, replica: i32, req: &FetchRequest, budget: us
             let mut pd = PartitionData::default().with_partition_index(fp.partition);
             let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 pd.error_code = ResponseError::UnknownTopicOrPartition.code();
-                has_error = true;
+                news = true;
                 partitions.push(pd);
                 continue;
             };
@@ -68,7 +71,7 @@ async fn read_once(broker: &Broker, replica: i32, req: &FetchRequest, budget: us
             match answer {
                 Err(e) => {
                     pd.error_code = e.code();
-                    has_error = true;
+                    news = true;
                 }
                 Ok((
                     ReplicaFetch::Diverging {
@@ -80,16 +83,18 @@ async fn read_once(broker: &Broker, replica: i32, req: &FetchRequest, budget: us
                 )) => {
                     pd.high_watermark = high_watermark;
                     pd.diverging_epoch = EpochEndOffset::default().with_epoch(epoch).with_end_offset(end_offset);
-                    has_error = true;
+                    news = true;
                 }
                 Ok((
                     ReplicaFetch::Read {
                         log_end,
                         high_watermark,
                         proposal_pending,
+                        high_watermark_moved,
                     },
                     _,
                 )) => {
+                    news |= high_watermark_moved;
                     if proposal_pending {
                         if let Some(cluster) = &broker.cluster {
                             cluster.request_isr_change(&partition.topic, partition.index);
@@ -99,7 +104,7 @@ async fn read_once(broker: &Broker, replica: i32, req: &FetchRequest, budget: us
                     pd.last_stable_offset = high_watermark;
                     if fp.fetch_offset < pd.log_start_offset || fp.fetch_offset > log_end {
                         pd.error_code = ResponseError::OffsetOutOfRange.code();
-                        has_error = true;
+                        news = true;
                     } else if fp.fetch_offset < log_end && remaining > 0 {
                         let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining).max(1);
                         match partition.read(fp.fetch_offset, limit, log_end).await {
@@ -110,7 +115,7 @@ async fn read_once(broker: &Broker, replica: i32, req: &FetchRequest, budget: us
                             }
                             Err(e) => {
                                 pd.error_code = error_code::log_error(&e);
-                                has_error = true;
+                                news = true;
                             }
                         }
                     }
@@ -127,5 +132,5 @@ async fn read_once(broker: &Broker, replica: i32, req: &FetchRequest, budget: us
                 .with_partitions(partitions),
         );
     }
-    (response, bytes, has_error)
+    (response, bytes, news)
 }

@@ -103,6 +103,14 @@ async fn a_killed_leader_loses_no_acknowledged_record() {
     let records: Vec<_> = (0..4000).map(|i| kafka::record(i, 100)).collect();
     let first = kafka::produce(&producer, "replicated", &records[..2000]).await;
     assert_eq!(first.last(), Some(&(0, 1999)));
+    // Followers learn the high watermark from their fetches: a new leader
+    // starts from it, so consumers do not lose sight of committed records.
+    wait_until("every follower knows the high watermark", 10, || {
+        cluster
+            .brokers
+            .iter()
+            .all(|b| crate::common::http_get(&b.http("/v1/topics/replicated")).is_ok_and(|t| t.contains("\"high_watermark\":2000")))
+    });
 
     cluster.broker(leader).kill();
     let second = kafka::produce(&producer, "replicated", &records[2000..]).await;
@@ -622,9 +630,7 @@ async fn a_deleted_topic_goes_from_every_broker() {
         let states = crate::common::http_get(&b.http("/v1/cluster")).unwrap_or_default();
         dirs.unwrap_or(false) || states.contains("\"doomed\"")
     };
-    wait_until("no broker holds the deleted topic", 30, || {
-        !cluster.brokers.iter().any(|b| holds_it(b))
-    });
+    wait_until("no broker holds the deleted topic", 30, || !cluster.brokers.iter().any(&holds_it));
     create_replicated_topic(&bootstrap, "doomed", 1, 2, &[]).await;
     wait_until("the new topic has a leader", 30, || cluster.partition_state("doomed", 0).is_some());
 }
