@@ -86,6 +86,7 @@ GOOD = {
             "env": {"AWS_REGION": "eu-west-1"},
         },
         "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+        "updatePartition": 2,
         "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "networkPolicy": {"enabled": True,
                           "kafkaFrom": [{"namespaceSelector": {"matchLabels": {"team": "orders"}}}]},
