@@ -18,7 +18,9 @@ renders:
   (moto) in place of the cluster's (see run_rendered_cluster for what is
   substituted), then produce and consume through it, /v1/cluster, the
   alert rules' metric names against a live /metrics scrape, a controlled
-  shutdown of one broker and a read of everything through the other two.
+  shutdown of one broker and a read of everything through the other two;
+- the bundled etcd's 3 members, each as rendered, with the etcd binary:
+  one cluster, the rendered probes answer.
 A chart whose flags, variables or config keys the binary refuses fails
 there.
 
@@ -363,6 +365,7 @@ def main():
     run_rendered_broker(rendered["archive-secret"])
     run_rendered_cluster(rendered["cluster-external-etcd-irsa"], GOOD["cluster-external-etcd-irsa"],
                          alert_metrics)
+    run_rendered_etcd(rendered["cluster-bundled-etcd"])
 
     if failures:
         print(f"0 passed, {len(failures)} failed")
@@ -378,7 +381,11 @@ def config_keys():
 
 def broker_binary():
     if os.environ.get("SEDIMENT_BIN"):
-        return Path(os.environ["SEDIMENT_BIN"])
+        binary = Path(os.environ["SEDIMENT_BIN"])
+        if not binary.is_file():
+            fail(f"SEDIMENT_BIN={binary} is not a file (being rebuilt? retry in a minute)")
+            return None
+        return binary
     target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     for profile in ("debug", "release"):
         if (target / profile / "sediment").is_file():
@@ -807,6 +814,87 @@ def check_cluster(brokers, values, alert_metrics, grace, KafkaAdminClient, Kafka
                 fail(f"{b['name']}: exit {code} after SIGTERM (grace {grace} s)")
     print(f"ok   the rendered 3-broker cluster ran: {brokers[0]['name']}..{brokers[-1]['name']} "
           "stopped cleanly")
+
+
+
+def run_rendered_etcd(docs):
+    """Runs the bundled etcd's rendered members as local processes.
+
+    Each member's command and args as rendered, with $(POD_NAME) filled in,
+    run by the local etcd binary (Debian's 3.4; the image is 3.5, which
+    takes the same flags). As in run_rendered_cluster, only addresses and
+    paths are substituted: each member's <pod>.<service>...:<port> and its
+    listen addresses become 127.0.0.1 on ports of its own, its volume's mount
+    path a scratch folder. Then every member must answer its rendered
+    startup, readiness and liveness probes, and the members must form one
+    cluster."""
+    if shutil.which("etcd") is None:
+        fail("the bundled etcd run needs the etcd binary (Debian: apt-get install etcd-server)")
+        return
+    sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("-etcd"))
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    if container["command"] != ["/usr/local/bin/etcd"]:
+        fail(f"the etcd container's command is {container['command']}")
+        return
+    name, namespace = sts["metadata"]["name"], sts["metadata"]["namespace"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    mount = container["volumeMounts"][0]["mountPath"]
+    members = sts["spec"]["replicas"]
+    local_ports = [{k: free_port() for k in ports} for _ in range(members)]
+    procs = []
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            for i in range(members):
+                pod_name = f"{name}-{i}"
+                env = pod_env(container, pod_name, i, namespace)
+                addresses = {}
+                for j in range(members):
+                    host = f"{name}-{j}.{name}.{namespace}.svc.cluster.local"
+                    for port_name, port in ports.items():
+                        addresses[f"{host}:{port}"] = f"127.0.0.1:{local_ports[j][port_name]}"
+                for port_name, port in ports.items():
+                    addresses[f"0.0.0.0:{port}"] = f"127.0.0.1:{local_ports[i][port_name]}"
+                addresses[mount] = f"{scratch}/{pod_name}"
+                args = []
+                for a in container["args"]:
+                    a = expand(a, env)
+                    for old, new in addresses.items():
+                        a = a.replace(old, new)
+                    args.append(a)
+                left = [a for a in args if ".svc." in a or "0.0.0.0" in a]
+                if left:
+                    fail(f"{pod_name}: in-cluster addresses the local run did not map: {left}")
+                    return
+                procs.append(subprocess.Popen(["etcd", *args], stdout=subprocess.DEVNULL,
+                                              stderr=open(f"{scratch}/{pod_name}.log", "w")))
+            for i in range(members):
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    get = container[probe]["httpGet"]
+                    url = f"http://127.0.0.1:{local_ports[i][get['port']]}{get['path']}"
+                    if not wait_for(f"{name}-{i} {probe} {get['path']}", 30,
+                                    lambda: procs[i].poll() is None and http_get(url)[0] == 200):
+                        print(Path(f"{scratch}/{name}-{i}.log").read_text()[-2000:])
+                        return
+            url = f"http://127.0.0.1:{local_ports[0]['client']}/v3/cluster/member/list"
+            request = urllib.request.Request(url, data=b"{}", method="POST")
+            with urllib.request.urlopen(request, timeout=5) as r:
+                listed = json.loads(r.read())["members"]
+            if len(listed) != members:
+                fail(f"the bundled etcd formed {len(listed)} members, not {members}: {listed}")
+                return
+            # etcd cleans up at SIGTERM, then ends itself by the same signal.
+            codes = [stop(p, pod["terminationGracePeriodSeconds"]) for p in procs]
+            if any(code not in (0, -signal.SIGTERM) for code in codes):
+                fail(f"the bundled etcd members exited {codes} after SIGTERM")
+                return
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    print(f"ok   the bundled etcd ran as rendered: {members} members formed one cluster, "
+          "answered their startup, readiness and liveness probes, and stopped on SIGTERM")
 
 
 if __name__ == "__main__":
