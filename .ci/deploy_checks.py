@@ -499,6 +499,14 @@ def expand(value, env):
                   lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
 
 
+def substitute(value, addresses):
+    """Replaces each exact in-cluster string (host:port, mount path) of
+    `addresses` with its local stand-in."""
+    for old, new in addresses.items():
+        value = value.replace(old, new)
+    return value
+
+
 def pod_field(path, pod_name, ordinal, namespace):
     """The downward-API fields the chart uses, as the kubelet fills them."""
     fields = {
@@ -682,13 +690,8 @@ def run_rendered_cluster(docs, values, alert_metrics):
                     mounts["config"]: str(scratch / "config"),
                     mounts["data"]: str(scratch / f"data-{i}"),
                 }
-
-                def local(value):
-                    for old, new in addresses.items():
-                        value = value.replace(old, new)
-                    return value
-                env = {k: local(v) for k, v in env.items()}
-                args = [local(a) for a in args]
+                env = {k: substitute(v, addresses) for k, v in env.items()}
+                args = [substitute(a, addresses) for a in args]
                 left = [f"{k}={v}" for k, v in env.items() if ".svc." in v or "0.0.0.0" in v]
                 left += [a for a in args if ".svc." in a]
                 if left:
@@ -856,12 +859,7 @@ def run_rendered_etcd(docs):
                 for port_name, port in ports.items():
                     addresses[f"0.0.0.0:{port}"] = f"127.0.0.1:{local_ports[i][port_name]}"
                 addresses[mount] = f"{scratch}/{pod_name}"
-                args = []
-                for a in container["args"]:
-                    a = expand(a, env)
-                    for old, new in addresses.items():
-                        a = a.replace(old, new)
-                    args.append(a)
+                args = [substitute(expand(a, env), addresses) for a in container["args"]]
                 left = [a for a in args if ".svc." in a or "0.0.0.0" in a]
                 if left:
                     fail(f"{pod_name}: in-cluster addresses the local run did not map: {left}")

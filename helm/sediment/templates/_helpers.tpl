@@ -149,3 +149,19 @@ helm.sh/chart: {{ include "sediment.chart" . }}
 {{ include "sediment.etcdSelectorLabels" . }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
+
+{{/*
+topologySpreadConstraints for a set of pods: (list $ <their selector labels
+as YAML>). An entry without labelSelector gets those labels.
+*/}}
+{{- define "sediment.topologySpread" -}}
+{{- $constraints := list }}
+{{- range (index . 0).Values.topologySpreadConstraints }}
+{{- $c := deepCopy . }}
+{{- if not $c.labelSelector }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (index $ 1 | fromYaml)) }}
+{{- end }}
+{{- $constraints = append $constraints $c }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
