@@ -12,6 +12,11 @@ pub fn free_port() -> u16 {
 
 pub struct Broker {
     pub data_dir: PathBuf,
+    /// The address it listens on (loopback, or one inside a test's network
+    /// namespace).
+    pub host: String,
+    /// The network namespace it runs in, if any (`ip netns exec`).
+    netns: Option<String>,
     pub port: u16,
     pub http_port: u16,
     extra_config: String,
@@ -52,13 +57,33 @@ impl Broker {
         Self::start_full(extra_config, &[("MALLOC_ARENA_MAX".into(), "2".into())], &all)
     }
 
+    /// Starts a broker inside network namespace `netns`, listening on
+    /// `host` there (Kafka 9092, HTTP 9644: the namespace has its own ports).
+    pub fn start_in_netns(netns: &str, host: &str, extra_config: &str) -> Broker {
+        Self::start_at(Some(netns.to_string()), host, 9092, 9644, extra_config, &[], &[])
+    }
+
     fn start_full(extra_config: &str, env: &[(String, String)], prlimits: &[&str]) -> Broker {
+        Self::start_at(None, "127.0.0.1", free_port(), free_port(), extra_config, env, prlimits)
+    }
+
+    fn start_at(
+        netns: Option<String>,
+        host: &str,
+        port: u16,
+        http_port: u16,
+        extra_config: &str,
+        env: &[(String, String)],
+        prlimits: &[&str],
+    ) -> Broker {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let mut broker = Broker {
             data_dir,
-            port: free_port(),
-            http_port: free_port(),
+            host: host.to_string(),
+            netns,
+            port,
+            http_port,
             extra_config: extra_config.to_string(),
             env: env.to_vec(),
             child: None,
@@ -71,11 +96,11 @@ impl Broker {
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn http(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        format!("http://{}:{}{path}", self.host, self.http_port)
     }
 
     fn spawn(&mut self) {
@@ -84,7 +109,11 @@ impl Broker {
         let config = format!("group_initial_rebalance_delay_ms = 100\n{}", self.extra_config);
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
-        let mut command = if self.prlimits.is_empty() {
+        let mut command = if let Some(netns) = &self.netns {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", netns]).arg(env!("CARGO_BIN_EXE_sediment"));
+            c
+        } else if self.prlimits.is_empty() {
             Command::new(env!("CARGO_BIN_EXE_sediment"))
         } else {
             let mut c = Command::new("prlimit");
@@ -100,7 +129,7 @@ impl Broker {
             .arg("--listen")
             .arg(self.bootstrap())
             .arg("--http-listen")
-            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg(format!("{}:{}", self.host, self.http_port))
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())

@@ -15,6 +15,8 @@ use crate::common::{free_port, http_get, wait_until};
 
 /// A single-member etcd on free loopback ports, killed on drop.
 pub struct Etcd {
+    host: String,
+    netns: Option<String>,
     pub client_port: u16,
     peer_port: u16,
     data_dir: PathBuf,
@@ -24,10 +26,21 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Self::start_at(None, "127.0.0.1", free_port(), free_port())
+    }
+
+    /// An etcd inside network namespace `netns`, listening on `host` there.
+    pub fn start_in_netns(netns: &str, host: &str) -> Etcd {
+        Self::start_at(Some(netns.to_string()), host, 2379, 2380)
+    }
+
+    fn start_at(netns: Option<String>, host: &str, client_port: u16, peer_port: u16) -> Etcd {
         let tmp = tempfile::tempdir().unwrap();
         let mut etcd = Etcd {
-            client_port: free_port(),
-            peer_port: free_port(),
+            host: host.to_string(),
+            netns,
+            client_port,
+            peer_port,
             data_dir: tmp.path().join("etcd"),
             child: None,
             _tmp: tmp,
@@ -37,19 +50,27 @@ impl Etcd {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.host, self.client_port)
     }
 
     fn spawn(&mut self) {
-        let (cp, pp) = (self.client_port, self.peer_port);
-        let child = Command::new("etcd")
+        let (h, cp, pp) = (self.host.clone(), self.client_port, self.peer_port);
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns, "etcd"]);
+                c
+            }
+            None => Command::new("etcd"),
+        };
+        let child = command
             .args(["--name", "n0", "--data-dir"])
             .arg(&self.data_dir)
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{cp}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{cp}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{pp}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{pp}"))
-            .arg(format!("--initial-cluster=n0=http://127.0.0.1:{pp}"))
+            .arg(format!("--listen-client-urls=http://{h}:{cp}"))
+            .arg(format!("--advertise-client-urls=http://{h}:{cp}"))
+            .arg(format!("--listen-peer-urls=http://{h}:{pp}"))
+            .arg(format!("--initial-advertise-peer-urls=http://{h}:{pp}"))
+            .arg(format!("--initial-cluster=n0=http://{h}:{pp}"))
             .args([
                 "--initial-cluster-state",
                 "new",
@@ -63,7 +84,7 @@ impl Etcd {
             .spawn()
             .expect("etcd runs (Debian: apt-get install etcd-server)");
         self.child = Some(child);
-        let health = format!("http://127.0.0.1:{cp}/health");
+        let health = format!("http://{h}:{cp}/health");
         wait_until("etcd is healthy", 20, || {
             http_get(&health).is_ok_and(|b| b.contains("\"health\":\"true\""))
         });

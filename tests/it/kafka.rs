@@ -48,24 +48,30 @@ pub fn record(i: usize, value_len: usize) -> TestRecord {
     }
 }
 
+/// `r` as librdkafka sends it.
+pub fn future_record<'a>(topic: &'a str, r: &'a TestRecord) -> FutureRecord<'a, [u8], [u8]> {
+    let mut headers = OwnedHeaders::new();
+    for (k, v) in &r.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: v.as_deref(),
+        });
+    }
+    let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).timestamp(r.timestamp).headers(headers);
+    if let Some(k) = &r.key {
+        fr = fr.key(k.as_slice());
+    }
+    if let Some(v) = &r.value {
+        fr = fr.payload(v.as_slice());
+    }
+    fr
+}
+
 /// Produces `records` (in order) and returns where each landed.
 pub async fn produce(producer: &FutureProducer, topic: &str, records: &[TestRecord]) -> Vec<(i32, i64)> {
     let mut futures = Vec::with_capacity(records.len());
     for r in records {
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &r.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: v.as_deref(),
-            });
-        }
-        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).timestamp(r.timestamp).headers(headers);
-        if let Some(k) = &r.key {
-            fr = fr.key(k.as_slice());
-        }
-        if let Some(v) = &r.value {
-            fr = fr.payload(v.as_slice());
-        }
+        let mut fr = future_record(topic, r);
         loop {
             match producer.send_result(fr) {
                 Ok(f) => {

@@ -14,6 +14,7 @@ mod groups;
 mod groups_bounds;
 mod hardening;
 mod kafka;
+mod partition;
 mod s3;
 mod shutdown;
 mod topics_bounds;
