@@ -8,6 +8,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// A follower of a partition, as its leader sees it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub topic: String,
+    pub partition: String,
+    pub replica: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
     pub api: &'static str,
@@ -100,6 +108,14 @@ pub struct Metrics {
     pub under_replicated_partitions: Gauge,
     /// Cluster: 1 while the etcd session is registered and answered.
     pub etcd_session_up: Gauge,
+    /// Cluster: 1 on the broker that is the controller.
+    pub controller: Gauge,
+    /// Cluster, on the controller: partitions with no leader.
+    pub offline_partitions: Gauge,
+    /// Cluster: ISR size of each partition this broker leads.
+    pub isr_size: Family<PartitionLabels, Gauge>,
+    /// Cluster: records each follower is behind its leader's log end.
+    pub follower_lag_records: Family<ReplicaLabels, Gauge>,
     /// Durable writes of the cluster state (`coordination/`).
     pub coordination_writes: Counter,
     pub group_members: Family<GroupLabels, Gauge>,
@@ -166,6 +182,10 @@ impl Metrics {
             leader_partitions: Gauge::default(),
             under_replicated_partitions: Gauge::default(),
             etcd_session_up: Gauge::default(),
+            controller: Gauge::default(),
+            offline_partitions: Gauge::default(),
+            isr_size: Family::default(),
+            follower_lag_records: Family::default(),
             coordination_writes: Counter::default(),
             group_members: Family::default(),
             consumer_groups: Gauge::default(),
@@ -365,6 +385,22 @@ impl Metrics {
             "etcd_session_up",
             "1 while this broker's etcd session is registered and answered (cluster mode)",
             m.etcd_session_up.clone(),
+        );
+        registry.register("controller", "1 on the cluster's controller, 0 elsewhere", m.controller.clone());
+        registry.register(
+            "offline_partitions",
+            "Partitions with no leader, as the controller sees them (0 on other brokers)",
+            m.offline_partitions.clone(),
+        );
+        registry.register(
+            "isr_size",
+            "In-sync replicas of each partition this broker leads",
+            m.isr_size.clone(),
+        );
+        registry.register(
+            "follower_lag_records",
+            "Records each follower is behind its leader's log end, on the leader",
+            m.follower_lag_records.clone(),
         );
         Self { registry, ..m }
     }

@@ -19,6 +19,15 @@ const PARTITIONS_MAX: i32 = 10_000;
 /// Extension of a topic directory whose deletion is under way.
 const DELETED_SUFFIX: &str = "deleted";
 
+/// Where a new topic's replicas go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// This many replicas (-1: the default), placed by the broker.
+    Factor(i16),
+    /// CreateTopics' manual assignment: the replicas of each partition.
+    Manual(Vec<Vec<i32>>),
+}
+
 /// A topic whose partitions are open but which is not yet recorded or
 /// visible (`Broker::prepare_topic`, then `commit_topics`).
 struct NewTopic {
@@ -171,8 +180,8 @@ impl Broker {
 
     /// Opens every partition of a new topic, not yet visible or recorded.
     /// On failure nothing of it remains, on disk or open.
-    async fn prepare_topic(&self, topic: Topic, partitions: i32, replication_factor: i16) -> Result<NewTopic, TopicError> {
-        let assignment = match self.assignment(&topic.id, partitions, replication_factor) {
+    async fn prepare_topic(&self, topic: Topic, partitions: i32, placement: &Placement) -> Result<NewTopic, TopicError> {
+        let assignment = match self.assignment(&topic.id, partitions, placement) {
             Ok(assignment) => assignment,
             Err(e) => {
                 self.forget_topic_metrics(&topic.name);
@@ -204,14 +213,26 @@ impl Broker {
     /// replicas (-1: `default_replication_factor`, capped at the live
     /// brokers) over the live brokers, starting where the topic's random id
     /// says, as Kafka starts at random.
-    fn assignment(&self, topic_id: &uuid::Uuid, partitions: i32, replication_factor: i16) -> Result<Vec<Vec<i32>>, TopicError> {
+    fn assignment(&self, topic_id: &uuid::Uuid, partitions: i32, placement: &Placement) -> Result<Vec<Vec<i32>>, TopicError> {
+        let me = self.config.broker_id;
         let Some(cluster) = &self.cluster else {
-            if replication_factor != -1 && replication_factor != 1 {
-                return Err(TopicError::InvalidReplicationFactor(replication_factor));
-            }
-            return Ok(Vec::new());
+            return match placement {
+                Placement::Factor(-1 | 1) => Ok(Vec::new()),
+                Placement::Factor(factor) => Err(TopicError::InvalidReplicationFactor(*factor)),
+                Placement::Manual(manual) if manual.iter().all(|r| r.as_slice() == [me]) => Ok(Vec::new()),
+                Placement::Manual(_) => Err(TopicError::InvalidReplicaAssignment(format!(
+                    "every partition must be assigned to broker {me} alone"
+                ))),
+            };
         };
         let live: std::collections::BTreeSet<i32> = cluster.live_brokers().into_iter().map(|(id, _)| id).collect();
+        let replication_factor = match placement {
+            Placement::Manual(manual) => {
+                crate::controller::placement::validate(manual, &live).map_err(|e| TopicError::InvalidReplicaAssignment(e.to_string()))?;
+                return Ok(manual.clone());
+            }
+            Placement::Factor(factor) => *factor,
+        };
         let factor = if replication_factor == -1 {
             self.config.default_replication_factor.min(live.len().max(1) as i16)
         } else {
@@ -315,11 +336,13 @@ impl Broker {
         }
     }
 
+    /// Creates a topic of `partitions` partitions (-1: `default_partitions`)
+    /// placed as `placement` says.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
-        replication_factor: i16,
+        placement: Placement,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
@@ -341,13 +364,13 @@ impl Broker {
         let topic = Topic::new(name, id, config, configs, &self.metrics);
         if validate_only {
             self.forget_topic_metrics(name);
-            self.assignment(&id, partitions, replication_factor)?;
+            self.assignment(&id, partitions, &placement)?;
             return Ok(Arc::new(topic));
         }
         // Partitions first, then the record: a topic is recorded only once
         // its partitions exist, so a failure (out of file descriptors, a
         // full disk) leaves no topic behind that the next start would trip on.
-        let new = self.prepare_topic(topic, partitions, replication_factor).await?;
+        let new = self.prepare_topic(topic, partitions, &placement).await?;
         let mut created = self.commit_topics(vec![new]).await?;
         created
             .pop()
@@ -390,7 +413,7 @@ impl Broker {
             let prepared = match TopicConfig::from_overrides(&self.config.topic_defaults(), &BTreeMap::new()) {
                 Ok(config) => {
                     let topic = Topic::new(name, uuid::Uuid::new_v4(), config, BTreeMap::new(), &self.metrics);
-                    self.prepare_topic(topic, partitions, -1).await
+                    self.prepare_topic(topic, partitions, &Placement::Factor(-1)).await
                 }
                 Err(e) => Err(e.into()),
             };

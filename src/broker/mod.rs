@@ -3,6 +3,7 @@
 //! socket or a Kafka frame.
 
 mod admin;
+pub use admin::Placement;
 mod maintenance;
 pub mod partition;
 mod producer_ids;

@@ -129,6 +129,17 @@ impl Partition {
         self.role.lock().enough_in_sync()
     }
 
+    /// As the leader: each follower and how many records it is behind the
+    /// leader's log end.
+    pub fn follower_lags(&self) -> Vec<(i32, i64)> {
+        let role = self.role.lock();
+        let Role::Leader { state, .. } = &*role else {
+            return Vec::new();
+        };
+        let end = self.lock_log().next_offset();
+        state.followers().map(|(id, held)| (id, (end - held).max(0))).collect()
+    }
+
     /// The ISR the leader acts on (the recorded one and followers joining).
     pub fn leader_isr(&self) -> Option<Vec<i32>> {
         match &*self.role.lock() {

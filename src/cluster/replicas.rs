@@ -14,6 +14,7 @@ use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::coordination::etcd::image::ClusterImage;
 use crate::coordination::PartitionState;
+use crate::metrics::{PartitionLabels, ReplicaLabels};
 use crate::replication::state::Rules;
 use crate::tasks::Tasks;
 
@@ -158,11 +159,27 @@ async fn apply(
 /// `/metrics`.
 fn update_gauges(broker: &Broker, link: &ClusterLink, image: &ClusterImage) {
     let (mut leading, mut under_replicated) = (0, 0);
+    let m = &broker.metrics;
+    m.isr_size.clear();
+    m.follower_lag_records.clear();
     for topic in broker.topics() {
         let Some(record) = image.topics.get(&topic.name) else { continue };
         for partition in topic.partitions() {
             let Some(isr) = partition.leader_isr() else { continue };
             leading += 1;
+            let labels = PartitionLabels {
+                topic: topic.name.clone(),
+                partition: partition.index.to_string(),
+            };
+            m.isr_size.get_or_create(&labels).set(isr.len() as i64);
+            for (replica, lag) in partition.follower_lags() {
+                let labels = ReplicaLabels {
+                    topic: topic.name.clone(),
+                    partition: partition.index.to_string(),
+                    replica: replica.to_string(),
+                };
+                m.follower_lag_records.get_or_create(&labels).set(lag);
+            }
             let replicas = image
                 .partitions
                 .get(&(record.id.clone(), partition.index))
@@ -177,6 +194,10 @@ fn update_gauges(broker: &Broker, link: &ClusterLink, image: &ClusterImage) {
     let session = link.session.borrow().clone();
     let up = session.broker_epoch.is_some() && session.connected;
     broker.metrics.etcd_session_up.set(i64::from(up));
+    let controller = image.controller.is_some_and(|(id, _)| id == link.broker_id);
+    m.controller.set(i64::from(controller));
+    let offline = image.partitions.values().filter(|(s, _)| s.is_offline()).count();
+    m.offline_partitions.set(if controller { offline as i64 } else { 0 });
 }
 
 fn address_of(image: &ClusterImage, broker: i32) -> Option<String> {

@@ -136,7 +136,13 @@ async fn create_offsets_topic(broker: &Broker, cluster: &crate::cluster::Cluster
     let factor = broker.config.offsets_topic_replication_factor.min(live);
     let partitions = broker.config.offsets_topic_partitions;
     match broker
-        .create_topic(OFFSETS_TOPIC, partitions, factor, Default::default(), false)
+        .create_topic(
+            OFFSETS_TOPIC,
+            partitions,
+            crate::broker::Placement::Factor(factor),
+            Default::default(),
+            false,
+        )
         .await
     {
         Ok(_) => tracing::info!(partitions, replication_factor = factor, "created the consumer offsets topic"),

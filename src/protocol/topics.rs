@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, str_bytes, RequestContext};
-use crate::broker::{Broker, ConfigChange, TopicError};
+use crate::broker::{Broker, ConfigChange, Placement, TopicError};
 use crate::topic_config::KEYS;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -67,12 +67,34 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
                 configs.insert(c.name.to_string(), value.to_string());
             }
         }
-        // Manual assignment is only meaningful when it names this broker alone.
-        let me = broker.config.broker_id;
-        let outcome = if t.assignments.iter().any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != me) {
-            Err(TopicError::InvalidReplicaAssignment(format!(
-                "every partition must be assigned to broker {me} alone"
-            )))
+        let placement = if t.assignments.is_empty() {
+            Placement::Factor(t.replication_factor)
+        } else {
+            let mut manual: Vec<(i32, Vec<i32>)> = t
+                .assignments
+                .iter()
+                .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+                .collect();
+            manual.sort_by_key(|(p, _)| *p);
+            Placement::Manual(manual.into_iter().map(|(_, replicas)| replicas).collect())
+        };
+        // Partitions must be numbered 0..n without a gap.
+        let numbered = t.assignments.is_empty() || {
+            let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
+            indexes.sort_unstable();
+            indexes.iter().enumerate().all(|(i, p)| *p == i as i32)
+        };
+        // The replicas each partition gets, for the response.
+        let factor = match (&placement, &broker.cluster) {
+            (Placement::Manual(m), Some(_)) => m.first().map_or(1, |r| r.len() as i16),
+            (Placement::Factor(-1), Some(c)) => broker.config.default_replication_factor.min(c.live_brokers().len().max(1) as i16),
+            (Placement::Factor(f), Some(_)) => *f,
+            (_, None) => 1,
+        };
+        let outcome = if !numbered {
+            Err(TopicError::InvalidReplicaAssignment(
+                "partitions must be numbered from 0 without a gap".into(),
+            ))
         } else {
             let partitions = match (t.assignments.len(), t.num_partitions) {
                 (0, -1) => broker.config.default_partitions,
@@ -80,7 +102,7 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
                 (n, _) => n as i32,
             };
             broker
-                .create_topic(&name, partitions, t.replication_factor, configs, req.validate_only)
+                .create_topic(&name, partitions, placement, configs, req.validate_only)
                 .await
                 .map(|topic| (topic, partitions))
         };
@@ -90,7 +112,7 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
                 let overrides = topic.overrides();
                 result.topic_id = topic.id;
                 result.num_partitions = partitions;
-                result.replication_factor = 1;
+                result.replication_factor = factor;
                 result.configs = Some(
                     KEYS.iter()
                         .map(|k| {

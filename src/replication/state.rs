@@ -181,6 +181,11 @@ impl LeaderState {
         self.high_watermark = self.high_watermark.max(least.min(self.log_end));
     }
 
+    /// Each follower with how far it is known to hold the log.
+    pub fn followers(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.followers.iter().map(|(id, p)| (*id, p.log_end))
+    }
+
     /// How far `replica` is known to hold the log (the leader: its own end).
     pub fn log_end_of(&self, replica: i32) -> Option<i64> {
         if replica == self.leader {

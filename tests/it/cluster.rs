@@ -631,6 +631,26 @@ async fn a_deleted_topic_goes_from_every_broker() {
         dirs.unwrap_or(false) || states.contains("\"doomed\"")
     };
     wait_until("no broker holds the deleted topic", 30, || !cluster.brokers.iter().any(&holds_it));
-    create_replicated_topic(&bootstrap, "doomed", 1, 2, &[]).await;
-    wait_until("the new topic has a leader", 30, || cluster.partition_state("doomed", 0).is_some());
+    // Again, with a manual assignment: each partition on the brokers named.
+    let assignment: &[&[i32]] = &[&[2, 3], &[3, 1]];
+    let topic = NewTopic::new("doomed", 2, TopicReplication::Variable(assignment));
+    for r in admin.create_topics(&[topic], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    for (p, replicas) in assignment.iter().enumerate() {
+        wait_until("the partition is placed as asked", 30, || {
+            cluster.partition_state("doomed", p as i32).is_some_and(|(leader, mut isr)| {
+                isr.sort_unstable();
+                let mut wanted = replicas.to_vec();
+                wanted.sort_unstable();
+                leader == replicas[0] && isr == wanted
+            })
+        });
+    }
+    let bad = NewTopic::new("misplaced", 1, TopicReplication::Variable(&[&[1, 9]]));
+    let refused = admin.create_topics(&[bad], &AdminOptions::new()).await.unwrap();
+    assert!(
+        matches!(&refused[0], Err((_, rdkafka::types::RDKafkaErrorCode::InvalidReplicaAssignment))),
+        "{refused:?}"
+    );
 }
