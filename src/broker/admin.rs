@@ -581,10 +581,36 @@ impl Broker {
             assignment: self.recorded_assignment(name),
         };
         self.coordinator.put_topic(record).await?;
+        Self::apply_config(&topic, config, overrides);
+        Ok(())
+    }
+
+    fn apply_config(topic: &Topic, config: TopicConfig, overrides: BTreeMap<String, String>) {
         for partition in topic.partitions() {
             partition.lock_log().set_config(config.log_config());
         }
         *topic.config.write() = (config, overrides);
+    }
+
+    /// A cluster: brings a topic this broker holds in line with its record
+    /// in etcd, as changed through another broker (CreatePartitions,
+    /// AlterConfigs).
+    pub async fn sync_topic(&self, record: &TopicRecord) -> Result<(), TopicError> {
+        let _guard = self.topic_changes.lock().await;
+        let Some(topic) = self.topic(&record.name).filter(|t| t.id.to_string() == record.id) else {
+            return Ok(());
+        };
+        let existing = topic.partition_count();
+        if record.partitions > existing {
+            let opened = self.open_partitions(&topic, existing, record.partitions, true).await?;
+            self.attach_partitions(&topic, opened);
+            tracing::info!(topic = %record.name, partitions = record.partitions, "opened partitions added elsewhere in the cluster");
+        }
+        if record.configs != topic.overrides() {
+            let config = TopicConfig::from_overrides(&self.config.topic_defaults(), &record.configs)?;
+            Self::apply_config(&topic, config, record.configs.clone());
+            tracing::info!(topic = %record.name, "applied topic configs changed elsewhere in the cluster");
+        }
         Ok(())
     }
 }

@@ -153,10 +153,13 @@ impl Partition {
     /// epoch in the epoch cache and gives every follower a full lag period.
     pub fn become_leader(&self, me: i32, epoch: i32, replicas: &[i32], isr: &[i32], rules: Rules, now_ms: i64) {
         let mut role = self.role.lock();
-        if matches!(&*role, Role::Leader { epoch: current, .. } if *current == epoch) {
-            drop(role);
-            self.isr_recorded(epoch, isr);
-            return;
+        if let Role::Leader { epoch: current, state } = &mut *role {
+            if *current == epoch {
+                state.set_rules(rules);
+                drop(role);
+                self.isr_recorded(epoch, isr);
+                return;
+            }
         }
         let (log_end, durable) = {
             let mut log = self.lock_log();

@@ -88,7 +88,11 @@ async fn apply(
     tasks: &Tasks,
 ) {
     for record in image.topics.values() {
-        if let Err(e) = broker.adopt_topic(record).await {
+        let adopted = match broker.adopt_topic(record).await {
+            Ok(_) => broker.sync_topic(record).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = adopted {
             tracing::warn!(topic = %record.name, error = %e, "cannot open a topic of the cluster");
         }
     }

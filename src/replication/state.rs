@@ -154,6 +154,13 @@ impl LeaderState {
         Some(IsrProposal::Shrink(shrunk))
     }
 
+    /// The partition's settings changed (AlterConfigs).
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.min_insync = rules.min_insync.max(1);
+        self.lag_max_ms = rules.lag_max_ms;
+        self.advance();
+    }
+
     /// etcd recorded `isr` (an expansion or a shrink this leader asked for).
     pub fn on_recorded(&mut self, isr: &[i32]) {
         self.recorded = isr.iter().copied().collect();

@@ -654,3 +654,57 @@ async fn a_deleted_topic_goes_from_every_broker() {
         "{refused:?}"
     );
 }
+
+/// CreatePartitions and AlterConfigs through one broker reach the others:
+/// every broker opens the new partitions, and a leader elsewhere enforces
+/// the new `min.insync.replicas`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_and_configs_changed_through_one_broker_reach_all() {
+    let mut cluster = Cluster::start(3, "");
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(&bootstrap, "grown", 1, 3, &[]).await;
+    wait_until("a full ISR", 30, || {
+        cluster.partition_state("grown", 0).is_some_and(|(_, isr)| isr.len() == 3)
+    });
+    let via_two: AdminClient<DefaultClientContext> = kafka::config(&cluster.broker(2).bootstrap()).create().unwrap();
+    let grown = via_two
+        .create_partitions(&[rdkafka::admin::NewPartitions::new("grown", 3)], &AdminOptions::new())
+        .await
+        .unwrap();
+    grown[0].as_ref().unwrap();
+    wait_until("every broker holds three partitions", 30, || {
+        cluster.brokers.iter().all(|b| {
+            let t = crate::common::http_get(&b.http("/v1/topics/grown")).unwrap_or_default();
+            t.contains("\"partition\":2")
+        })
+    });
+    for p in 1..3 {
+        wait_until("the new partitions are replicated", 30, || {
+            cluster.partition_state("grown", p).is_some_and(|(_, isr)| isr.len() == 3)
+        });
+    }
+    let via_three: AdminClient<DefaultClientContext> = kafka::config(&cluster.broker(3).bootstrap()).create().unwrap();
+    let altered = via_three
+        .alter_configs(
+            &[rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("grown")).set("min.insync.replicas", "3")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    altered[0].as_ref().unwrap();
+    let (leader, _) = cluster.partition_state("grown", 0).unwrap();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.broker(follower).kill();
+    wait_until("the ISR shrank", 30, || {
+        cluster.partition_state("grown", 0).is_some_and(|(_, isr)| isr.len() == 2)
+    });
+    let strict = kafka::producer(
+        &cluster.broker(leader).bootstrap(),
+        &[("message.timeout.ms", "3000"), ("enable.idempotence", "false"), ("retries", "0")],
+    );
+    let refused = strict
+        .send(FutureRecord::<(), _>::to("grown").partition(0).payload("x"), Duration::from_secs(5))
+        .await;
+    let error = refused.expect_err("two in sync, three required").0;
+    assert!(error.to_string().contains("NotEnoughReplicas"), "{error}");
+}
