@@ -8,11 +8,23 @@
 //!   --count N        records for produce/consume (default 2000000)
 //!   --rate N         e2e records per second (default 20000)
 //!   --seconds N      e2e duration (default 10)
-//!   --bootstrap H:P  use a running broker instead of starting one
+//!   --bootstrap H:P  use a running broker (or cluster) instead of starting one
 //!   --idempotence B  enable.idempotence (default false, as in librdkafka)
+//!   --cluster N      start N brokers on a local etcd (default 0: a single
+//!                    node); topics get min(3, N) replicas and, with 3,
+//!                    min.insync.replicas=2
+//!   --lease-ms N     etcd_lease_ttl_ms of a started cluster (default 10000)
+//!   --rounds N       failover rounds (default 5)
+//!   --signal S       failover: kill (SIGKILL, default) or term (SIGTERM)
+//!
+//! Modes: matrix, produce, consume, e2e, archive, and failover: a 3-broker
+//! cluster with an idempotent acks=all producer at --rate (default 5000)
+//! on one partition; the leader is killed after 3 s, and the longest time
+//! without an acknowledgement is reported, per round, median and worst.
 //!
 //! Without --bootstrap it starts the release `sediment` binary on free ports
-//! with a fresh data dir and default durability (acknowledged = fsynced).
+//! with a fresh data dir and default durability (acknowledged = fsynced), and
+//! for a cluster the `etcd` binary (Debian's etcd-server) too.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that fails should stop loudly
 
 use std::process::{Child, Command, Stdio};
@@ -39,6 +51,10 @@ struct Opts {
     seconds: u64,
     bootstrap: Option<String>,
     idempotence: Option<bool>,
+    cluster: usize,
+    lease_ms: u64,
+    rounds: usize,
+    signal: String,
 }
 
 fn parse(args: &[String]) -> (String, Opts) {
@@ -53,6 +69,10 @@ fn parse(args: &[String]) -> (String, Opts) {
         seconds: 10,
         bootstrap: None,
         idempotence: None,
+        cluster: 0,
+        lease_ms: 10_000,
+        rounds: 5,
+        signal: "kill".into(),
     };
     let mut mode = "matrix".to_string();
     let mut it = args.iter().filter(|a| *a != "--bench");
@@ -69,6 +89,10 @@ fn parse(args: &[String]) -> (String, Opts) {
             "--seconds" => o.seconds = val().parse().unwrap(),
             "--bootstrap" => o.bootstrap = Some(val()),
             "--idempotence" => o.idempotence = Some(val().parse().unwrap()),
+            "--cluster" => o.cluster = val().parse().unwrap(),
+            "--lease-ms" => o.lease_ms = val().parse().unwrap(),
+            "--rounds" => o.rounds = val().parse().unwrap(),
+            "--signal" => o.signal = val(),
             m if !m.starts_with('-') => mode = m.to_string(),
             other => panic!("unknown option {other}"),
         }
@@ -81,6 +105,9 @@ struct Broker {
     bootstrap: String,
     /// host:port of the admin HTTP listener.
     http: String,
+    /// A cluster's other brokers (id, process, Kafka address) and its etcd.
+    others: Vec<(i32, Option<Child>, String)>,
+    etcd: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -96,36 +123,78 @@ impl Broker {
                 child: None,
                 bootstrap: b.clone(),
                 http: String::new(),
+                others: Vec::new(),
+                etcd: None,
                 _dir: None,
             };
         }
-        let port = free_port();
-        let http = format!("127.0.0.1:{}", free_port());
         let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("sediment.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sediment"))
-            .args(["serve", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--http-listen", &http])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let bootstrap = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        if opts.cluster > 0 {
+            return Self::start_cluster(opts, config, dir);
         }
+        let (child, bootstrap, http) = spawn_broker(dir.path(), "single", config);
         Broker {
             child: Some(child),
             http,
             bootstrap,
+            others: Vec::new(),
+            etcd: None,
             _dir: Some(dir),
         }
+    }
+
+    /// `opts.cluster` brokers (ids 1..) on a fresh local etcd, sharing one
+    /// `file://` archive. The first is the one whose metrics are read.
+    fn start_cluster(opts: &Opts, config: &str, dir: tempfile::TempDir) -> Broker {
+        let (client, peer) = (free_port(), free_port());
+        let etcd = Command::new("etcd")
+            .args(["--name", "n0", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!("--initial-cluster=n0=http://127.0.0.1:{peer}"))
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd (Debian: apt-get install etcd-server)");
+        wait_for_port(&format!("127.0.0.1:{client}"));
+        let mut brokers: Vec<(i32, Option<Child>, String, String)> = (1..=opts.cluster as i32)
+            .map(|id| {
+                let cluster_config = format!(
+                    "etcd = \"http://127.0.0.1:{client}\"\nbroker_id = {id}\narchive = \"file://{}\"\netcd_lease_ttl_ms = {}\n{config}",
+                    dir.path().join("archive").display(),
+                    opts.lease_ms
+                );
+                let (child, bootstrap, http) = spawn_broker(dir.path(), &format!("b{id}"), &cluster_config);
+                (id, Some(child), bootstrap, http)
+            })
+            .collect();
+        let bootstrap = brokers.iter().map(|b| b.2.clone()).collect::<Vec<_>>().join(",");
+        let (_, child, _, http) = brokers.remove(0);
+        Broker {
+            child,
+            bootstrap,
+            http,
+            others: brokers.into_iter().map(|(id, c, b, _)| (id, c, b)).collect(),
+            etcd: Some(etcd),
+            _dir: Some(dir),
+        }
+    }
+
+    /// A cluster: sends `signal` to broker `id` (1 is `child`).
+    fn signal_broker(&mut self, id: i32, signal: &str) {
+        let child = if id == 1 {
+            self.child.as_mut()
+        } else {
+            self.others.iter_mut().find(|b| b.0 == id).and_then(|b| b.1.as_mut())
+        };
+        let Some(child) = child else { return };
+        let flag = if signal == "term" { "-TERM" } else { "-KILL" };
+        let _ = Command::new("kill").arg(flag).arg(child.id().to_string()).status();
+        let _ = child.wait();
     }
 
     /// A metric's value from /metrics (first series whose line starts with `name`).
@@ -178,10 +247,42 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        let others = self.others.iter_mut().filter_map(|b| b.1.take());
+        for mut c in self.child.take().into_iter().chain(others).chain(self.etcd.take()) {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Starts the release broker with its data under `dir/<name>` and `config`
+/// as its TOML file; returns it once its Kafka port answers, with its Kafka
+/// and HTTP addresses.
+fn spawn_broker(dir: &std::path::Path, name: &str, config: &str) -> (Child, String, String) {
+    let port = free_port();
+    let http = format!("127.0.0.1:{}", free_port());
+    let config_path = dir.join(format!("{name}.toml"));
+    std::fs::write(&config_path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sediment"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.join(name))
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--http-listen", &http])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bootstrap = format!("127.0.0.1:{port}");
+    wait_for_port(&bootstrap);
+    (child, bootstrap, http)
+}
+
+fn wait_for_port(address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "{address} did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -195,18 +296,34 @@ fn base_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+/// Creates the topic: one replica on a single node; in a cluster,
+/// min(3, brokers) replicas and, with 3, min.insync.replicas=2. Returns once
+/// every partition has a leader and a full ISR.
+fn create_topic(o: &Opts, bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = base_config(bootstrap).create().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let r = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .unwrap();
+    let factor = if o.cluster > 0 { o.cluster.min(3) as i32 } else { 1 };
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(factor));
+    if factor >= 3 {
+        new_topic = new_topic.set("min.insync.replicas", "2");
+    }
+    let r = rt.block_on(admin.create_topics(&[new_topic], &AdminOptions::new())).unwrap();
     r.into_iter().for_each(|x| {
         x.unwrap();
     });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(0..partitions).all(|p| leader_of(bootstrap, topic, p).is_some_and(|(_, isr)| isr == factor as usize)) {
+        assert!(Instant::now() < deadline, "{topic} did not get leaders and full ISRs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// (leader, ISR size) of a partition, from Metadata.
+fn leader_of(bootstrap: &str, topic: &str, partition: i32) -> Option<(i32, usize)> {
+    let consumer: BaseConsumer = base_config(bootstrap).create().ok()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(3)).ok()?;
+    let p = md.topics().first()?.partitions().iter().find(|p| p.id() == partition)?;
+    (p.error().is_none() && p.leader() >= 0).then(|| (p.leader(), p.isr().len()))
 }
 
 /// Records each delivery's latency (send to acknowledgement).
@@ -259,7 +376,8 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 fn report(name: &str, o: &Opts, msgs: u64, elapsed: Duration, latencies_us: Option<Vec<u32>>, broker: &Broker) {
     let secs = elapsed.as_secs_f64();
     let mut line = format!(
-        "{name:<8} partitions={:<2} size={:<5} acks={:<3} linger_ms={:<2} msgs={msgs:<9} msgs/s={:>10.0} MB/s={:>7.1}",
+        "{name:<8} brokers={} partitions={:<2} size={:<5} acks={:<3} linger_ms={:<2} msgs={msgs:<9} msgs/s={:>10.0} MB/s={:>7.1}",
+        o.cluster.max(1),
         o.partitions,
         o.size,
         o.acks,
@@ -323,7 +441,7 @@ fn produce_n(bootstrap: &str, topic: &str, o: &Opts) -> (Duration, Vec<u32>) {
 fn run_produce(o: &Opts) {
     let broker = Broker::start(o);
     let topic = format!("load-produce-{}", free_port());
-    create_topic(&broker.bootstrap, &topic, o.partitions);
+    create_topic(o, &broker.bootstrap, &topic, o.partitions);
     let (elapsed, latencies) = produce_n(&broker.bootstrap, &topic, o);
     report("produce", o, o.count, elapsed, Some(latencies), &broker);
 }
@@ -331,7 +449,7 @@ fn run_produce(o: &Opts) {
 fn run_consume(o: &Opts) {
     let broker = Broker::start(o);
     let topic = format!("load-consume-{}", free_port());
-    create_topic(&broker.bootstrap, &topic, o.partitions);
+    create_topic(o, &broker.bootstrap, &topic, o.partitions);
     produce_n(&broker.bootstrap, &topic, o);
     let consumer = consumer_from_beginning(&broker.bootstrap, "load", &topic, o.partitions);
     let started = Instant::now();
@@ -389,7 +507,7 @@ fn consume_batches(consumer: &BaseConsumer, count: u64) -> u64 {
 fn run_e2e(o: &Opts) {
     let broker = Broker::start(o);
     let topic = format!("load-e2e-{}", free_port());
-    create_topic(&broker.bootstrap, &topic, o.partitions);
+    create_topic(o, &broker.bootstrap, &topic, o.partitions);
     let clock = Instant::now();
     let total = o.rate * o.seconds;
     let consumer_done = Arc::new(Mutex::new(Vec::<u32>::with_capacity(total as usize)));
@@ -456,7 +574,7 @@ fn run_archive(o: &Opts) {
     );
     let broker = Broker::start_with_config(o, &config);
     let topic = format!("load-archive-{}", free_port());
-    create_topic(&broker.bootstrap, &topic, o.partitions);
+    create_topic(o, &broker.bootstrap, &topic, o.partitions);
     let cpu_start = broker.cpu_seconds();
     let started = Instant::now();
     let (produce_elapsed, _) = produce_n(&broker.bootstrap, &topic, o);
@@ -537,6 +655,119 @@ fn run_archive(o: &Opts) {
     );
 }
 
+/// When each acknowledgement arrived.
+struct AckTimes {
+    times: Mutex<Vec<Instant>>,
+    failed: AtomicU64,
+}
+
+impl ClientContext for AckTimes {}
+
+impl ProducerContext for AckTimes {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.times.lock().unwrap().push(Instant::now());
+        }
+    }
+}
+
+/// A 3-broker cluster per round; an idempotent acks=all producer at
+/// `o.rate` on one partition; the leader gets `o.signal` after 3 s. The
+/// time without acknowledgements is the longest gap between two
+/// acknowledgements that ends after the signal.
+fn run_failover(o: &Opts) {
+    let mut gaps_ms = Vec::new();
+    for round in 1..=o.rounds {
+        let opts = Opts {
+            cluster: 3,
+            partitions: 1,
+            ..o.clone()
+        };
+        let mut cluster = Broker::start(&opts);
+        let topic = format!("load-failover-{}", free_port());
+        create_topic(&opts, &cluster.bootstrap, &topic, 1);
+        let ctx = AckTimes {
+            times: Mutex::new(Vec::new()),
+            failed: AtomicU64::new(0),
+        };
+        let producer: ThreadedProducer<AckTimes> = base_config(&cluster.bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", o.linger_ms.to_string())
+            .set("message.timeout.ms", "120000")
+            .create_with_context(ctx)
+            .unwrap();
+        let payload = vec![b'x'; o.size];
+        let interval = Duration::from_secs_f64(1.0 / o.rate.max(1) as f64);
+        let started = Instant::now();
+        let signal_at = started + Duration::from_secs(3);
+        let mut signalled = None;
+        let mut next = started;
+        let deadline = started + Duration::from_secs(90);
+        loop {
+            let now = Instant::now();
+            if signalled.is_none() && now >= signal_at {
+                let (leader, _) = leader_of(&cluster.bootstrap, &topic, 0).expect("a leader");
+                cluster.signal_broker(leader, &o.signal);
+                signalled = Some(Instant::now());
+            }
+            if let Some(at) = signalled {
+                // Done once acknowledgements have flowed for 3 s after the signal.
+                let resumed = producer
+                    .context()
+                    .times
+                    .lock()
+                    .unwrap()
+                    .last()
+                    .is_some_and(|t| *t > at + Duration::from_secs(3));
+                if resumed || now > deadline {
+                    break;
+                }
+            }
+            if now < next {
+                std::thread::sleep(next - now);
+            }
+            next += interval;
+            let mut record = BaseRecord::to(&topic).key("k").payload(&payload[..]);
+            while let Err((_, r)) = producer.send(record) {
+                record = r;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        producer.flush(Duration::from_secs(120)).unwrap();
+        let at = signalled.unwrap();
+        let times = producer.context().times.lock().unwrap().clone();
+        let gap = times
+            .windows(2)
+            .filter(|w| w[1] > at)
+            .map(|w| w[1].duration_since(w[0]))
+            .max()
+            .unwrap_or_default();
+        let failed = producer.context().failed.load(Ordering::Relaxed);
+        println!(
+            "failover signal={} lease_ms={} rate={} round={round} acks={} failed={failed} gap_ms={:.0}",
+            o.signal,
+            o.lease_ms,
+            o.rate,
+            times.len(),
+            gap.as_secs_f64() * 1000.0
+        );
+        gaps_ms.push(gap.as_secs_f64() * 1000.0);
+    }
+    gaps_ms.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "failover signal={} lease_ms={} rounds={} median_gap_ms={:.0} worst_gap_ms={:.0}",
+        o.signal,
+        o.lease_ms,
+        gaps_ms.len(),
+        gaps_ms[gaps_ms.len() / 2],
+        gaps_ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
 fn o_seconds_guard(total: u64) -> u64 {
     60 + total / 10_000
 }
@@ -549,6 +780,7 @@ fn main() {
         "consume" => run_consume(&o),
         "e2e" => run_e2e(&o),
         "archive" => run_archive(&o),
+        "failover" => run_failover(&o),
         "matrix" => {
             for partitions in [1, 8] {
                 for size in [100, 1024] {
@@ -583,6 +815,6 @@ fn main() {
                 ..o.clone()
             });
         }
-        other => panic!("unknown mode {other}: matrix, produce, consume, e2e or archive"),
+        other => panic!("unknown mode {other}: matrix, produce, consume, e2e, archive or failover"),
     }
 }

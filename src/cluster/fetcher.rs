@@ -24,7 +24,7 @@ use crate::log::batch;
 const FETCH_VERSION: i16 = 12;
 /// How long the leader may hold a fetch with nothing new.
 const MAX_WAIT_MS: i32 = 500;
-const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+const PARTITION_MAX_BYTES: i32 = 8 * 1024 * 1024;
 const RESPONSE_MAX_BYTES: i32 = 16 * 1024 * 1024;
 
 /// Runs until `stop` is cancelled (the partitions or the leader changed).
