@@ -708,3 +708,90 @@ async fn partitions_and_configs_changed_through_one_broker_reach_all() {
     let error = refused.expect_err("two in sync, three required").0;
     assert!(error.to_string().contains("NotEnoughReplicas"), "{error}");
 }
+
+/// kafka-python and kcat each keep producing through a leader's SIGKILL
+/// without a restart, and every record is there once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_and_kcat_fail_over_without_a_restart() {
+    use std::io::{BufRead, Write};
+    let mut cluster = Cluster::start(3, "");
+    let bootstrap = cluster.bootstrap();
+    for topic in ["py-failover", "kcat-failover"] {
+        create_replicated_topic(&bootstrap, topic, 1, 3, &[("min.insync.replicas", "2")]).await;
+        wait_until("a full ISR", 30, || {
+            cluster.partition_state(topic, 0).is_some_and(|(_, isr)| isr.len() == 3)
+        });
+    }
+
+    // kafka-python: half, the leader goes, the other half.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/kafka_python_failover.py");
+    let mut python = std::process::Command::new("python3")
+        .arg(script)
+        .args([&bootstrap, "py-failover", "2000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(python.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "HALF");
+    let (leader, _) = cluster.partition_state("py-failover", 0).unwrap();
+    cluster.broker(leader).kill();
+    writeln!(python.stdin.as_mut().unwrap()).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(python.wait().unwrap().success(), "kafka-python: {rest}");
+    assert!(rest.contains("OK 2000"), "{rest}");
+    cluster.broker(leader).start_again();
+    wait_until("the broker is back in the ISR", 60, || {
+        cluster.partition_state("kcat-failover", 0).is_some_and(|(_, isr)| isr.len() == 3)
+    });
+
+    // kcat: one producer process fed through stdin across the kill.
+    let mut kcat = std::process::Command::new("kcat")
+        .args(["-P", "-b", &bootstrap, "-t", "kcat-failover", "-p", "0"])
+        .args(["-X", "acks=all", "-X", "enable.idempotence=true", "-X", "message.timeout.ms=60000"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = kcat.stdin.as_mut().unwrap();
+    for i in 0..1000 {
+        writeln!(stdin, "line-{i}").unwrap();
+    }
+    stdin.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (leader, _) = cluster.partition_state("kcat-failover", 0).unwrap();
+    cluster.broker(leader).kill();
+    let stdin = kcat.stdin.as_mut().unwrap();
+    for i in 1000..2000 {
+        writeln!(stdin, "line-{i}").unwrap();
+    }
+    drop(kcat.stdin.take());
+    assert!(kcat.wait().unwrap().success(), "kcat delivered everything");
+    let survivors: String = cluster
+        .brokers
+        .iter_mut()
+        .filter_map(|b| b.is_running().then(|| b.bootstrap()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let read = std::process::Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            &survivors,
+            "-t",
+            "kcat-failover",
+            "-p",
+            "0",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&read.stdout).lines().map(str::to_string).collect();
+    let expected: Vec<String> = (0..2000).map(|i| format!("line-{i}")).collect();
+    assert!(lines == expected, "kcat read {} lines", lines.len());
+}
