@@ -953,6 +953,68 @@ mod tests {
         );
     }
 
+    /// Copies into `follower` the leader's batches from `from` on, as a
+    /// follower's fetch does.
+    fn replicate(leader: &PartitionLog, follower: &mut PartitionLog, from: i64) {
+        let shipped: Vec<(BatchHeader, Bytes)> = stored_batches(leader)
+            .into_iter()
+            .map(|b| (BatchHeader::parse(&b).unwrap(), b))
+            .filter(|(h, _)| h.base_offset >= from)
+            .collect();
+        follower.append_replicated(&shipped, 0).unwrap();
+    }
+
+    /// A follower's divergence check against `leader` and the truncation it
+    /// leads to (KIP-279's rule), as `Partition::truncate_diverged` does.
+    fn reconcile(leader: &PartitionLog, follower: &mut PartitionLog) {
+        let last_epoch = follower.epochs().latest_epoch().unwrap_or(-1);
+        let fetch_offset = follower.next_offset();
+        if let Some((epoch, leader_end)) = epoch_cache::diverging(leader.epochs(), leader.next_offset(), last_epoch, fetch_offset) {
+            let (own_epoch, own_end) = follower.epochs().end_offset_for(epoch, follower.next_offset());
+            let cut = if own_epoch == epoch { own_end.min(leader_end) } else { leader_end };
+            follower.truncate_to(cut, 0).unwrap();
+        }
+        replicate(leader, follower, follower.next_offset());
+    }
+
+    /// KIP-101's two scenarios with real logs: no acknowledged record is
+    /// lost to a high-watermark truncation, and replicas that diverged end
+    /// with the same batches.
+    #[test]
+    fn kip101_scenarios_end_with_identical_logs() {
+        // Scenario 1: A leads epoch 0 and writes m1, m2; B copies both and
+        // restarts. A goes; B leads epoch 1. A returns as B's follower.
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut a, _) = PartitionLog::open(a_dir.path(), LogConfig::default(), 0).unwrap();
+        let (mut b, _) = PartitionLog::open(b_dir.path(), LogConfig::default(), 0).unwrap();
+        a.append(&batches(1, -1, -1), 0, 0).unwrap();
+        a.append(&batches(1, -1, -1), 0, 0).unwrap();
+        replicate(&a, &mut b, 0);
+        drop(b);
+        let (mut b, _) = PartitionLog::open(b_dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(b.next_offset(), 2, "a restart truncates nothing (no high-watermark truncation)");
+        b.begin_epoch(1);
+        reconcile(&b, &mut a);
+        assert_eq!(a.next_offset(), 2, "m2 survives on both");
+        assert_eq!(stored_batches(&a), stored_batches(&b));
+
+        // Scenario 2: A leads epoch 0 and writes m1, m2; B has only m1. Both
+        // go; B returns first, leads epoch 1 and writes m3 at offset 1. A
+        // returns as B's follower: m2 goes, m3 comes.
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut a, _) = PartitionLog::open(a_dir.path(), LogConfig::default(), 0).unwrap();
+        let (mut b, _) = PartitionLog::open(b_dir.path(), LogConfig::default(), 0).unwrap();
+        a.append(&batches(1, -1, -1), 0, 0).unwrap();
+        replicate(&a, &mut b, 0);
+        a.append(&batches(2, -1, -1), 0, 0).unwrap();
+        b.begin_epoch(1);
+        b.append(&batches(3, -1, -1), 1, 0).unwrap();
+        reconcile(&b, &mut a);
+        assert_eq!(stored_batches(&a), stored_batches(&b), "the same batches: offsets, epochs, CRCs");
+        assert_eq!(a.epochs().entries(), &[(0, 0), (1, 1)]);
+        assert_eq!(a.next_offset(), 4);
+    }
+
     #[test]
     fn truncation_cuts_at_a_batch_boundary_and_rebuilds_epochs_and_producers() {
         let dir = tempfile::tempdir().unwrap();
