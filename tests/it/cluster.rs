@@ -795,3 +795,27 @@ async fn kafka_python_and_kcat_fail_over_without_a_restart() {
     let expected: Vec<String> = (0..2000).map(|i| format!("line-{i}")).collect();
     assert!(lines == expected, "kcat read {} lines", lines.len());
 }
+
+/// One broker on etcd is a whole cluster: default replication gives one
+/// replica, groups get their offsets topic, and a restart keeps it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_broker_cluster_works_like_three() {
+    let mut cluster = Cluster::start(1, "");
+    let bootstrap = cluster.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = kafka::config(&bootstrap).create().unwrap();
+    let topic = NewTopic::new("solo", 2, TopicReplication::Fixed(-1));
+    for r in admin.create_topics(&[topic], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    wait_until("leaders", 30, || (0..2).all(|p| cluster.partition_state("solo", p).is_some()));
+    let producer = kafka::producer(&bootstrap, &[]);
+    let records: Vec<_> = (0..1000).map(|i| kafka::record(i, 50)).collect();
+    let placed = kafka::produce(&producer, "solo", &records).await;
+    kafka::commit_offsets(&bootstrap, "solo-group", "solo", &[(0, 7), (1, 9)]);
+    cluster.broker(1).restart();
+    wait_until("leaders again", 30, || (0..2).all(|p| cluster.partition_state("solo", p).is_some()));
+    let consumed = kafka::consume_all(&bootstrap, "solo", 2, records.len(), &[]);
+    kafka::assert_exact(&records, &placed, &consumed);
+    let committed = kafka::committed_offsets(&bootstrap, "solo-group", "solo", 2);
+    assert_eq!(committed, vec![7, 9], "commits survive the restart");
+}
