@@ -54,6 +54,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let (coordinator, cluster): (Arc<dyn Coordinator>, _) = if config.etcd.is_some() {
         // A cluster: topics and partition states live in etcd.
         let (coordinator, link) = crate::cluster::join(&config, &background).await?;
+        restore_lost_etcd(store.as_ref(), &coordinator, &link, &archive_url).await?;
         (coordinator, Some(link))
     } else {
         let meta_dir = config.data_dir.join("meta");
@@ -157,6 +158,54 @@ fn raise_open_file_limit() {
         }
         _ => tracing::info!(soft = %show(limit.current), hard = %show(limit.maximum), "open-file limit"),
     }
+}
+
+/// A cluster whose etcd holds nothing for it (it lost etcd: a new, empty
+/// one) takes its topics, partition states and producer-id counter from the
+/// newest copy the controller left in the archive. Nothing there means a new
+/// cluster. Several brokers may race here; every key is written only if
+/// absent.
+async fn restore_lost_etcd(
+    store: &dyn object_store::ObjectStore,
+    coordinator: &crate::coordination::etcd::EtcdCoordinator,
+    link: &crate::cluster::ClusterLink,
+    url: &str,
+) -> anyhow::Result<()> {
+    use crate::archive::layout;
+    use object_store::ObjectStoreExt;
+    let image = link.image();
+    if !image.topics.is_empty() || !image.partitions.is_empty() || image.producer_ids_next > 0 {
+        return Ok(());
+    }
+    let mut attempt = 0;
+    let newest = loop {
+        match layout::newest_version(store, &layout::etcd_prefix()).await {
+            Ok(newest) => break newest,
+            Err(e) => {
+                tracing::warn!(archive = url, error = %e, attempt, "cannot list the archive for a copy of the cluster; retrying");
+                tokio::time::sleep(crate::archive::backoff(attempt)).await;
+                attempt += 1;
+            }
+        }
+    };
+    let Some((version, key)) = newest else {
+        return Ok(());
+    };
+    let bytes = store.get(&key).await?.bytes().await?;
+    let copy: crate::coordination::etcd::copy::ClusterCopy =
+        serde_json::from_slice(&bytes).with_context(|| format!("the cluster copy {key} in the archive is unreadable"))?;
+    if copy.topics.is_empty() {
+        return Ok(());
+    }
+    let restored = coordinator.restore(&copy).await?;
+    tracing::warn!(
+        archive = url,
+        version,
+        topics = copy.topics.len(),
+        restored,
+        "etcd held nothing for this cluster: restored its topics and partition states from the archive's copy"
+    );
+    Ok(())
 }
 
 /// A broker on an empty data dir takes its topics from the newest copy of

@@ -282,6 +282,20 @@ async fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Parti
 /// archive, so a broker on an empty disk finds its topics and its consumer
 /// groups' positions again.
 async fn mirror_cluster_state(broker: &Broker, mirrored: &mut (u64, u64)) -> Result<(), ArchiveError> {
+    if let Some(cluster) = &broker.cluster {
+        // A cluster: the controller keeps the copy of what etcd holds.
+        // Committed offsets live in `__consumer_offsets`, archived as a topic.
+        let image = cluster.image();
+        let controller = image.controller.is_some_and(|(id, _)| id == cluster.broker_id);
+        let version = image.revision.max(0) as u64;
+        if controller && version > mirrored.0 {
+            let copy = crate::coordination::etcd::copy::ClusterCopy::from_image(&image);
+            let bytes = serde_json::to_vec(&copy).map_err(|e| ArchiveError::Task(e.to_string()))?;
+            mirror(broker, bytes, &layout::etcd_prefix(), layout::etcd_key(version)).await?;
+            mirrored.0 = version;
+        }
+        return Ok(());
+    }
     if let Some((version, bytes)) = broker.coordinator.snapshot() {
         if version > mirrored.0 {
             mirror(broker, bytes, &layout::cluster_prefix(), layout::cluster_key(version)).await?;

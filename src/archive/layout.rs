@@ -5,6 +5,7 @@
 //! topic=<topic>/partition=<p>/_manifest/<version:020>.json
 //! _sediment/cluster/<version:020>.json
 //! _sediment/offsets/<version:020>.jsonl
+//! _sediment/etcd/<etcd revision:020>.json (a cluster)
 //! ```
 //! No key is a prefix of another key: data files and manifest versions sit
 //! beside each other, never at a folder's own name. Names starting with `_`
@@ -40,6 +41,15 @@ pub fn cluster_prefix() -> Path {
 
 pub fn cluster_key(version: u64) -> Path {
     Path::from(format!("_sediment/cluster/{version:020}.json"))
+}
+
+/// A cluster's copy of what etcd holds (`coordination::etcd::copy`).
+pub fn etcd_prefix() -> Path {
+    Path::from("_sediment/etcd")
+}
+
+pub fn etcd_key(version: u64) -> Path {
+    Path::from(format!("_sediment/etcd/{version:020}.json"))
 }
 
 pub fn offsets_prefix() -> Path {

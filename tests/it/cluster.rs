@@ -819,3 +819,46 @@ async fn a_one_broker_cluster_works_like_three() {
     let committed = kafka::committed_offsets(&bootstrap, "solo-group", "solo", 2);
     assert_eq!(committed, vec![7, 9], "commits survive the restart");
 }
+
+/// A cluster that loses etcd (a new, empty one on the same address) takes
+/// its topics back from the controller's copy in the archive: the brokers'
+/// logs are served again, and new producers get ids never handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_loses_etcd_restores_its_topics_from_the_archive() {
+    let mut cluster = Cluster::start(3, "tiering_interval_ms = 200");
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(&bootstrap, "kept", 2, 3, &[("min.insync.replicas", "2")]).await;
+    wait_until("full ISRs", 30, || {
+        (0..2).all(|p| cluster.partition_state("kept", p).is_some_and(|(_, isr)| isr.len() == 3))
+    });
+    let producer = kafka::producer(&bootstrap, &[]);
+    let records: Vec<_> = (0..2000).map(|i| kafka::record(i, 50)).collect();
+    let mut placed = kafka::produce(&producer, "kept", &records[..1000]).await;
+    drop(producer);
+    let copies = cluster._archive.as_ref().unwrap().path().join("_sediment/etcd");
+    wait_until("the controller's copy names the topic", 30, || {
+        std::fs::read_dir(&copies)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"kept\"")))
+            })
+            .unwrap_or(false)
+    });
+    for id in 1..=3 {
+        cluster.broker(id).kill();
+    }
+    cluster.etcd.replace_with_empty();
+    for id in 1..=3 {
+        cluster.broker(id).start_again();
+    }
+    wait_until("leaders again", 60, || (0..2).all(|p| cluster.partition_state("kept", p).is_some()));
+    let producer = kafka::producer(&bootstrap, &[]);
+    placed.extend(kafka::produce(&producer, "kept", &records[1000..]).await);
+    let consumed = kafka::consume_all(&bootstrap, "kept", 2, records.len(), &[]);
+    kafka::assert_exact(&records, &placed, &consumed);
+    let log = cluster.broker(1).log();
+    assert!(
+        log.contains("restored its topics and partition states from the archive's copy"),
+        "{log}"
+    );
+}

@@ -102,6 +102,13 @@ impl Etcd {
         self.spawn();
     }
 
+    /// A new, empty etcd on the same ports: the old one and its data are gone.
+    pub fn replace_with_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        self.spawn();
+    }
+
     /// Starts a killed etcd again on its data dir.
     pub fn start_again(&mut self) {
         self.spawn();

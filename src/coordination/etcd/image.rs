@@ -20,6 +20,8 @@ pub struct ClusterImage {
     /// Partition states by (topic id, partition), with their mod_revision:
     /// what a fenced write compares.
     pub partitions: BTreeMap<(String, i32), (PartitionState, i64)>,
+    /// The first producer id not handed out yet.
+    pub producer_ids_next: i64,
 }
 
 /// One change to a key of the cluster.
@@ -63,6 +65,14 @@ impl ClusterImage {
             });
         } else if let Some(name) = change.key.strip_prefix(&keys.topics()) {
             upsert(&mut self.topics, name.to_string(), change, "topic record", |t: TopicRecord| t);
+        } else if change.key == keys.producer_ids() {
+            #[derive(serde::Deserialize)]
+            struct Counter {
+                next: i64,
+            }
+            if let Some(Ok(counter)) = change.value.map(serde_json::from_slice::<Counter>) {
+                self.producer_ids_next = self.producer_ids_next.max(counter.next);
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 //! docs/ARCHITECTURE.md, "Cluster: what exists").
 
 mod control;
+pub mod copy;
 pub mod image;
 mod keys;
 mod session;
@@ -223,6 +224,49 @@ impl Coordinator for EtcdCoordinator {
             let before = self.bump(&self.keys.starts(broker_id), 1).await?;
             i32::try_from(before + 1).map_err(|_| CoordinationError::Corrupt("broker start count overflows".into()))
         })
+    }
+}
+
+impl EtcdCoordinator {
+    /// Writes a copy from the archive into an etcd that holds nothing for
+    /// this cluster: topics, partition states (leaderless, epochs jumped)
+    /// and the producer-id counter. Each key only if absent, so a broker
+    /// racing another to restore writes nothing twice. Returns whether any
+    /// topic was written.
+    pub async fn restore(&self, copy: &copy::ClusterCopy) -> Result<bool, EtcdError> {
+        let mut client = self.client.clone();
+        let mut restored = false;
+        for chunk in copy.topics.chunks(MAX_TXN_OPS / 2) {
+            let compares: Vec<Compare> = chunk
+                .iter()
+                .map(|t| Compare::create_revision(self.keys.topic(&t.name), CompareOp::Equal, 0))
+                .collect();
+            let puts: Vec<TxnOp> = chunk.iter().map(|t| TxnOp::put(self.keys.topic(&t.name), json(t), None)).collect();
+            restored |= client.txn(Txn::new().when(compares).and_then(puts)).await?.succeeded();
+        }
+        let states = copy.restored_states();
+        for chunk in states.chunks(MAX_TXN_OPS / 2) {
+            let keys: Vec<String> = chunk.iter().map(|(t, p, _)| self.keys.partition(t, *p)).collect();
+            let compares: Vec<Compare> = keys
+                .iter()
+                .map(|k| Compare::create_revision(k.as_str(), CompareOp::Equal, 0))
+                .collect();
+            let puts: Vec<TxnOp> = keys
+                .iter()
+                .zip(chunk)
+                .map(|(k, (_, _, s))| TxnOp::put(k.as_str(), json(s), None))
+                .collect();
+            client.txn(Txn::new().when(compares).and_then(puts)).await?;
+        }
+        let counter = self.keys.producer_ids();
+        let next = Counter {
+            next: copy.restored_producer_ids_next(),
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(counter.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(counter.as_str(), json(&next), None)]);
+        client.txn(txn).await?;
+        Ok(restored)
     }
 }
 
