@@ -26,13 +26,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if config.listen.ip().is_unspecified() && config.advertise.is_none() {
         tracing::warn!(listen = %config.listen, "listening on all interfaces without --advertise: clients will be told to connect to {}", config.listen);
     }
-    let archive_url = config.archive_url();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (http)", config.http_listen))?;
+    run_on(config, listener, http_listener, shutdown).await
+}
+
+/// Runs a broker on listeners bound by the caller (a test, or later a
+/// simulation, builds a whole broker in-process this way) until `shutdown`
+/// completes. The data dir must already be locked by the caller or unused.
+pub async fn run_on(
+    config: Config,
+    listener: TcpListener,
+    http_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let archive_url = config.archive_url();
     let metrics = Arc::new(Metrics::new());
     let http_state = Arc::new(crate::http::HttpState {
         metrics: metrics.clone(),

@@ -246,6 +246,21 @@ impl Broker {
         crate::controller::placement::assign(partitions, factor, &live, 0, start).map_err(|_| TopicError::InvalidReplicationFactor(factor))
     }
 
+    /// A cluster's record of the topic, as this broker last saw it.
+    fn recorded_topic(&self, name: &str) -> Option<TopicRecord> {
+        self.cluster.as_ref()?.image().topics.get(name).cloned()
+    }
+
+    /// Records a changed topic. In a cluster, only over the record this
+    /// broker based the change on: a concurrent change through another
+    /// broker is refused, never overwritten.
+    async fn record_topic_change(&self, record: TopicRecord) -> Result<(), crate::coordination::CoordinationError> {
+        match self.recorded_topic(&record.name) {
+            Some(expected) => self.coordinator.update_topic(expected, record).await,
+            None => self.coordinator.put_topic(record).await,
+        }
+    }
+
     /// The replicas a cluster recorded for the topic (empty on a single node).
     fn recorded_assignment(&self, name: &str) -> Vec<Vec<i32>> {
         self.cluster
@@ -445,7 +460,11 @@ impl Broker {
         let dir = self.topic_dir(&topic.name, &topic.id);
         let doomed = PathBuf::from(format!("{}.{DELETED_SUFFIX}", dir.display()));
         std::fs::rename(&dir, &doomed).map_err(|e| TopicError::Storage(format!("cannot remove {}: {e}", dir.display())))?;
-        if let Err(e) = self.coordinator.delete_topic(name.to_string()).await {
+        let deleted = match self.recorded_topic(name) {
+            Some(expected) => self.coordinator.delete_topic_if(expected).await,
+            None => self.coordinator.delete_topic(name.to_string()).await,
+        };
+        if let Err(e) = deleted {
             // Not deleted after all: put the directory back.
             let _ = std::fs::rename(&doomed, &dir);
             return Err(e.into());
@@ -531,7 +550,7 @@ impl Broker {
             configs: topic.overrides(),
             assignment,
         };
-        if let Err(e) = self.coordinator.put_topic(record).await {
+        if let Err(e) = self.record_topic_change(record).await {
             drop(opened);
             self.remove_created_dirs(new_dirs()).await;
             return Err(e.into());
@@ -580,7 +599,7 @@ impl Broker {
             configs: overrides.clone(),
             assignment: self.recorded_assignment(name),
         };
-        self.coordinator.put_topic(record).await?;
+        self.record_topic_change(record).await?;
         Self::apply_config(&topic, config, overrides);
         Ok(())
     }

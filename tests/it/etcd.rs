@@ -248,6 +248,27 @@ async fn the_coordinator_keeps_topics_and_never_hands_out_a_producer_id_twice() 
     assert_eq!(b.topics().await.unwrap(), topics);
     b.delete_topic("t007".into()).await.unwrap();
     assert_eq!(a.topics().await.unwrap().len(), 299);
+    // Creation refuses a taken name; a change or deletion based on a record
+    // that changed meanwhile is refused, never applied over it.
+    assert!(matches!(
+        a.create_topics(vec![topics[1].clone()]).await,
+        Err(sediment::coordination::CoordinationError::TopicExists(_))
+    ));
+    let mut changed = topics[1].clone();
+    changed.partitions = 6;
+    a.update_topic(topics[1].clone(), changed.clone()).await.unwrap();
+    let mut stale = topics[1].clone();
+    stale.partitions = 9;
+    assert!(matches!(
+        b.update_topic(topics[1].clone(), stale).await,
+        Err(sediment::coordination::CoordinationError::Conflict(_))
+    ));
+    assert!(matches!(
+        b.delete_topic_if(topics[1].clone()).await,
+        Err(sediment::coordination::CoordinationError::Conflict(_))
+    ));
+    b.delete_topic_if(changed).await.unwrap();
+    assert_eq!(a.topics().await.unwrap().len(), 298);
     // Two brokers reserving blocks at once never overlap.
     let mut tasks = Vec::new();
     for c in [a.clone(), b.clone()] {

@@ -49,3 +49,32 @@ async fn sigterm_answers_requests_under_way_and_exits_cleanly() {
         .unwrap();
     assert_eq!(consumed[&0].len(), 3);
 }
+
+/// A whole broker built in-process on listeners the caller bound
+/// (`node::run_on`), as a test or a simulation would: it serves a client and
+/// stops when told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_runs_in_process_on_given_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let config = sediment::config::Config {
+        data_dir: dir.path().join("data"),
+        listen: address,
+        http_listen: http.local_addr().unwrap(),
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let broker = tokio::spawn(sediment::node::run_on(config, listener, http, async move {
+        let _ = stopped.await;
+    }));
+    let bootstrap = address.to_string();
+    let producer = crate::kafka::producer(&bootstrap, &[]);
+    let records: Vec<_> = (0..100).map(|i| crate::kafka::record(i, 10)).collect();
+    let placed = crate::kafka::produce(&producer, "in-process", &records).await;
+    let consumed = tokio::task::block_in_place(|| crate::kafka::consume_all(&bootstrap, "in-process", 1, records.len(), &[]));
+    crate::kafka::assert_exact(&records, &placed, &consumed);
+    stop.send(()).unwrap();
+    broker.await.unwrap().unwrap();
+}

@@ -207,6 +207,34 @@ impl Coordinator for EtcdCoordinator {
         })
     }
 
+    fn update_topic(&self, expected: TopicRecord, topic: TopicRecord) -> BoxFuture<'_, Result<(), CoordinationError>> {
+        Box::pin(async move {
+            let key = self.keys.topic(&topic.name);
+            let txn = Txn::new()
+                .when([Compare::value(key.as_str(), CompareOp::Equal, json(&expected))])
+                .and_then([TxnOp::put(key.as_str(), json(&topic), None)]);
+            let mut client = self.client.clone();
+            if !client.txn(txn).await.map_err(EtcdError::from)?.succeeded() {
+                return Err(CoordinationError::Conflict(topic.name));
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_topic_if(&self, expected: TopicRecord) -> BoxFuture<'_, Result<(), CoordinationError>> {
+        Box::pin(async move {
+            let key = self.keys.topic(&expected.name);
+            let txn = Txn::new()
+                .when([Compare::value(key.as_str(), CompareOp::Equal, json(&expected))])
+                .and_then([TxnOp::delete(key.as_str(), None)]);
+            let mut client = self.client.clone();
+            if !client.txn(txn).await.map_err(EtcdError::from)?.succeeded() {
+                return Err(CoordinationError::Conflict(expected.name));
+            }
+            Ok(())
+        })
+    }
+
     fn delete_topic(&self, name: String) -> BoxFuture<'_, Result<(), CoordinationError>> {
         Box::pin(async move {
             let mut client = self.client.clone();
