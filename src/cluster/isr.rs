@@ -8,8 +8,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::ClusterLink;
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -17,23 +15,28 @@ use crate::coordination::etcd::PartitionWrite;
 use crate::coordination::PartitionState;
 use crate::replication::state::IsrProposal;
 
-pub(super) async fn run(broker: Arc<Broker>, link: Arc<ClusterLink>, mut requests: mpsc::UnboundedReceiver<(String, i32)>) {
-    while let Some(first) = requests.recv().await {
-        // Requests come in bursts (one per fetch): record each partition once.
-        let mut pending = BTreeSet::from([first]);
-        while let Ok(more) = requests.try_recv() {
-            pending.insert(more);
-        }
+pub(super) async fn run(broker: Arc<Broker>, link: Arc<ClusterLink>) {
+    loop {
+        link.isr_wake.notified().await;
+        // Requests come in bursts (one per fetch): each partition once.
+        let pending = std::mem::take(&mut *link.isr_pending.lock());
+        let mut failed = false;
         for (topic, partition) in pending {
             if !record(&broker, &link, &topic, partition).await {
-                // Refused or failed: the image will show why; ask again soon
-                // if the leader still wants the change.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Refused or failed: the image will show why. Ask again if
+                // the leader still wants the change, after a pause.
+                failed = true;
                 link.request_isr_change(&topic, partition);
             }
         }
+        if failed {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 }
+
+/// The pause before retrying ISR writes that failed (etcd away, or a stale view).
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Writes the ISR the leader wants if it differs from etcd's. True when
 /// nothing more is to be done.
@@ -82,7 +85,14 @@ async fn record(broker: &Broker, link: &ClusterLink, topic_name: &str, index: i3
             partition.isr_recorded(epoch, &isr);
             true
         }
-        Ok(false) => false,
+        Ok(false) => {
+            tracing::debug!(
+                topic = topic_name,
+                partition = index,
+                "ISR write refused (a newer state in etcd); retrying on the next image"
+            );
+            false
+        }
         Err(e) => {
             tracing::warn!(topic = topic_name, partition = index, error = %e, "cannot record ISR change; retrying");
             false

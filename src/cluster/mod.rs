@@ -14,7 +14,7 @@ pub mod replicas;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::coordination::etcd::image::ClusterImage;
@@ -28,9 +28,10 @@ pub struct ClusterLink {
     pub image: watch::Receiver<Arc<ClusterImage>>,
     pub session: watch::Receiver<SessionState>,
     isr_writer: IsrWriter,
-    /// Partitions whose leader wants an ISR change recorded.
-    isr_requests: mpsc::UnboundedSender<(String, i32)>,
-    isr_receiver: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<(String, i32)>>>,
+    /// Partitions whose leader wants an ISR change recorded: a set, so
+    /// requests repeated while etcd is away take no more room.
+    isr_pending: parking_lot::Mutex<std::collections::BTreeSet<(String, i32)>>,
+    isr_wake: tokio::sync::Notify,
     pub lag_max_ms: i64,
     /// Cancelled to leave the cluster (controlled shutdown).
     leaving: tokio_util::sync::CancellationToken,
@@ -51,7 +52,9 @@ impl ClusterLink {
 
     /// Asks for the partition's ISR change to be recorded (see `isr`).
     pub fn request_isr_change(&self, topic: &str, partition: i32) {
-        let _ = self.isr_requests.send((topic.to_string(), partition));
+        if self.isr_pending.lock().insert((topic.to_string(), partition)) {
+            self.isr_wake.notify_one();
+        }
     }
 
     /// A controlled shutdown: leaves the cluster (the registration goes, so
@@ -130,14 +133,13 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
         .wait_for(|i| i.brokers.contains_key(&me))
         .await
         .map_err(|_| anyhow::anyhow!("the cluster watch stopped"))?;
-    let (isr_requests, isr_receiver) = mpsc::unbounded_channel();
     let link = Arc::new(ClusterLink {
         broker_id: me,
         image,
         session: session_state,
         isr_writer: IsrWriter::new(client.clone(), &config.cluster),
-        isr_requests,
-        isr_receiver: parking_lot::Mutex::new(Some(isr_receiver)),
+        isr_pending: parking_lot::Mutex::new(Default::default()),
+        isr_wake: tokio::sync::Notify::new(),
         lag_max_ms: config.replica_lag_time_max_ms as i64,
         leaving,
         offsets: Arc::new(offsets::ClusterOffsets::default()),

@@ -58,9 +58,7 @@ pub async fn run(broker: Arc<Broker>, link: Arc<ClusterLink>, tasks: Tasks) {
     let mut fetchers: BTreeMap<i32, RunningFetcher> = BTreeMap::new();
     // Topics (name, id) seen in an image.
     let mut seen = BTreeSet::new();
-    if let Some(requests) = link.isr_receiver.lock().take() {
-        tasks.spawn(isr::run(broker.clone(), link.clone(), requests));
-    }
+    tasks.spawn(isr::run(broker.clone(), link.clone()));
     // Lagging followers are looked for a few times per lag period.
     let mut lag_check = tokio::time::interval(Duration::from_millis((link.lag_max_ms as u64 / 4).clamp(100, 5_000)));
     let mut session = link.session.clone();

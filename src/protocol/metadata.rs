@@ -129,20 +129,18 @@ async fn group_coordinator(broker: &Broker, group: &str) -> Result<(i32, String,
 }
 
 /// Creates `__consumer_offsets` (`offsets_topic_partitions`, with
-/// `offsets_topic_replication_factor` replicas or as many as are live).
+/// `offsets_topic_replication_factor` replicas or as many as are live, and
+/// `min.insync.replicas` 2 when it has two or more).
 /// Brokers racing to create it are refused but one, by etcd.
 async fn create_offsets_topic(broker: &Broker, cluster: &crate::cluster::ClusterLink) {
     let live = cluster.live_brokers().len().max(1) as i16;
     let factor = broker.config.offsets_topic_replication_factor.min(live);
     let partitions = broker.config.offsets_topic_partitions;
+    // A commit is acknowledged by two replicas when there are two or more
+    // (a min ISR of 2, as Kafka deployments set for this topic).
+    let configs = [("min.insync.replicas".to_string(), factor.min(2).to_string())].into();
     match broker
-        .create_topic(
-            OFFSETS_TOPIC,
-            partitions,
-            crate::broker::Placement::Factor(factor),
-            Default::default(),
-            false,
-        )
+        .create_topic(OFFSETS_TOPIC, partitions, crate::broker::Placement::Factor(factor), configs, false)
         .await
     {
         Ok(_) => tracing::info!(partitions, replication_factor = factor, "created the consumer offsets topic"),
