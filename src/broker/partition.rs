@@ -169,20 +169,18 @@ impl Partition {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Io(std::io::Error::other("partition is closed (topic deleted)")).into());
         }
-        let term = {
-            let durability = self.durability.borrow();
-            if let Some(e) = &durability.failed {
-                return Err(LogError::Io(std::io::Error::other(format!(
-                    "partition storage failed earlier ({e}); restart the broker"
-                )))
-                .into());
-            }
-            durability.term
-        };
+        if let Some(e) = &self.durability.borrow().failed {
+            return Err(LogError::Io(std::io::Error::other(format!(
+                "partition storage failed earlier ({e}); restart the broker"
+            )))
+            .into());
+        }
         let role = self.role.lock();
         let Role::Leader { epoch, .. } = &*role else {
             return Err(ProduceRefusal::NotLeader);
         };
+        // Read under the role lock, which role changes hold while they move it.
+        let term = self.durability.borrow().term;
         let result = self.lock_log().append(batches, *epoch, now_ms)?;
         drop(role);
         self.appended.notify_waiters();

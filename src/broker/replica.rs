@@ -170,12 +170,14 @@ impl Partition {
         let state = LeaderState::new(me, replicas, isr, durable.min(log_end), high_watermark, rules, now_ms);
         let enough = state.enough_in_sync();
         *role = Role::Leader { epoch, state };
-        drop(role);
-        tracing::info!(topic = %self.topic, partition = self.index, epoch, log_end, high_watermark, "leading partition");
+        // The term moves with the role, under its lock: an append sees the
+        // role and the term of the same leadership.
         self.durability.send_modify(|d| {
             d.term += 1;
             d.enough_in_sync = enough;
         });
+        drop(role);
+        tracing::info!(topic = %self.topic, partition = self.index, epoch, log_end, high_watermark, "leading partition");
     }
 
     /// Follows `leader` at `epoch`: produce waiters of an earlier leadership
@@ -187,14 +189,14 @@ impl Partition {
         }
         let was_leader = matches!(&*role, Role::Leader { .. });
         *role = Role::Follower { epoch, leader };
-        drop(role);
-        if was_leader {
-            tracing::info!(topic = %self.topic, partition = self.index, epoch, leader, "no longer leading partition");
-        }
         self.durability.send_modify(|d| {
             d.term += 1;
             d.enough_in_sync = false;
         });
+        drop(role);
+        if was_leader {
+            tracing::info!(topic = %self.topic, partition = self.index, epoch, leader, "no longer leading partition");
+        }
     }
 
     /// Neither leads nor follows (not a replica, or the partition is offline).
@@ -204,11 +206,11 @@ impl Partition {
             return;
         }
         *role = Role::Inactive;
-        drop(role);
         self.durability.send_modify(|d| {
             d.term += 1;
             d.enough_in_sync = false;
         });
+        drop(role);
     }
 
     /// A follower's fetch at `fetch_offset`, having last fetched under
