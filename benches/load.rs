@@ -16,6 +16,8 @@
 //!   --lease-ms N     etcd_lease_ttl_ms of a started cluster (default 10000)
 //!   --rounds N       failover rounds (default 5)
 //!   --signal S       failover: kill (SIGKILL, default) or term (SIGTERM)
+//!   --retry-backoff-max-ms N  failover: librdkafka's retry.backoff.max.ms
+//!                    (default 1000, librdkafka's own)
 //!
 //! Modes: matrix, produce, consume, e2e, archive, and failover: a 3-broker
 //! cluster with an idempotent acks=all producer at --rate (default 5000)
@@ -55,6 +57,7 @@ struct Opts {
     lease_ms: u64,
     rounds: usize,
     signal: String,
+    retry_backoff_max_ms: u64,
 }
 
 fn parse(args: &[String]) -> (String, Opts) {
@@ -73,6 +76,7 @@ fn parse(args: &[String]) -> (String, Opts) {
         lease_ms: 10_000,
         rounds: 5,
         signal: "kill".into(),
+        retry_backoff_max_ms: 1000,
     };
     let mut mode = "matrix".to_string();
     let mut it = args.iter().filter(|a| *a != "--bench");
@@ -93,6 +97,7 @@ fn parse(args: &[String]) -> (String, Opts) {
             "--lease-ms" => o.lease_ms = val().parse().unwrap(),
             "--rounds" => o.rounds = val().parse().unwrap(),
             "--signal" => o.signal = val(),
+            "--retry-backoff-max-ms" => o.retry_backoff_max_ms = val().parse().unwrap(),
             m if !m.starts_with('-') => mode = m.to_string(),
             other => panic!("unknown option {other}"),
         }
@@ -698,6 +703,7 @@ fn run_failover(o: &Opts) {
             .set("enable.idempotence", "true")
             .set("linger.ms", o.linger_ms.to_string())
             .set("message.timeout.ms", "120000")
+            .set("retry.backoff.max.ms", o.retry_backoff_max_ms.to_string())
             .create_with_context(ctx)
             .unwrap();
         let payload = vec![b'x'; o.size];
