@@ -27,9 +27,14 @@ pub struct Roles {
     pub follow: BTreeMap<i32, BTreeMap<(String, i32), i32>>,
 }
 
-/// Reads this broker's roles out of the image.
+/// Reads this broker's roles out of the image. A broker the image does not
+/// show as registered (it is leaving, or lost its lease) has none: it must
+/// not follow, or it could be taken back into an ISR it is about to leave.
 pub fn roles(image: &ClusterImage, me: i32) -> Roles {
     let mut out = Roles::default();
+    if !image.brokers.contains_key(&me) {
+        return out;
+    }
     for topic in image.topics.values() {
         for partition in 0..topic.partitions {
             let Some((state, _)) = image.partitions.get(&(topic.id.clone(), partition)) else {
@@ -279,6 +284,12 @@ mod tests {
         assert!(three.lead.is_empty());
         assert_eq!(three.follow[&1].len(), 1);
         assert_eq!(three.follow[&2].len(), 2);
+    }
+
+    #[test]
+    fn a_broker_that_is_not_registered_has_no_role() {
+        let image = image(&[(0, state(&[1, 2], 1, 3))], &[1]);
+        assert_eq!(roles(&image, 2), Roles::default(), "leaving, or lost its lease");
     }
 
     #[test]

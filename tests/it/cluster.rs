@@ -725,7 +725,10 @@ async fn kafka_python_and_kcat_fail_over_without_a_restart() {
 
     // kafka-python: half, the leader goes, the other half.
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/kafka_python_failover.py");
-    let mut python = std::process::Command::new("python3")
+    // `timeout` bounds each client: a stuck client fails the test, it does
+    // not hang the suite.
+    let mut python = std::process::Command::new("timeout")
+        .args(["120", "python3"])
         .arg(script)
         .args([&bootstrap, "py-failover", "2000"])
         .stdin(std::process::Stdio::piped())
@@ -749,7 +752,8 @@ async fn kafka_python_and_kcat_fail_over_without_a_restart() {
     });
 
     // kcat: one producer process fed through stdin across the kill.
-    let mut kcat = std::process::Command::new("kcat")
+    let mut kcat = std::process::Command::new("timeout")
+        .args(["120", "kcat"])
         .args(["-P", "-b", &bootstrap, "-t", "kcat-failover", "-p", "0"])
         .args(["-X", "acks=all", "-X", "enable.idempotence=true", "-X", "message.timeout.ms=60000"])
         .stdin(std::process::Stdio::piped())
@@ -775,7 +779,8 @@ async fn kafka_python_and_kcat_fail_over_without_a_restart() {
         .filter_map(|b| b.is_running().then(|| b.bootstrap()))
         .collect::<Vec<_>>()
         .join(",");
-    let read = std::process::Command::new("kcat")
+    let read = std::process::Command::new("timeout")
+        .args(["60", "kcat"])
         .args([
             "-C",
             "-b",

@@ -95,7 +95,12 @@ pub async fn produce(producer: &FutureProducer, topic: &str, records: &[TestReco
 
 pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
     let mut c = config(bootstrap);
-    c.set("acks", "all").set("enable.idempotence", "true").set("linger.ms", "5");
+    // Two minutes, not librdkafka's five: a stalled broker fails a test
+    // sooner than the suite's bound. Tests may set their own.
+    c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000");
     for (k, v) in extra {
         c.set(*k, *v);
     }
