@@ -1015,6 +1015,83 @@ mod tests {
         assert_eq!(a.next_offset(), 4);
     }
 
+    /// Random histories of leader appends (growing epochs, small segments),
+    /// follower appends and truncations: the log stays a prefix of what was
+    /// written, cut at batch boundaries; its epoch cache is what the batch
+    /// headers say (a reopen rebuilds the same); offsets stay contiguous.
+    #[test]
+    fn random_appends_and_truncations_keep_the_log_a_consistent_prefix() {
+        let mut rng = crate::seeded::Seeded::new(7);
+        for _ in 0..60 {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                segment_bytes: 300 + rng.below(600),
+                ..LogConfig::default()
+            };
+            let (mut log, _) = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+            // The model: every batch's (base offset, epoch, bytes) still in the log.
+            let mut model: Vec<(i64, i32, Bytes)> = Vec::new();
+            let mut epoch = 0;
+            for _ in 0..40 {
+                match rng.below(5) {
+                    0 => {
+                        epoch += 1 + rng.below(3) as i32;
+                        log.begin_epoch(epoch);
+                    }
+                    1 => {
+                        let end = log.next_offset();
+                        let cut = if end == 0 { 0 } else { rng.below(end as u64 + 1) as i64 };
+                        let new_end = log.truncate_to(cut, 0).unwrap();
+                        model.retain(|(base, _, _)| *base < new_end);
+                        let expected = model.last().map_or(0, |(_, _, b)| BatchHeader::parse(b).unwrap().last_offset() + 1);
+                        assert!(new_end <= cut.max(0) || cut >= end, "cut at {cut} left the log ending at {new_end}");
+                        assert_eq!(new_end, expected, "the cut lands on a batch boundary");
+                    }
+                    _ => {
+                        let n = 1 + rng.below(4) as usize;
+                        let appended = log.append(&batches(n, -1, -1), epoch, 0).unwrap();
+                        let stored = stored_batches(&log);
+                        let last = stored.last().unwrap().clone();
+                        assert_eq!(BatchHeader::parse(&last).unwrap().base_offset, appended.base_offset);
+                        model.push((appended.base_offset, epoch, last));
+                    }
+                }
+                let stored = stored_batches(&log);
+                assert_eq!(stored, model.iter().map(|(_, _, b)| b.clone()).collect::<Vec<_>>());
+                let mut next = 0;
+                for (base, _, b) in &model {
+                    assert_eq!(*base, next, "offsets stay contiguous");
+                    next = BatchHeader::parse(b).unwrap().last_offset() + 1;
+                }
+                assert_eq!(log.next_offset(), next);
+                // The cache holds each written epoch's first batch.
+                let mut from_headers = EpochCache::default();
+                for (base, e, _) in &model {
+                    from_headers.assign(*e, *base);
+                }
+                let written: Vec<(i32, i64)> = log
+                    .epochs()
+                    .entries()
+                    .iter()
+                    .copied()
+                    .filter(|(e, _)| model.iter().any(|(_, me, _)| me == e))
+                    .collect();
+                assert_eq!(written, from_headers.entries());
+            }
+            drop(log);
+            let (reopened, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+            assert_eq!(
+                stored_batches(&reopened),
+                model.iter().map(|(_, _, b)| b.clone()).collect::<Vec<_>>()
+            );
+            let mut from_headers = EpochCache::default();
+            for (base, e, _) in &model {
+                from_headers.assign(*e, *base);
+            }
+            assert_eq!(reopened.epochs(), &from_headers, "a reopen rebuilds the cache from the headers");
+        }
+    }
+
     #[test]
     fn truncation_cuts_at_a_batch_boundary_and_rebuilds_epochs_and_producers() {
         let dir = tempfile::tempdir().unwrap();
