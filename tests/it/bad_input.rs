@@ -231,3 +231,80 @@ pub(crate) fn encode_batch_of(n: usize, value_len: usize) -> Bytes {
 pub(crate) fn encode_batch() -> Bytes {
     encode_batch_of(1, 9)
 }
+
+/// One request and its decoded response, on a fresh connection.
+fn call<Req: Encodable, Resp: Decodable>(broker: &Broker, key: ApiKey, version: i16, req: &Req) -> Resp {
+    let mut s = connect(broker);
+    s.write_all(&request(key, version, req)).unwrap();
+    let mut body = read_response(&mut s);
+    ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
+    Resp::decode(&mut body, version).unwrap()
+}
+
+/// KIP-320: a client's `current_leader_epoch` older than the leader's gets
+/// FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH, in Fetch,
+/// ListOffsets and OffsetForLeaderEpoch; the right one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_and_future_leader_epochs_are_refused() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    use kafka_protocol::messages::*;
+    let mut broker = Broker::start("");
+    // Restart once, so the leader epoch is past 0 and an older one exists.
+    create_topic(&broker.bootstrap(), "epochs", 1, &[]).await;
+    broker.restart();
+    produce(&producer(&broker.bootstrap(), &[]), "epochs", &[record(0, 10), record(1, 10)]).await;
+    let name = TopicName(StrBytes::from_static_str("epochs"));
+    let metadata: MetadataResponse = call(
+        &broker,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(Some(name.clone())),
+        ])),
+    );
+    let epoch = metadata.topics[0].partitions[0].leader_epoch;
+    assert!(epoch >= 1, "a restarted broker's epoch: {epoch}");
+    let fenced = kafka_protocol::ResponseError::FencedLeaderEpoch.code();
+    let unknown = kafka_protocol::ResponseError::UnknownLeaderEpoch.code();
+    for (current, expected) in [(epoch - 1, fenced), (epoch + 1, unknown), (epoch, 0)] {
+        let list: ListOffsetsResponse = call(
+            &broker,
+            ApiKey::ListOffsets,
+            7,
+            &ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default().with_name(name.clone()).with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_current_leader_epoch(current)
+                        .with_timestamp(-1),
+                ])]),
+        );
+        assert_eq!(list.topics[0].partitions[0].error_code, expected, "ListOffsets at epoch {current}");
+        let mut fetch = fetch_request("epochs", 0, 0, 1 << 20);
+        fetch.topics[0].partitions[0].current_leader_epoch = current;
+        let fetched: FetchResponse = call(&broker, ApiKey::Fetch, 12, &fetch);
+        assert_eq!(fetched.responses[0].partitions[0].error_code, expected, "Fetch at epoch {current}");
+        let ends: OffsetForLeaderEpochResponse = call(
+            &broker,
+            ApiKey::OffsetForLeaderEpoch,
+            4,
+            &OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![OffsetForLeaderTopic::default().with_topic(name.clone()).with_partitions(
+                    vec![OffsetForLeaderPartition::default()
+                        .with_current_leader_epoch(current)
+                        .with_leader_epoch(epoch)],
+                )]),
+        );
+        let answer = &ends.topics[0].partitions[0];
+        assert_eq!(answer.error_code, expected, "OffsetForLeaderEpoch at epoch {current}");
+        if expected == 0 {
+            assert_eq!(
+                (answer.leader_epoch, answer.end_offset),
+                (epoch, 2),
+                "the current epoch ends at the log end"
+            );
+        }
+    }
+}
