@@ -3,8 +3,9 @@
 Lints the chart, renders it for several value sets into OUT_DIR (one folder
 per set, one file per template, for kubernetes-validate, yamllint and
 checkov to read), and checks what no generic tool can: bad values are
-refused, the rendered TOML holds only keys the broker knows, every value is
-documented in helm/sediment/README.md.
+refused, the rendered TOML holds only keys the broker knows, the Grafana
+dashboard is well formed, every value is documented in
+helm/sediment/README.md.
 
 When a broker binary is at hand (SEDIMENT_BIN, or the debug or release
 build under CARGO_TARGET_DIR or target/), it also runs what the chart
@@ -17,8 +18,9 @@ renders:
   environment as rendered, with a real 3-member etcd and an S3 test server
   (moto) in place of the cluster's (see run_rendered_cluster for what is
   substituted), then produce and consume through it, /v1/cluster, the
-  alert rules' metric names against a live /metrics scrape, a controlled
-  shutdown of one broker and a read of everything through the other two;
+  alert rules' and the Grafana dashboard's metric names against a live
+  /metrics scrape, a controlled shutdown of one broker and a read of
+  everything through the other two;
 - the bundled etcd's 3 members, each as rendered, with the etcd binary:
   one cluster, the rendered probes answer.
 A chart whose flags, variables or config keys the binary refuses fails
@@ -33,6 +35,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -89,7 +92,10 @@ GOOD = {
         },
         "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
         "updatePartition": 2,
-        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                    "grafanaDashboard": {"enabled": True, "namespace": "monitoring",
+                                         "labels": {"team": "streaming"},
+                                         "annotations": {"grafana_folder": "Kafka"}}},
         "networkPolicy": {"enabled": True,
                           "kafkaFrom": [{"namespaceSelector": {"matchLabels": {"team": "orders"}}}]},
         "externalAccess": {"enabled": True, "type": "LoadBalancer",
@@ -114,7 +120,7 @@ GOOD = {
                                "defaultReplicationFactor": 3, "offsetsTopicPartitions": 4,
                                "offsetsTopicReplicationFactor": 3}},
         "persistence": {"storageClass": "gp3", "size": "200Gi"},
-        "metrics": {"prometheusRule": {"enabled": True}},
+        "metrics": {"prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}},
     },
     "cluster-nodeport-etcd-1": {
         "replicas": 1,
@@ -176,6 +182,10 @@ BAD_SCHEMA = {
     "an IAM role that is not an ARN": {"archive": {"workloadIdentity": {"awsRoleArn": "sediment"}}},
     "an unknown top-level value": {"zookeeper": {"connect": "zk:2181"}},
     "an image digest that is not sha256": {"image": {"digest": "latest"}},
+    "a dashboard label value that is a number (grafana_dashboard: 1)": {
+        "metrics": {"grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": 1}}}},
+    "a dashboard namespace that is not a DNS label": {
+        "metrics": {"grafanaDashboard": {"enabled": True, "namespace": "Monitoring"}}},
 }
 
 # Values the schema allows but the templates refuse, with the message expected.
@@ -279,7 +289,7 @@ def main():
              f"only in the schema {sorted(schema_keys - broker_keys)}")
     for name, docs in rendered.items():
         for d in docs:
-            if d["kind"] == "ConfigMap":
+            if d["kind"] == "ConfigMap" and "sediment.toml" in d["data"]:
                 toml = tomllib.loads(d["data"]["sediment.toml"])
                 unknown = set(toml) - broker_keys
                 if unknown:
@@ -338,6 +348,11 @@ def main():
     if not alert_metrics:
         fail("no PrometheusRule was rendered")
 
+    # The Grafana dashboard: well formed, rendered where enabled; its
+    # metric names are checked against the same live scrape.
+    used_metrics = {"the alert rules use": alert_metrics,
+                    "the Grafana dashboard uses": check_dashboards(rendered)}
+
     # Every value in values.yaml is listed in helm/sediment/README.md.
     readme = (CHART / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", readme, re.M))
@@ -364,7 +379,7 @@ def main():
 
     run_rendered_broker(rendered["archive-secret"])
     run_rendered_cluster(rendered["cluster-external-etcd-irsa"], GOOD["cluster-external-etcd-irsa"],
-                         alert_metrics)
+                         used_metrics)
     run_rendered_etcd(rendered["cluster-bundled-etcd"])
 
     if failures:
@@ -406,7 +421,7 @@ def run_rendered_broker(docs):
         print("skip run of the rendered broker: no binary (set SEDIMENT_BIN or build first)")
         return
     sts = next(d for d in docs if d["kind"] == "StatefulSet")
-    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and "sediment.toml" in d["data"])
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
     with tempfile.TemporaryDirectory() as scratch:
@@ -584,17 +599,113 @@ def stop(proc, timeout):
 
 
 def metric_names(text):
-    """Metric names a Prometheus text scrape exports: every sample's name,
-    and every family's (a family with no series yet still counts)."""
+    """The series names Prometheus stores from a scrape, which queries can
+    use: every sample's name, and for a family with no series yet the names
+    its samples will have (a counter's <family>_total, a histogram's
+    _bucket, _sum and _count, a gauge's family name). The bare family name
+    of a counter or histogram is not one: a query on it finds nothing."""
     names = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", text, re.M))
+    series = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     for family, kind in re.findall(r"^# TYPE (\S+) (\S+)", text, re.M):
-        names.add(family)
-        if kind == "counter":
-            names.add(family + "_total")
+        names |= {family + suffix for suffix in series.get(kind, ("",))}
     return names
 
 
-def run_rendered_cluster(docs, values, alert_metrics):
+DASHBOARD = CHART / "dashboards" / "sediment.json"
+
+
+def dashboard_metrics(dashboard):
+    """Every sediment_* name in a dashboard's queries: each panel's target
+    expressions (panels inside collapsed rows too) and the template
+    variables' queries. Histogram names keep their _bucket/_sum/_count
+    suffix, which metric_names gives the scrape too."""
+    exprs = [t.get("expr", "") for panel in iter_panels(dashboard.get("panels", []))
+             for t in panel.get("targets", [])]
+    for var in dashboard.get("templating", {}).get("list", []):
+        query = var.get("query", "")
+        exprs.append(query.get("query", "") if isinstance(query, dict) else str(query))
+    return {name for e in exprs for name in re.findall(r"\b(sediment_[a-z0-9_]+)", e)}
+
+
+def check_dashboards(rendered):
+    """The dashboard ConfigMap is rendered exactly where it is enabled, holds
+    dashboards/sediment.json, and the dashboard is one Grafana's sidecar can
+    load as it is: a data source variable instead of import-time __inputs,
+    every query on it, and namespace and pod variables. Returns the metric
+    names its queries use, for the live scrape."""
+    source = DASHBOARD.read_text()
+    dashboard = json.loads(source)
+    for name, docs in rendered.items():
+        maps = [d for d in docs if d["kind"] == "ConfigMap"
+                and d["metadata"].get("labels", {}).get("grafana_dashboard")]
+        wanted = GOOD[name].get("metrics", {}).get("grafanaDashboard", {})
+        if len(maps) != (1 if wanted.get("enabled") else 0):
+            fail(f"{name}: {len(maps)} dashboard ConfigMaps rendered, enabled={wanted.get('enabled', False)}")
+            continue
+        for d in maps:
+            if d["data"] != {"sediment.json": source.strip()}:
+                fail(f"{name}: the dashboard ConfigMap does not hold dashboards/sediment.json as it is")
+            if d["metadata"]["namespace"] != (wanted.get("namespace") or NAMESPACE):
+                fail(f"{name}: the dashboard ConfigMap is in namespace {d['metadata']['namespace']}")
+            if d["metadata"]["labels"]["grafana_dashboard"] != "1":
+                fail(f"{name}: the dashboard ConfigMap is labelled {d['metadata']['labels']}")
+
+    if "__inputs" in dashboard:
+        fail("the dashboard has __inputs: the sidecar loads it as is, nothing fills them")
+    if dashboard.get("schemaVersion", 0) < 39:
+        fail(f"the dashboard's schemaVersion {dashboard.get('schemaVersion')} is old (39: Grafana 10.4/11)")
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    source_var = variables.get("datasource", {})
+    if source_var.get("type") != "datasource" or source_var.get("query") != "prometheus":
+        fail(f"the dashboard has no prometheus data source variable: {source_var}")
+    if "namespace" not in variables or not ({"pod", "instance"} & set(variables)):
+        fail(f"the dashboard has no namespace and pod (or instance) variables: {sorted(variables)}")
+    panels = list(iter_panels(dashboard["panels"]))
+    ids = [panel.get("id") for panel in panels]
+    if len(ids) != len(set(ids)) or None in ids:
+        fail(f"the dashboard's panel ids are missing or repeated: {ids}")
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        where = f"dashboard panel {panel.get('title')!r}"
+        if not panel.get("description"):
+            fail(f"{where} has no description")
+        if not panel.get("targets"):
+            fail(f"{where} has no query")
+        for thing in [panel, *panel.get("targets", [])]:
+            if thing.get("datasource") != {"type": "prometheus", "uid": "${datasource}"}:
+                fail(f"{where}: data source {thing.get('datasource')}, not the variable")
+        for target in panel.get("targets", []):
+            if "$namespace" not in target.get("expr", ""):
+                fail(f"{where}: {target.get('expr')!r} ignores the namespace variable")
+
+    names = dashboard_metrics(dashboard)
+    for needed in ("sediment_under_replicated_partitions", "sediment_offline_partitions",
+                   "sediment_etcd_session_up", "sediment_produce_bytes_total",
+                   "sediment_request_duration_seconds_bucket", "sediment_fsync_duration_seconds_bucket",
+                   "sediment_tiering_backlog_bytes", "sediment_consumer_group_lag"):
+        if needed not in names:
+            fail(f"the dashboard does not show {needed}")
+    # The extraction finds a name in a panel of a collapsed row too, so a
+    # dashboard naming a metric the broker does not export fails the scrape.
+    probe = {**dashboard, "panels": [{"type": "row", "collapsed": True, "panels": [
+        {"type": "timeseries", "targets": [{"expr": "rate(sediment_fetch_records_total[5m])"}]}]}]}
+    if "sediment_fetch_records_total" not in dashboard_metrics(probe):
+        fail("dashboard_metrics misses a query inside a collapsed row")
+    rows = sum(1 for panel in panels if panel["type"] == "row")
+    print(f"ok   Grafana dashboard: {len(panels) - rows} panels in {rows} rows, {len(names)} metric names, "
+          "a data source variable, rendered where enabled")
+    return names
+
+
+def iter_panels(panels):
+    """Every panel, rows included, with the panels of collapsed rows."""
+    for panel in panels:
+        yield panel
+        yield from iter_panels(panel.get("panels", []))
+
+
+def run_rendered_cluster(docs, values, used_metrics):
     """Runs the rendered 3-broker StatefulSet as three local processes.
 
     What comes from the rendering, untouched: the command (the image's
@@ -633,7 +744,7 @@ def run_rendered_cluster(docs, values, alert_metrics):
     from kafka.admin import NewTopic
 
     sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "sediment")
-    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and "sediment.toml" in d["data"])
     headless = next(d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None")
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -711,7 +822,7 @@ def run_rendered_cluster(docs, values, alert_metrics):
             print(f"     started {replicas} brokers as rendered ({binary.name} {' '.join(args)}; "
                   f"SEDIMENT_ETCD={brokers[0]['env']['SEDIMENT_ETCD']}; "
                   f"SEDIMENT_ARCHIVE={brokers[0]['env']['SEDIMENT_ARCHIVE']})")
-            check_cluster(brokers, values, alert_metrics, grace, KafkaAdminClient, KafkaConsumer,
+            check_cluster(brokers, values, used_metrics, grace, KafkaAdminClient, KafkaConsumer,
                           KafkaProducer, NewTopic)
         finally:
             for proc in reversed(procs):
@@ -726,7 +837,7 @@ def run_rendered_cluster(docs, values, alert_metrics):
                 log.close()
 
 
-def check_cluster(brokers, values, alert_metrics, grace, KafkaAdminClient, KafkaConsumer,
+def check_cluster(brokers, values, used_metrics, grace, KafkaAdminClient, KafkaConsumer,
                   KafkaProducer, NewTopic):
     for b in brokers:
         if not wait_for(f"{b['name']} /readyz", 90,
@@ -785,14 +896,22 @@ def check_cluster(brokers, values, alert_metrics, grace, KafkaAdminClient, Kafka
         return
     print(f"ok   produced {count} records (acks=all, replication factor 3) and consumed them with a group")
 
+    provoke_errors(brokers[0]["kafka"], topic)
     scraped = set()
     for b in brokers:
         scraped |= metric_names(http_get(b["http"] + "/metrics")[1])
-    missing = alert_metrics - scraped
-    if missing:
-        fail(f"alert rules use metrics no broker exports (live /metrics scrape): {sorted(missing)}")
-    else:
-        print(f"ok   the alert rules' {len(alert_metrics)} metric names are all in a live /metrics scrape")
+    for what, names in used_metrics.items():
+        missing = names - scraped
+        if missing:
+            fail(f"metrics {what} that no broker exports (live /metrics scrape): {sorted(missing)}")
+        else:
+            print(f"ok   the {len(names)} metric names {what} are all in a live /metrics scrape")
+    # The comparison tells a name that is not a series from one that is: a
+    # counter's family name without _total, a histogram's without _bucket,
+    # a plausible metric the broker does not have.
+    for bogus in ("sediment_requests", "sediment_fsync_duration_seconds", "sediment_fetch_records_total"):
+        if bogus in scraped:
+            fail(f"metric_names counts {bogus} as exported: the metric name checks prove nothing")
 
     # A controlled shutdown of the broker that leads partition 0, as the
     # kubelet does it: SIGTERM, then the grace period. Everything stays
@@ -818,6 +937,45 @@ def check_cluster(brokers, values, alert_metrics, grace, KafkaAdminClient, Kafka
     print(f"ok   the rendered 3-broker cluster ran: {brokers[0]['name']}..{brokers[-1]['name']} "
           "stopped cleanly")
 
+
+def provoke_errors(address, topic):
+    """One produce error and one protocol error, raw on the Kafka port: the
+    error counters have labels (api, kind), so their series appear in
+    /metrics only with the first error. A Produce v3 to a partition that
+    does not exist (answered UNKNOWN_TOPIC_OR_PARTITION), then a frame with
+    a negative length (the connection is closed, kind frame_size)."""
+    host, port = address.rsplit(":", 1)
+    name = topic.encode()
+    body = (struct.pack(">hhi", -1, 1, 5000)          # no transactional id, acks=1, timeout
+            + struct.pack(">ih", 1, len(name)) + name   # one topic
+            + struct.pack(">iii", 1, 99, -1))          # one partition, 99, null records
+    header = struct.pack(">hhih", 0, 3, 7, len(b"deploy-checks")) + b"deploy-checks"
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+            response = read_exactly(s, struct.unpack(">i", read_exactly(s, 4))[0])
+        # correlation id, topics (1), name, partitions (1), index, error code
+        offset = 4 + 4 + 2 + len(name) + 4 + 4
+        code = struct.unpack(">h", response[offset:offset + 2])[0]
+        if code != 3:
+            fail(f"a produce to {topic}/99 was answered with error code {code}, "
+                 "not 3 (UNKNOWN_TOPIC_OR_PARTITION)")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(struct.pack(">i", -1))
+            if s.recv(1) != b"":
+                fail("a frame of length -1 did not close the connection")
+    except OSError as e:
+        fail(f"provoking a produce and a protocol error on {address}: {e}")
+
+
+def read_exactly(sock, count):
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {count} bytes")
+        data += chunk
+    return data
 
 
 def run_rendered_etcd(docs):
