@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::coordination::etcd::image::ClusterImage;
 use crate::coordination::etcd::{self, EtcdCoordinator, IsrWriter, Registration, SessionState};
-use crate::coordination::{PartitionState, TopicRecord};
 use crate::tasks::Tasks;
 
 /// What the rest of the broker needs of the cluster.
@@ -43,11 +42,6 @@ impl ClusterLink {
     /// The current image.
     pub fn image(&self) -> Arc<ClusterImage> {
         self.image.borrow().clone()
-    }
-
-    /// A partition's state as etcd holds it, with its mod_revision.
-    pub fn partition_state(&self, topic: &TopicRecord, partition: i32) -> Option<(PartitionState, i64)> {
-        self.image.borrow().partitions.get(&(topic.id.clone(), partition)).cloned()
     }
 
     /// Asks for the partition's ISR change to be recorded (see `isr`).
