@@ -193,6 +193,16 @@ impl OffsetReplicator for ClusterOffsets {
         self.group_error(group).is_none()
     }
 
+    fn lane(&self, group: &str) -> i32 {
+        partition_for(group, self.lanes())
+    }
+
+    fn lanes(&self) -> i32 {
+        self.broker()
+            .and_then(|b| b.topic(OFFSETS_TOPIC))
+            .map_or(1, |t| t.partition_count().max(1))
+    }
+
     fn replicate(&self, lines: Vec<(String, Vec<u8>)>) -> BoxFuture<'_, std::io::Result<()>> {
         Box::pin(async move {
             let broker = self.broker().ok_or_else(|| std::io::Error::other("the broker is shutting down"))?;

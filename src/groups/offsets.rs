@@ -82,6 +82,11 @@ pub trait OffsetReplicator: Send + Sync {
     /// Makes the changes (group, JSON line) durable on the ISR of each
     /// group's partition; an error means some may not be.
     fn replicate(&self, lines: Vec<(String, Vec<u8>)>) -> crate::coordination::BoxFuture<'_, std::io::Result<()>>;
+    /// The lane (offsets partition) of a group: changes replicate in order
+    /// within a lane, and lanes side by side.
+    fn lane(&self, group: &str) -> i32;
+    /// How many lanes there are (`lane` is below it).
+    fn lanes(&self) -> i32;
 }
 
 pub(crate) type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
@@ -153,6 +158,10 @@ pub struct OffsetStore {
     version: Arc<AtomicU64>,
     /// A cluster's replicated log of changes; unset on a single node.
     replicator: std::sync::OnceLock<Arc<dyn OffsetReplicator>>,
+    /// A cluster: one turn per lane, held from a change's replication to its
+    /// application, so one group's changes apply in the order they
+    /// replicate while other lanes' commits do not wait for them.
+    lanes: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The table as JSON lines, one committed offset a line.
@@ -230,6 +239,7 @@ impl OffsetStore {
             table: Arc::new(Mutex::new(table)),
             version: Arc::new(AtomicU64::new(0)),
             replicator: std::sync::OnceLock::new(),
+            lanes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -280,8 +290,32 @@ impl OffsetStore {
         &self.path
     }
 
+    fn lane(&self, lane: i32) -> Arc<tokio::sync::Mutex<()>> {
+        self.lanes.lock().entry(lane).or_default().clone()
+    }
+
+    /// Records the changes of one group (a commit, an offset deletion, a
+    /// group deletion). In a cluster they replicate in the group's lane,
+    /// then apply; a broker that no longer coordinates the group refuses
+    /// them (the client finds the coordinator again).
     async fn persist(&self, entries: Vec<Entry>) -> std::io::Result<()> {
-        self.persist_with(move |_| entries).await.map(|_| ())
+        let Some(replicator) = self.replicator.get().cloned() else {
+            return self.persist_with(move |_| entries).await.map(|_| ());
+        };
+        let Some(group) = entries.first().map(|e| e.group().to_string()) else {
+            return Ok(());
+        };
+        let _in_order = self.lane(replicator.lane(&group)).lock_owned().await;
+        if !replicator.owns(&group) {
+            return Err(std::io::Error::other(format!("this broker no longer coordinates group {group}")));
+        }
+        let lines = entries
+            .iter()
+            .map(|e| Ok((e.group().to_string(), serde_json::to_vec(e).map_err(std::io::Error::other)?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        replicator.replicate(lines).await?;
+        let turn = self.turn.clone().lock_owned().await;
+        self.apply_durably(turn, move |_| entries).await.map(|_| ())
     }
 
     /// Appends the entries `decide` returns, then applies them to the table,
@@ -291,13 +325,19 @@ impl OffsetStore {
     /// runs to the end in a blocking thread even if the caller goes away.
     /// Returns the entries applied.
     async fn persist_with(&self, decide: impl FnOnce(&Table) -> Vec<Entry> + Send + 'static) -> std::io::Result<Vec<Entry>> {
-        let turn = self.turn.clone().lock_owned().await;
         let Some(replicator) = self.replicator.get().cloned() else {
+            let turn = self.turn.clone().lock_owned().await;
             return self.apply_durably(turn, decide).await;
         };
-        // A cluster: decided now, replicated (holding the turn, so changes
-        // replicate in the order they apply), then applied here. Changes to
+        // A cluster (expiry, across groups): every lane's turn, in order,
+        // then the store's, so no commit lands between the decision and its
+        // application. Decided now, replicated, then applied here. Changes to
         // groups this broker does not coordinate are dropped.
+        let mut lanes = Vec::new();
+        for lane in 0..replicator.lanes() {
+            lanes.push(self.lane(lane).lock_owned().await);
+        }
+        let turn = self.turn.clone().lock_owned().await;
         let entries: Vec<Entry> = decide(&self.table.lock())
             .into_iter()
             .filter(|e| replicator.owns(e.group()))
@@ -654,5 +694,81 @@ mod compaction_and_expiry_tests {
         drop(store);
         let reopened = OffsetStore::open(dir.path()).unwrap();
         assert_eq!(reopened.group_count(), 2, "the expiry is durable");
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::tests::value;
+    use super::*;
+
+    /// A replicator whose lane 0 holds every change until released, and
+    /// whose groups are all owned but `gone`.
+    struct Held {
+        release: tokio::sync::Notify,
+        replicated: Mutex<Vec<String>>,
+    }
+
+    impl OffsetReplicator for Held {
+        fn owns(&self, group: &str) -> bool {
+            group != "gone"
+        }
+        fn replicate(&self, lines: Vec<(String, Vec<u8>)>) -> crate::coordination::BoxFuture<'_, std::io::Result<()>> {
+            Box::pin(async move {
+                let group = lines[0].0.clone();
+                if self.lane(&group) == 0 {
+                    self.release.notified().await;
+                }
+                self.replicated.lock().push(group);
+                Ok(())
+            })
+        }
+        fn lane(&self, group: &str) -> i32 {
+            if group.starts_with("slow") {
+                0
+            } else {
+                1
+            }
+        }
+        fn lanes(&self) -> i32 {
+            2
+        }
+    }
+
+    /// A change held in one lane does not hold up another lane's; within a
+    /// lane, changes apply in order; a group this broker does not
+    /// coordinate is refused, not silently dropped.
+    #[tokio::test]
+    async fn lanes_replicate_side_by_side_and_in_order_within() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(OffsetStore::open(dir.path()).unwrap());
+        let held = Arc::new(Held {
+            release: tokio::sync::Notify::new(),
+            replicated: Mutex::new(Vec::new()),
+        });
+        store.set_replicator(held.clone());
+        assert_eq!((held.lane("slow-a"), held.lane("fast")), (0, 1));
+        let (s1, s2) = (store.clone(), store.clone());
+        let first = tokio::spawn(async move { s1.commit("slow-a", vec![("t".into(), 0, value(1))]).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let second = tokio::spawn(async move { s2.commit("slow-a", vec![("t".into(), 0, value(2))]).await });
+        // The other lane goes through while lane 0 is held.
+        let fast = store.commit("fast", vec![("t".into(), 0, value(7))]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), fast)
+            .await
+            .expect("a commit in another lane does not wait for the held one")
+            .unwrap();
+        assert_eq!(store.fetch("fast", "t", 0).unwrap().offset, 7);
+        assert!(store.fetch("slow-a", "t", 0).is_none());
+        // Released one at a time: they apply in the order they came.
+        held.release.notify_one();
+        first.await.unwrap().unwrap();
+        assert_eq!(store.fetch("slow-a", "t", 0).unwrap().offset, 1);
+        held.release.notify_one();
+        second.await.unwrap().unwrap();
+        assert_eq!(store.fetch("slow-a", "t", 0).unwrap().offset, 2);
+        assert_eq!(*held.replicated.lock(), vec!["fast", "slow-a", "slow-a"]);
+        assert!(store.commit("gone", vec![("t".into(), 0, value(1))]).await.is_err());
+        assert!(store.fetch("gone", "t", 0).is_none());
     }
 }
