@@ -7,11 +7,15 @@ use crate::coordination::CoordinationError;
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl Broker {
-    /// Whether this broker handed out `id` since it started (an epoch bump
-    /// is honoured only for those; others get a fresh id).
+    /// Whether `id` was handed out: by this broker since it started, or, in
+    /// a cluster, by any broker (it is below the cluster's counter). An epoch
+    /// bump is honoured only for those; others get a fresh id. In a cluster
+    /// the bump needs no etcd, so an idempotent producer that bumps its epoch
+    /// while etcd is away carries on.
     pub async fn issued_producer_id(&self, id: i64) -> bool {
+        let by_cluster = self.cluster.as_ref().is_some_and(|c| id >= 0 && id < c.image().producer_ids_next);
         let ids = self.producer_ids.lock().await;
-        id >= ids.2 && id < ids.0
+        by_cluster || (id >= ids.2 && id < ids.0)
     }
 
     pub async fn next_producer_id(&self) -> Result<i64, CoordinationError> {

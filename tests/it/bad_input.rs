@@ -233,7 +233,7 @@ pub(crate) fn encode_batch() -> Bytes {
 }
 
 /// One request and its decoded response, on a fresh connection.
-fn call<Req: Encodable, Resp: Decodable>(broker: &Broker, key: ApiKey, version: i16, req: &Req) -> Resp {
+pub(crate) fn call<Req: Encodable, Resp: Decodable>(broker: &Broker, key: ApiKey, version: i16, req: &Req) -> Resp {
     let mut s = connect(broker);
     s.write_all(&request(key, version, req)).unwrap();
     let mut body = read_response(&mut s);

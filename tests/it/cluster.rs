@@ -328,8 +328,25 @@ async fn an_etcd_outage_stops_nothing_that_needs_no_decision() {
     });
     let (leader, _) = cluster.partition_state("no-etcd", 0).unwrap();
     let load = Load::start(&bootstrap, "no-etcd");
+    // A producer id handed out by one broker, before the outage.
+    use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let issued: InitProducerIdResponse = crate::bad_input::call(cluster.broker(1), ApiKey::InitProducerId, 4, &init);
+    assert_eq!(issued.error_code, 0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.etcd.kill();
+    // During the outage, another broker bumps its epoch (KIP-360) without etcd.
+    let bump = init.with_producer_id(issued.producer_id).with_producer_epoch(issued.producer_epoch);
+    let bumped: InitProducerIdResponse = crate::bad_input::call(cluster.broker(2), ApiKey::InitProducerId, 4, &bump);
+    assert_eq!(
+        (bumped.error_code, bumped.producer_id, bumped.producer_epoch),
+        (0, issued.producer_id, issued.producer_epoch + 1),
+        "an epoch bump needs no etcd"
+    );
     tokio::time::sleep(Duration::from_secs(30)).await;
     let during: f64 = metric(cluster.broker(leader), "sediment_etcd_session_up");
     cluster.etcd.start_again();

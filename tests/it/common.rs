@@ -233,7 +233,7 @@ impl Drop for Broker {
         // A failing test shows what the broker said last.
         if std::thread::panicking() {
             let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = log.lines().rev().take(200).collect();
             eprintln!(
                 "---- broker on port {} (last {} log lines) ----\n{}",
                 self.port,
