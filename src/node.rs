@@ -189,18 +189,7 @@ async fn restore_lost_etcd(
     if !image.topics.is_empty() || !image.partitions.is_empty() || image.producer_ids_next > 0 {
         return Ok(());
     }
-    let mut attempt = 0;
-    let newest = loop {
-        match layout::newest_version(store, &layout::etcd_prefix()).await {
-            Ok(newest) => break newest,
-            Err(e) => {
-                tracing::warn!(archive = url, error = %e, attempt, "cannot list the archive for a copy of the cluster; retrying");
-                tokio::time::sleep(crate::archive::backoff(attempt)).await;
-                attempt += 1;
-            }
-        }
-    };
-    let Some((version, key)) = newest else {
+    let Some((version, key)) = newest_copy_patiently(store, &layout::etcd_prefix(), url).await else {
         return Ok(());
     };
     let bytes = store.get(&key).await?.bytes().await?;
@@ -220,6 +209,27 @@ async fn restore_lost_etcd(
     Ok(())
 }
 
+/// The newest versioned copy under `prefix` in the archive, retried (with
+/// a WARN) while the archive does not answer: deciding there is none while
+/// the store is down could start a cluster over its own history.
+async fn newest_copy_patiently(
+    store: &dyn object_store::ObjectStore,
+    prefix: &object_store::path::Path,
+    url: &str,
+) -> Option<(u64, object_store::path::Path)> {
+    let mut attempt = 0;
+    loop {
+        match crate::archive::layout::newest_version(store, prefix).await {
+            Ok(newest) => return newest,
+            Err(e) => {
+                tracing::warn!(archive = url, prefix = %prefix, error = %e, attempt, "cannot list the archive for a saved copy; retrying");
+                tokio::time::sleep(crate::archive::backoff(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// A broker on an empty data dir takes its topics from the newest copy of
 /// the cluster state in the archive (written by the uploader). Nothing there
 /// means a new cluster. Retries while the archive does not answer: starting
@@ -227,18 +237,7 @@ async fn restore_lost_etcd(
 async fn restore_cluster_state(store: &dyn object_store::ObjectStore, meta_dir: &std::path::Path, url: &str) -> anyhow::Result<()> {
     use crate::archive::layout;
     use object_store::ObjectStoreExt;
-    let mut attempt = 0;
-    let newest = loop {
-        match layout::newest_version(store, &layout::cluster_prefix()).await {
-            Ok(newest) => break newest,
-            Err(e) => {
-                tracing::warn!(archive = url, error = %e, attempt, "cannot list the archive to restore cluster state; retrying");
-                tokio::time::sleep(crate::archive::backoff(attempt)).await;
-                attempt += 1;
-            }
-        }
-    };
-    let Some((version, key)) = newest else {
+    let Some((version, key)) = newest_copy_patiently(store, &layout::cluster_prefix(), url).await else {
         tracing::info!(archive = url, "no cluster state in the archive: starting a new cluster");
         return Ok(());
     };

@@ -224,16 +224,7 @@ impl Segment {
         let Some(file) = self.file.clone() else {
             return Err(std::io::Error::other(format!("segment {} is sealed", self.path.display())));
         };
-        let mut header_buf = [0u8; HEADER_LEN];
-        let mut position = self.lookup_position(offset);
-        while position + HEADER_LEN as u64 <= self.size {
-            file.read_exact_at(&mut header_buf, position)?;
-            let header = BatchHeader::parse(&header_buf).map_err(|e| std::io::Error::other(e.to_string()))?;
-            if header.last_offset() >= offset {
-                break;
-            }
-            position += header.total_len() as u64;
-        }
+        let position = skip_batches_below(&file, self.lookup_position(offset), self.size, offset)?;
         let cut = position.min(self.size);
         file.set_len(cut)?;
         file.sync_all()?;
@@ -356,6 +347,21 @@ impl Segment {
     }
 }
 
+/// From `position` (a batch boundary), the position of the first batch
+/// that holds `offset` or a later one, reading headers only; `size` if none.
+fn skip_batches_below(file: &File, mut position: u64, size: u64, offset: i64) -> std::io::Result<u64> {
+    let mut header_buf = [0u8; HEADER_LEN];
+    while position + HEADER_LEN as u64 <= size {
+        file.read_exact_at(&mut header_buf, position)?;
+        let header = BatchHeader::parse(&header_buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+        if header.last_offset() >= offset {
+            break;
+        }
+        position += header.total_len() as u64;
+    }
+    Ok(position)
+}
+
 /// A read of one segment as it stood when planned: appends only add bytes
 /// past `size`, and an open handle keeps a deleted file readable, so the
 /// read needs no lock.
@@ -375,17 +381,7 @@ impl SegmentRead {
     /// Blocking.
     pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64) -> std::io::Result<Vec<u8>> {
         let file = &self.file;
-        let mut position = self.position;
-        let mut header_buf = [0u8; HEADER_LEN];
-        // Skip batches wholly below `offset`.
-        while position + HEADER_LEN as u64 <= self.size {
-            file.read_exact_at(&mut header_buf, position)?;
-            let header = BatchHeader::parse(&header_buf).map_err(|e| std::io::Error::other(e.to_string()))?;
-            if header.last_offset() >= offset {
-                break;
-            }
-            position += header.total_len() as u64;
-        }
+        let position = skip_batches_below(file, self.position, self.size, offset)?;
         if position >= self.size {
             return Ok(Vec::new());
         }
