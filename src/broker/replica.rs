@@ -102,7 +102,29 @@ impl ReplicaFetchError {
     }
 }
 
+/// KIP-320: a request's view of the leader epoch (`current`, -1 for none)
+/// against the leader's own.
+fn check_epoch(current: i32, leader: i32) -> Result<(), ReplicaFetchError> {
+    if current >= 0 && current < leader {
+        return Err(ReplicaFetchError::Fenced);
+    }
+    if current > leader {
+        return Err(ReplicaFetchError::UnknownEpoch);
+    }
+    Ok(())
+}
+
 impl Partition {
+    /// The leader epoch, if this broker leads the partition at the epoch a
+    /// client believes in (`current_epoch`, -1 for none): what consumers'
+    /// Fetch and ListOffsets are served under.
+    pub fn lead_at(&self, current_epoch: i32) -> Result<i32, ReplicaFetchError> {
+        match &*self.role.lock() {
+            Role::Leader { epoch, .. } => check_epoch(current_epoch, *epoch).map(|()| *epoch),
+            _ => Err(ReplicaFetchError::NotLeader),
+        }
+    }
+
     /// Completes after the next append as leader (`Notified::enable` first).
     pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
         self.appended.notified()
@@ -229,12 +251,7 @@ impl Partition {
         let Role::Leader { epoch, state } = &mut *role else {
             return Err(ReplicaFetchError::NotLeader);
         };
-        if current_epoch >= 0 && current_epoch < *epoch {
-            return Err(ReplicaFetchError::Fenced);
-        }
-        if current_epoch > *epoch {
-            return Err(ReplicaFetchError::UnknownEpoch);
-        }
+        check_epoch(current_epoch, *epoch)?;
         let log = self.lock_log();
         let log_end = log.next_offset();
         if last_fetched_epoch >= 0 {
@@ -273,12 +290,7 @@ impl Partition {
         let Role::Leader { epoch: leader_epoch, .. } = &*role else {
             return Err(ReplicaFetchError::NotLeader);
         };
-        if current_epoch >= 0 && current_epoch < *leader_epoch {
-            return Err(ReplicaFetchError::Fenced);
-        }
-        if current_epoch > *leader_epoch {
-            return Err(ReplicaFetchError::UnknownEpoch);
-        }
+        check_epoch(current_epoch, *leader_epoch)?;
         let log = self.lock_log();
         Ok(log.epochs().end_offset_for(epoch, log.next_offset()))
     }

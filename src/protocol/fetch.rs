@@ -122,13 +122,7 @@ async fn read_once(broker: &Broker, req: &FetchRequest, want: usize, memory: &mu
                 continue;
             };
             // Consumers read from the leader only, at its epoch (KIP-320).
-            let refusal = match partition.leader_epoch() {
-                None => Some(ResponseError::NotLeaderOrFollower),
-                Some(epoch) if fp.current_leader_epoch >= 0 && fp.current_leader_epoch < epoch => Some(ResponseError::FencedLeaderEpoch),
-                Some(epoch) if fp.current_leader_epoch > epoch => Some(ResponseError::UnknownLeaderEpoch),
-                Some(_) => None,
-            };
-            if let Some(refusal) = refusal {
+            if let Err(refusal) = partition.lead_at(fp.current_leader_epoch) {
                 pd.error_code = refusal.code();
                 pass.has_error = true;
                 partitions.push(pd);

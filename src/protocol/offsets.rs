@@ -31,20 +31,14 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
                 partitions.push(out.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
-            let Some(leader_epoch) = partition.leader_epoch() else {
-                partitions.push(out.with_error_code(ResponseError::NotLeaderOrFollower.code()));
-                continue;
+            // Only the leader answers, at the epoch the client knows (KIP-320).
+            let leader_epoch = match partition.lead_at(p.current_leader_epoch) {
+                Ok(epoch) => epoch,
+                Err(refusal) => {
+                    partitions.push(out.with_error_code(refusal.code()));
+                    continue;
+                }
             };
-            // KIP-320, as in Fetch: the client's view of the leader epoch.
-            if p.current_leader_epoch >= 0 && p.current_leader_epoch != leader_epoch {
-                let code = if p.current_leader_epoch < leader_epoch {
-                    ResponseError::FencedLeaderEpoch
-                } else {
-                    ResponseError::UnknownLeaderEpoch
-                };
-                partitions.push(out.with_error_code(code.code()));
-                continue;
-            }
             let limits = found
                 .as_ref()
                 .map(|t| broker.validator.limits(t.config().log_config().max_message_bytes))

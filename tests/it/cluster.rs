@@ -56,6 +56,15 @@ impl Cluster {
         }
     }
 
+    /// Creates a topic with 3 replicas and returns once every partition
+    /// has a leader and a full ISR.
+    pub async fn create_topic(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        create_replicated_topic(&self.bootstrap(), topic, partitions, 3, configs).await;
+        wait_until("full ISRs", 30, || {
+            (0..partitions).all(|p| self.partition_state(topic, p).is_some_and(|(_, isr)| isr.len() == 3))
+        });
+    }
+
     /// Every broker's address, for a client's bootstrap list.
     pub fn bootstrap(&self) -> String {
         self.brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",")
@@ -94,10 +103,7 @@ async fn create_replicated_topic(bootstrap: &str, topic: &str, partitions: i32, 
 async fn a_killed_leader_loses_no_acknowledged_record() {
     let mut cluster = Cluster::start(3, "");
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "replicated", 1, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("the partition has a leader and a full ISR", 30, || {
-        cluster.partition_state("replicated", 0).is_some_and(|(_, isr)| isr.len() == 3)
-    });
+    cluster.create_topic("replicated", 1, &[("min.insync.replicas", "2")]).await;
     let (leader, _) = cluster.partition_state("replicated", 0).unwrap();
     let producer = kafka::producer(&bootstrap, &[("message.timeout.ms", "60000")]);
     let records: Vec<_> = (0..4000).map(|i| kafka::record(i, 100)).collect();
@@ -148,10 +154,7 @@ async fn a_killed_leader_loses_no_acknowledged_record() {
 async fn acks_all_needs_min_insync_replicas() {
     let mut cluster = Cluster::start(3, "");
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "min-isr", 1, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("a full ISR", 30, || {
-        cluster.partition_state("min-isr", 0).is_some_and(|(_, isr)| isr.len() == 3)
-    });
+    cluster.create_topic("min-isr", 1, &[("min.insync.replicas", "2")]).await;
     let (leader, _) = cluster.partition_state("min-isr", 0).unwrap();
     let followers: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
     for id in &followers {
@@ -198,10 +201,7 @@ async fn acks_all_needs_min_insync_replicas() {
 async fn sigterm_moves_leadership_before_the_lease_expires() {
     let mut cluster = Cluster::start_with_lease(3, 30_000, "");
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "moving", 1, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("a full ISR", 30, || {
-        cluster.partition_state("moving", 0).is_some_and(|(_, isr)| isr.len() == 3)
-    });
+    cluster.create_topic("moving", 1, &[("min.insync.replicas", "2")]).await;
     let (leader, _) = cluster.partition_state("moving", 0).unwrap();
     let producer = kafka::producer(&bootstrap, &[]);
     let records: Vec<_> = (0..1000).map(|i| kafka::record(i, 50)).collect();
@@ -262,10 +262,7 @@ impl Load {
 async fn a_rolling_restart_under_load_loses_nothing() {
     let mut cluster = Cluster::start(3, "");
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "rolling", 3, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("full ISRs", 30, || {
-        (0..3).all(|p| cluster.partition_state("rolling", p).is_some_and(|(_, isr)| isr.len() == 3))
-    });
+    cluster.create_topic("rolling", 3, &[("min.insync.replicas", "2")]).await;
     let load = Load::start(&bootstrap, "rolling");
     for id in 1..=3 {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -287,10 +284,7 @@ async fn a_rolling_restart_under_load_loses_nothing() {
 async fn a_broker_on_an_empty_disk_catches_up_and_serves_the_history() {
     let mut cluster = Cluster::start(3, "");
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "replaced", 1, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("a full ISR", 30, || {
-        cluster.partition_state("replaced", 0).is_some_and(|(_, isr)| isr.len() == 3)
-    });
+    cluster.create_topic("replaced", 1, &[("min.insync.replicas", "2")]).await;
     let (leader, _) = cluster.partition_state("replaced", 0).unwrap();
     let replaced = (1..=3).find(|id| *id != leader).unwrap();
     let producer = kafka::producer(&bootstrap, &[]);
@@ -322,10 +316,7 @@ async fn a_broker_on_an_empty_disk_catches_up_and_serves_the_history() {
 async fn an_etcd_outage_stops_nothing_that_needs_no_decision() {
     let mut cluster = Cluster::start(3, "");
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "no-etcd", 1, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("a full ISR", 30, || {
-        cluster.partition_state("no-etcd", 0).is_some_and(|(_, isr)| isr.len() == 3)
-    });
+    cluster.create_topic("no-etcd", 1, &[("min.insync.replicas", "2")]).await;
     let (leader, _) = cluster.partition_state("no-etcd", 0).unwrap();
     let load = Load::start(&bootstrap, "no-etcd");
     // A producer id handed out by one broker, before the outage.
@@ -425,10 +416,7 @@ fn group_member(bootstrap: String, log: std::sync::Arc<std::sync::Mutex<GroupLog
 async fn a_group_survives_the_loss_of_its_coordinator() {
     let mut cluster = Cluster::start(3, "group_min_session_timeout_ms = 1000\noffsets_topic_partitions = 4");
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "grouped", 6, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("full ISRs", 30, || {
-        (0..6).all(|p| cluster.partition_state("grouped", p).is_some_and(|(_, isr)| isr.len() == 3))
-    });
+    cluster.create_topic("grouped", 6, &[("min.insync.replicas", "2")]).await;
     let producer = kafka::producer(&bootstrap, &[]);
     let records: Vec<_> = (0..6000).map(|i| kafka::record(i, 50)).collect();
     kafka::produce(&producer, "grouped", &records).await;
@@ -503,10 +491,7 @@ async fn after_failovers_the_archive_holds_every_record_once() {
     let extra = "log_maintenance_interval_ms = 200\ntiering_interval_ms = 200\n[topic_defaults]\n\"segment.bytes\" = \"65536\"\n\"segment.ms\" = \"500\"\n\"retention.ms\" = \"-1\"\n";
     let mut cluster = Cluster::start_with(3, 3000, &url, extra, &s3.env());
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "tiered", 2, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("full ISRs", 30, || {
-        (0..2).all(|p| cluster.partition_state("tiered", p).is_some_and(|(_, isr)| isr.len() == 3))
-    });
+    cluster.create_topic("tiered", 2, &[("min.insync.replicas", "2")]).await;
     let producer = kafka::producer(&bootstrap, &[("message.timeout.ms", "60000")]);
     let sent: Vec<_> = (0..30_000).map(|i| kafka::record(i, 100)).collect();
     let mut placed = kafka::produce(&producer, "tiered", &sent[..10_000]).await;
@@ -567,10 +552,7 @@ async fn a_paused_leader_acknowledges_nothing_and_publishes_nothing_after_the_bu
     let extra = "log_maintenance_interval_ms = 200\ntiering_interval_ms = 200\n[topic_defaults]\n\"segment.bytes\" = \"65536\"\n\"segment.ms\" = \"500\"\n\"retention.ms\" = \"-1\"\n";
     let mut cluster = Cluster::start_with(3, 3000, &url, extra, &s3.env());
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "paused", 1, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("a full ISR", 30, || {
-        cluster.partition_state("paused", 0).is_some_and(|(_, isr)| isr.len() == 3)
-    });
+    cluster.create_topic("paused", 1, &[("min.insync.replicas", "2")]).await;
     let (leader, _) = cluster.partition_state("paused", 0).unwrap();
     let producer = kafka::producer(&bootstrap, &[("message.timeout.ms", "60000")]);
     let records: Vec<_> = (0..3000).map(|i| kafka::record(i, 100)).collect();
@@ -631,10 +613,7 @@ async fn a_paused_leader_acknowledges_nothing_and_publishes_nothing_after_the_bu
 async fn a_deleted_topic_goes_from_every_broker() {
     let mut cluster = Cluster::start(3, "");
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "doomed", 2, 3, &[]).await;
-    wait_until("full ISRs", 30, || {
-        (0..2).all(|p| cluster.partition_state("doomed", p).is_some_and(|(_, isr)| isr.len() == 3))
-    });
+    cluster.create_topic("doomed", 2, &[]).await;
     let producer = kafka::producer(&bootstrap, &[]);
     kafka::produce(&producer, "doomed", &[kafka::record(0, 10)]).await;
     let admin: AdminClient<DefaultClientContext> = kafka::config(&cluster.broker(2).bootstrap()).create().unwrap();
@@ -678,11 +657,7 @@ async fn a_deleted_topic_goes_from_every_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_and_configs_changed_through_one_broker_reach_all() {
     let mut cluster = Cluster::start(3, "");
-    let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "grown", 1, 3, &[]).await;
-    wait_until("a full ISR", 30, || {
-        cluster.partition_state("grown", 0).is_some_and(|(_, isr)| isr.len() == 3)
-    });
+    cluster.create_topic("grown", 1, &[]).await;
     let via_two: AdminClient<DefaultClientContext> = kafka::config(&cluster.broker(2).bootstrap()).create().unwrap();
     let grown = via_two
         .create_partitions(&[rdkafka::admin::NewPartitions::new("grown", 3)], &AdminOptions::new())
@@ -734,10 +709,7 @@ async fn kafka_python_and_kcat_fail_over_without_a_restart() {
     let mut cluster = Cluster::start(3, "");
     let bootstrap = cluster.bootstrap();
     for topic in ["py-failover", "kcat-failover"] {
-        create_replicated_topic(&bootstrap, topic, 1, 3, &[("min.insync.replicas", "2")]).await;
-        wait_until("a full ISR", 30, || {
-            cluster.partition_state(topic, 0).is_some_and(|(_, isr)| isr.len() == 3)
-        });
+        cluster.create_topic(topic, 1, &[("min.insync.replicas", "2")]).await;
     }
 
     // kafka-python: half, the leader goes, the other half.
@@ -849,10 +821,7 @@ async fn a_one_broker_cluster_works_like_three() {
 async fn a_cluster_that_loses_etcd_restores_its_topics_from_the_archive() {
     let mut cluster = Cluster::start(3, "tiering_interval_ms = 200");
     let bootstrap = cluster.bootstrap();
-    create_replicated_topic(&bootstrap, "kept", 2, 3, &[("min.insync.replicas", "2")]).await;
-    wait_until("full ISRs", 30, || {
-        (0..2).all(|p| cluster.partition_state("kept", p).is_some_and(|(_, isr)| isr.len() == 3))
-    });
+    cluster.create_topic("kept", 2, &[("min.insync.replicas", "2")]).await;
     let producer = kafka::producer(&bootstrap, &[]);
     let records: Vec<_> = (0..2000).map(|i| kafka::record(i, 50)).collect();
     let mut placed = kafka::produce(&producer, "kept", &records[..1000]).await;

@@ -131,6 +131,20 @@ impl EtcdCoordinator {
         }
     }
 
+    /// Runs `op` on a topic's key only if the key still holds `expected`;
+    /// `Conflict` otherwise.
+    async fn if_unchanged(&self, expected: &TopicRecord, op: TxnOp) -> Result<(), CoordinationError> {
+        let key = self.keys.topic(&expected.name);
+        let txn = Txn::new()
+            .when([Compare::value(key.as_str(), CompareOp::Equal, json(expected))])
+            .and_then([op]);
+        let mut client = self.client.clone();
+        if !client.txn(txn).await.map_err(EtcdError::from)?.succeeded() {
+            return Err(CoordinationError::Conflict(expected.name.clone()));
+        }
+        Ok(())
+    }
+
     /// Adds `count` to the counter at `key` with a compare on its
     /// mod_revision, retrying when another broker got there first; returns
     /// the value before.
@@ -209,29 +223,15 @@ impl Coordinator for EtcdCoordinator {
 
     fn update_topic(&self, expected: TopicRecord, topic: TopicRecord) -> BoxFuture<'_, Result<(), CoordinationError>> {
         Box::pin(async move {
-            let key = self.keys.topic(&topic.name);
-            let txn = Txn::new()
-                .when([Compare::value(key.as_str(), CompareOp::Equal, json(&expected))])
-                .and_then([TxnOp::put(key.as_str(), json(&topic), None)]);
-            let mut client = self.client.clone();
-            if !client.txn(txn).await.map_err(EtcdError::from)?.succeeded() {
-                return Err(CoordinationError::Conflict(topic.name));
-            }
-            Ok(())
+            let put = TxnOp::put(self.keys.topic(&topic.name), json(&topic), None);
+            self.if_unchanged(&expected, put).await
         })
     }
 
     fn delete_topic_if(&self, expected: TopicRecord) -> BoxFuture<'_, Result<(), CoordinationError>> {
         Box::pin(async move {
-            let key = self.keys.topic(&expected.name);
-            let txn = Txn::new()
-                .when([Compare::value(key.as_str(), CompareOp::Equal, json(&expected))])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
-            let mut client = self.client.clone();
-            if !client.txn(txn).await.map_err(EtcdError::from)?.succeeded() {
-                return Err(CoordinationError::Conflict(expected.name));
-            }
-            Ok(())
+            let delete = TxnOp::delete(self.keys.topic(&expected.name), None);
+            self.if_unchanged(&expected, delete).await
         })
     }
 
