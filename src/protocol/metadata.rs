@@ -36,9 +36,12 @@ pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
 
 fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     let me = BrokerId(broker.config.broker_id);
+    // One image and one topic id for all the topic's partitions.
+    let image = broker.cluster.as_ref().map(|c| c.image());
+    let topic_id = topic.id.to_string();
     let partitions = (0..topic.partition_count())
         .map(|index| {
-            let Some(cluster) = &broker.cluster else {
+            let Some(image) = &image else {
                 return MetadataResponsePartition::default()
                     .with_partition_index(index)
                     .with_leader_id(me)
@@ -46,9 +49,8 @@ fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
                     .with_replica_nodes(vec![me])
                     .with_isr_nodes(vec![me]);
             };
-            let image = cluster.image();
             let out = MetadataResponsePartition::default().with_partition_index(index);
-            let Some((state, _)) = image.partitions.get(&(topic.id.to_string(), index)) else {
+            let Some((state, _)) = image.partitions.get(&(topic_id.clone(), index)) else {
                 // Recorded, but the controller has not placed it yet.
                 return out
                     .with_error_code(ResponseError::LeaderNotAvailable.code())
