@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::security::listener::{self, ListenerConfig, SaslMechanism, SecurityProtocol};
 use crate::topic_config::TopicConfig;
 
 /// How an acknowledgement relates to the disk.
@@ -133,6 +134,62 @@ pub struct Config {
     /// Cluster: replicas of `__consumer_offsets`, capped at the live brokers
     /// when it is created (Kafka's offsets.topic.replication.factor).
     pub offsets_topic_replication_factor: i16,
+    /// `[[listener]]` entries; when there are none, one PLAINTEXT listener
+    /// at `listen`, advertised as `advertise`.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Authentication and authorization (`[auth]`).
+    pub auth: AuthConfig,
+    /// PEM certificate and key: the admin HTTP port serves HTTPS.
+    pub http_tls_cert: Option<PathBuf>,
+    pub http_tls_key: Option<PathBuf>,
+    /// A file holding a bearer token that `/metrics` and `/v1` require
+    /// (`Authorization: Bearer <token>`); `/healthz` and `/readyz` stay open.
+    pub http_token_file: Option<PathBuf>,
+}
+
+/// `[auth]`: who may connect and what they may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Enforce ACLs on every request (Kafka's authorizer.class.name).
+    pub authorizer: bool,
+    /// Principals allowed everything (`User:admin`).
+    pub super_users: Vec<String>,
+    /// A resource no ACL matches is open to all (Kafka's
+    /// allow.everyone.if.no.acl.found); closed by default.
+    pub allow_everyone_if_no_acl_found: bool,
+    /// TOML file with a `[users]` table of `name = "password"`: the PLAIN users.
+    pub plain_users_file: Option<PathBuf>,
+    /// Kafka's connections.max.reauth.ms: a SASL session lasts this long
+    /// unless the client re-authenticates (KIP-368); 0: forever.
+    pub connections_max_reauth_ms: u64,
+    /// Largest request a connection may send before it has authenticated
+    /// (Kafka's sasl.server.max.receive.size).
+    pub sasl_max_receive_bytes: usize,
+    /// A failed authentication is answered after this delay, doubled for
+    /// each failure in a row from the same address, up to the max (Kafka's
+    /// connection.failed.authentication.delay.ms).
+    pub failed_authentication_delay_ms: u64,
+    pub failed_authentication_max_delay_ms: u64,
+    /// How long a client has to finish its TLS handshake.
+    pub tls_handshake_timeout_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            authorizer: false,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
+            plain_users_file: None,
+            connections_max_reauth_ms: 0,
+            sasl_max_receive_bytes: 524_288,
+            failed_authentication_delay_ms: 100,
+            failed_authentication_max_delay_ms: 5_000,
+            tls_handshake_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -180,6 +237,11 @@ impl Default for Config {
             default_replication_factor: 3,
             offsets_topic_partitions: 16,
             offsets_topic_replication_factor: 3,
+            listeners: Vec::new(),
+            auth: AuthConfig::default(),
+            http_tls_cert: None,
+            http_tls_key: None,
+            http_token_file: None,
         }
     }
 }
@@ -227,6 +289,30 @@ pub struct Overrides {
     /// Bound of the on-disk cache of archive reads, in bytes [default: 1 GiB].
     #[arg(long, env = "SEDIMENT_CACHE_BYTES", value_name = "BYTES")]
     pub cache_bytes: Option<u64>,
+    /// Security protocol of the (first) listener [default: PLAINTEXT].
+    #[arg(long, env = "SEDIMENT_SECURITY_PROTOCOL", value_name = "PROTOCOL")]
+    pub security_protocol: Option<SecurityProtocol>,
+    /// PEM certificate chain of the (first) listener, for SSL and SASL_SSL.
+    #[arg(long, env = "SEDIMENT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the (first) listener.
+    #[arg(long, env = "SEDIMENT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients of the (first) listener need a certificate they signed.
+    #[arg(long, env = "SEDIMENT_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Comma-separated SASL mechanisms of the (first) listener [default: SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long, env = "SEDIMENT_SASL_MECHANISMS", value_name = "LIST")]
+    pub sasl_mechanisms: Option<String>,
+    /// Enforce ACLs [default: off].
+    #[arg(long, env = "SEDIMENT_AUTHORIZER", value_name = "BOOL")]
+    pub authorizer: Option<bool>,
+    /// Comma-separated principals allowed everything (User:admin).
+    #[arg(long, env = "SEDIMENT_SUPER_USERS", value_name = "LIST")]
+    pub super_users: Option<String>,
+    /// TOML file of PLAIN users and passwords.
+    #[arg(long, env = "SEDIMENT_PLAIN_USERS_FILE", value_name = "FILE")]
+    pub plain_users_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -239,12 +325,7 @@ impl Config {
         if let Some(v) = &overrides.data_dir {
             config.data_dir = v.clone();
         }
-        if let Some(v) = overrides.listen {
-            config.listen = v;
-        }
-        if let Some(v) = &overrides.advertise {
-            config.advertise = Some(v.clone());
-        }
+        config.apply_listener_overrides(overrides)?;
         if let Some(v) = overrides.http_listen {
             config.http_listen = v;
         }
@@ -263,8 +344,82 @@ impl Config {
         if let Some(v) = overrides.cache_bytes {
             config.cache_bytes = v;
         }
+        if let Some(v) = overrides.authorizer {
+            config.auth.authorizer = v;
+        }
+        if let Some(v) = &overrides.super_users {
+            config.auth.super_users = split_list(v);
+        }
+        if let Some(v) = &overrides.plain_users_file {
+            config.auth.plain_users_file = Some(v.clone());
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// `--listen`, `--advertise` and the security flags set the first
+    /// listener; with none configured, they make it.
+    fn apply_listener_overrides(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            if let Some(v) = o.listen {
+                self.listen = v;
+            }
+            if let Some(v) = &o.advertise {
+                self.advertise = Some(v.clone());
+            }
+            let secured = o.security_protocol.is_some()
+                || o.tls_cert.is_some()
+                || o.tls_key.is_some()
+                || o.tls_client_ca.is_some()
+                || o.sasl_mechanisms.is_some();
+            if !secured {
+                return Ok(());
+            }
+            self.listeners.push(ListenerConfig::plaintext(self.listen, self.advertise.clone()));
+        }
+        let first = &mut self.listeners[0];
+        if let Some(v) = o.listen {
+            first.listen = v;
+        }
+        if let Some(v) = &o.advertise {
+            first.advertise = Some(v.clone());
+        }
+        if let Some(protocol) = o.security_protocol {
+            first.protocol = protocol;
+            if first.name == "PLAINTEXT" {
+                first.name = protocol.name().to_string();
+            }
+        }
+        if let Some(v) = &o.tls_cert {
+            first.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &o.tls_key {
+            first.tls_key = Some(v.clone());
+        }
+        if let Some(v) = &o.tls_client_ca {
+            first.tls_client_ca = Some(v.clone());
+        }
+        if let Some(list) = &o.sasl_mechanisms {
+            first.sasl_mechanisms = split_list(list)
+                .iter()
+                .map(|m| {
+                    SaslMechanism::parse(m).ok_or_else(|| {
+                        ConfigError::Invalid(format!("SASL mechanism {m:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
+    /// The listeners served: the `[[listener]]` entries, or one PLAINTEXT
+    /// listener at `listen`.
+    pub fn effective_listeners(&self) -> Vec<ListenerConfig> {
+        if self.listeners.is_empty() {
+            vec![ListenerConfig::plaintext(self.listen, self.advertise.clone())]
+        } else {
+            self.listeners.clone()
+        }
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
@@ -366,6 +521,11 @@ impl Config {
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
             return invalid("offsets_topic_partitions must be between 1 and 1000".into());
         }
+        listener::validate(&self.effective_listeners()).map_err(ConfigError::Invalid)?;
+        self.validate_auth()?;
+        if self.http_tls_cert.is_some() != self.http_tls_key.is_some() {
+            return invalid("http_tls_cert and http_tls_key go together".into());
+        }
         if let Some(advertise) = &self.advertise {
             if parse_host_port(advertise).is_none() {
                 return invalid(format!("advertise {advertise:?} must be HOST:PORT"));
@@ -383,6 +543,34 @@ impl Config {
         Ok(())
     }
 
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if let Some(bad) = auth.super_users.iter().find(|p| crate::security::Principal::parse(p).is_none()) {
+            return Err(ConfigError::Invalid(format!(
+                "super_users: {bad:?} must be a principal such as User:admin"
+            )));
+        }
+        if auth.sasl_max_receive_bytes < 1024 {
+            return Err(ConfigError::Invalid("sasl_max_receive_bytes must be >= 1024".into()));
+        }
+        if auth.tls_handshake_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("tls_handshake_timeout_ms must be >= 1".into()));
+        }
+        if auth.connections_max_reauth_ms > i64::MAX as u64 / 2 {
+            return Err(ConfigError::Invalid("connections_max_reauth_ms is too large".into()));
+        }
+        let plain_wanted = self
+            .effective_listeners()
+            .iter()
+            .any(|l| l.mechanisms().contains(&SaslMechanism::Plain));
+        if plain_wanted && auth.plain_users_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "a listener offers SASL PLAIN, whose users come from [auth] plain_users_file; set it".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The topic config every topic starts from.
     /// The bounds of each partition's idempotent-producer state.
     pub fn producer_limits(&self) -> crate::log::producer_state::ProducerLimits {
@@ -396,12 +584,12 @@ impl Config {
         TopicConfig::from_overrides(&TopicConfig::default(), &self.topic_defaults).unwrap_or_default()
     }
 
-    /// (host, port) given to clients.
+    /// (host, port) of the first listener, given to clients.
     pub fn advertised(&self) -> (String, i32) {
-        self.advertise
-            .as_deref()
-            .and_then(parse_host_port)
-            .unwrap_or_else(|| (self.listen.ip().to_string(), self.listen.port() as i32))
+        match self.listeners.first() {
+            Some(first) => first.advertised(),
+            None => ListenerConfig::plaintext(self.listen, self.advertise.clone()).advertised(),
+        }
     }
 
     /// The `--etcd` endpoints, trimmed.
@@ -423,7 +611,11 @@ impl Config {
     }
 }
 
-fn parse_host_port(s: &str) -> Option<(String, i32)> {
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+pub(crate) fn parse_host_port(s: &str) -> Option<(String, i32)> {
     let (host, port) = s.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
     if host.is_empty() {

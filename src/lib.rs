@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod replication;
+pub mod security;
 #[cfg(test)]
 mod seeded;
 pub mod server;

@@ -44,6 +44,21 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// An authentication outcome on one listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub listener: String,
+    pub mechanism: &'static str,
+}
+
+/// A refused operation on one listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    pub listener: String,
+    pub resource_type: &'static str,
+    pub operation: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
@@ -119,6 +134,15 @@ pub struct Metrics {
     /// Durable writes of the cluster state (`coordination/`).
     pub coordination_writes: Counter,
     pub group_members: Family<GroupLabels, Gauge>,
+    /// Security: SASL and TLS authentications that succeeded, and failed.
+    pub authentications: Family<AuthLabels, Counter>,
+    pub authentication_failures: Family<AuthLabels, Counter>,
+    /// Security: operations the authorizer refused.
+    pub authorization_denials: Family<DenialLabels, Counter>,
+    /// Security: ACLs in force on this broker.
+    pub acls: Gauge,
+    /// Security: listener certificates reloaded from changed files.
+    pub tls_certificate_reloads: Counter,
     /// Groups with membership state or committed offsets.
     pub consumer_groups: Gauge,
     /// Group series left out of the scrape by the caps in
@@ -179,6 +203,11 @@ impl Metrics {
             produce_refused_disk_budget: Counter::default(),
             isr_expands: Counter::default(),
             isr_shrinks: Counter::default(),
+            authentications: Family::default(),
+            authentication_failures: Family::default(),
+            authorization_denials: Family::default(),
+            acls: Gauge::default(),
+            tls_certificate_reloads: Counter::default(),
             leader_partitions: Gauge::default(),
             under_replicated_partitions: Gauge::default(),
             etcd_session_up: Gauge::default(),
@@ -375,6 +404,27 @@ impl Metrics {
             m.isr_expands.clone(),
         );
         registry.register("isr_shrinks", "ISR shrinks this broker recorded as leader", m.isr_shrinks.clone());
+        registry.register(
+            "authentications",
+            "Successful authentications, by listener and mechanism",
+            m.authentications.clone(),
+        );
+        registry.register(
+            "authentication_failures",
+            "Failed authentications (SASL, TLS handshakes), by listener and mechanism",
+            m.authentication_failures.clone(),
+        );
+        registry.register(
+            "authorization_denials",
+            "Operations refused by the ACLs, by listener, resource type and operation",
+            m.authorization_denials.clone(),
+        );
+        registry.register("acls", "ACLs in force on this broker", m.acls.clone());
+        registry.register(
+            "tls_certificate_reloads",
+            "Listener certificates reloaded after their files changed",
+            m.tls_certificate_reloads.clone(),
+        );
         registry.register("leader_partitions", "Partitions this broker leads", m.leader_partitions.clone());
         registry.register(
             "under_replicated_partitions",
