@@ -23,29 +23,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let lock = std::fs::File::create(config.data_dir.join(".lock")).context("cannot create the data dir lock file")?;
     lock.try_lock()
         .map_err(|_| anyhow::anyhow!("data dir {} is in use by another sediment process", config.data_dir.display()))?;
-    if config.listen.ip().is_unspecified() && config.advertise.is_none() {
-        tracing::warn!(listen = %config.listen, "listening on all interfaces without --advertise: clients will be told to connect to {}", config.listen);
+    let mut listeners = Vec::new();
+    for l in config.effective_listeners() {
+        if l.listen.ip().is_unspecified() && l.advertise.is_none() {
+            tracing::warn!(listener = %l.name, listen = %l.listen, "listening on all interfaces without an advertised address: clients will be told to connect to {}", l.listen);
+        }
+        let bound = TcpListener::bind(l.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (listener {})", l.listen, l.name))?;
+        listeners.push(bound);
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (http)", config.http_listen))?;
-    run_on(config, listener, http_listener, shutdown).await
+    run_on(config, listeners, http_listener, shutdown).await
 }
 
 /// Runs a broker on listeners bound by the caller (a test, or later a
 /// simulation, builds a whole broker in-process this way) until `shutdown`
-/// completes. The data dir must already be locked by the caller or unused.
+/// completes: one bound socket per `config.effective_listeners()`, in order.
+/// The data dir must already be locked by the caller or unused.
 pub async fn run_on(
     config: Config,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     http_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let archive_url = config.archive_url();
     let metrics = Arc::new(Metrics::new());
+    let (endpoints, certificates) = endpoints(&config, listeners)?;
+    let entropy: Arc<dyn crate::security::runtime::Entropy> = Arc::new(crate::security::runtime::SystemEntropy);
+    let security =
+        Arc::new(crate::security::runtime::Security::new(&config.auth, entropy, metrics.clone()).map_err(|e| anyhow::anyhow!(e))?);
     let http_state = Arc::new(crate::http::HttpState {
         metrics: metrics.clone(),
         broker: OnceLock::new(),
@@ -90,19 +99,31 @@ pub async fn run_on(
         cluster.clone(),
         archive,
         metrics,
+        security,
         background.clone(),
         connections.draining(),
     )
     .await?;
     background.spawn(crate::tiering::run(broker.clone()));
+    if !certificates.is_empty() {
+        background.spawn(reload_certificates(certificates, broker.metrics.clone()));
+    }
     if let Some(link) = cluster {
+        background.spawn(follow_security(broker.clone(), link.image.clone()));
         link.offsets.attach(&broker);
         background.spawn(crate::cluster::replicas::run(broker.clone(), link, background.clone()));
     }
     let _ = http_state.broker.set(broker.clone());
+    let served: Vec<String> = broker
+        .config
+        .effective_listeners()
+        .iter()
+        .map(|l| format!("{}://{} ({})", l.name, l.listen, l.protocol))
+        .collect();
     tracing::info!(
         archive = %broker.archive.url,
-        listen = %broker.config.listen,
+        listeners = ?served,
+        authorizer = broker.security.authorizer_enabled(),
         http = %broker.config.http_listen,
         data_dir = %broker.config.data_dir.display(),
         broker_id = broker.config.broker_id,
@@ -110,7 +131,7 @@ pub async fn run_on(
         "sediment is serving"
     );
     tokio::select! {
-        _ = crate::server::run(listener, broker.clone(), connections.clone()) => {}
+        _ = crate::server::run(endpoints, broker.clone(), connections.clone()) => {}
         _ = shutdown => {}
     }
     let grace = std::time::Duration::from_millis(broker.config.shutdown_timeout_ms);
@@ -140,6 +161,92 @@ pub async fn run_on(
     let _ = stop_tx.send(true);
     let _ = http_task.await;
     Ok(())
+}
+
+type Endpoints = Vec<(TcpListener, Arc<crate::server::Endpoint>)>;
+type Certificates = Vec<(String, Arc<crate::security::tls::ReloadingCert>)>;
+
+/// Pairs each bound socket with its listener's security: its TLS
+/// configuration (certificates loaded now, so a bad file stops the start
+/// with its reason) and SASL mechanisms. Warns about plain text off loopback.
+fn endpoints(config: &Config, sockets: Vec<TcpListener>) -> anyhow::Result<(Endpoints, Certificates)> {
+    use crate::security::sasl::ListenerSecurity;
+    let listeners = config.effective_listeners();
+    anyhow::ensure!(
+        listeners.len() == sockets.len(),
+        "{} listeners configured but {} sockets bound",
+        listeners.len(),
+        sockets.len()
+    );
+    let mut endpoints = Vec::new();
+    let mut certificates = Vec::new();
+    for (l, socket) in listeners.into_iter().zip(sockets) {
+        if l.is_open_to_the_network() {
+            tracing::warn!(listener = %l.name, listen = %l.listen, "listener serves PLAINTEXT beyond loopback: anyone who reaches it can read, write and delete every topic; configure SSL or SASL (docs/security.md)");
+        }
+        let tls = match (&l.tls_cert, &l.tls_key) {
+            (Some(cert), Some(key)) if l.protocol.tls() => {
+                let (server, reloading) = crate::security::tls::server_config(cert, key, l.tls_client_ca.as_deref())
+                    .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
+                certificates.push((l.name.clone(), reloading));
+                Some(tokio_rustls::TlsAcceptor::from(server))
+            }
+            _ => None,
+        };
+        let security = Arc::new(ListenerSecurity {
+            name: l.name.clone(),
+            protocol: l.protocol,
+            mechanisms: l.mechanisms(),
+        });
+        endpoints.push((socket, Arc::new(crate::server::Endpoint { security, tls })));
+    }
+    Ok((endpoints, certificates))
+}
+
+/// How often listener certificate files are checked for a change.
+const CERTIFICATE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Serves new certificates once their files change (rotation without a
+/// restart). A pair that does not load keeps the old one, with a WARN.
+async fn reload_certificates(certificates: Certificates, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(CERTIFICATE_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (listener, cert) in &certificates {
+            let checking = cert.clone();
+            match tokio::task::spawn_blocking(move || checking.reload_if_changed()).await {
+                Ok(Ok(true)) => {
+                    metrics.tls_certificate_reloads.inc();
+                    tracing::info!(listener, cert = %cert.cert_path().display(), "serving a new TLS certificate");
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(listener, error = %e, "cannot load the changed TLS certificate; still serving the previous one")
+                }
+                Err(e) => tracing::warn!(listener, error = %e, "certificate check failed"),
+            }
+        }
+    }
+}
+
+/// Cluster: puts ACL and credential changes other brokers made in force
+/// here, as etcd's watch delivers them.
+async fn follow_security(
+    broker: Arc<Broker>,
+    mut image: tokio::sync::watch::Receiver<Arc<crate::coordination::etcd::image::ClusterImage>>,
+) {
+    let mut last = (Default::default(), Default::default());
+    loop {
+        let current = image.borrow_and_update().clone();
+        if (&current.acls, &current.scram) != (&last.0, &last.1) {
+            broker.security.install(current.revision.max(0) as u64, current.security());
+            last = (current.acls.clone(), current.scram.clone());
+        }
+        if image.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Raises the soft limit on open files (RLIMIT_NOFILE) to the hard limit,

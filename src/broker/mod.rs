@@ -41,6 +41,8 @@ pub struct Broker {
     /// checked against `local_disk_budget_bytes` on produce.
     local_bytes: AtomicU64,
     pub metrics: Arc<Metrics>,
+    /// Authentication and authorization in force (ACLs, SCRAM credentials).
+    pub security: Arc<crate::security::runtime::Security>,
     pub groups: GroupCoordinator,
     /// Single node: bumped on every start, written into each batch header.
     pub leader_epoch: i32,
@@ -68,16 +70,20 @@ impl Broker {
     /// background tasks on `tasks`: flushers, log maintenance, group timers
     /// (the uploader is `tiering`'s, started by the
     /// composition root). They hold the broker until `tasks` is shut down.
+    #[allow(clippy::too_many_arguments)] // the composition root's one call
     pub async fn open(
         config: Config,
         coordinator: Arc<dyn Coordinator>,
         cluster: Option<Arc<crate::cluster::ClusterLink>>,
         archive: Arc<Archive>,
         metrics: Arc<Metrics>,
+        security: Arc<crate::security::runtime::Security>,
         tasks: Tasks,
         stopping: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let leader_epoch = coordinator.register_start(config.broker_id).await?;
+        let (version, state) = coordinator.security().await?;
+        security.install(version, state);
         let groups = GroupCoordinator::open(&config.data_dir.join("meta"), &config)?;
         let broker = Arc::new(Self {
             coordinator,
@@ -86,6 +92,7 @@ impl Broker {
             local_bytes: AtomicU64::new(0),
             archive_deletions: Default::default(),
             metrics,
+            security,
             groups,
             leader_epoch,
             validator: validator::BatchValidator::new(
@@ -120,6 +127,17 @@ impl Broker {
         broker.tasks.spawn(async move { timers.groups.run_timers().await });
         broker.ready.store(true, Ordering::Release);
         Ok(broker)
+    }
+
+    /// Records a change of ACLs or SCRAM credentials and puts it in force
+    /// here at once (other brokers of a cluster follow through etcd's watch).
+    pub async fn change_security(
+        &self,
+        change: crate::security::state::SecurityChange,
+    ) -> Result<(), crate::coordination::CoordinationError> {
+        let (version, state) = self.coordinator.change_security(change).await?;
+        self.security.install(version, state);
+        Ok(())
     }
 
     /// Serving, and not shutting down.

@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, CoordinationError, Coordinator, TopicRecord};
+use crate::security::state::{SecurityChange, SecurityState};
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct State {
@@ -23,6 +24,9 @@ struct State {
     next_producer_id: i64,
     #[serde(default)]
     broker_epoch: i32,
+    /// ACLs and SCRAM credentials (salted and hashed).
+    #[serde(default)]
+    security: SecurityState,
     /// Grows with every change.
     #[serde(default)]
     version: u64,
@@ -155,6 +159,26 @@ impl Coordinator for EmbeddedCoordinator {
                 first
             })
             .await
+        })
+    }
+
+    fn security(&self) -> BoxFuture<'_, Result<(u64, SecurityState), CoordinationError>> {
+        Box::pin(async move {
+            let state = self.state.lock();
+            Ok((state.version, state.security.clone()))
+        })
+    }
+
+    fn change_security(&self, change: SecurityChange) -> BoxFuture<'_, Result<(u64, SecurityState), CoordinationError>> {
+        Box::pin(async move {
+            let (version, security) = self
+                .update(|state| {
+                    state.security.apply(&change);
+                    // `update` counts this change after the closure.
+                    (state.version + 1, state.security.clone())
+                })
+                .await?;
+            Ok((version, security))
         })
     }
 

@@ -12,6 +12,8 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
+use crate::security::state::{SecurityChange, SecurityState};
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A topic as the cluster records it.
@@ -117,6 +119,11 @@ pub trait Coordinator: Send + Sync {
     /// than any earlier start's. Single node: it is the partitions' leader
     /// epoch, so batches written before a restart are told apart.
     fn register_start(&self, broker_id: i32) -> BoxFuture<'_, Result<i32, CoordinationError>>;
+    /// ACLs and SCRAM credentials, with a version that grows with every change.
+    fn security(&self) -> BoxFuture<'_, Result<(u64, SecurityState), CoordinationError>>;
+    /// Applies a change of ACLs or credentials durably; returns the state
+    /// after it, with its version.
+    fn change_security(&self, change: SecurityChange) -> BoxFuture<'_, Result<(u64, SecurityState), CoordinationError>>;
     /// The whole state with a version that grows with every change, for a
     /// copy in the archive (single node: how a broker on an empty disk finds
     /// its topics again). `None` where the store is durable by itself (etcd).

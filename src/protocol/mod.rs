@@ -11,6 +11,7 @@
 //! step, and its future is ready. The connection writes the responses in
 //! request order.
 
+mod acls;
 pub mod error_code;
 mod fetch;
 mod groups;
@@ -18,10 +19,12 @@ mod metadata;
 mod offsets;
 mod produce;
 mod replica_fetch;
+mod sasl;
 mod topics;
 pub mod versions;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +36,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use crate::broker::Broker;
 use crate::memory::Reservation;
 use crate::metrics::ApiLabels;
+use crate::security::acl::{Operation, Requester, ResourceType, CLUSTER_NAME};
+use crate::security::sasl::{Admission, ListenerSecurity, Session};
+use crate::security::Principal;
 
 /// A response frame, with the share of `max_response_memory_bytes` it
 /// holds until the connection has written it.
@@ -73,6 +79,8 @@ pub enum FrameError {
     },
     #[error("cannot decode {api} v{version}: {message}")]
     Decode { api: &'static str, version: i16, message: String },
+    #[error("{0}")]
+    NotAuthenticated(String),
 }
 
 impl FrameError {
@@ -84,6 +92,26 @@ impl FrameError {
             FrameError::UnsupportedApi { .. } => "unsupported_api",
             FrameError::UnsupportedVersion { .. } => "unsupported_version",
             FrameError::Decode { .. } => "decode",
+            FrameError::NotAuthenticated(_) => "not_authenticated",
+        }
+    }
+}
+
+/// One client connection as the protocol sees it: who it is, and whether
+/// it must be closed once the response on its way is written.
+#[derive(Debug)]
+pub struct Connection {
+    pub session: Session,
+    pub peer: SocketAddr,
+    pub close_after_response: bool,
+}
+
+impl Connection {
+    pub fn new(session: Session, peer: SocketAddr) -> Self {
+        Self {
+            session,
+            peer,
+            close_after_response: false,
         }
     }
 }
@@ -96,6 +124,34 @@ pub struct RequestContext {
     pub correlation_id: i32,
     pub client_id: String,
     pub client_host: String,
+    pub principal: Principal,
+    /// The listener the request came in on: Metadata answers with each
+    /// broker's address on it.
+    pub listener: Arc<ListenerSecurity>,
+}
+
+impl RequestContext {
+    pub fn requester(&self) -> Requester<'_> {
+        Requester {
+            principal: &self.principal,
+            host: &self.client_host,
+        }
+    }
+
+    /// Whether the requester may do `operation` on the resource; a refusal
+    /// is counted and logged.
+    pub fn allowed(&self, broker: &Broker, operation: Operation, kind: ResourceType, name: &str) -> bool {
+        broker.security.allows(self.requester(), &self.listener.name, operation, kind, name)
+    }
+
+    /// Like `allowed`, silently: for what a listing leaves out.
+    pub fn permits(&self, broker: &Broker, operation: Operation, kind: ResourceType, name: &str) -> bool {
+        broker.security.permits(self.requester(), operation, kind, name)
+    }
+
+    pub fn on_cluster(&self, broker: &Broker, operation: Operation) -> bool {
+        self.allowed(broker, operation, ResourceType::Cluster, CLUSTER_NAME)
+    }
 }
 
 fn api_name(key: ApiKey) -> &'static str {
@@ -194,7 +250,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
 
 /// Handles one request frame (without its length prefix): applies its
 /// effect, and returns what is left to wait for before the response.
-pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Result<ResponseFuture, FrameError> {
+pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut Connection) -> Result<ResponseFuture, FrameError> {
     let (api_key, version, correlation_id, client_id, request) = match decode_request(frame)? {
         Decoded::Request {
             api_key,
@@ -212,16 +268,26 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, client_host: &str)
         }
     };
     let api = api_name(api_key);
+    if let Admission::Close(reason) = connection.session.admit(api_key, crate::clock::now_ms()) {
+        return Err(FrameError::NotAuthenticated(reason));
+    }
     let ctx = RequestContext {
         api_key,
         api_version: version,
         correlation_id,
         client_id,
-        client_host: client_host.to_string(),
+        client_host: connection.peer.ip().to_string(),
+        principal: connection.session.principal.clone(),
+        listener: connection.session.listener.clone(),
     };
     let started = Instant::now();
     let metrics = broker.metrics.clone();
-    let response = dispatch(broker, ctx, *request).await;
+    let response = match *request {
+        // The SASL exchange changes the connection's state.
+        RequestKind::SaslHandshake(req) => ready(sasl::handle_handshake(&ctx, connection, req)),
+        RequestKind::SaslAuthenticate(req) => ready(sasl::handle_authenticate(broker, &ctx, connection, req).await),
+        request => dispatch(broker, ctx, request).await,
+    };
     Ok(Box::pin(async move {
         let out = response.await;
         metrics.requests.get_or_create(&ApiLabels { api }).inc();
@@ -264,6 +330,11 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::DescribeGroups(req) => groups::handle_describe_groups(broker, &ctx, req),
         RequestKind::DeleteGroups(req) => groups::handle_delete_groups(b, &ctx, req).await,
         RequestKind::OffsetDelete(req) => groups::handle_offset_delete(b, &ctx, req).await,
+        RequestKind::CreateAcls(req) => acls::handle_create(b, &ctx, req).await,
+        RequestKind::DescribeAcls(req) => acls::handle_describe(broker, &ctx, req),
+        RequestKind::DeleteAcls(req) => acls::handle_delete(b, &ctx, req).await,
+        RequestKind::DescribeUserScramCredentials(req) => sasl::handle_describe_scram(broker, &ctx, req),
+        RequestKind::AlterUserScramCredentials(req) => sasl::handle_alter_scram(b, &ctx, req).await,
         // `versions::supported` lets through only the APIs above.
         _ => return Box::pin(std::future::ready(None)),
     };

@@ -71,6 +71,8 @@ pub struct Session {
     /// Set once a SASL exchange succeeded: re-authentication must keep it.
     authenticated: bool,
     state: State,
+    /// The user the last SASL exchange named, for the audit log.
+    claimed_user: Option<String>,
     /// 0: sessions do not expire (Kafka's connections.max.reauth.ms).
     max_reauth_ms: i64,
 }
@@ -88,6 +90,7 @@ impl Session {
             principal,
             authenticated: false,
             state,
+            claimed_user: None,
             max_reauth_ms,
         }
     }
@@ -130,6 +133,20 @@ impl Session {
         Ok(())
     }
 
+    /// The mechanism of the exchange under way, for metrics ("none" outside one).
+    pub fn mechanism_in_progress(&self) -> &'static str {
+        match &self.state {
+            State::AwaitToken(m) => m.name(),
+            State::AwaitScramFinal(awaiting) => awaiting.algorithm().mechanism().name(),
+            _ => "none",
+        }
+    }
+
+    /// The user name the last exchange claimed, for the audit log.
+    pub fn attempted_user(&self) -> Option<String> {
+        self.claimed_user.clone()
+    }
+
     pub fn mechanism_names(&self) -> Vec<&'static str> {
         self.listener.mechanisms.iter().map(|m| m.name()).collect()
     }
@@ -138,7 +155,11 @@ impl Session {
     pub fn authenticate(&mut self, token: &[u8], credentials: &dyn Credentials, now_ms: i64) -> AuthStep {
         let state = std::mem::replace(&mut self.state, State::AwaitHandshake);
         let (mechanism, result) = match state {
-            State::AwaitToken(SaslMechanism::Plain) => (SaslMechanism::Plain, credentials.plain(token).map_err(|e| e.to_string())),
+            State::AwaitToken(SaslMechanism::Plain) => {
+                let user = token.split(|b| *b == 0).nth(1).map(|u| String::from_utf8_lossy(u).into_owned());
+                self.claimed_user = user;
+                (SaslMechanism::Plain, credentials.plain(token).map_err(|e| e.to_string()))
+            }
             State::AwaitToken(mechanism) => {
                 let Some(alg) = ScramAlgorithm::of(mechanism) else {
                     return self.fail(mechanism, "no such mechanism".into());
@@ -147,6 +168,7 @@ impl Session {
                     Ok(first) => first,
                     Err(e) => return self.fail(mechanism, e.to_string()),
                 };
+                self.claimed_user = Some(first.username.clone());
                 let known = credentials.scram(&first.username, alg);
                 let fake = credentials.fake_scram(&first.username, alg);
                 let (server_first, awaiting) = first.respond(alg, known, fake, &credentials.nonce());

@@ -1,21 +1,24 @@
-//! The Kafka listener: accepts connections (bounded), reads length-prefixed
-//! frames, hands them to `protocol::handle_frame` one at a time in arrival
-//! order (each takes effect before the next is read), and writes the
-//! responses back in the same order. Never parses a record batch.
+//! The Kafka listeners: each accepts connections (bounded, shared across
+//! listeners), runs the TLS handshake where the listener serves TLS, reads
+//! length-prefixed frames, hands them to `protocol::handle_frame` one at a
+//! time in arrival order (each takes effect before the next is read), and
+//! writes the responses back in the same order. Never parses a record batch.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::metrics::KindLabels;
-use crate::protocol::{self, ResponseFuture};
+use crate::metrics::{AuthLabels, KindLabels};
+use crate::protocol::{self, Connection, ResponseFuture};
+use crate::security::sasl::{ListenerSecurity, Session};
+use crate::security::Principal;
 use crate::tasks::Tasks;
 
 /// Largest step in which a request frame's buffer grows.
@@ -24,11 +27,26 @@ const READ_CHUNK: usize = 1 << 20;
 /// `connections_max_idle_ms`.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// Accepts Kafka connections on `listener` and serves each on a task of
-/// `connections`, until dropped. At shutdown the owner drains `connections`:
-/// each stops reading requests, finishes the ones it started and closes.
-pub async fn run(listener: TcpListener, broker: Arc<Broker>, connections: Tasks) {
+/// One listener as the server runs it.
+pub struct Endpoint {
+    pub security: Arc<ListenerSecurity>,
+    /// Set where the listener serves TLS (SSL, SASL_SSL).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Accepts Kafka connections on every listener and serves each on a task
+/// of `connections`, until dropped. At shutdown the owner drains
+/// `connections`: each stops reading requests, finishes the ones it started
+/// and closes. `max_connections` bounds all listeners together.
+pub async fn run(listeners: Vec<(TcpListener, Arc<Endpoint>)>, broker: Arc<Broker>, connections: Tasks) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+    let accepting = listeners
+        .into_iter()
+        .map(|(listener, endpoint)| accept_loop(listener, endpoint, broker.clone(), connections.clone(), limit.clone()));
+    futures::future::join_all(accepting).await;
+}
+
+async fn accept_loop(listener: TcpListener, endpoint: Arc<Endpoint>, broker: Arc<Broker>, connections: Tasks, limit: Arc<Semaphore>) {
     let mut backoff_ms = 5;
     loop {
         let accepted = listener.accept().await;
@@ -51,11 +69,12 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, connections: Tasks)
             continue;
         };
         let broker = broker.clone();
+        let endpoint = endpoint.clone();
         let draining = connections.draining();
         connections.spawn(async move {
             broker.metrics.connections_total.inc();
             let _open = OpenConnection::new(&broker, permit);
-            serve_connection(stream, peer, &broker, draining).await;
+            serve_connection(stream, peer, &broker, &endpoint, draining).await;
         });
     }
 }
@@ -83,10 +102,54 @@ impl Drop for OpenConnection {
     }
 }
 
-#[tracing::instrument(name = "connection", skip_all, fields(%peer))]
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, draining: CancellationToken) {
+#[tracing::instrument(name = "connection", skip_all, fields(%peer, listener = %endpoint.security.name))]
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Broker>, endpoint: &Endpoint, draining: CancellationToken) {
     let _ = stream.set_nodelay(true);
-    let (read_half, write_half) = stream.into_split();
+    let max_reauth_ms = broker.config.auth.connections_max_reauth_ms as i64;
+    let Some(acceptor) = &endpoint.tls else {
+        let session = Session::new(endpoint.security.clone(), Principal::anonymous(), max_reauth_ms);
+        return serve_stream(stream, peer, broker, session, draining).await;
+    };
+    let timeout = Duration::from_millis(broker.config.auth.tls_handshake_timeout_ms);
+    let handshake = tokio::select! {
+        _ = draining.cancelled() => return,
+        done = tokio::time::timeout(timeout, acceptor.accept(stream)) => done,
+    };
+    let failure = match handshake {
+        Ok(Ok(tls)) => {
+            // With mutual TLS the verified certificate names the principal;
+            // SASL, where the listener has it, names it again.
+            let principal = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(crate::security::tls::principal_of)
+                .unwrap_or_else(Principal::anonymous);
+            if principal != Principal::anonymous() {
+                broker.security.authenticated(&endpoint.security.name, "TLS", peer.ip());
+            }
+            let session = Session::new(endpoint.security.clone(), principal, max_reauth_ms);
+            return serve_stream(tls, peer, broker, session, draining).await;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no TLS handshake within tls_handshake_timeout_ms".to_string(),
+    };
+    broker
+        .metrics
+        .authentication_failures
+        .get_or_create(&AuthLabels {
+            listener: endpoint.security.name.clone(),
+            mechanism: "TLS",
+        })
+        .inc();
+    tracing::debug!(reason = %failure, "TLS handshake failed");
+}
+
+async fn serve_stream<S>(stream: S, peer: SocketAddr, broker: &Arc<Broker>, session: Session, draining: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<ResponseFuture>(broker.config.max_inflight_requests_per_connection);
     let stall = Duration::from_millis(broker.config.connections_max_idle_ms);
     // The writer runs beside the reader in this task, so cancelling the
@@ -110,24 +173,25 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
             }
         }
         let _ = tokio::time::timeout(stall, out.flush()).await;
+        // TLS: a close_notify, so the client reads a clean end.
+        let _ = tokio::time::timeout(stall, out.shutdown()).await;
     };
-    let reader = read_requests(read_half, peer, broker, tx, draining);
+    let connection = Connection::new(session, peer);
+    let reader = read_requests(read_half, connection, broker, tx, draining);
     tokio::join!(reader, writer);
 }
 
 /// Reads request frames and hands each to the protocol in order, queueing
 /// its response for the writer, until the client goes, idles, errs or the
 /// broker drains. Dropping `tx` at the end lets queued responses go out.
-async fn read_requests(
-    read_half: tokio::net::tcp::OwnedReadHalf,
-    peer: SocketAddr,
+async fn read_requests<R: AsyncRead + Unpin>(
+    read_half: R,
+    mut connection: Connection,
     broker: &Arc<Broker>,
     tx: mpsc::Sender<ResponseFuture>,
     draining: CancellationToken,
 ) {
-    let host = peer.ip().to_string();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let max = broker.config.max_request_bytes;
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     loop {
         let next = tokio::select! {
@@ -142,6 +206,14 @@ async fn read_requests(
                 tracing::debug!("idle connection closed");
                 break;
             }
+        };
+        // Before it has authenticated, a client may send only small
+        // requests (SASL tokens): a stranger cannot make the broker hold
+        // max_request_bytes.
+        let max = if connection.session.is_open() {
+            broker.config.max_request_bytes
+        } else {
+            broker.config.auth.sasl_max_receive_bytes
         };
         if len < 0 || len as usize > max {
             tracing::warn!(len, max, "request size out of bounds, closing connection");
@@ -184,12 +256,12 @@ async fn read_requests(
         if frame.len() < len {
             break;
         }
-        let handled = protocol::handle_frame(broker, frame.freeze(), &host).await;
+        let handled = protocol::handle_frame(broker, frame.freeze(), &mut connection).await;
         // The request's effect is done; its bytes are no longer held.
         drop(memory);
         match handled {
             Ok(response) => {
-                if tx.send(response).await.is_err() {
+                if tx.send(response).await.is_err() || connection.close_after_response {
                     break;
                 }
             }
@@ -205,7 +277,7 @@ async fn read_requests(
 /// Writes one response frame. False when the socket failed or the reader
 /// stopped taking bytes for a whole idle period: a reader that never reads
 /// must not hold its response (and its memory) forever.
-async fn write_frame(out: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>, frame: &[u8], stall: Duration) -> bool {
+async fn write_frame<W: AsyncWrite + Unpin>(out: &mut BufWriter<W>, frame: &[u8], stall: Duration) -> bool {
     for chunk in frame.chunks(WRITE_CHUNK) {
         match tokio::time::timeout(stall, out.write_all(chunk)).await {
             Ok(Ok(())) => {}

@@ -66,7 +66,7 @@ async fn a_broker_runs_in_process_on_given_listeners() {
         ..Default::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let broker = tokio::spawn(sediment::node::run_on(config, listener, http, async move {
+    let broker = tokio::spawn(sediment::node::run_on(config, vec![listener], http, async move {
         let _ = stopped.await;
     }));
     let bootstrap = address.to_string();

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use super::{Keys, Registration};
 use crate::coordination::{PartitionState, TopicRecord};
+use crate::security::acl::AclBinding;
+use crate::security::state::{ScramEntry, SecurityState};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterImage {
@@ -22,6 +24,9 @@ pub struct ClusterImage {
     pub partitions: BTreeMap<(String, i32), (PartitionState, i64)>,
     /// The first producer id not handed out yet.
     pub producer_ids_next: i64,
+    /// ACLs and SCRAM credentials by key.
+    pub acls: BTreeMap<String, AclBinding>,
+    pub scram: BTreeMap<String, ScramEntry>,
 }
 
 /// One change to a key of the cluster.
@@ -63,6 +68,16 @@ impl ClusterImage {
             upsert(&mut self.partitions, at, change, "partition state", |s: PartitionState| {
                 (s, revision)
             });
+        } else if change.key.starts_with(&keys.acls()) {
+            upsert(&mut self.acls, change.key.to_string(), change, "ACL", |a: AclBinding| a);
+        } else if change.key.starts_with(&keys.scram_all()) {
+            upsert(
+                &mut self.scram,
+                change.key.to_string(),
+                change,
+                "SCRAM credential",
+                |e: ScramEntry| e,
+            );
         } else if let Some(name) = change.key.strip_prefix(&keys.topics()) {
             upsert(&mut self.topics, name.to_string(), change, "topic record", |t: TopicRecord| t);
         } else if change.key == keys.producer_ids() {
@@ -74,6 +89,22 @@ impl ClusterImage {
                 self.producer_ids_next = self.producer_ids_next.max(counter.next);
             }
         }
+    }
+}
+
+impl ClusterImage {
+    /// The ACLs and credentials this image holds.
+    pub fn security(&self) -> SecurityState {
+        let mut state = SecurityState::default();
+        state.acls.extend(self.acls.values().cloned());
+        for entry in self.scram.values() {
+            state
+                .scram
+                .entry(entry.user.clone())
+                .or_default()
+                .insert(entry.mechanism, entry.credential.clone());
+        }
+        state
     }
 }
 

@@ -57,10 +57,34 @@ impl Keys {
         format!("{}partitions/", self.root)
     }
 
+    /// One ACL, under the hex SHA-256 of its JSON (etcd keys must not
+    /// depend on a name's characters).
+    pub fn acl(&self, binding_json: &[u8]) -> String {
+        format!("{}acls/{}", self.root, hex_sha256(binding_json))
+    }
+
+    pub fn acls(&self) -> String {
+        format!("{}acls/", self.root)
+    }
+
+    /// One user's SCRAM credential for one mechanism.
+    pub fn scram(&self, user: &str, mechanism: &str) -> String {
+        format!("{}scram/{}/{mechanism}", self.root, hex_sha256(user.as_bytes()))
+    }
+
+    pub fn scram_all(&self) -> String {
+        format!("{}scram/", self.root)
+    }
+
     /// How many times a broker id has started (the single-node leader epoch).
     pub fn starts(&self, id: i32) -> String {
         format!("{}starts/{id}", self.root)
     }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -9,9 +9,6 @@
 //! restarts, so an outage alone does not expire it), and when etcd says the
 //! lease is gone it grants a new one and registers again, under a new broker
 //! epoch. Every write that decides something is a transaction with a compare.
-//!
-//! Not wired into `serve` yet: replication and the controller come next (see
-//! docs/ARCHITECTURE.md, "Cluster: what exists").
 
 mod control;
 pub mod copy;
@@ -26,6 +23,8 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyVal
 use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, CoordinationError, Coordinator, TopicRecord};
+use crate::security::state::{SecurityChange, SecurityState};
+use image::ClusterImage;
 
 pub use control::{record_isr, ControllerStore, IsrWriter, PartitionWrite};
 pub use keys::Keys;
@@ -247,6 +246,39 @@ impl Coordinator for EtcdCoordinator {
         Box::pin(async move { Ok(self.bump(&self.keys.producer_ids(), count).await?) })
     }
 
+    fn security(&self) -> BoxFuture<'_, Result<(u64, SecurityState), CoordinationError>> {
+        Box::pin(async move { Ok(self.read_security().await?) })
+    }
+
+    fn change_security(&self, change: SecurityChange) -> BoxFuture<'_, Result<(u64, SecurityState), CoordinationError>> {
+        Box::pin(async move {
+            let mut ops = Vec::new();
+            for acl in &change.delete_acls {
+                ops.push(TxnOp::delete(self.keys.acl(&json(acl)), None));
+            }
+            for acl in &change.create_acls {
+                let value = json(acl);
+                ops.push(TxnOp::put(self.keys.acl(&value), value, None));
+            }
+            for (user, mechanism) in &change.delete_scram {
+                ops.push(TxnOp::delete(self.keys.scram(user, mechanism.mechanism().name()), None));
+            }
+            for entry in &change.upsert_scram {
+                ops.push(TxnOp::put(
+                    self.keys.scram(&entry.user, entry.mechanism.mechanism().name()),
+                    json(entry),
+                    None,
+                ));
+            }
+            let mut client = self.client.clone();
+            // Larger changes go in several transactions, each all or none.
+            for chunk in ops.chunks(MAX_TXN_OPS) {
+                client.txn(Txn::new().and_then(chunk.to_vec())).await.map_err(EtcdError::from)?;
+            }
+            Ok(self.read_security().await?)
+        })
+    }
+
     fn register_start(&self, broker_id: i32) -> BoxFuture<'_, Result<i32, CoordinationError>> {
         Box::pin(async move {
             let before = self.bump(&self.keys.starts(broker_id), 1).await?;
@@ -256,6 +288,30 @@ impl Coordinator for EtcdCoordinator {
 }
 
 impl EtcdCoordinator {
+    /// The ACLs and credentials as of one revision (the version).
+    async fn read_security(&self) -> Result<(u64, SecurityState), EtcdError> {
+        let mut client = self.client.clone();
+        let acls = client.get(self.keys.acls(), Some(GetOptions::new().with_prefix())).await?;
+        let revision = acls.header().map_or(0, |h| h.revision());
+        let scram = client
+            .get(self.keys.scram_all(), Some(GetOptions::new().with_prefix().with_revision(revision)))
+            .await?;
+        let mut image = ClusterImage::default();
+        for kv in acls.kvs().iter().chain(scram.kvs()) {
+            let Ok(key) = kv.key_str() else { continue };
+            image.apply(
+                &self.keys,
+                &image::Change {
+                    key,
+                    value: Some(kv.value()),
+                    create_revision: kv.create_revision(),
+                    mod_revision: kv.mod_revision(),
+                },
+            );
+        }
+        Ok((revision.max(0) as u64, image.security()))
+    }
+
     /// Writes a copy from the archive into an etcd that holds nothing for
     /// this cluster: topics, partition states (leaderless, epochs jumped)
     /// and the producer-id counter. Each key only if absent, so a broker
