@@ -143,6 +143,9 @@ pub struct Config {
     /// PEM certificate and key: the admin HTTP port serves HTTPS.
     pub http_tls_cert: Option<PathBuf>,
     pub http_tls_key: Option<PathBuf>,
+    /// Cluster: the listener brokers replicate through (Kafka's
+    /// inter.broker.listener.name); the first listener when unset.
+    pub inter_broker_listener: Option<String>,
     /// A file holding a bearer token that `/metrics` and `/v1` require
     /// (`Authorization: Bearer <token>`); `/healthz` and `/readyz` stay open.
     pub http_token_file: Option<PathBuf>,
@@ -242,6 +245,7 @@ impl Default for Config {
             http_tls_cert: None,
             http_tls_key: None,
             http_token_file: None,
+            inter_broker_listener: None,
         }
     }
 }
@@ -523,6 +527,11 @@ impl Config {
         }
         listener::validate(&self.effective_listeners()).map_err(ConfigError::Invalid)?;
         self.validate_auth()?;
+        if let Some(name) = &self.inter_broker_listener {
+            if !self.effective_listeners().iter().any(|l| &l.name == name) {
+                return invalid(format!("inter_broker_listener {name:?} names no listener"));
+            }
+        }
         if self.http_tls_cert.is_some() != self.http_tls_key.is_some() {
             return invalid("http_tls_cert and http_tls_key go together".into());
         }
@@ -590,6 +599,23 @@ impl Config {
             Some(first) => first.advertised(),
             None => ListenerConfig::plaintext(self.listen, self.advertise.clone()).advertised(),
         }
+    }
+
+    /// (host, port) given to clients of the listener named `name` (the
+    /// first listener's for an unknown name).
+    pub fn advertised_on(&self, name: &str) -> (String, i32) {
+        self.effective_listeners()
+            .iter()
+            .find(|l| l.name == name)
+            .map(ListenerConfig::advertised)
+            .unwrap_or_else(|| self.advertised())
+    }
+
+    /// The listener brokers replicate through.
+    pub fn inter_broker_listener_name(&self) -> String {
+        self.inter_broker_listener
+            .clone()
+            .unwrap_or_else(|| self.effective_listeners().first().map(|l| l.name.clone()).unwrap_or_default())
     }
 
     /// The `--etcd` endpoints, trimmed.

@@ -51,19 +51,30 @@ pub async fn run_on(
 ) -> anyhow::Result<()> {
     let archive_url = config.archive_url();
     let metrics = Arc::new(Metrics::new());
-    let (endpoints, certificates) = endpoints(&config, listeners)?;
+    let (endpoints, mut certificates) = endpoints(&config, listeners)?;
     let entropy: Arc<dyn crate::security::runtime::Entropy> = Arc::new(crate::security::runtime::SystemEntropy);
     let security =
         Arc::new(crate::security::runtime::Security::new(&config.auth, entropy, metrics.clone()).map_err(|e| anyhow::anyhow!(e))?);
+    let token = match &config.http_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read http_token_file {}", path.display()))?;
+            let token = text.trim().to_string();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "the token in http_token_file {} must be at least 16 characters",
+                path.display()
+            );
+            Some(token)
+        }
+        None => None,
+    };
     let http_state = Arc::new(crate::http::HttpState {
         metrics: metrics.clone(),
         broker: OnceLock::new(),
+        token,
     });
-    let (stop_tx, mut http_stop) = tokio::sync::watch::channel(false);
-    let http = axum::serve(http_listener, crate::http::router(http_state.clone())).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    });
-    let http_task = tokio::spawn(async move { http.await });
+    let (stop_tx, http_stop) = tokio::sync::watch::channel(false);
+    let (http_task, http_certificate) = serve_http(&config, http_listener, http_state.clone(), http_stop)?;
     // The HTTP server answers /healthz (and /readyz with 503) while the
     // archive is consulted and the logs recover.
     let store = crate::archive::store::open(&archive_url)?;
@@ -105,6 +116,7 @@ pub async fn run_on(
     )
     .await?;
     background.spawn(crate::tiering::run(broker.clone()));
+    certificates.extend(http_certificate);
     if !certificates.is_empty() {
         background.spawn(reload_certificates(certificates, broker.metrics.clone()));
     }
@@ -161,6 +173,33 @@ pub async fn run_on(
     let _ = stop_tx.send(true);
     let _ = http_task.await;
     Ok(())
+}
+
+/// Serves the admin HTTP port (HTTPS with `http_tls_cert`) until `stop` says so.
+fn serve_http(
+    config: &Config,
+    listener: TcpListener,
+    state: Arc<crate::http::HttpState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(tokio::task::JoinHandle<std::io::Result<()>>, Certificates)> {
+    let router = crate::http::router(state);
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    Ok(match (&config.http_tls_cert, &config.http_tls_key) {
+        (Some(cert), Some(key)) => {
+            let (server, reloading) =
+                crate::security::tls::server_config(cert, key, None).map_err(|e| anyhow::anyhow!("admin HTTP: {e}"))?;
+            let timeout = std::time::Duration::from_millis(config.auth.tls_handshake_timeout_ms);
+            let listener = crate::http::tls::TlsListener::new(listener, tokio_rustls::TlsAcceptor::from(server), timeout)?;
+            let http = axum::serve(listener, router).with_graceful_shutdown(stopped);
+            (tokio::spawn(async move { http.await }), vec![("HTTP".to_string(), reloading)])
+        }
+        _ => {
+            let http = axum::serve(listener, router).with_graceful_shutdown(stopped);
+            (tokio::spawn(async move { http.await }), Vec::new())
+        }
+    })
 }
 
 type Endpoints = Vec<(TcpListener, Arc<crate::server::Endpoint>)>;

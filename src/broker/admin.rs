@@ -225,7 +225,7 @@ impl Broker {
                 ))),
             };
         };
-        let live: std::collections::BTreeSet<i32> = cluster.live_brokers().into_iter().map(|(id, _)| id).collect();
+        let live = cluster.live_broker_ids();
         let replication_factor = match placement {
             Placement::Manual(manual) => {
                 crate::controller::placement::validate(manual, &live).map_err(|e| TopicError::InvalidReplicaAssignment(e.to_string()))?;
@@ -531,7 +531,7 @@ impl Broker {
         let mut assignment = self.recorded_assignment(name);
         if !assignment.is_empty() {
             let factor = assignment.first().map_or(1, |r| r.len() as i16);
-            let live: std::collections::BTreeSet<i32> = self.cluster.iter().flat_map(|c| c.live_brokers()).map(|(id, _)| id).collect();
+            let live: std::collections::BTreeSet<i32> = self.cluster.iter().flat_map(|c| c.live_broker_ids()).collect();
             let more = crate::controller::placement::assign(total - existing, factor, &live, existing, Default::default())
                 .map_err(|_| TopicError::InvalidReplicationFactor(factor));
             match more {

@@ -74,13 +74,18 @@ impl ClusterLink {
         }
     }
 
-    /// The broker ids that are live now, and their advertised addresses.
-    pub fn live_brokers(&self) -> Vec<(i32, String)> {
+    /// The broker ids that are live now.
+    pub fn live_broker_ids(&self) -> std::collections::BTreeSet<i32> {
+        self.image.borrow().brokers.keys().copied().collect()
+    }
+
+    /// The broker ids that are live now, and their addresses on `listener`.
+    pub fn live_brokers(&self, listener: &str) -> Vec<(i32, String)> {
         self.image
             .borrow()
             .brokers
             .iter()
-            .map(|(id, (registration, _))| (*id, registration.advertised.clone()))
+            .map(|(id, (registration, _))| (*id, registration.address_on(listener).to_string()))
             .collect()
     }
 }
@@ -103,6 +108,14 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
         http: config.http_listen.to_string(),
         dir_id,
         empty_disk,
+        listeners: config
+            .effective_listeners()
+            .iter()
+            .map(|l| {
+                let (host, port) = l.advertised();
+                (l.name.clone(), format!("{host}:{port}"))
+            })
+            .collect(),
     };
     let session = etcd::Session::new(client.clone(), &config.cluster, registration, ttl);
     let mut session_state = session.state();

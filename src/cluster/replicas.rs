@@ -137,8 +137,10 @@ async fn apply(
         tasks.spawn(async move { offsets.load(partition, epoch).await });
     }
     // One fetcher per leader; restarted when its partitions or address change.
+    let listener = broker.config.inter_broker_listener_name();
     fetchers.retain(|leader, f| {
-        let keep = wanted.follow.get(leader) == Some(&f.partitions) && address_of(image, *leader).as_deref() == Some(f.address.as_str());
+        let keep = wanted.follow.get(leader) == Some(&f.partitions)
+            && address_of(image, *leader, &listener).as_deref() == Some(f.address.as_str());
         if !keep {
             f.stop.cancel();
         }
@@ -148,7 +150,9 @@ async fn apply(
         if fetchers.contains_key(&leader) {
             continue;
         }
-        let Some(address) = address_of(image, leader) else { continue };
+        let Some(address) = address_of(image, leader, &listener) else {
+            continue;
+        };
         let stop = CancellationToken::new();
         tasks.spawn(fetcher::run(
             broker.clone(),
@@ -207,8 +211,9 @@ fn update_gauges(broker: &Broker, link: &ClusterLink, image: &ClusterImage) {
     m.offline_partitions.set(if controller { offline as i64 } else { 0 });
 }
 
-fn address_of(image: &ClusterImage, broker: i32) -> Option<String> {
-    image.brokers.get(&broker).map(|(r, _)| r.advertised.clone())
+/// Where this broker's fetchers reach `broker`: its inter-broker listener.
+fn address_of(image: &ClusterImage, broker: i32, listener: &str) -> Option<String> {
+    image.brokers.get(&broker).map(|(r, _)| r.address_on(listener).to_string())
 }
 
 fn check_lagging(broker: &Broker, link: &ClusterLink) {
@@ -250,6 +255,7 @@ mod tests {
                 http: String::new(),
                 dir_id: String::new(),
                 empty_disk: false,
+                listeners: Default::default(),
             };
             image.brokers.insert(*id, (registration, 1));
         }

@@ -1,6 +1,8 @@
 //! Admin HTTP: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and JSON
 //! admin endpoints under `/v1/`.
 
+pub mod tls;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -47,6 +49,8 @@ struct TopicView {
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub broker: OnceLock<Arc<Broker>>,
+    /// The bearer token `/metrics` and `/v1` require, when one is configured.
+    pub token: Option<String>,
 }
 
 impl HttpState {
@@ -58,16 +62,41 @@ impl HttpState {
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    // Probes stay open: the kubelet has no token.
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster))
         .route("/v1/topics", get(list_topics))
         .route("/v1/topics/{name}", get(get_topic))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(guarded)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()) })
         .with_state(state)
+}
+
+/// Refuses a request without `Authorization: Bearer <token>` when a token
+/// is configured (compared in constant time).
+async fn require_token(State(state): State<Arc<HttpState>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Some(token) = &state.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), token.as_bytes()).is_err() {
+            let mut refused = ApiError(StatusCode::UNAUTHORIZED, "a bearer token is required".into()).into_response();
+            refused
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            return refused;
+        }
+    }
+    next.run(request).await
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {

@@ -14,6 +14,9 @@ use crate::broker::{Broker, Partition, Topic};
 use crate::log::LogError;
 use crate::memory::Reservation;
 
+use crate::security::acl::{Operation, ResourceType};
+use std::collections::HashSet;
+
 const READ_COMMITTED: i8 = 1;
 
 pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> Response {
@@ -23,9 +26,17 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let mut deadline = tokio::time::Instant::now() + max_wait;
     let want = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
+    // Topics the requester may not read are answered TOPIC_AUTHORIZATION_FAILED
+    // and never read or watched.
+    let denied: HashSet<String> = req
+        .topics
+        .iter()
+        .map(|t| t.topic.0.to_string())
+        .filter(|name| !ctx.allowed(broker, Operation::Read, ResourceType::Topic, name))
+        .collect();
     // Only appends to the partitions this fetch asks for wake it: a long
     // poll on an idle partition costs nothing to producers elsewhere.
-    let watched = requested_partitions(broker, &req);
+    let watched = requested_partitions(broker, &req, &denied);
     loop {
         // Register for wake-ups before reading, so an append (or a release
         // of response memory) between the read and the wait is not missed.
@@ -38,7 +49,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
         memory_released.as_mut().enable();
         // The bytes this pass may read: its share of the broker-wide budget.
         let mut memory = broker.response_memory.reserve_up_to(want);
-        let pass = read_once(broker, &req, want, &mut memory).await;
+        let pass = read_once(broker, &req, &denied, want, &mut memory).await;
         let out_of_time = tokio::time::Instant::now() >= deadline;
         let done =
             pass.bytes >= req.min_bytes.max(0) as usize || pass.has_error || (wakeups.is_empty() && !pass.memory_short) || out_of_time;
@@ -76,10 +87,11 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
     }
 }
 
-/// The partitions a fetch names that exist here.
-pub(super) fn requested_partitions(broker: &Broker, req: &FetchRequest) -> Vec<Arc<Partition>> {
+/// The partitions a fetch names that exist here (less the `denied` topics).
+pub(super) fn requested_partitions(broker: &Broker, req: &FetchRequest, denied: &HashSet<String>) -> Vec<Arc<Partition>> {
     req.topics
         .iter()
+        .filter(|t| !denied.contains(t.topic.0.as_str()))
         .filter_map(|t| broker.topic(t.topic.0.as_str()).map(|topic| (topic, t)))
         .flat_map(|(topic, t)| t.partitions.iter().filter_map(move |p| topic.partition(p.partition)))
         .collect()
@@ -98,7 +110,7 @@ struct Pass {
 
 /// One pass over the requested partitions, reading no more than `memory`
 /// holds (growing it only for a first batch larger than it, KIP-74).
-async fn read_once(broker: &Broker, req: &FetchRequest, want: usize, memory: &mut Reservation) -> Pass {
+async fn read_once(broker: &Broker, req: &FetchRequest, denied: &HashSet<String>, want: usize, memory: &mut Reservation) -> Pass {
     let mut remaining = memory.bytes();
     let mut pass = Pass {
         response: FetchResponse::default(),
@@ -115,6 +127,12 @@ async fn read_once(broker: &Broker, req: &FetchRequest, want: usize, memory: &mu
         for fp in &fetch_topic.partitions {
             let mut pd = PartitionData::default().with_partition_index(fp.partition);
             pd.aborted_transactions = (req.isolation_level == READ_COMMITTED).then(Vec::new);
+            if denied.contains(&name) {
+                pd.error_code = ResponseError::TopicAuthorizationFailed.code();
+                pass.has_error = true;
+                partitions.push(pd);
+                continue;
+            }
             let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 pd.error_code = ResponseError::UnknownTopicOrPartition.code();
                 pass.has_error = true;

@@ -1,5 +1,6 @@
 //! Consumer-group APIs (classic protocol) and committed offsets.
 
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -33,6 +34,15 @@ fn opt_string(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
 }
 
+/// GROUP_AUTHORIZATION_FAILED when the requester may not do `operation`
+/// on the group, else the coordinator's error, if any.
+fn group_error(broker: &Broker, ctx: &RequestContext, group: &str, operation: Operation) -> Option<i16> {
+    if !ctx.allowed(broker, operation, ResourceType::Group, group) {
+        return Some(ResponseError::GroupAuthorizationFailed.code());
+    }
+    coordinator_error(broker, group)
+}
+
 pub(super) async fn handle_join(broker: &Arc<Broker>, ctx: &RequestContext, req: JoinGroupRequest) -> Bytes {
     let input = JoinInput {
         member_id: req.member_id.to_string(),
@@ -50,7 +60,7 @@ pub(super) async fn handle_join(broker: &Arc<Broker>, ctx: &RequestContext, req:
         protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
         require_known_member_id: ctx.api_version >= 4,
     };
-    if let Some(code) = coordinator_error(broker, req.group_id.0.as_str()) {
+    if let Some(code) = group_error(broker, ctx, req.group_id.0.as_str(), Operation::Read) {
         let response = JoinGroupResponse::default()
             .with_error_code(code)
             .with_generation_id(-1)
@@ -94,7 +104,7 @@ pub(super) async fn handle_sync(broker: &Arc<Broker>, ctx: &RequestContext, req:
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
-    if let Some(code) = coordinator_error(broker, req.group_id.0.as_str()) {
+    if let Some(code) = group_error(broker, ctx, req.group_id.0.as_str(), Operation::Read) {
         return encode_response(ctx, &SyncGroupResponse::default().with_error_code(code));
     }
     let out = broker.groups.sync(req.group_id.0.as_str(), input).await;
@@ -107,7 +117,7 @@ pub(super) async fn handle_sync(broker: &Arc<Broker>, ctx: &RequestContext, req:
 }
 
 pub(super) fn handle_heartbeat(broker: &Broker, ctx: &RequestContext, req: HeartbeatRequest) -> Bytes {
-    if let Some(code) = coordinator_error(broker, req.group_id.0.as_str()) {
+    if let Some(code) = group_error(broker, ctx, req.group_id.0.as_str(), Operation::Read) {
         return encode_response(ctx, &HeartbeatResponse::default().with_error_code(code));
     }
     let code = broker.groups.heartbeat(
@@ -120,7 +130,7 @@ pub(super) fn handle_heartbeat(broker: &Broker, ctx: &RequestContext, req: Heart
 }
 
 pub(super) fn handle_leave(broker: &Broker, ctx: &RequestContext, req: LeaveGroupRequest) -> Bytes {
-    if let Some(code) = coordinator_error(broker, req.group_id.0.as_str()) {
+    if let Some(code) = group_error(broker, ctx, req.group_id.0.as_str(), Operation::Read) {
         return encode_response(ctx, &LeaveGroupResponse::default().with_error_code(code));
     }
     // v0-2 leave one member by id; v3+ a batch of identities.
@@ -153,7 +163,7 @@ pub(super) fn handle_leave(broker: &Broker, ctx: &RequestContext, req: LeaveGrou
 
 pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestContext, req: OffsetCommitRequest) -> Bytes {
     let group_id = req.group_id.0.to_string();
-    let check = match coordinator_error(broker, &group_id) {
+    let check = match group_error(broker, ctx, &group_id, Operation::Read) {
         Some(code) => Err(code),
         None => Ok(()),
     };
@@ -171,10 +181,12 @@ pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestCont
     let mut response = OffsetCommitResponse::default();
     for topic in &req.topics {
         let known = broker.topic(topic.name.0.as_str());
+        let readable = check.is_err() || ctx.allowed(broker, Operation::Read, ResourceType::Topic, topic.name.0.as_str());
         let mut partitions = Vec::new();
         for p in &topic.partitions {
             let code = match (&check, &known) {
                 (Err(code), _) => *code,
+                (Ok(()), _) if !readable => ResponseError::TopicAuthorizationFailed.code(),
                 (Ok(()), None) => ResponseError::UnknownTopicOrPartition.code(),
                 (Ok(()), Some(t)) if t.partition(p.partition_index).is_none() => ResponseError::UnknownTopicOrPartition.code(),
                 // Kafka's offset.metadata.max.bytes (Kafka counts UTF-16 units,
@@ -224,7 +236,7 @@ pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestCont
 pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetchRequest) -> Bytes {
     let group_id = req.group_id.0.to_string();
     let mut response = OffsetFetchResponse::default();
-    let not_here = coordinator_error(broker, &group_id);
+    let not_here = group_error(broker, ctx, &group_id, Operation::Describe);
     if let Some(code) = not_here {
         // v2+ read the top-level code; v0-1 each partition's.
         response.error_code = code;
@@ -245,7 +257,21 @@ pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: Of
     match &req.topics {
         Some(topics) => {
             for t in topics {
-                let partitions = t.partition_indexes.iter().map(|p| entry(t.name.0.as_str(), *p)).collect();
+                let name = t.name.0.as_str();
+                let partitions = if not_here.is_none() && !ctx.allowed(broker, Operation::Describe, ResourceType::Topic, name) {
+                    let denied = ResponseError::TopicAuthorizationFailed.code();
+                    t.partition_indexes
+                        .iter()
+                        .map(|p| {
+                            entry(name, *p)
+                                .with_error_code(denied)
+                                .with_committed_offset(-1)
+                                .with_metadata(None)
+                        })
+                        .collect()
+                } else {
+                    t.partition_indexes.iter().map(|p| entry(name, *p)).collect()
+                };
                 response.topics.push(
                     OffsetFetchResponseTopic::default()
                         .with_name(t.name.clone())
@@ -261,7 +287,11 @@ pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: Of
             } else {
                 broker.groups.offsets.group_offsets(&group_id)
             };
+            // Offsets of topics the requester may not describe are left out.
             for (topic, partition, _) in all {
+                if !ctx.permits(broker, Operation::Describe, ResourceType::Topic, &topic) {
+                    continue;
+                }
                 let e = entry(&topic, partition);
                 by_topic.entry(topic).or_default().push(e);
             }
@@ -279,12 +309,16 @@ pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: Of
 
 pub(super) fn handle_list_groups(broker: &Broker, ctx: &RequestContext, req: ListGroupsRequest) -> Bytes {
     let filter: Vec<String> = req.states_filter.iter().map(|s| s.to_string().to_ascii_lowercase()).collect();
+    let see_all = ctx.permits(broker, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME);
     let groups = broker
         .groups
         .list()
         .into_iter()
         .filter(|g| filter.is_empty() || filter.contains(&g.state.to_ascii_lowercase()))
         .filter(|g| coordinator_error(broker, &g.group_id).is_none())
+        // Kafka: all groups with DESCRIBE on the cluster, else those the
+        // requester may describe.
+        .filter(|g| see_all || ctx.permits(broker, Operation::Describe, ResourceType::Group, &g.group_id))
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(g.group_id)))
@@ -301,7 +335,7 @@ pub(super) fn handle_describe_groups(broker: &Broker, ctx: &RequestContext, req:
         .groups
         .iter()
         .map(|id| {
-            if let Some(code) = coordinator_error(broker, id.0.as_str()) {
+            if let Some(code) = group_error(broker, ctx, id.0.as_str(), Operation::Describe) {
                 return DescribedGroup::default().with_group_id(id.clone()).with_error_code(code);
             }
             let g = broker.groups.describe(id.0.as_str());
@@ -332,7 +366,7 @@ pub(super) fn handle_describe_groups(broker: &Broker, ctx: &RequestContext, req:
 pub(super) async fn handle_delete_groups(broker: &Arc<Broker>, ctx: &RequestContext, req: DeleteGroupsRequest) -> Bytes {
     let mut response = DeleteGroupsResponse::default();
     for id in req.groups_names {
-        let code = match coordinator_error(broker, id.0.as_str()) {
+        let code = match group_error(broker, ctx, id.0.as_str(), Operation::Delete) {
             Some(code) => code,
             None => broker.groups.delete(id.0.as_str()).await.err().unwrap_or(0),
         };
@@ -346,7 +380,7 @@ pub(super) async fn handle_delete_groups(broker: &Arc<Broker>, ctx: &RequestCont
 pub(super) async fn handle_offset_delete(broker: &Arc<Broker>, ctx: &RequestContext, req: OffsetDeleteRequest) -> Bytes {
     let group_id = req.group_id.0.to_string();
     let mut response = OffsetDeleteResponse::default();
-    if let Some(code) = coordinator_error(broker, &group_id) {
+    if let Some(code) = group_error(broker, ctx, &group_id, Operation::Delete) {
         response.error_code = code;
         return encode_response(ctx, &response);
     }
@@ -357,12 +391,17 @@ pub(super) async fn handle_offset_delete(broker: &Arc<Broker>, ctx: &RequestCont
     }
     let mut doomed = Vec::new();
     for t in &req.topics {
+        let readable = ctx.allowed(broker, Operation::Read, ResourceType::Topic, t.name.0.as_str());
         let partitions = t
             .partitions
             .iter()
             .map(|p| {
+                let out = OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index);
+                if !readable {
+                    return out.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                }
                 doomed.push((t.name.0.to_string(), p.partition_index));
-                OffsetDeleteResponsePartition::default().with_partition_index(p.partition_index)
+                out
             })
             .collect();
         response.topics.push(

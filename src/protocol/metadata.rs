@@ -10,8 +10,8 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerId, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest,
-    MetadataResponse, TopicName,
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::ResponseError;
 
@@ -20,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{encode_response, str_bytes, versions, RequestContext};
 use crate::broker::{Broker, Topic, TopicError};
 use crate::cluster::offsets::{partition_for, OFFSETS_TOPIC};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
     let api_keys = versions::SUPPORTED
@@ -79,15 +80,15 @@ fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
         .with_partitions(partitions)
 }
 
-/// (id, host, port) of every live broker: this one on a single node.
-fn live_brokers(broker: &Broker) -> Vec<(i32, String, i32)> {
+/// (id, host, port) of every live broker on `listener`: this one on a single node.
+fn live_brokers(broker: &Broker, listener: &str) -> Vec<(i32, String, i32)> {
     match &broker.cluster {
         None => {
-            let (host, port) = broker.config.advertised();
+            let (host, port) = broker.config.advertised_on(listener);
             vec![(broker.config.broker_id, host, port)]
         }
         Some(cluster) => cluster
-            .live_brokers()
+            .live_brokers(listener)
             .into_iter()
             .filter_map(|(id, address)| {
                 let (host, port) = address.rsplit_once(':')?;
@@ -108,9 +109,9 @@ fn controller_id(broker: &Broker) -> BrokerId {
 /// Where a group's coordinator is: this broker on a single node; in a
 /// cluster, the leader of the group's `__consumer_offsets` partition (the
 /// topic is created on the first ask, as Kafka does).
-async fn group_coordinator(broker: &Broker, group: &str) -> Result<(i32, String, i32), i16> {
+async fn group_coordinator(broker: &Broker, group: &str, listener: &str) -> Result<(i32, String, i32), i16> {
     let Some(cluster) = &broker.cluster else {
-        let (host, port) = broker.config.advertised();
+        let (host, port) = broker.config.advertised_on(listener);
         return Ok((broker.config.broker_id, host, port));
     };
     let not_available = ResponseError::CoordinatorNotAvailable.code();
@@ -126,7 +127,7 @@ async fn group_coordinator(broker: &Broker, group: &str) -> Result<(i32, String,
     let Some((registration, _)) = image.brokers.get(&state.leader) else {
         return Err(not_available);
     };
-    let (host, port) = registration.advertised.rsplit_once(':').ok_or(not_available)?;
+    let (host, port) = registration.address_on(listener).rsplit_once(':').ok_or(not_available)?;
     Ok((state.leader, host.to_string(), port.parse().map_err(|_| not_available)?))
 }
 
@@ -135,7 +136,7 @@ async fn group_coordinator(broker: &Broker, group: &str) -> Result<(i32, String,
 /// `min.insync.replicas` 2 when it has two or more).
 /// Brokers racing to create it are refused but one, by etcd.
 async fn create_offsets_topic(broker: &Broker, cluster: &crate::cluster::ClusterLink) {
-    let live = cluster.live_brokers().len().max(1) as i16;
+    let live = cluster.live_broker_ids().len().max(1) as i16;
     let factor = broker.config.offsets_topic_replication_factor.min(live);
     let partitions = broker.config.offsets_topic_partitions;
     // A commit is acknowledged by two replicas when there are two or more
@@ -157,8 +158,27 @@ fn topic_error(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataRe
         .with_error_code(code)
 }
 
+/// A topic as Metadata shows it, with its authorized operations when asked.
+fn describe_for(broker: &Broker, ctx: &RequestContext, topic: &Topic, with_operations: bool) -> MetadataResponseTopic {
+    let described = describe_topic(broker, topic);
+    if with_operations {
+        let bits = broker
+            .security
+            .authorized_operations(ctx.requester(), ResourceType::Topic, &topic.name);
+        described.with_topic_authorized_operations(bits)
+    } else {
+        described
+    }
+}
+
+/// Whether the requester may create `topic` (CREATE on the cluster or on it).
+fn may_create(broker: &Broker, ctx: &RequestContext, topic: &str) -> bool {
+    ctx.permits(broker, Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+        || ctx.allowed(broker, Operation::Create, ResourceType::Topic, topic)
+}
+
 pub(super) async fn handle_metadata(broker: &Arc<Broker>, ctx: &RequestContext, req: MetadataRequest) -> Bytes {
-    let brokers = live_brokers(broker)
+    let brokers = live_brokers(broker, &ctx.listener.name)
         .into_iter()
         .map(|(id, host, port)| {
             MetadataResponseBroker::default()
@@ -171,21 +191,42 @@ pub(super) async fn handle_metadata(broker: &Arc<Broker>, ctx: &RequestContext, 
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(broker.config.cluster.clone())))
         .with_controller_id(controller_id(broker));
+    if req.include_cluster_authorized_operations && (8..=10).contains(&ctx.api_version) {
+        response.cluster_authorized_operations =
+            broker
+                .security
+                .authorized_operations(ctx.requester(), ResourceType::Cluster, CLUSTER_NAME);
+    }
+    let with_operations = req.include_topic_authorized_operations;
     // v0 asks for every topic with an empty list; v1+ with null.
     let all = match &req.topics {
         None => true,
         Some(list) => list.is_empty() && ctx.api_version == 0,
     };
+    let describable = |name: &str| ctx.permits(broker, Operation::Describe, ResourceType::Topic, name);
     if all {
-        response.topics = broker.topics().iter().map(|t| describe_topic(broker, t)).collect();
+        // Topics the requester may not describe are left out, as Kafka does.
+        response.topics = broker
+            .topics()
+            .iter()
+            .filter(|t| describable(&t.name))
+            .map(|t| describe_for(broker, ctx, t, with_operations))
+            .collect();
         return encode_response(ctx, &response);
     }
     let auto_create = ctx.api_version < 4 || req.allow_auto_topic_creation;
     let requested = req.topics.unwrap_or_default();
+    let denied = ResponseError::TopicAuthorizationFailed.code();
     // Every topic this request creates is created in one go: one write of
-    // the cluster state, however many there are.
+    // the cluster state, however many there are. Only topics the requester
+    // may describe and create are.
     let created = if auto_create {
-        let names: Vec<&str> = requested.iter().filter_map(|t| t.name.as_ref()).map(|n| n.0.as_str()).collect();
+        let names: Vec<&str> = requested
+            .iter()
+            .filter_map(|t| t.name.as_ref())
+            .map(|n| n.0.as_str())
+            .filter(|n| broker.topic(n).is_none() && describable(n) && may_create(broker, ctx, n))
+            .collect();
         broker.auto_create_topics(&names).await
     } else {
         Default::default()
@@ -193,9 +234,22 @@ pub(super) async fn handle_metadata(broker: &Arc<Broker>, ctx: &RequestContext, 
     for requested in requested {
         let described = match &requested.name {
             None => match broker.topic_by_id(&requested.topic_id) {
-                Some(topic) => describe_topic(broker, &topic),
+                Some(topic) if describable(&topic.name) => describe_for(broker, ctx, &topic, with_operations),
+                Some(_) => topic_error(None, requested.topic_id, denied),
                 None => topic_error(None, requested.topic_id, ResponseError::UnknownTopicId.code()),
             },
+            Some(name) if !ctx.allowed(broker, Operation::Describe, ResourceType::Topic, name.0.as_str()) => {
+                topic_error(Some(name.clone()), uuid::Uuid::nil(), denied)
+            }
+            Some(name) if auto_create && broker.topic(name.0.as_str()).is_none() && !created.contains_key(name.0.as_str()) => {
+                // It would have been created, but the requester may not.
+                let code = match crate::broker::validate_topic_name(name.0.as_str()) {
+                    Err(e) => e.code(),
+                    Ok(()) if broker.config.auto_create_topics => denied,
+                    Ok(()) => ResponseError::UnknownTopicOrPartition.code(),
+                };
+                topic_error(Some(name.clone()), uuid::Uuid::nil(), code)
+            }
             Some(name) => {
                 let lookup = match created.get(name.0.as_str()) {
                     Some(Ok(topic)) => Ok(topic.clone()),
@@ -205,7 +259,7 @@ pub(super) async fn handle_metadata(broker: &Arc<Broker>, ctx: &RequestContext, 
                         .map_err(|e| e.code()),
                 };
                 match lookup {
-                    Ok(topic) => describe_topic(broker, &topic),
+                    Ok(topic) => describe_for(broker, ctx, &topic, with_operations),
                     Err(code) => topic_error(Some(name.clone()), uuid::Uuid::nil(), code),
                 }
             }
@@ -215,8 +269,14 @@ pub(super) async fn handle_metadata(broker: &Arc<Broker>, ctx: &RequestContext, 
     encode_response(ctx, &response)
 }
 
-pub(super) fn handle_describe_cluster(broker: &Broker, ctx: &RequestContext) -> Bytes {
-    let brokers = live_brokers(broker)
+pub(super) fn handle_describe_cluster(broker: &Broker, ctx: &RequestContext, req: DescribeClusterRequest) -> Bytes {
+    if !ctx.on_cluster(broker, Operation::Describe) {
+        let response = DescribeClusterResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(str_bytes("Cluster authorization failed")));
+        return encode_response(ctx, &response);
+    }
+    let brokers = live_brokers(broker, &ctx.listener.name)
         .into_iter()
         .map(|(id, host, port)| {
             DescribeClusterBroker::default()
@@ -225,10 +285,16 @@ pub(super) fn handle_describe_cluster(broker: &Broker, ctx: &RequestContext) -> 
                 .with_port(port)
         })
         .collect();
-    let response = DescribeClusterResponse::default()
+    let mut response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.config.cluster.clone()))
         .with_controller_id(controller_id(broker))
         .with_brokers(brokers);
+    if req.include_cluster_authorized_operations {
+        response.cluster_authorized_operations =
+            broker
+                .security
+                .authorized_operations(ctx.requester(), ResourceType::Cluster, CLUSTER_NAME);
+    }
     encode_response(ctx, &response)
 }
 
@@ -246,14 +312,18 @@ pub(super) async fn handle_find_coordinator(broker: &Broker, ctx: &RequestContex
     for key in &keys {
         let result = if unsupported {
             Err(ResponseError::InvalidRequest.code())
+        } else if !ctx.allowed(broker, Operation::Describe, ResourceType::Group, key.as_str()) {
+            Err(ResponseError::GroupAuthorizationFailed.code())
         } else {
-            group_coordinator(broker, key.as_str()).await
+            group_coordinator(broker, key.as_str(), &ctx.listener.name).await
         };
         found.push(result);
     }
     let message = |code: i16| {
         Some(str_bytes(if code == ResponseError::InvalidRequest.code() {
             "transactions are not supported by this broker"
+        } else if code == ResponseError::GroupAuthorizationFailed.code() {
+            "Group authorization failed"
         } else {
             "the group coordinator is not available yet; retry"
         }))

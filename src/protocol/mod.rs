@@ -309,7 +309,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         // Fetch's response carries its share of the response memory budget.
         RequestKind::Fetch(req) => return ready(fetch::handle(b, &ctx, req).await),
         RequestKind::Metadata(req) => metadata::handle_metadata(b, &ctx, req).await,
-        RequestKind::DescribeCluster(_) => metadata::handle_describe_cluster(broker, &ctx),
+        RequestKind::DescribeCluster(req) => metadata::handle_describe_cluster(broker, &ctx, req),
         RequestKind::FindCoordinator(req) => metadata::handle_find_coordinator(broker, &ctx, req).await,
         RequestKind::ListOffsets(req) => offsets::handle_list_offsets(b, &ctx, req).await,
         RequestKind::OffsetForLeaderEpoch(req) => offsets::handle_offset_for_leader_epoch(broker, &ctx, req),

@@ -15,6 +15,7 @@ use kafka_protocol::ResponseError;
 use super::{encode_response, error_code, RequestContext};
 use crate::broker::{Broker, Partition};
 use crate::log::records::Limits;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -24,9 +25,14 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
     let mut response = ListOffsetsResponse::default();
     for topic in req.topics {
         let found = broker.topic(topic.name.0.as_str());
+        let allowed = ctx.allowed(broker, Operation::Describe, ResourceType::Topic, topic.name.0.as_str());
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let out = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            if !allowed {
+                partitions.push(out.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
+                continue;
+            }
             let Some(partition) = found.as_ref().and_then(|t| t.partition(p.partition_index)) else {
                 partitions.push(out.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
@@ -129,6 +135,17 @@ pub(super) async fn handle_init_producer_id(broker: &Arc<Broker>, ctx: &RequestC
         response.error_code = ResponseError::UnsupportedVersion.code();
         return encode_response(ctx, &response);
     }
+    // Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic.
+    let may_write = ctx.permits(broker, Operation::IdempotentWrite, ResourceType::Cluster, CLUSTER_NAME)
+        || broker
+            .topics()
+            .iter()
+            .any(|t| ctx.permits(broker, Operation::Write, ResourceType::Topic, &t.name));
+    if !may_write {
+        ctx.on_cluster(broker, Operation::IdempotentWrite);
+        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        return encode_response(ctx, &response);
+    }
     // KIP-360: an idempotent producer may ask to bump its own epoch.
     if req.producer_id.0 >= 0
         && req.producer_epoch >= 0
@@ -157,8 +174,16 @@ pub(super) async fn handle_init_producer_id(broker: &Arc<Broker>, ctx: &RequestC
 /// change with it, KIP-320).
 pub(super) fn handle_offset_for_leader_epoch(broker: &Broker, ctx: &RequestContext, req: OffsetForLeaderEpochRequest) -> Bytes {
     let mut response = OffsetForLeaderEpochResponse::default();
+    // A follower (replica_id >= 0) needs CLUSTER_ACTION; a consumer DESCRIBE.
+    let replica = req.replica_id.0 >= 0;
+    let cluster_action = replica && ctx.on_cluster(broker, Operation::ClusterAction);
     for topic in req.topics {
         let found = broker.topic(topic.topic.0.as_str());
+        let allowed = if replica {
+            cluster_action
+        } else {
+            ctx.allowed(broker, Operation::Describe, ResourceType::Topic, topic.topic.0.as_str())
+        };
         let partitions = topic
             .partitions
             .iter()
@@ -167,6 +192,9 @@ pub(super) fn handle_offset_for_leader_epoch(broker: &Broker, ctx: &RequestConte
                     .with_partition(p.partition)
                     .with_leader_epoch(-1)
                     .with_end_offset(-1);
+                if !allowed {
+                    return out.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                }
                 let Some(partition) = found.as_ref().and_then(|t| t.partition(p.partition)) else {
                     return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                 };

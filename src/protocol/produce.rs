@@ -14,6 +14,7 @@ use crate::broker::{Broker, TopicError};
 use crate::clock::now_ms;
 use crate::log::batch;
 use crate::metrics::ApiLabels;
+use crate::security::acl::{Operation, ResourceType};
 
 struct Pending {
     response: PartitionProduceResponse,
@@ -59,6 +60,8 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
         } else if req.transactional_id.is_some() {
             // Transactions are not implemented (docs/compatibility.md).
             Some(ResponseError::UnsupportedVersion.code())
+        } else if !ctx.allowed(broker, Operation::Write, ResourceType::Topic, &name) {
+            Some(ResponseError::TopicAuthorizationFailed.code())
         } else if topic.is_none() {
             Some(match crate::broker::validate_topic_name(&name) {
                 Err(e) => e.code(),

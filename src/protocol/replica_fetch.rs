@@ -20,10 +20,16 @@ use crate::clock::now_ms;
 
 pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: FetchRequest) -> Response {
     let replica = req.replica_id.0;
+    // Only brokers replicate (Kafka: CLUSTER_ACTION on the cluster).
+    if !ctx.on_cluster(broker, crate::security::acl::Operation::ClusterAction) {
+        let response = kafka_protocol::messages::FetchResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code());
+        return Response::from(super::encode_response(ctx, &response));
+    }
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let deadline = tokio::time::Instant::now() + max_wait;
     let want = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
-    let watched = super::fetch::requested_partitions(broker, &req);
+    let watched = super::fetch::requested_partitions(broker, &req, &Default::default());
     loop {
         let mut wakeups: Vec<_> = watched.iter().map(|p| Box::pin(p.appended())).collect();
         for w in &mut wakeups {

@@ -1,6 +1,7 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions,
 //! DescribeConfigs and IncrementalAlterConfigs.
 
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -61,6 +62,14 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
             .with_name(t.name.clone())
             .with_num_partitions(-1)
             .with_replication_factor(-1);
+        let may_create = ctx.permits(broker, Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+            || ctx.allowed(broker, Operation::Create, ResourceType::Topic, &name);
+        if !may_create {
+            result.error_code = ResponseError::TopicAuthorizationFailed.code();
+            result.error_message = Some(str_bytes("Authorization failed."));
+            response.topics.push(result);
+            continue;
+        }
         let mut configs = BTreeMap::new();
         for c in &t.configs {
             if let Some(value) = &c.value {
@@ -87,7 +96,10 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
         // The replicas each partition gets, for the response.
         let factor = match (&placement, &broker.cluster) {
             (Placement::Manual(m), Some(_)) => m.first().map_or(1, |r| r.len() as i16),
-            (Placement::Factor(-1), Some(c)) => broker.config.default_replication_factor.min(c.live_brokers().len().max(1) as i16),
+            (Placement::Factor(-1), Some(c)) => broker
+                .config
+                .default_replication_factor
+                .min(c.live_broker_ids().len().max(1) as i16),
             (Placement::Factor(f), Some(_)) => *f,
             (_, None) => 1,
         };
@@ -146,6 +158,10 @@ pub(super) async fn handle_delete_topics(broker: &Arc<Broker>, ctx: &RequestCont
         let mut result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
         match resolved {
             None => result.error_code = ResponseError::UnknownTopicId.code(),
+            Some(n) if !ctx.allowed(broker, Operation::Delete, ResourceType::Topic, &n) => {
+                result.error_code = ResponseError::TopicAuthorizationFailed.code();
+                result.name = Some(TopicName(str_bytes(n)));
+            }
             Some(n) => {
                 if let Some(topic) = broker.topic(&n) {
                     result.topic_id = topic.id;
@@ -166,7 +182,10 @@ pub(super) async fn handle_create_partitions(broker: &Arc<Broker>, ctx: &Request
     let mut response = CreatePartitionsResponse::default();
     for t in req.topics {
         let mut result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        if let Err(e) = broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only).await {
+        if !ctx.allowed(broker, Operation::Alter, ResourceType::Topic, t.name.0.as_str()) {
+            result.error_code = ResponseError::TopicAuthorizationFailed.code();
+            result.error_message = Some(str_bytes("Authorization failed."));
+        } else if let Err(e) = broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only).await {
             result.error_code = e.code();
             result.error_message = Some(str_bytes(e.to_string()));
         }
@@ -250,6 +269,19 @@ pub(super) fn handle_describe_configs(broker: &Broker, ctx: &RequestContext, req
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         match resource.resource_type {
+            RESOURCE_TOPIC
+                if !ctx.allowed(
+                    broker,
+                    Operation::DescribeConfigs,
+                    ResourceType::Topic,
+                    resource.resource_name.as_str(),
+                ) =>
+            {
+                result.error_code = ResponseError::TopicAuthorizationFailed.code();
+            }
+            RESOURCE_BROKER if !ctx.on_cluster(broker, Operation::DescribeConfigs) => {
+                result.error_code = ResponseError::ClusterAuthorizationFailed.code();
+            }
             RESOURCE_TOPIC => match describe_topic_configs(broker, resource.resource_name.as_str(), keys.as_deref()) {
                 Ok(configs) => result.configs = configs,
                 Err(code) => result.error_code = code,
@@ -274,6 +306,9 @@ pub(super) async fn handle_alter_configs(broker: &Arc<Broker>, ctx: &RequestCont
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         let outcome = match (resource.resource_type, broker.topic(resource.resource_name.as_str())) {
+            (RESOURCE_TOPIC, _) if !may_alter_configs(broker, ctx, resource.resource_name.as_str()) => {
+                Err((ResponseError::TopicAuthorizationFailed.code(), "Authorization failed.".to_string()))
+            }
             (RESOURCE_TOPIC, Some(topic)) => {
                 let wanted: BTreeMap<String, Option<String>> = resource
                     .configs
@@ -304,6 +339,10 @@ pub(super) async fn handle_alter_configs(broker: &Arc<Broker>, ctx: &RequestCont
     encode_response(ctx, &response)
 }
 
+fn may_alter_configs(broker: &Broker, ctx: &RequestContext, topic: &str) -> bool {
+    ctx.allowed(broker, Operation::AlterConfigs, ResourceType::Topic, topic)
+}
+
 pub(super) async fn handle_incremental_alter_configs(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
@@ -319,6 +358,8 @@ pub(super) async fn handle_incremental_alter_configs(
                 ResponseError::InvalidRequest.code(),
                 "only topic configs can be altered; broker configs come from the config file".into(),
             ))
+        } else if !may_alter_configs(broker, ctx, resource.resource_name.as_str()) {
+            Err((ResponseError::TopicAuthorizationFailed.code(), "Authorization failed.".to_string()))
         } else {
             let mut changes = Vec::new();
             let mut bad = None;

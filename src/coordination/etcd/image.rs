@@ -148,6 +148,7 @@ mod tests {
             http: format!("h{id}:9644"),
             dir_id: format!("d{id}"),
             empty_disk: false,
+            listeners: Default::default(),
         }
     }
 

@@ -50,6 +50,17 @@ pub struct Registration {
     /// takes it out of them, `controller::plan`).
     #[serde(default)]
     pub empty_disk: bool,
+    /// host:port on each listener, by listener name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub listeners: std::collections::BTreeMap<String, String>,
+}
+
+impl Registration {
+    /// Where a client of `listener` reaches this broker: that listener's
+    /// address, or the first listener's when the broker has no such one.
+    pub fn address_on(&self, listener: &str) -> &str {
+        self.listeners.get(listener).unwrap_or(&self.advertised)
+    }
 }
 
 /// The session as the rest of the broker sees it.
