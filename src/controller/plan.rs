@@ -78,6 +78,7 @@ mod tests {
                 http: String::new(),
                 dir_id: String::new(),
                 empty_disk: false,
+                listeners: Default::default(),
             };
             image.brokers.insert(*id, (reg, 1));
         }

@@ -23,7 +23,13 @@ use crate::security::state::{ScramEntry, SecurityChange};
 
 pub fn handle_handshake(ctx: &RequestContext, connection: &mut Connection, req: SaslHandshakeRequest) -> Bytes {
     let session = &mut connection.session;
-    let error_code = match session.handshake(req.mechanism.as_str()) {
+    // v0 would send the tokens unframed after this response; only v1 is served.
+    let outcome = if ctx.api_version == 0 {
+        Err(ResponseError::UnsupportedVersion.code())
+    } else {
+        session.handshake(req.mechanism.as_str())
+    };
+    let error_code = match outcome {
         Ok(()) => 0,
         Err(code) => {
             // Kafka closes the connection after refusing a handshake.

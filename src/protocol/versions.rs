@@ -33,8 +33,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    // Kafka 4.0 serves SaslHandshake v1 only: tokens travel in SaslAuthenticate.
-    (ApiKey::SaslHandshake, 1, 1),
+    // Tokens travel in SaslAuthenticate (v1). v0 is advertised because
+    // librdkafka before 2.1 enables SASL only when the range includes it;
+    // a v0 handshake itself is refused (protocol::sasl).
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),

@@ -280,7 +280,11 @@ impl AwaitingFinal {
         if BASE64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
             return Err(ScramError::ChannelBinding);
         }
-        if nonce != self.nonce {
+        // librdkafka before 2.6 sends the client nonce twice (client nonce,
+        // then the whole nonce); Kafka accepts a nonce that ends with the
+        // right one since 3.8.1, and so do we. The proof covers the message
+        // as sent either way.
+        if !nonce.ends_with(&self.nonce) {
             return Err(ScramError::Nonce);
         }
         let proof = BASE64.decode(proof).map_err(|_| ScramError::Malformed("proof is not base64"))?;
@@ -414,6 +418,28 @@ mod tests {
         let (server_first, state) = first.respond(ScramAlgorithm::Sha256, None, fake(), "y");
         let (client_final, _) = client::last(ScramAlgorithm::Sha256, "no such password", "n,,n=ghost,r=x", &server_first).unwrap();
         assert_eq!(state.verify(client_final.as_bytes()), Err(ScramError::InvalidCredentials));
+    }
+
+    /// librdkafka before 2.6 repeats the client nonce in its final message.
+    #[test]
+    fn old_librdkafkas_repeated_client_nonce_is_accepted() {
+        let alg = ScramAlgorithm::Sha256;
+        let credential = ScramCredential::from_password(alg, "pw", b"salt", 4096);
+        let (server_first, state) = ClientFirst::parse(b"n,,n=u,r=cn")
+            .unwrap()
+            .respond(alg, Some(credential), fake(), "sn");
+        let (proper, _) = client::last(alg, "pw", "n,,n=u,r=cn", &server_first).unwrap();
+        let doubled = proper.replace("r=cnsn", "r=cncnsn");
+        let (without_proof, _) = doubled.rsplit_once(",p=").unwrap();
+        // Recompute the proof over the message as old librdkafka sends it.
+        let salted = alg.salted_password(b"pw", b"salt", 4096);
+        let client_key = alg.hmac(&salted, b"Client Key");
+        let auth = format!("n=u,r=cn,{server_first},{without_proof}");
+        let signature = alg.hmac(&alg.hash(&client_key), auth.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let message = format!("{without_proof},p={}", BASE64.encode(proof));
+        assert!(state.clone().verify(message.as_bytes()).is_ok());
+        assert_eq!(state.verify(b"c=biws,r=cnsnX,p=AAAA"), Err(ScramError::Nonce));
     }
 
     #[test]

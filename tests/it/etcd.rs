@@ -130,6 +130,7 @@ fn registration(id: i32, dir_id: &str) -> Registration {
         http: format!("127.0.0.1:{}", 9600 + id),
         dir_id: dir_id.to_string(),
         empty_disk: false,
+        listeners: Default::default(),
     }
 }
 

@@ -16,5 +16,6 @@ mod hardening;
 mod kafka;
 mod partition;
 mod s3;
+mod security;
 mod shutdown;
 mod topics_bounds;
