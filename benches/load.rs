@@ -79,6 +79,7 @@ fn parse(args: &[String]) -> (String, Opts) {
         retry_backoff_max_ms: 1000,
     };
     let mut mode = "matrix".to_string();
+    let mut settings = Vec::new();
     let mut it = args.iter().filter(|a| *a != "--bench");
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -98,10 +99,16 @@ fn parse(args: &[String]) -> (String, Opts) {
             "--rounds" => o.rounds = val().parse().unwrap(),
             "--signal" => o.signal = val(),
             "--retry-backoff-max-ms" => o.retry_backoff_max_ms = val().parse().unwrap(),
+            "-X" => {
+                let setting = val();
+                let (k, v) = setting.split_once('=').expect("-X takes key=value");
+                settings.push((k.to_string(), v.to_string()));
+            }
             m if !m.starts_with('-') => mode = m.to_string(),
             other => panic!("unknown option {other}"),
         }
     }
+    let _ = CLIENT_SETTINGS.set(settings);
     (mode, o)
 }
 
@@ -295,9 +302,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Client settings given with `-X key=value` (security settings, for a
+/// secured broker started by hand), applied to every client the tool makes.
+static CLIENT_SETTINGS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
 fn base_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap).set("broker.address.family", "v4");
+    for (k, v) in CLIENT_SETTINGS.get().into_iter().flatten() {
+        c.set(k, v);
+    }
     c
 }
 

@@ -177,6 +177,17 @@ pub struct AuthConfig {
     pub failed_authentication_max_delay_ms: u64,
     /// How long a client has to finish its TLS handshake.
     pub tls_handshake_timeout_ms: u64,
+    /// Cluster, an inter-broker listener with TLS: the CA (PEM) that signed
+    /// the brokers' certificates, and optionally this broker's own
+    /// certificate and key for a listener that asks for one (mTLS).
+    pub inter_broker_tls_ca: Option<PathBuf>,
+    pub inter_broker_tls_cert: Option<PathBuf>,
+    pub inter_broker_tls_key: Option<PathBuf>,
+    /// Cluster, an inter-broker listener with SASL: the mechanism, user and
+    /// a file holding the password this broker authenticates with.
+    pub inter_broker_sasl_mechanism: Option<SaslMechanism>,
+    pub inter_broker_user: Option<String>,
+    pub inter_broker_password_file: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -191,6 +202,12 @@ impl Default for AuthConfig {
             failed_authentication_delay_ms: 100,
             failed_authentication_max_delay_ms: 5_000,
             tls_handshake_timeout_ms: 10_000,
+            inter_broker_tls_ca: None,
+            inter_broker_tls_cert: None,
+            inter_broker_tls_key: None,
+            inter_broker_sasl_mechanism: None,
+            inter_broker_user: None,
+            inter_broker_password_file: None,
         }
     }
 }
@@ -532,6 +549,7 @@ impl Config {
                 return invalid(format!("inter_broker_listener {name:?} names no listener"));
             }
         }
+        self.validate_inter_broker()?;
         if self.http_tls_cert.is_some() != self.http_tls_key.is_some() {
             return invalid("http_tls_cert and http_tls_key go together".into());
         }
@@ -576,6 +594,47 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "a listener offers SASL PLAIN, whose users come from [auth] plain_users_file; set it".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// A cluster's followers must be able to speak the inter-broker listener's protocol.
+    fn validate_inter_broker(&self) -> Result<(), ConfigError> {
+        if self.etcd.is_none() {
+            return Ok(());
+        }
+        let name = self.inter_broker_listener_name();
+        let Some(listener) = self.effective_listeners().into_iter().find(|l| l.name == name) else {
+            return Ok(());
+        };
+        let auth = &self.auth;
+        if listener.protocol.tls() && auth.inter_broker_tls_ca.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "the inter-broker listener {name} serves {}: set [auth] inter_broker_tls_ca to the CA that signed the brokers' certificates",
+                listener.protocol
+            )));
+        }
+        if auth.inter_broker_tls_cert.is_some() != auth.inter_broker_tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "inter_broker_tls_cert and inter_broker_tls_key go together".into(),
+            ));
+        }
+        if listener.protocol.sasl() {
+            let complete =
+                auth.inter_broker_sasl_mechanism.is_some() && auth.inter_broker_user.is_some() && auth.inter_broker_password_file.is_some();
+            if !complete {
+                return Err(ConfigError::Invalid(format!(
+                    "the inter-broker listener {name} serves {}: set [auth] inter_broker_sasl_mechanism, inter_broker_user and inter_broker_password_file",
+                    listener.protocol
+                )));
+            }
+            if let Some(m) = auth.inter_broker_sasl_mechanism {
+                if !listener.mechanisms().contains(&m) {
+                    return Err(ConfigError::Invalid(format!(
+                        "inter_broker_sasl_mechanism {m} is not offered by listener {name}"
+                    )));
+                }
+            }
         }
         Ok(())
     }

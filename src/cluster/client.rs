@@ -1,34 +1,129 @@
 //! A minimal Kafka client connection for broker-to-broker requests (the
 //! followers' fetches), on the same codec as the server side. Responses are
-//! read with a bound on their size.
+//! read with a bound on their size. It speaks the inter-broker listener's
+//! protocol: TLS (verifying the leader against `inter_broker_tls_ca`) and
+//! SASL PLAIN or SCRAM as `inter_broker_user`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::security::listener::SaslMechanism;
+use crate::security::runtime::Entropy;
+use crate::security::scram::{client as scram_client, ScramAlgorithm};
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// How this broker connects to other brokers' inter-broker listener.
+#[derive(Clone, Default)]
+pub struct InterBrokerSecurity {
+    /// Set when that listener serves TLS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Set when it serves SASL.
+    pub sasl: Option<SaslLogin>,
+}
+
+#[derive(Clone)]
+pub struct SaslLogin {
+    pub mechanism: SaslMechanism,
+    pub user: String,
+    pub password: String,
+    /// SCRAM's client nonces.
+    pub entropy: Arc<dyn Entropy>,
+}
+
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     next_correlation_id: i32,
     client_id: StrBytes,
     max_response_bytes: usize,
 }
 
 impl Connection {
-    pub async fn connect(address: &str, client_id: String, timeout: Duration, max_response_bytes: usize) -> anyhow::Result<Self> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+    pub async fn connect(
+        address: &str,
+        client_id: String,
+        timeout: Duration,
+        max_response_bytes: usize,
+        security: &InterBrokerSecurity,
+    ) -> anyhow::Result<Self> {
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
             .map_err(|_| anyhow::anyhow!("connecting to {address} timed out"))??;
-        stream.set_nodelay(true)?;
-        Ok(Self {
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &security.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let host = address.rsplit_once(':').map_or(address, |(h, _)| h).trim_matches(['[', ']']);
+                let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| anyhow::anyhow!("{host} is not a name TLS can verify: {e}"))?;
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("TLS handshake with {address} timed out"))??;
+                Box::new(tls)
+            }
+        };
+        let mut connection = Self {
             stream,
             next_correlation_id: 0,
             client_id: StrBytes::from_string(client_id),
             max_response_bytes,
-        })
+        };
+        if let Some(login) = &security.sasl {
+            connection
+                .authenticate(login, timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("SASL {} as {} at {address}: {e}", login.mechanism, login.user))?;
+        }
+        Ok(connection)
+    }
+
+    async fn authenticate(&mut self, login: &SaslLogin, timeout: Duration) -> anyhow::Result<()> {
+        let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(login.mechanism.name()));
+        let answer: SaslHandshakeResponse = self.call(ApiKey::SaslHandshake, 1, &handshake, timeout).await?;
+        anyhow::ensure!(answer.error_code == 0, "handshake refused with error {}", answer.error_code);
+        let Some(alg) = ScramAlgorithm::of(login.mechanism) else {
+            self.token(format!("\0{}\0{}", login.user, login.password).into_bytes(), timeout)
+                .await?;
+            return Ok(());
+        };
+        let mut bytes = [0u8; 18];
+        login.entropy.fill(&mut bytes);
+        let nonce = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        };
+        let first = scram_client::first(&login.user, &nonce);
+        let server_first = self.token(first.clone().into_bytes(), timeout).await?;
+        let server_first = String::from_utf8(server_first.to_vec())?;
+        let (last, expected) = scram_client::last(alg, &login.password, &first, &server_first)
+            .ok_or_else(|| anyhow::anyhow!("the server's first SCRAM message is malformed"))?;
+        let server_final = self.token(last.into_bytes(), timeout).await?;
+        // The server proves it knew the credential too.
+        anyhow::ensure!(
+            server_final.as_ref() == expected.as_bytes(),
+            "the server's SCRAM signature is wrong"
+        );
+        Ok(())
+    }
+
+    async fn token(&mut self, token: Vec<u8>, timeout: Duration) -> anyhow::Result<Bytes> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let answer: SaslAuthenticateResponse = self.call(ApiKey::SaslAuthenticate, 2, &request, timeout).await?;
+        if answer.error_code != 0 {
+            let message = answer.error_message.map(|m| m.to_string()).unwrap_or_default();
+            anyhow::bail!("authentication failed ({}): {message}", answer.error_code);
+        }
+        Ok(answer.auth_bytes)
     }
 
     /// Sends one request and reads its response, within `timeout`.
@@ -52,6 +147,7 @@ impl Connection {
         buf[0..4].copy_from_slice(&len.to_be_bytes());
         let exchange = async {
             self.stream.write_all(&buf).await?;
+            self.stream.flush().await?;
             let len = self.stream.read_i32().await?;
             if len < 0 || len as usize > self.max_response_bytes {
                 anyhow::bail!("response of {len} bytes is over the {} byte bound", self.max_response_bytes);

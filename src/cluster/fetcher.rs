@@ -64,7 +64,8 @@ async fn fetch_loop(
     attempt: &mut u32,
 ) -> anyhow::Result<()> {
     let bound = RESPONSE_MAX_BYTES as usize + broker.config.max_request_bytes;
-    let mut connection = Connection::connect(address, format!("sediment-replica-{me}"), Duration::from_secs(5), bound).await?;
+    let security = broker.cluster.as_ref().map(|c| c.inter_broker.clone()).unwrap_or_default();
+    let mut connection = Connection::connect(address, format!("sediment-replica-{me}"), Duration::from_secs(5), bound, &security).await?;
     let followed: Vec<(Arc<Partition>, i32)> = partitions
         .iter()
         .filter_map(|((topic, index), epoch)| broker.partition(topic, *index).map(|p| (p, *epoch)))

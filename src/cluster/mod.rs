@@ -36,6 +36,8 @@ pub struct ClusterLink {
     leaving: tokio_util::sync::CancellationToken,
     /// Group coordination on the replicated offsets topic.
     pub offsets: Arc<offsets::ClusterOffsets>,
+    /// How followers connect to leaders (TLS, SASL).
+    pub inter_broker: client::InterBrokerSecurity,
 }
 
 impl ClusterLink {
@@ -150,8 +152,45 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
         lag_max_ms: config.replica_lag_time_max_ms as i64,
         leaving,
         offsets: Arc::new(offsets::ClusterOffsets::default()),
+        inter_broker: inter_broker_security(config)?,
     });
     Ok((Arc::new(EtcdCoordinator::new(client, &config.cluster)), link))
+}
+
+/// What followers need to reach leaders on the inter-broker listener:
+/// a TLS client config, and a SASL login (files read now, so a missing one
+/// stops the start with its reason).
+fn inter_broker_security(config: &Config) -> anyhow::Result<client::InterBrokerSecurity> {
+    let name = config.inter_broker_listener_name();
+    let Some(listener) = config.effective_listeners().into_iter().find(|l| l.name == name) else {
+        return Ok(Default::default());
+    };
+    let auth = &config.auth;
+    let tls = match (&auth.inter_broker_tls_ca, listener.protocol.tls()) {
+        (Some(ca), true) => Some(
+            crate::security::tls::client_config(ca, auth.inter_broker_tls_cert.as_deref().zip(auth.inter_broker_tls_key.as_deref()))
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        _ => None,
+    };
+    let sasl = match (
+        &auth.inter_broker_sasl_mechanism,
+        &auth.inter_broker_user,
+        &auth.inter_broker_password_file,
+    ) {
+        (Some(mechanism), Some(user), Some(file)) if listener.protocol.sasl() => {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("cannot read inter_broker_password_file {}: {e}", file.display()))?;
+            Some(client::SaslLogin {
+                mechanism: *mechanism,
+                user: user.clone(),
+                password: password.trim_end_matches(['\n', '\r']).to_string(),
+                entropy: Arc::new(crate::security::runtime::SystemEntropy),
+            })
+        }
+        _ => None,
+    };
+    Ok(client::InterBrokerSecurity { tls, sasl })
 }
 
 /// A name for this data dir, kept in it: a broker that comes back with

@@ -113,6 +113,38 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
     Ok((Arc::new(config), resolver))
 }
 
+/// A client config trusting the CA in `ca` (PEM), presenting `identity`
+/// (certificate and key files) when given: how a follower reaches a leader.
+pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let pem = read(ca, "inter_broker_tls_ca")?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("inter_broker_tls_ca {}: {e}", ca.display()))?;
+        roots.add(cert).map_err(|e| format!("inter_broker_tls_ca {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("inter_broker_tls_ca {} holds no PEM certificate", ca.display()));
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert, "inter_broker_tls_cert")?)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("inter_broker_tls_cert {}: {e}", cert.display()))?;
+            let private = PrivateKeyDer::from_pem_slice(&read(key, "inter_broker_tls_key")?)
+                .map_err(|e| format!("inter_broker_tls_key {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, private)
+                .map_err(|e| format!("inter_broker_tls_cert {}: {e}", cert.display()))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 /// The principal of a verified client certificate: `User:` and its subject
 /// as RFC 2253 writes it (most specific first, `CN=client,O=Example`), which
 /// is what Kafka's default `ssl.principal.mapping.rules` gives.

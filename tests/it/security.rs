@@ -692,3 +692,98 @@ plain_users_file = "{}"
     assert!(metric_sum(&broker, "sediment_authentication_failures_total") >= 5.0);
     assert!(!broker.log().contains("admin-secret"));
 }
+
+/// A cluster whose brokers replicate over a SASL_SSL inter-broker listener
+/// (PLAIN as a super user, the leaders' certificates checked against the
+/// CA), with an authorizer that keeps anonymous clients from posing as
+/// followers: acks=all needs the followers, so every acknowledged record
+/// went through the secured listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_replicates_over_sasl_ssl_and_refuses_anonymous_followers() {
+    let ca = Ca::new();
+    let (cert, key) = ca.issue("server", "localhost");
+    let users = ca.path("users.toml");
+    std::fs::write(&users, "[users]\nbroker = \"broker-pw\"\n").unwrap();
+    let password = ca.path("broker-password");
+    std::fs::write(&password, "broker-pw\n").unwrap();
+    let etcd = crate::etcd::Etcd::start();
+    let brokers: Vec<Broker> = (1..=3)
+        .map(|id| {
+            let internal = crate::common::free_port();
+            Broker::start(&format!(
+                r#"
+etcd = "{etcd}"
+broker_id = {id}
+cluster = "secure"
+etcd_lease_ttl_ms = 3000
+replica_lag_time_max_ms = 3000
+inter_broker_listener = "INTERNAL"
+
+[[listener]]
+name = "CLIENT"
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "INTERNAL"
+listen = "127.0.0.1:{internal}"
+advertise = "localhost:{internal}"
+protocol = "SASL_SSL"
+tls_cert = "{cert}"
+tls_key = "{key}"
+sasl_mechanisms = ["PLAIN"]
+
+[auth]
+authorizer = true
+allow_everyone_if_no_acl_found = true
+super_users = ["User:broker"]
+plain_users_file = "{users}"
+inter_broker_tls_ca = "{ca}"
+inter_broker_sasl_mechanism = "PLAIN"
+inter_broker_user = "broker"
+inter_broker_password_file = "{password}"
+"#,
+                etcd = etcd.endpoint(),
+                cert = cert.display(),
+                key = key.display(),
+                users = users.display(),
+                ca = ca.path("ca.pem").display(),
+                password = password.display(),
+            ))
+        })
+        .collect();
+    let bootstrap = brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = config(&bootstrap).create().unwrap();
+    let topic = rdkafka::admin::NewTopic::new("replicated", 3, rdkafka::admin::TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
+    for r in admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    // From now on the cluster resource has an ACL: anonymous may not act as a follower.
+    let mut anonymous = Raw::connect(&brokers[0].bootstrap());
+    assert_eq!(anonymous.acl(4, "kafka-cluster", LITERAL, "User:ANONYMOUS", 9, DENY), 0);
+
+    let records: Vec<_> = (0..200).map(|i| record(i, 100)).collect();
+    let placed = produce(&producer(&bootstrap, &[]), "replicated", &records).await;
+    assert_eq!(placed.len(), 200);
+    let full_isrs = || {
+        let consumer: BaseConsumer = config(&bootstrap).create().unwrap();
+        let metadata = consumer.fetch_metadata(Some("replicated"), Duration::from_secs(5)).unwrap();
+        metadata.topics()[0].partitions().iter().all(|p| p.isr().len() == 3)
+    };
+    wait_until("every follower in sync over SASL_SSL", 30, full_isrs);
+    let internal_logins: f64 = brokers
+        .iter()
+        .flat_map(|b| {
+            let text = crate::common::http_get(&b.http("/metrics")).unwrap_or_default();
+            text.lines()
+                .filter(|l| l.starts_with("sediment_authentications_total{") && l.contains("listener=\"INTERNAL\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert!(internal_logins >= 2.0, "followers authenticated on INTERNAL: {internal_logins}");
+
+    // An anonymous client posing as follower 2 is refused.
+    let fetch = crate::bad_input::fetch_request("replicated", 0, 0, 1 << 20).with_replica_id(BrokerId(2));
+    let refused: FetchResponse = anonymous.call(ApiKey::Fetch, 12, &fetch);
+    assert_eq!(refused.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED");
+}
