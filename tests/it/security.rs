@@ -53,7 +53,20 @@ impl Ca {
     /// Issues a certificate for `cn` (a server for localhost and 127.0.0.1)
     /// and writes `<name>.pem` and `<name>.key`.
     fn issue(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+        self.issue_with(name, cn, |_| {})
+    }
+
+    /// An expired certificate for `cn`.
+    fn issue_expired(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+        self.issue_with(name, cn, |p| {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        })
+    }
+
+    fn issue_with(&self, name: &str, cn: &str, adjust: impl FnOnce(&mut rcgen::CertificateParams)) -> (PathBuf, PathBuf) {
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        adjust(&mut params);
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(rcgen::DnType::CommonName, cn);
         let key = rcgen::KeyPair::generate().unwrap();
@@ -505,6 +518,18 @@ super_users = ["User:CN=admin-client"]
         Raw::tls(&mtls, ca.client_config(None)).is_err(),
         "a client without a certificate is refused"
     );
+    // A certificate from another CA, or an expired one, is refused too.
+    let stranger = Ca::new();
+    let (strange, strange_key) = stranger.issue("stranger", "client-1");
+    assert!(
+        Raw::tls(&mtls, ca.client_config(Some((&strange, &strange_key)))).is_err(),
+        "another CA's certificate"
+    );
+    let (expired, expired_key) = ca.issue_expired("expired", "client-1");
+    assert!(
+        Raw::tls(&mtls, ca.client_config(Some((&expired, &expired_key)))).is_err(),
+        "an expired certificate"
+    );
     let mut admin = Raw::tls(&mtls, ca.client_config(Some((&admin_cert, &admin_key)))).unwrap();
     assert_eq!(admin.create_topic("guarded"), 0);
     assert_eq!(admin.acl(TOPIC, "guarded", LITERAL, "User:CN=client-1", 2, ALLOW), 0);
@@ -707,9 +732,10 @@ async fn a_cluster_replicates_over_sasl_ssl_and_refuses_anonymous_followers() {
     let password = ca.path("broker-password");
     std::fs::write(&password, "broker-pw\n").unwrap();
     let etcd = crate::etcd::Etcd::start();
+    let internal_ports: Vec<u16> = (0..3).map(|_| crate::common::free_port()).collect();
     let brokers: Vec<Broker> = (1..=3)
         .map(|id| {
-            let internal = crate::common::free_port();
+            let internal = internal_ports[id as usize - 1];
             Broker::start(&format!(
                 r#"
 etcd = "{etcd}"
@@ -730,7 +756,7 @@ advertise = "localhost:{internal}"
 protocol = "SASL_SSL"
 tls_cert = "{cert}"
 tls_key = "{key}"
-sasl_mechanisms = ["PLAIN"]
+sasl_mechanisms = ["PLAIN", "SCRAM-SHA-256"]
 
 [auth]
 authorizer = true
@@ -782,8 +808,200 @@ inter_broker_password_file = "{password}"
         .sum();
     assert!(internal_logins >= 2.0, "followers authenticated on INTERNAL: {internal_logins}");
 
+    // A credential created at broker 1 works at broker 3, and an ACL created
+    // at broker 1 is enforced at broker 2, through etcd's watch.
+    assert_eq!(
+        anonymous.set_scram(ScramAlgorithm::Sha256, "dave", "dave-pw"),
+        31,
+        "anonymous may no longer alter the cluster"
+    );
+    let internal = |i: usize| format!("127.0.0.1:{}", internal_ports[i]);
+    let mut admin = Raw::tls(&internal(0), ca.client_config(None)).unwrap();
+    assert_eq!(admin.plain("broker", "broker-pw"), 0);
+    // Broker 2 may not lead partition 0 (NOT_LEADER_OR_FOLLOWER), but it
+    // authorizes before it looks.
+    let mut at_two = Raw::connect(&brokers[1].bootstrap());
+    assert_ne!(at_two.produce("replicated"), TOPIC_AUTHORIZATION_FAILED);
+    assert_eq!(admin.set_scram(ScramAlgorithm::Sha256, "dave", "dave-pw"), 0);
+    assert_eq!(admin.acl(TOPIC, "replicated", LITERAL, "User:ANONYMOUS", WRITE, DENY), 0);
+    let changed = Instant::now();
+    wait_until("the ACL is enforced at broker 2", 5, || {
+        at_two.produce("replicated") == TOPIC_AUTHORIZATION_FAILED
+    });
+    eprintln!("ACL made at broker 1 enforced at broker 2 after {:?}", changed.elapsed());
+    wait_until("the credential works at broker 3", 5, || {
+        let mut dave = Raw::tls(&internal(2), ca.client_config(None)).unwrap();
+        dave.scram(ScramAlgorithm::Sha256, "dave", "dave-pw") == 0
+    });
+
     // An anonymous client posing as follower 2 is refused.
     let fetch = crate::bad_input::fetch_request("replicated", 0, 0, 1 << 20).with_replica_id(BrokerId(2));
     let refused: FetchResponse = anonymous.call(ApiKey::Fetch, 12, &fetch);
     assert_eq!(refused.error_code, 31, "CLUSTER_AUTHORIZATION_FAILED");
+}
+
+/// Every client over every protocol: librdkafka (rdkafka), kafka-python and
+/// kcat, each over SSL, SASL_PLAINTEXT (PLAIN, SCRAM-SHA-256,
+/// SCRAM-SHA-512) and SASL_SSL, produce and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_speaks_every_protocol() {
+    let ca = Ca::new();
+    let (cert, key) = ca.issue("server", "localhost");
+    let users = users_file(ca.dir.path());
+    let (sasl_port, sasl_ssl_port) = (crate::common::free_port(), crate::common::free_port());
+    let broker = Broker::start(&format!(
+        r#"
+[[listener]]
+name = "SSL"
+listen = "127.0.0.1:0"
+protocol = "SSL"
+tls_cert = "{cert}"
+tls_key = "{key}"
+
+[[listener]]
+name = "SASL_PLAINTEXT"
+listen = "127.0.0.1:{sasl_port}"
+protocol = "SASL_PLAINTEXT"
+sasl_mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+[[listener]]
+name = "SASL_SSL"
+listen = "127.0.0.1:{sasl_ssl_port}"
+protocol = "SASL_SSL"
+tls_cert = "{cert}"
+tls_key = "{key}"
+sasl_mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+[auth]
+plain_users_file = "{users}"
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        users = users.display(),
+    ));
+    let mut admin = Raw::connect(&format!("127.0.0.1:{sasl_port}"));
+    assert_eq!(admin.plain("admin", "admin-secret"), 0);
+    assert_eq!(admin.set_scram(ScramAlgorithm::Sha256, "erin", "erin-pw"), 0);
+    assert_eq!(admin.set_scram(ScramAlgorithm::Sha512, "erin", "erin-pw"), 0);
+    let ca_path = ca.path("ca.pem").display().to_string();
+    let ssl = broker.bootstrap();
+    let sasl = format!("127.0.0.1:{sasl_port}");
+    let sasl_ssl = format!("127.0.0.1:{sasl_ssl_port}");
+    // (address, protocol, mechanism, user, password)
+    let cases = [
+        (ssl.as_str(), "SSL", "", "", ""),
+        (sasl.as_str(), "SASL_PLAINTEXT", "PLAIN", "admin", "admin-secret"),
+        (sasl.as_str(), "SASL_PLAINTEXT", "SCRAM-SHA-256", "erin", "erin-pw"),
+        (sasl.as_str(), "SASL_PLAINTEXT", "SCRAM-SHA-512", "erin", "erin-pw"),
+        (sasl_ssl.as_str(), "SASL_SSL", "PLAIN", "admin", "admin-secret"),
+        (sasl_ssl.as_str(), "SASL_SSL", "SCRAM-SHA-256", "erin", "erin-pw"),
+        (sasl_ssl.as_str(), "SASL_SSL", "SCRAM-SHA-512", "erin", "erin-pw"),
+    ];
+    for (i, (address, protocol, mechanism, user, password)) in cases.into_iter().enumerate() {
+        let mut settings = vec![("security.protocol", protocol.to_string())];
+        if protocol.ends_with("SSL") {
+            settings.push(("ssl.ca.location", ca_path.clone()));
+        }
+        if protocol.starts_with("SASL") {
+            settings.extend([
+                ("sasl.mechanism", mechanism.to_string()),
+                ("sasl.username", user.to_string()),
+                ("sasl.password", password.to_string()),
+            ]);
+        }
+        // librdkafka
+        let topic = format!("rdkafka-{i}");
+        let records: Vec<_> = (0..20).map(|r| record(r, 30)).collect();
+        produce(&producer(address, &as_pairs(&settings)), &topic, &records).await;
+        let got = tokio::task::block_in_place(|| crate::kafka::consume_all(address, &topic, 1, 20, &as_pairs(&settings)));
+        assert_eq!(got.values().map(Vec::len).sum::<usize>(), 20, "rdkafka over {protocol} {mechanism}");
+        // kafka-python
+        let out = crate::common::run_python(
+            "kafka_python_secure.py",
+            &[address, protocol, mechanism, user, password, &ca_path, &format!("python-{i}"), "10"],
+        );
+        assert!(out.contains("ok 10"), "kafka-python over {protocol} {mechanism}: {out}");
+        // kcat
+        let mut kcat_args: Vec<String> = vec!["-b".into(), address.into()];
+        for (k, v) in &settings {
+            let k = if *k == "sasl.mechanism" { "sasl.mechanisms" } else { k };
+            kcat_args.extend(["-X".to_string(), format!("{k}={v}")]);
+        }
+        let topic = format!("kcat-{i}");
+        let mut produce_kcat = std::process::Command::new("kcat")
+            .args(&kcat_args)
+            .args(["-P", "-t", &topic])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        produce_kcat.stdin.take().unwrap().write_all(b"a\nb\n").unwrap();
+        let produced = produce_kcat.wait_with_output().unwrap();
+        assert!(
+            produced.status.success(),
+            "kcat -P over {protocol} {mechanism}: {}",
+            String::from_utf8_lossy(&produced.stderr)
+        );
+        let consumed = std::process::Command::new("kcat")
+            .args(&kcat_args)
+            .args(["-C", "-t", &topic, "-e", "-q"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&consumed.stdout),
+            "a\nb\n",
+            "kcat -C over {protocol} {mechanism}"
+        );
+    }
+}
+
+/// The admin port over HTTPS with a bearer token: probes stay open,
+/// /metrics and /v1 need the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_serves_https_and_guards_metrics_with_a_token() {
+    let ca = Ca::new();
+    let (cert, key) = ca.issue("server", "localhost");
+    let token_file = ca.path("token");
+    std::fs::write(&token_file, "s3cret-token-0123456789\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    let config = sediment::config::Config {
+        data_dir: dir.path().join("data"),
+        listen: listener.local_addr().unwrap(),
+        http_listen: http.local_addr().unwrap(),
+        http_tls_cert: Some(cert),
+        http_tls_key: Some(key),
+        http_token_file: Some(token_file),
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let broker = tokio::spawn(sediment::node::run_on(config, vec![listener], http, async move {
+        let _ = stopped.await;
+    }));
+    let ca_path = ca.path("ca.pem");
+    let curl = |path: &str, token: Option<&str>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca_path)
+            .arg(format!("https://localhost:{http_port}{path}"));
+        if let Some(token) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+    };
+    tokio::task::block_in_place(|| {
+        wait_until("HTTPS /readyz", 30, || curl("/readyz", None) == "200");
+        assert_eq!(curl("/healthz", None), "200");
+        assert_eq!(curl("/metrics", None), "401");
+        assert_eq!(curl("/metrics", Some("wrong-token-0123456789")), "401");
+        assert_eq!(curl("/metrics", Some("s3cret-token-0123456789")), "200");
+        assert_eq!(curl("/v1/topics", None), "401");
+        assert_eq!(curl("/v1/topics", Some("s3cret-token-0123456789")), "200");
+        // Plain HTTP on the HTTPS port gets nowhere.
+        assert!(crate::common::http_get(&format!("http://127.0.0.1:{http_port}/healthz")).map_or(true, |b| !b.starts_with("ok")));
+    });
+    stop.send(()).unwrap();
+    broker.await.unwrap().unwrap();
 }
