@@ -245,6 +245,9 @@ http_token_file = "{{ include "sediment.tokenDir" $ }}/token"
 {{ toJson $key }} = {{ toJson (toString $value) }}
 {{- end }}
 {{- end }}
+{{- if has "User:ANONYMOUS" $v.auth.superUsers }}
+{{- fail "auth.superUsers: User:ANONYMOUS would make every unauthenticated client (and anyone reaching the INTERNAL port) a super user; give the brokers CLUSTER_ACTION with an ACL instead (docs/security.md, \"In a cluster\")" }}
+{{- end }}
 {{- if include "sediment.authTable" $ }}
 {{- with $v.auth }}
 
