@@ -22,7 +22,11 @@ renders:
   /metrics scrape, a controlled shutdown of one broker and a read of
   everything through the other two;
 - the bundled etcd's 3 members, each as rendered, with the etcd binary:
-  one cluster, the rendered probes answer.
+  one cluster, the rendered probes answer;
+- the TLS/SASL renders, with certificates made by the openssl CLI and the
+  Secrets written as the kubelet writes them: one broker with mutual TLS
+  (a client without a certificate refused, the rendered helm test script
+  run with kcat), and the 3-broker SASL_SSL cluster (check_secure_cluster).
 A chart whose flags, variables or config keys the binary refuses fails
 there.
 
