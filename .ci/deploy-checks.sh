@@ -12,7 +12,9 @@
 # target/{debug,release}/sediment under CARGO_TARGET_DIR), deploy_checks.py
 # also runs it with the rendered env and config file, and runs the rendered
 # 3-broker chart as local processes against a real etcd (the etcd binary,
-# Debian's etcd-server) and moto's S3 server, with kafka-python as client.
+# Debian's etcd-server) and moto's S3 server, with kafka-python as client,
+# and the TLS/SASL renders the same way (certificates made with the openssl
+# CLI; the rendered helm test script runs with Debian's kcat).
 #
 # The tools live in a virtualenv of their own (checkov pins old boto3 and
 # networkx, which must not leak into the Python the integration tests use),

@@ -22,7 +22,11 @@ renders:
   /metrics scrape, a controlled shutdown of one broker and a read of
   everything through the other two;
 - the bundled etcd's 3 members, each as rendered, with the etcd binary:
-  one cluster, the rendered probes answer.
+  one cluster, the rendered probes answer;
+- the TLS/SASL renders, with certificates made by the openssl CLI and the
+  Secrets written as the kubelet writes them: one broker with mutual TLS
+  (a client without a certificate refused, the rendered helm test script
+  run with kcat), and the 3-broker SASL_SSL cluster (check_secure_cluster).
 A chart whose flags, variables or config keys the binary refuses fails
 there.
 
@@ -41,6 +45,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -138,6 +143,47 @@ GOOD = {
         "fullnameOverride": "kafka",
         "terminationGracePeriodSeconds": 60,
     },
+    # TLS and SASL: the set run_rendered_cluster starts secured. SASL_SSL
+    # with PLAIN (an admin from the users file) and SCRAM-SHA-512, the
+    # authorizer, the INTERNAL listener for replication, a bearer token on
+    # /metrics (and in the ServiceMonitor), a NetworkPolicy, and a helm test
+    # user.
+    "cluster-tls-sasl": {
+        "replicas": 3,
+        "etcd": {"external": {"endpoints": [
+            "http://etcd-0.etcd.platform.svc.cluster.local:2379",
+            "http://etcd-1.etcd.platform.svc.cluster.local:2379",
+            "http://etcd-2.etcd.platform.svc.cluster.local:2379",
+        ]}},
+        "archive": {
+            "url": "s3://sediment-archive/secure",
+            "env": {"AWS_REGION": "us-east-1"},
+            "workloadIdentity": {"awsRoleArn": "arn:aws:iam::123456789012:role/sediment-archive"},
+        },
+        "broker": {"clusterName": "secure",
+                   "cluster": {"etcdLeaseTtlMs": 6000, "replicaLagTimeMaxMs": 10000,
+                               "offsetsTopicPartitions": 4}},
+        "tls": {"enabled": True, "secretName": "sediment-tls"},
+        "sasl": {"enabled": True, "mechanisms": ["SCRAM-SHA-512", "PLAIN"],
+                 "plainUsers": {"secretName": "sediment-plain-users"}},
+        "auth": {"authorizer": True, "superUsers": ["User:admin"]},
+        "metrics": {"tokenSecretName": "sediment-metrics-token",
+                    "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        "networkPolicy": {"enabled": True,
+                          "kafkaFrom": [{"namespaceSelector": {"matchLabels": {"team": "orders"}}}]},
+        "tests": {"sasl": {"username": "helm-test", "passwordSecretName": "sediment-helm-test"},
+                  "tls": {"caSecretName": "sediment-ca"}},
+    },
+    # Mutual TLS on one broker (SSL, client certificates as principals),
+    # the authorizer with a certificate subject as super user, and the helm
+    # test's own certificate; run_rendered_broker runs it.
+    "mtls-single": {
+        "tls": {"enabled": True, "secretName": "sediment-tls",
+                "clientCA": {"secretName": "sediment-client-ca", "key": "ca.pem"}},
+        "auth": {"authorizer": True, "superUsers": ["User:CN=sediment-admin,O=Example"],
+                 "connectionsMaxReauthMs": 3600000},
+        "tests": {"tls": {"caSecretName": "sediment-ca", "clientSecretName": "sediment-admin-cert"}},
+    },
 }
 
 # Values that must be refused by values.schema.json, with why.
@@ -186,6 +232,22 @@ BAD_SCHEMA = {
         "metrics": {"grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": 1}}}},
     "a dashboard namespace that is not a DNS label": {
         "metrics": {"grafanaDashboard": {"enabled": True, "namespace": "Monitoring"}}},
+    "tls.enabled without a Secret": {"tls": {"enabled": True}},
+    "a TLS Secret name that is not a DNS name": {"tls": {"enabled": True, "secretName": "Sediment_TLS"}},
+    "mutual TLS without tls.enabled": {"tls": {"clientCA": {"secretName": "clients-ca"}}},
+    "an unknown SASL mechanism": {"sasl": {"enabled": True, "mechanisms": ["GSSAPI"]}},
+    "no SASL mechanism": {"sasl": {"enabled": True, "mechanisms": []}},
+    "a SASL mechanism listed twice": {"sasl": {"enabled": True, "mechanisms": ["PLAIN", "PLAIN"],
+                                                "plainUsers": {"secretName": "users"}}},
+    "PLAIN without a users Secret": {"sasl": {"enabled": True, "mechanisms": ["SCRAM-SHA-512", "PLAIN"]}},
+    "a super user without a principal type": {"auth": {"superUsers": ["admin"]}},
+    "auth.authorizer that is a string": {"auth": {"authorizer": "true"}},
+    "a test user without a password Secret": {
+        "sasl": {"enabled": True}, "tests": {"sasl": {"username": "helm-test"}}},
+    "an unknown test SASL mechanism": {"tests": {"sasl": {"mechanism": "SCRAM-SHA-1"}}},
+    "a metrics token Secret name that is not a DNS name": {"metrics": {"tokenSecretName": "Token"}},
+    "an empty Secret key": {"metrics": {"tokenSecretName": "token", "tokenSecretKey": ""}},
+    "an INTERNAL port above 65535": {"broker": {"internalPort": 70000}},
 }
 
 # Values the schema allows but the templates refuse, with the message expected.
@@ -194,6 +256,16 @@ BAD_TEMPLATE = {
         {"terminationGracePeriodSeconds": 10}, "must be above the 15 s a shutdown may take"),
     "terminationGracePeriodSeconds not above 1.5 x shutdownTimeoutMs in cluster mode": (
         {**CLUSTER, "terminationGracePeriodSeconds": 20}, "must be above the 23 s a shutdown may take"),
+    "a test SASL mechanism the listener does not offer": (
+        {"sasl": {"enabled": True, "mechanisms": ["SCRAM-SHA-512"]},
+         "tests": {"sasl": {"mechanism": "PLAIN", "username": "t", "passwordSecretName": "t"}}},
+        "tests.sasl.mechanism PLAIN is not one of sasl.mechanisms"),
+    "User:ANONYMOUS as a super user": (
+        {"auth": {"authorizer": True, "superUsers": ["User:ANONYMOUS"]}},
+        "auth.superUsers: User:ANONYMOUS would make every unauthenticated client"),
+    "the INTERNAL listener on the Kafka port": (
+        {**CLUSTER, "sasl": {"enabled": True}, "broker": {"internalPort": 9092}},
+        "broker.internalPort (9092) must differ from broker.kafkaPort and broker.httpPort"),
 }
 
 failures = []
@@ -231,7 +303,7 @@ def main():
     print(f"ok   helm lint --strict for Kubernetes {', '.join(kube_versions)}")
 
     # Render each good value set.
-    rendered = {}
+    rendered, notes = {}, {}
     for name, values in GOOD.items():
         try:
             chart.validate_schema(values)
@@ -244,6 +316,7 @@ def main():
         docs = []
         for path, text in sorted(files.items()):
             if path.endswith("NOTES.txt"):
+                notes[name] = text
                 continue
             parsed = [d for d in yaml.safe_load_all(text) if d]
             if not parsed:
@@ -282,27 +355,43 @@ def main():
                    "broker_id", "cluster", "shutdown_timeout_ms", "topic_defaults",
                    # broker.cluster.*
                    "etcd_lease_ttl_ms", "replica_lag_time_max_ms", "default_replication_factor",
-                   "offsets_topic_partitions", "offsets_topic_replication_factor"}
+                   "offsets_topic_partitions", "offsets_topic_replication_factor",
+                   # tls, sasl, auth, metrics.tokenSecretName
+                   "listener", "auth", "inter_broker_listener", "http_token_file",
+                   # The admin port's TLS: the chart's probes and ServiceMonitor
+                   # speak HTTP, so it is not offered.
+                   "http_tls_cert", "http_tls_key"}
     if broker_keys - chart_owned != schema_keys:
         fail("broker.config in values.schema.json and src/config.rs's keys differ: "
              f"only in src/config.rs {sorted(broker_keys - chart_owned - schema_keys)}, "
              f"only in the schema {sorted(schema_keys - broker_keys)}")
     for name, docs in rendered.items():
-        for d in docs:
-            if d["kind"] == "ConfigMap" and "sediment.toml" in d["data"]:
-                toml = tomllib.loads(d["data"]["sediment.toml"])
-                unknown = set(toml) - broker_keys
-                if unknown:
-                    fail(f"{name}: sediment.toml has keys the broker refuses: {unknown}")
-                for key, value in toml.items():
-                    if isinstance(value, float):
-                        fail(f"{name}: sediment.toml {key} = {value} is a float")
-                if name == "archive-secret" and toml.get("local_disk_budget_bytes") != 40 * 2**30:
-                    fail(f"{name}: local_disk_budget_bytes did not reach sediment.toml: {toml}")
-                clustered = "etcd" in GOOD[name]
-                if clustered != ("etcd_lease_ttl_ms" in toml):
-                    fail(f"{name}: the cluster keys are {'missing' if clustered else 'written'}: {toml}")
-    print("ok   sediment.toml keys and types, schema keys match src/config.rs")
+        files = broker_config_files(docs)
+        if not files:
+            fail(f"{name}: no broker TOML file rendered")
+        values = GOOD[name]
+        clustered = "etcd" in values
+        secured = values.get("tls", {}).get("enabled") or values.get("sasl", {}).get("enabled")
+        per_broker = bool(clustered and secured)
+        wanted = ({f"broker-{i}.toml" for i in range(values.get("replicas", 1))} if per_broker
+                  else {"sediment.toml"})
+        if set(files) != wanted:
+            fail(f"{name}: the ConfigMap holds {sorted(files)}, not {sorted(wanted)}")
+        for key, text in files.items():
+            toml = tomllib.loads(text)
+            unknown = set(toml) - broker_keys
+            if unknown:
+                fail(f"{name}: {key} has keys the broker refuses: {unknown}")
+            for k, value in toml.items():
+                if isinstance(value, float):
+                    fail(f"{name}: {key} {k} = {value} is a float")
+            if name == "archive-secret" and toml.get("local_disk_budget_bytes") != 40 * 2**30:
+                fail(f"{name}: local_disk_budget_bytes did not reach {key}: {toml}")
+            if clustered != ("etcd_lease_ttl_ms" in toml):
+                fail(f"{name}: the cluster keys are {'missing' if clustered else 'written'}: {toml}")
+            check_listeners(name, key, toml, values)
+    print("ok   broker TOML files: keys and types, listeners and [auth] as the values say, "
+          "schema keys match src/config.rs")
 
     # Every broker container env name the chart sets is one the broker reads.
     design = (ROOT / "docs" / "configuration.md").read_text()
@@ -332,6 +421,7 @@ def main():
             if clustered != ("SEDIMENT_ETCD" in env):
                 fail(f"{name}: SEDIMENT_ETCD is {'missing' if clustered else 'set'}")
     print("ok   SEDIMENT_* env names, per-pod advertised address and broker id, etcd, termination grace period")
+    check_security_objects(rendered, notes)
 
     # The alert rules' metric names; run_rendered_cluster checks them
     # against a live scrape.
@@ -377,9 +467,13 @@ def main():
     if not undocumented and not stale:
         print(f"ok   helm/sediment/README.md lists exactly the {len(values_paths)} values of values.yaml")
 
-    run_rendered_broker(rendered["archive-secret"])
+    run_rendered_broker(rendered["archive-secret"], GOOD["archive-secret"])
     run_rendered_cluster(rendered["cluster-external-etcd-irsa"], GOOD["cluster-external-etcd-irsa"],
                          used_metrics)
+    secrets = secured_run_secrets()
+    if secrets:
+        run_rendered_broker(rendered["mtls-single"], GOOD["mtls-single"], secrets)
+        run_rendered_cluster(rendered["cluster-tls-sasl"], GOOD["cluster-tls-sasl"], used_metrics, secrets)
     run_rendered_etcd(rendered["cluster-bundled-etcd"])
 
     if failures:
@@ -388,10 +482,156 @@ def main():
 
 
 def config_keys():
-    """The keys of the broker's TOML file: the fields of src/config.rs's Config."""
+    """The keys of the broker's TOML file: the fields of src/config.rs's
+    Config, under their serde names (`listeners` is `listener`)."""
     source = (ROOT / "src" / "config.rs").read_text()
     body = source.split("pub struct Config {", 1)[1].split("\n}", 1)[0]
-    return set(re.findall(r"^    pub (\w+):", body, re.M))
+    keys = set()
+    for rename, field in re.findall(r'^(?:    #\[serde\(rename = "(\w+)"\)\]\n)?    pub (\w+):', body, re.M):
+        keys.add(rename or field)
+    return keys
+
+
+def check_security_objects(rendered, notes):
+    """What tls, sasl, auth and metrics.tokenSecretName add beyond the TOML
+    files: each Secret mounted read-only where the files point, the
+    per-broker config file, the INTERNAL port (container, NetworkPolicy
+    from the brokers only), the ServiceMonitor's bearer token, the helm test
+    pod's client settings or its absence, and NOTES.txt saying how to
+    connect."""
+    for name, docs in rendered.items():
+        values = GOOD[name]
+        tls, sasl = values.get("tls", {}), values.get("sasl", {})
+        protocol = {(False, False): "PLAINTEXT", (True, False): "SSL", (False, True): "SASL_PLAINTEXT",
+                    (True, True): "SASL_SSL"}[(bool(tls.get("enabled")), bool(sasl.get("enabled")))]
+        internal = protocol != "PLAINTEXT" and "etcd" in values
+        sts = next(d for d in docs if d["kind"] == "StatefulSet" and not d["metadata"]["name"].endswith("-etcd"))
+        pod = sts["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        wanted = {}
+        if tls.get("enabled"):
+            wanted["tls"] = (tls["secretName"], "/etc/sediment-tls", {"tls.crt", "tls.key"})
+            if tls.get("clientCA", {}).get("secretName"):
+                wanted["tls-client-ca"] = (tls["clientCA"]["secretName"], "/etc/sediment-client-ca", {"ca.crt"})
+        if sasl.get("enabled") and "PLAIN" in sasl.get("mechanisms", []):
+            wanted["plain-users"] = (sasl["plainUsers"]["secretName"], "/etc/sediment-plain-users", {"users.toml"})
+        token = values.get("metrics", {}).get("tokenSecretName")
+        if token:
+            wanted["metrics-token"] = (token, "/etc/sediment-metrics-token", {"token"})
+        got = {}
+        for volume, secret in secrets.items():
+            mount = mounts.get(volume, {})
+            if not mount.get("readOnly"):
+                fail(f"{name}: the Secret volume {volume} is not mounted read-only: {mount}")
+            if secret.get("defaultMode") != 0o440:
+                fail(f"{name}: the Secret volume {volume} has mode {secret.get('defaultMode')}, not 0440")
+            got[volume] = (secret["secretName"], mount.get("mountPath"), {i["path"] for i in secret.get("items", [])})
+        if got != wanted:
+            fail(f"{name}: Secret volumes {got}, wanted {wanted}")
+        config = "/etc/sediment/broker-$(POD_INDEX).toml" if internal else "/etc/sediment/sediment.toml"
+        if env.get("SEDIMENT_CONFIG") != config:
+            fail(f"{name}: SEDIMENT_CONFIG is {env.get('SEDIMENT_CONFIG')}, not {config}")
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        if internal != ("internal" in ports):
+            fail(f"{name}: the container's ports are {ports}")
+        for d in docs:
+            if d["kind"] == "NetworkPolicy":
+                rules = [r for r in d["spec"]["ingress"] if r["ports"][0]["port"] == "internal"]
+                brokers_only = [{"podSelector": {"matchLabels": sts["spec"]["selector"]["matchLabels"]}}]
+                if internal and (len(rules) != 1 or rules[0].get("from") != brokers_only):
+                    fail(f"{name}: the NetworkPolicy does not keep the internal port to the brokers: {rules}")
+                if not internal and rules:
+                    fail(f"{name}: the NetworkPolicy has an internal port rule without the INTERNAL listener")
+            if d["kind"] == "ServiceMonitor":
+                bearer = d["spec"]["endpoints"][0].get("bearerTokenSecret")
+                if bearer != ({"name": token, "key": values["metrics"].get("tokenSecretKey", "token")}
+                              if token else None):
+                    fail(f"{name}: the ServiceMonitor's bearerTokenSecret is {bearer}")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if container[probe]["httpGet"]["path"] not in ("/healthz", "/readyz"):
+                fail(f"{name}: {probe} is not on /healthz or /readyz: {container[probe]}")
+        test = [d for d in docs if d["kind"] == "Pod"]
+        skipped = ((sasl.get("enabled") and not values.get("tests", {}).get("sasl", {}).get("username"))
+                   or (tls.get("clientCA", {}).get("secretName")
+                       and not values.get("tests", {}).get("tls", {}).get("clientSecretName")))
+        if bool(test) == bool(skipped):
+            fail(f"{name}: {len(test)} helm test pods rendered, skipped={bool(skipped)}")
+        if skipped and "No `helm test` pod" not in notes[name]:
+            fail(f"{name}: NOTES.txt does not say why there is no helm test pod")
+        if test:
+            script = test[0]["spec"]["containers"][0]["args"][0]
+            if (protocol == "PLAINTEXT") != ("security.protocol" not in script) or (
+                    protocol != "PLAINTEXT" and f"-X security.protocol={protocol}" not in script):
+                fail(f"{name}: the helm test script's client settings do not match {protocol}")
+        if protocol != "PLAINTEXT" and f"security.protocol={protocol}" not in notes[name]:
+            fail(f"{name}: NOTES.txt does not give the client settings of {protocol}")
+        if protocol == "PLAINTEXT" and "security.protocol" in notes[name]:
+            fail(f"{name}: NOTES.txt gives client security settings on a PLAINTEXT set")
+        if values.get("auth", {}).get("authorizer") and "etcd" in values and \
+                "--operation ClusterAction --cluster" not in notes[name]:
+            fail(f"{name}: NOTES.txt does not give the brokers' CLUSTER_ACTION ACL")
+    print("ok   security: Secrets mounted read-only (0440) where the TOML points, per-broker files and "
+          "the INTERNAL port with the NetworkPolicy, ServiceMonitor token, helm test settings, NOTES.txt")
+
+
+def broker_config_files(docs):
+    """The broker's TOML files: the ConfigMap's *.toml keys (sediment.toml,
+    or broker-N.toml with the INTERNAL listener)."""
+    for d in docs:
+        if d["kind"] == "ConfigMap" and any(k.endswith(".toml") for k in d.get("data", {})):
+            return {k: v for k, v in d["data"].items() if k.endswith(".toml")}
+    return {}
+
+
+def check_listeners(name, key, toml, values):
+    """The listeners, inter_broker_listener and [auth] of one rendered TOML
+    file against the values: PLAINTEXT sets have none of them; a secured
+    Kafka port is the first listener, CLIENT, with the protocol, files and
+    mechanisms the values ask for; in cluster mode the INTERNAL listener
+    (PLAINTEXT) advertises this broker's own headless name."""
+    tls, sasl, auth = values.get("tls", {}), values.get("sasl", {}), values.get("auth", {})
+    protocol = {(False, False): "PLAINTEXT", (True, False): "SSL", (False, True): "SASL_PLAINTEXT",
+                (True, True): "SASL_SSL"}[(bool(tls.get("enabled")), bool(sasl.get("enabled")))]
+    listeners = toml.get("listener", [])
+    if protocol == "PLAINTEXT":
+        if listeners or "inter_broker_listener" in toml:
+            fail(f"{name}: {key} has listeners on a PLAINTEXT set: {listeners}")
+    else:
+        client = listeners[0] if listeners else {}
+        if client.get("name") != "CLIENT" or client.get("protocol") != protocol:
+            fail(f"{name}: {key}'s first listener is {client}, not CLIENT {protocol}")
+        if tls.get("enabled") and (client.get("tls_cert"), client.get("tls_key")) != (
+                "/etc/sediment-tls/tls.crt", "/etc/sediment-tls/tls.key"):
+            fail(f"{name}: {key}'s CLIENT listener names {client.get('tls_cert')}, {client.get('tls_key')}")
+        if bool(tls.get("clientCA", {}).get("secretName")) != ("tls_client_ca" in client):
+            fail(f"{name}: {key}'s CLIENT listener tls_client_ca does not follow tls.clientCA")
+        if sasl.get("enabled") and client.get("sasl_mechanisms") != sasl.get(
+                "mechanisms", ["SCRAM-SHA-256", "SCRAM-SHA-512"]):
+            fail(f"{name}: {key}'s CLIENT listener offers {client.get('sasl_mechanisms')}")
+        if "etcd" in values:
+            match = re.fullmatch(r"broker-(\d+)\.toml", key)
+            own = f"sediment-{match.group(1) if match else '?'}.sediment-headless.{NAMESPACE}.svc.cluster.local"
+            internal = listeners[1] if len(listeners) > 1 else {}
+            port = values.get("broker", {}).get("internalPort", 9094)
+            if toml.get("inter_broker_listener") != "INTERNAL" or internal != {
+                    "name": "INTERNAL", "listen": f"0.0.0.0:{port}", "advertise": f"{own}:{port}",
+                    "protocol": "PLAINTEXT"}:
+                fail(f"{name}: {key}: inter_broker_listener {toml.get('inter_broker_listener')}, "
+                     f"INTERNAL listener {internal}")
+    wanted_auth = bool(sasl.get("enabled") or auth.get("authorizer") or auth.get("superUsers"))
+    if wanted_auth != ("auth" in toml):
+        fail(f"{name}: {key} {'lacks' if wanted_auth else 'has'} an [auth] table")
+    a = toml.get("auth", {})
+    if a and (a.get("authorizer") != auth.get("authorizer", False)
+              or a.get("super_users") != auth.get("superUsers", [])):
+        fail(f"{name}: {key}'s [auth] {a} does not follow the values {auth}")
+    if ("PLAIN" in sasl.get("mechanisms", []) and sasl.get("enabled")) != ("plain_users_file" in a):
+        fail(f"{name}: {key}'s plain_users_file does not follow PLAIN in sasl.mechanisms")
+    if bool(values.get("metrics", {}).get("tokenSecretName")) != ("http_token_file" in toml):
+        fail(f"{name}: {key}'s http_token_file does not follow metrics.tokenSecretName")
 
 
 def broker_binary():
@@ -414,27 +654,39 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_rendered_broker(docs):
-    """Starts the binary as the rendered StatefulSet would, on loopback."""
+def run_rendered_broker(docs, values, secrets=None):
+    """Starts the binary as the rendered StatefulSet would, on loopback.
+
+    Only paths and addresses differ from the pod: the ConfigMap's, the data
+    volume's and each Secret volume's mount paths become scratch folders
+    (the Secrets' files written as the kubelet writes them, see
+    mount_secrets), the listen and advertised addresses loopback ports, and
+    the archive a folder (the Secret's credentials are not here). With TLS,
+    the rendered helm test pod's script then runs with the local kcat
+    against it, and with mutual TLS a client without a certificate must be
+    refused."""
     binary = broker_binary()
     if binary is None:
         print("skip run of the rendered broker: no binary (set SEDIMENT_BIN or build first)")
         return
     sts = next(d for d in docs if d["kind"] == "StatefulSet")
-    config = next(d for d in docs if d["kind"] == "ConfigMap" and "sediment.toml" in d["data"])
+    config = broker_config_files(docs)
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
+    tls = values.get("tls", {})
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-        (scratch / "config").mkdir()
-        for key, text in config["data"].items():
-            (scratch / "config" / key).write_text(text)
         kafka, http = free_port(), free_port()
+        listen_ip = values.get("broker", {}).get("listenAddress", "0.0.0.0")
+        paths = {mounts["config"]: str(scratch / "config"), mounts["data"]: str(scratch / "data"),
+                 **mount_secrets(pod, container, secrets or {}, scratch / "secrets")}
+        addresses = {f"{listen_ip}:{values.get('broker', {}).get('kafkaPort', 9092)}": f"127.0.0.1:{kafka}"}
+        (scratch / "config").mkdir()
+        for key, text in config.items():
+            (scratch / "config" / key).write_text(substitute(text, {**paths, **addresses}))
         env = pod_env(container, "sediment-0", 0, sts["metadata"]["namespace"])
-        for name, value in env.items():
-            value = value.replace(mounts["config"], str(scratch / "config"))
-            env[name] = value.replace(mounts["data"], str(scratch / "data"))
+        env = {name: substitute(value, paths) for name, value in env.items()}
         # Only the addresses and the store differ from the pod: loopback
         # ports instead of the pod's, a folder instead of the bucket (whose
         # credentials, from the Secret, are not here).
@@ -462,6 +714,17 @@ def run_rendered_broker(docs):
             if not ready:
                 fail(f"the rendered broker did not become ready (exit {proc.poll()})")
                 return
+            what = ""
+            if tls.get("enabled"):
+                ca = scratch / "ca.pem"
+                ca.write_text(secrets["sediment-ca"]["ca.crt"])
+                if tls.get("clientCA", {}).get("secretName"):
+                    if not client_without_certificate_refused(f"127.0.0.1:{kafka}", ca):
+                        return
+                    what += ", a client without a certificate refused"
+                if not run_rendered_test(docs, f"127.0.0.1:{kafka}", secrets, scratch / "test"):
+                    return
+                what += ", the rendered helm test (kcat) produced and consumed over mutual TLS"
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(timeout=grace)
@@ -480,9 +743,172 @@ def run_rendered_broker(docs):
             log.close()
             if failures:
                 print(output[-3000:])
-    print(f"ok   {binary} ran with the rendered env and sediment.toml "
-          f"(pod advertises {advertised_host}): ready, then SIGTERM -> exit 0")
+    print(f"ok   {binary} ran with the rendered env and {', '.join(sorted(config))} "
+          f"(pod advertises {advertised_host}): ready{what}, then SIGTERM -> exit 0")
 
+
+# --- Secrets, certificates and the helm test, for the secured runs -------
+
+def make_certificates(folder):
+    """A CA and certificates it signs, with the openssl CLI (EC P-256):
+    the brokers' (for the names clients reach them at, as NOTES.txt asks,
+    plus 127.0.0.1 where the local runs put them), a second one for the
+    rotation check, and a client certificate for mutual TLS. Returns
+    {name: (certificate PEM, key PEM)}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+    run("req", "-x509", "-new", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/O=Example/CN=chart-run CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    names = ("DNS:*.sediment-headless.streaming.svc.cluster.local,"
+             "DNS:sediment.streaming.svc.cluster.local,DNS:localhost,IP:127.0.0.1")
+    certs = {"ca": ((folder / "ca.crt").read_text(), (folder / "ca.key").read_text())}
+    for name, subject, ext in (
+            ("server", "/CN=sediment", f"subjectAltName={names}\nextendedKeyUsage=serverAuth\n"),
+            ("server-renewed", "/CN=sediment", f"subjectAltName={names}\nextendedKeyUsage=serverAuth\n"),
+            ("admin", "/O=Example/CN=sediment-admin", "extendedKeyUsage=clientAuth\n")):
+        (folder / f"{name}.ext").write_text("basicConstraints=CA:FALSE\n"
+                                            "keyUsage=critical,digitalSignature\n" + ext)
+        run("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2",
+            "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+        certs[name] = ((folder / f"{name}.crt").read_text(), (folder / f"{name}.key").read_text())
+    return certs
+
+
+def secured_run_secrets():
+    """The Secrets for the secured runs, with certificates made here; None
+    (and a failure) when openssl is missing, None when no binary is."""
+    if broker_binary() is None:
+        print("skip the secured runs: no binary (set SEDIMENT_BIN or build first)")
+        return None
+    if shutil.which("openssl") is None:
+        fail("the secured runs need the openssl CLI to make certificates")
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="chart-run-certs-"))
+    try:
+        certs = make_certificates(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    secrets = chart_run_secrets(certs)
+    secrets["__renewed"] = certs["server-renewed"]
+    return secrets
+
+
+def chart_run_secrets(certs):
+    """The Secrets the secured value sets name, as the cluster would hold
+    them ({name: {key: text}}): what `kubectl create secret` (or
+    cert-manager) would have made."""
+    ca = certs["ca"][0]
+    return {
+        "sediment-tls": {"tls.crt": certs["server"][0], "tls.key": certs["server"][1], "ca.crt": ca},
+        "sediment-ca": {"ca.crt": ca},
+        "sediment-client-ca": {"ca.pem": ca},
+        "sediment-admin-cert": {"tls.crt": certs["admin"][0], "tls.key": certs["admin"][1]},
+        "sediment-plain-users": {"users.toml": '[users]\nadmin = "admin-secret-1"\n'},
+        "sediment-metrics-token": {"token": "chart-run-metrics-token-" + os.urandom(8).hex()},
+        "sediment-helm-test": {"password": "helm-test-secret-1"},
+    }
+
+
+def mount_secrets(pod, container, secrets, folder):
+    """Writes each Secret volume the container mounts as the kubelet does:
+    the items (key -> path) in a timestamped folder, `..data` a symlink to
+    it, each file a symlink through `..data`, the files with the volume's
+    defaultMode. Returns {mount path: local folder}. A rotation
+    (rotate_secret) swaps `..data` atomically, as the kubelet does."""
+    volumes = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
+    mapping = {}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"])
+        if secret is None:
+            continue
+        data = secrets.get(secret["secretName"])
+        if data is None:
+            raise ValueError(f"the local run has no Secret {secret['secretName']}")
+        items = secret.get("items") or [{"key": k, "path": k} for k in data]
+        files = {}
+        for item in items:
+            if item["key"] not in data:
+                raise ValueError(f"Secret {secret['secretName']} has no key {item['key']}")
+            files[item["path"]] = data[item["key"]]
+        target = folder / mount["name"]
+        write_secret_volume(target, files, secret.get("defaultMode", 0o644))
+        mapping[mount["mountPath"]] = str(target)
+    return mapping
+
+
+def write_secret_volume(target, files, mode):
+    target.mkdir(parents=True, exist_ok=True)
+    stamp = target / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{os.urandom(4).hex()}"
+    stamp.mkdir()
+    for path, text in files.items():
+        (stamp / path).write_text(text)
+        (stamp / path).chmod(mode)
+    tmp = target / "..data_tmp"
+    tmp.symlink_to(stamp.name)
+    tmp.rename(target / "..data")
+    for path in files:
+        if not (target / path).is_symlink():
+            (target / path).symlink_to(f"..data/{path}")
+
+
+def client_without_certificate_refused(address, ca):
+    """A TLS client that trusts the CA but presents no certificate must not
+    get an answer to ApiVersions."""
+    import ssl
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=ca)
+    request = struct.pack(">hhih", 18, 0, 1, 4) + b"test"
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as s:
+                s.sendall(struct.pack(">i", len(request)) + request)
+                answer = s.recv(4)
+    except (ssl.SSLError, ConnectionError, OSError):
+        answer = b""
+    if answer:
+        fail(f"{address} answered a TLS client without a certificate: {answer!r}")
+        return False
+    return True
+
+
+def run_rendered_test(docs, bootstrap, secrets, folder):
+    """Runs the rendered helm test pod's script with the local /bin/sh and
+    kcat (Debian's 1.7.1, the image's version): its Secret volumes written as
+    in mount_secrets, its mount paths and the client Service's address
+    substituted, nothing else. It must exit 0 with `produced X, consumed X`."""
+    if shutil.which("kcat") is None:
+        fail("the helm test run needs kcat (Debian: apt-get install kcat)")
+        return False
+    pod = next((d for d in docs if d["kind"] == "Pod"), None)
+    if pod is None:
+        fail("no helm test pod rendered")
+        return False
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    if container["command"] != ["/bin/sh", "-ec"]:
+        fail(f"the helm test container's command is {container['command']}")
+        return False
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "sediment")
+    port = service["spec"]["ports"][0]["port"]
+    address = f"sediment.{service['metadata']['namespace']}.svc.cluster.local:{port}"
+    paths = mount_secrets(spec, container, secrets, folder)
+    script = substitute(container["args"][0], {address: bootstrap, **paths})
+    if ".svc." in script:
+        fail(f"the helm test script still names in-cluster addresses: {script}")
+        return False
+    result = subprocess.run(["/bin/sh", "-ec", script], capture_output=True, text=True, timeout=180)
+    produced = re.search(r"^produced (\S+), consumed (\S*)$", result.stdout, re.M)
+    if result.returncode != 0 or not produced or produced.group(1) != produced.group(2):
+        fail(f"the rendered helm test script failed (exit {result.returncode}):\n"
+             f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        return False
+    return True
 
 
 # --- The 3-broker chart as local processes -------------------------------
@@ -502,9 +928,18 @@ def wait_for(what, seconds, probe):
     return None
 
 
-def http_get(url, timeout=3):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+def http_get(url, timeout=3, headers=None):
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout) as r:
         return r.status, r.read().decode()
+
+
+def http_status(url, headers=None):
+    """The status code, also for 4xx and 5xx answers."""
+    try:
+        return http_get(url, headers=headers)[0]
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def expand(value, env):
@@ -516,9 +951,10 @@ def expand(value, env):
 
 def substitute(value, addresses):
     """Replaces each exact in-cluster string (host:port, mount path) of
-    `addresses` with its local stand-in."""
-    for old, new in addresses.items():
-        value = value.replace(old, new)
+    `addresses` with its local stand-in, the longest first (/etc/sediment
+    must not eat the start of /etc/sediment-tls)."""
+    for old in sorted(addresses, key=len, reverse=True):
+        value = value.replace(old, addresses[old])
     return value
 
 
@@ -705,26 +1141,31 @@ def iter_panels(panels):
         yield from iter_panels(panel.get("panels", []))
 
 
-def run_rendered_cluster(docs, values, used_metrics):
+def run_rendered_cluster(docs, values, used_metrics, secrets=None):
     """Runs the rendered 3-broker StatefulSet as three local processes.
 
     What comes from the rendering, untouched: the command (the image's
     entrypoint, `sediment`, when the chart sets none), the args, every env
     variable with its $(VAR) references expanded as the kubelet does, the
     downward-API fields (pod name, ordinal), the TOML file from the
-    ConfigMap, the archive URL (s3://...), the cluster name.
+    ConfigMap (each broker's own broker-N.toml with the INTERNAL listener),
+    the archive URL (s3://...), the cluster name, the Secrets' files at the
+    paths the TOML names.
 
     What is substituted, because three pods become three processes on one
     machine, and nothing else:
-    - paths: the ConfigMap's and the data volume's mount paths become
-      scratch folders (one data dir per broker);
-    - addresses, as exact host:port strings: each pod's advertised name
-      <pod>.<headless>.<namespace>.svc.<domain>:<kafka port> becomes
-      127.0.0.1:<a free port of its own>; the listen addresses
-      <listenAddress>:<kafka port> and :<http port> become 127.0.0.1 on that
-      broker's ports; each external etcd endpoint becomes a member of a
-      real 3-member etcd on loopback. Every in-cluster name must be mapped:
-      a leftover ".svc." fails the run;
+    - paths: the ConfigMap's, the data volume's and each Secret volume's
+      mount paths become scratch folders (one data dir and one config dir
+      per broker; the Secrets as mount_secrets writes them, from `secrets`);
+    - addresses, as exact host:port strings, in the env, the args and the
+      TOML files: each pod's advertised name
+      <pod>.<headless>.<namespace>.svc.<domain>:<kafka port> (and :<internal
+      port>) becomes 127.0.0.1:<a free port of its own>; the listen
+      addresses <listenAddress>:<kafka port>, :<http port> and :<internal
+      port> become 127.0.0.1 on that broker's ports; each external etcd
+      endpoint becomes a member of a real 3-member etcd on loopback. Every
+      in-cluster name must be mapped: a leftover ".svc." or 0.0.0.0 fails
+      the run;
     - the cloud: IRSA's webhook would add a web identity to the pod; here
       the S3 test server's endpoint and a static key pair stand in
       (AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_ACCESS_KEY_ID,
@@ -744,7 +1185,7 @@ def run_rendered_cluster(docs, values, used_metrics):
     from kafka.admin import NewTopic
 
     sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "sediment")
-    config = next(d for d in docs if d["kind"] == "ConfigMap" and "sediment.toml" in d["data"])
+    config = broker_config_files(docs)
     headless = next(d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None")
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -775,17 +1216,18 @@ def run_rendered_cluster(docs, values, used_metrics):
             bucket = values["archive"]["url"].split("/")[2]
             s3_proc, s3_endpoint = start_s3(scratch, bucket)
             procs.append(s3_proc)
-            (scratch / "config").mkdir()
-            for key, text in config["data"].items():
-                (scratch / "config" / key).write_text(text)
+            secret_paths = mount_secrets(pod, container, secrets or {}, scratch / "secrets")
 
             kafka_ports = [free_port() for _ in range(replicas)]
             http_ports = [free_port() for _ in range(replicas)]
+            internal_ports = [free_port() for _ in range(replicas)]
             advertised = {}
             for i in range(replicas):
                 name = f"{sts['metadata']['name']}-{i}"
                 host = f"{name}.{headless['metadata']['name']}.{namespace}.svc.{domain}"
                 advertised[f"{host}:{ports['kafka']}"] = f"127.0.0.1:{kafka_ports[i]}"
+                if "internal" in ports:
+                    advertised[f"{host}:{ports['internal']}"] = f"127.0.0.1:{internal_ports[i]}"
             etcd_map = dict(zip(values["etcd"]["external"]["endpoints"], etcd_urls))
 
             brokers = []
@@ -796,15 +1238,27 @@ def run_rendered_cluster(docs, values, used_metrics):
                 addresses = {
                     **advertised,
                     **etcd_map,
+                    **secret_paths,
                     f"{listen_ip}:{ports['kafka']}": f"127.0.0.1:{kafka_ports[i]}",
                     f"{listen_ip}:{ports['http']}": f"127.0.0.1:{http_ports[i]}",
-                    mounts["config"]: str(scratch / "config"),
+                    mounts["config"]: str(scratch / f"config-{i}"),
                     mounts["data"]: str(scratch / f"data-{i}"),
                 }
+                if "internal" in ports:
+                    addresses[f"{listen_ip}:{ports['internal']}"] = f"127.0.0.1:{internal_ports[i]}"
                 env = {k: substitute(v, addresses) for k, v in env.items()}
                 args = [substitute(a, addresses) for a in args]
+                (scratch / f"config-{i}").mkdir()
+                for key, text in config.items():
+                    (scratch / f"config-{i}" / key).write_text(substitute(text, addresses))
                 left = [f"{k}={v}" for k, v in env.items() if ".svc." in v or "0.0.0.0" in v]
                 left += [a for a in args if ".svc." in a]
+                own_config = Path(env["SEDIMENT_CONFIG"])
+                if not own_config.is_file():
+                    fail(f"{pod_name}: SEDIMENT_CONFIG={env['SEDIMENT_CONFIG']} is not a rendered file")
+                    return
+                left += [f"{own_config.name}: {line}" for line in own_config.read_text().splitlines()
+                         if ".svc." in line or "0.0.0.0" in line]
                 if left:
                     fail(f"{pod_name}: in-cluster addresses the local run did not map: {left}")
                     return
@@ -816,14 +1270,19 @@ def run_rendered_cluster(docs, values, used_metrics):
                 logs.append((pod_name, log))
                 proc = subprocess.Popen([str(binary), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
                 procs.append(proc)
-                brokers.append({"name": pod_name, "proc": proc, "env": env,
+                brokers.append({"name": pod_name, "proc": proc, "env": env, "log": log,
                                 "http": f"http://127.0.0.1:{http_ports[i]}",
-                                "kafka": f"127.0.0.1:{kafka_ports[i]}"})
+                                "kafka": f"127.0.0.1:{kafka_ports[i]}",
+                                "internal": f"127.0.0.1:{internal_ports[i]}" if "internal" in ports else None})
             print(f"     started {replicas} brokers as rendered ({binary.name} {' '.join(args)}; "
                   f"SEDIMENT_ETCD={brokers[0]['env']['SEDIMENT_ETCD']}; "
-                  f"SEDIMENT_ARCHIVE={brokers[0]['env']['SEDIMENT_ARCHIVE']})")
-            check_cluster(brokers, values, used_metrics, grace, KafkaAdminClient, KafkaConsumer,
-                          KafkaProducer, NewTopic)
+                  f"SEDIMENT_ARCHIVE={brokers[0]['env']['SEDIMENT_ARCHIVE']}; "
+                  f"SEDIMENT_CONFIG={Path(brokers[0]['env']['SEDIMENT_CONFIG']).name})")
+            if secrets:
+                check_secure_cluster(brokers, docs, values, secrets, secret_paths, grace, scratch)
+            else:
+                check_cluster(brokers, values, used_metrics, grace, KafkaAdminClient, KafkaConsumer,
+                              KafkaProducer, NewTopic)
         finally:
             for proc in reversed(procs):
                 if proc.poll() is None:
@@ -935,6 +1394,210 @@ def check_cluster(brokers, values, used_metrics, grace, KafkaAdminClient, KafkaC
             if code != 0:
                 fail(f"{b['name']}: exit {code} after SIGTERM (grace {grace} s)")
     print(f"ok   the rendered 3-broker cluster ran: {brokers[0]['name']}..{brokers[-1]['name']} "
+          "stopped cleanly")
+
+
+def check_secure_cluster(brokers, docs, values, secrets, secret_paths, grace, scratch):
+    """The TLS+SASL cluster: probes open, /metrics and /v1 behind the token,
+    a PLAIN super user (from the users file) who creates the brokers'
+    CLUSTER_ACTION ACL, SCRAM users and their ACLs, replication through the
+    INTERNAL listener to full ISRs, produce and consume over SASL_SSL with
+    SCRAM-SHA-512, refusals (plain text on the TLS port, a wrong password,
+    a user without ACLs), the rendered helm test script, a certificate
+    rotation through the Secret volume, and a clean stop."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.admin import (ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, NewTopic,
+                             ResourcePattern, ResourceType, ScramMechanism, UserScramCredentialUpsertion)
+    import kafka.errors
+
+    for b in brokers:
+        # /readyz answers without the token: the kubelet's probes have none.
+        if not wait_for(f"{b['name']} /readyz", 90,
+                        lambda: b["proc"].poll() is None and http_get(b["http"] + "/readyz")[0] == 200):
+            print(f"     {b['name']} exit code: {b['proc'].poll()}")
+            return
+    token = secrets[values["metrics"]["tokenSecretName"]]["token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    for path in ("/metrics", "/v1/cluster"):
+        if http_status(brokers[0]["http"] + path) != 401:
+            fail(f"{path} answered without the bearer token")
+            return
+    expected = {i: b["kafka"] for i, b in enumerate(brokers)}
+
+    def cluster_view():
+        view = json.loads(http_get(brokers[0]["http"] + "/v1/cluster", headers=bearer)[1])
+        return view if {b["id"]: b["address"] for b in view["brokers"]} == expected else None
+    if not wait_for("/v1/cluster (with the token) lists the 3 brokers at their client addresses", 30,
+                    cluster_view):
+        return
+    print("ok   /healthz and /readyz open, /metrics and /v1/cluster 401 without the token and 200 with it")
+
+    ca = scratch / "ca.pem"
+    ca.write_text(secrets[values["tests"]["tls"]["caSecretName"]]["ca.crt"])
+    bootstrap = [b["kafka"] for b in brokers]
+    users = tomllib.loads(secrets[values["sasl"]["plainUsers"]["secretName"]]["users.toml"])["users"]
+
+    def client(user, password, mechanism):
+        return {"bootstrap_servers": bootstrap, "security_protocol": "SASL_SSL", "ssl_cafile": str(ca),
+                "sasl_mechanism": mechanism, "sasl_plain_username": user, "sasl_plain_password": password}
+
+    # Refusals first: plain text on the TLS port, a wrong password.
+    host, port = brokers[0]["kafka"].rsplit(":", 1)
+    request = struct.pack(">hhih", 18, 0, 1, 4) + b"test"
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(request)) + request)
+        try:
+            answer = s.recv(16)
+        except ConnectionError:
+            answer = b""
+    if answer and answer[0] != 0x15:  # nothing, or a TLS alert record
+        fail(f"the SASL_SSL port answered a plain-text ApiVersions: {answer!r}")
+        return
+    # kcat says why it is refused (kafka-python only times out bootstrapping).
+    wrong = subprocess.run(
+        ["kcat", "-b", brokers[0]["kafka"], "-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={ca}",
+         "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username=admin", "-X", "sasl.password=wrong-password",
+         "-L", "-m", "3"], capture_output=True, text=True, timeout=60)
+    if wrong.returncode == 0 or "invalid credentials" not in wrong.stderr:
+        fail(f"a wrong PLAIN password: kcat exit {wrong.returncode}, {wrong.stderr[-500:]}")
+        return
+    print("ok   the Kafka port refuses plain text, and a wrong password with SASL_AUTHENTICATION_FAILED")
+
+    admin = KafkaAdminClient(**client("admin", users["admin"], "PLAIN"))
+    topic, count, group = "chart-run", 300, "chart-run"
+    test_topic = values["tests"].get("topic", "sediment-helm-test")
+    test_user = values["tests"]["sasl"]["username"]
+
+    def allow(principal, operation, kind, name, pattern=ACLResourcePatternType.LITERAL):
+        return ACL(principal, "*", operation, ACLPermissionType.ALLOW, ResourcePattern(kind, name, pattern))
+    acls = [
+        # What NOTES.txt tells the operator to create: followers fetch as
+        # User:ANONYMOUS on the INTERNAL listener.
+        allow("User:ANONYMOUS", ACLOperation.CLUSTER_ACTION, ResourceType.CLUSTER, "kafka-cluster"),
+        allow("User:alice", ACLOperation.WRITE, ResourceType.TOPIC, topic),
+        allow("User:alice", ACLOperation.READ, ResourceType.TOPIC, topic),
+        allow("User:alice", ACLOperation.READ, ResourceType.GROUP, group, ACLResourcePatternType.PREFIXED),
+        # The helm test user: WRITE, READ (and so DESCRIBE) and CREATE on its topic.
+        allow(f"User:{test_user}", ACLOperation.WRITE, ResourceType.TOPIC, test_topic),
+        allow(f"User:{test_user}", ACLOperation.READ, ResourceType.TOPIC, test_topic),
+        allow(f"User:{test_user}", ACLOperation.CREATE, ResourceType.TOPIC, test_topic),
+    ]
+    created = admin.create_acls(acls)
+    if created.get("failed"):
+        fail(f"creating ACLs as the PLAIN super user: {created['failed']}")
+        return
+    passwords = {"alice": "alice-secret-1", "mallory": "mallory-secret-1",
+                 test_user: secrets[values["tests"]["sasl"]["passwordSecretName"]]["password"]}
+    errors = admin.alter_user_scram_credentials(
+        [UserScramCredentialUpsertion(user, ScramMechanism.SCRAM_SHA_512, password, iterations=8192)
+         for user, password in passwords.items()])
+    if any(errors.values()):
+        fail(f"creating SCRAM users as the PLAIN super user: {errors}")
+        return
+    admin.create_topics([NewTopic(topic, 3, -1)])
+    admin.close()
+    print(f"ok   the PLAIN super user (users file) created {len(acls)} ACLs, among them User:ANONYMOUS "
+          f"CLUSTER_ACTION, and SCRAM-SHA-512 users {sorted(passwords)}")
+
+    def replicated():
+        view = json.loads(http_get(brokers[0]["http"] + "/v1/cluster", headers=bearer)[1])
+        parts = [p for p in view["partitions"] if p["topic"] == topic]
+        full = len(parts) == 3 and all(len(p["replicas"]) == 3 and sorted(p["isr"]) == [0, 1, 2] for p in parts)
+        return parts if full else None
+    if not wait_for(f"{topic}: 3 partitions, each with 3 replicas all in the ISR", 60, replicated):
+        return
+    # The followers fetch from the leaders' INTERNAL listener, never from
+    # the clients' port.
+    internal = {b["internal"] for b in brokers}
+    followed = set()
+    for b in brokers:
+        b["log"].flush()
+        text = re.sub(r"\x1b\[[0-9;]*m", "", Path(b["log"].name).read_text())
+        followed |= set(re.findall(r"following partitions .*?address=(\S+)", text))
+    if not followed or not followed <= internal:
+        fail(f"the followers fetched from {sorted(followed)}, not only the INTERNAL listeners {sorted(internal)}")
+        return
+    print(f"ok   {topic}: 3 replicas of each partition in the ISR, replicated through the INTERNAL "
+          f"listeners only ({len(followed)} of them followed)")
+
+    alice = client("alice", passwords["alice"], "SCRAM-SHA-512")
+    producer = KafkaProducer(**alice, acks="all", linger_ms=5)
+    sent = {f"record-{i}".encode() for i in range(count)}
+    futures = [producer.send(topic, value=v) for v in sorted(sent)]
+    producer.flush()
+    for f in futures:
+        f.get(timeout=60)
+    producer.close()
+    consumer = KafkaConsumer(topic, **alice, group_id=group, auto_offset_reset="earliest",
+                             enable_auto_commit=False, fetch_max_wait_ms=200)
+    got, deadline = set(), time.monotonic() + 60
+    while got != sent and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=1000).values():
+            got |= {r.value for r in records}
+    consumer.commit()
+    consumer.close()
+    if got != sent:
+        fail(f"consumed {len(got)} of {count} records as alice over SASL_SSL")
+        return
+    print(f"ok   alice (SCRAM-SHA-512 over SASL_SSL) produced {count} records (acks=all) and "
+          "consumed them with a group")
+
+    # Authenticated is not authorized: mallory has no ACL.
+    mallory = client("mallory", passwords["mallory"], "SCRAM-SHA-512")
+    refused = []
+    producer = KafkaProducer(**mallory, max_block_ms=15000)
+    try:
+        producer.send(topic, value=b"mallory").get(timeout=15)
+    except kafka.errors.TopicAuthorizationFailedError:
+        refused.append("produce: TOPIC_AUTHORIZATION_FAILED")
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(**mallory, group_id="mallory", auto_offset_reset="earliest")
+    try:
+        consumer.subscribe([topic])
+        consumer.poll(timeout_ms=10000)
+    except kafka.errors.GroupAuthorizationFailedError:
+        refused.append("consume: GROUP_AUTHORIZATION_FAILED")
+    finally:
+        consumer.close()
+    if len(refused) != 2:
+        fail(f"mallory (authenticated, no ACL) was refused only: {refused}")
+        return
+    print(f"ok   mallory (authenticated, no ACL) is refused: {', '.join(refused)}")
+
+    if not run_rendered_test(docs, brokers[0]["kafka"], secrets, scratch / "test"):
+        return
+    print(f"ok   the rendered helm test script (kcat, SASL_SSL SCRAM-SHA-512 as {test_user}) produced "
+          "and consumed")
+
+    # A renewed certificate, as cert-manager and the kubelet deliver it:
+    # the Secret volume's ..data swapped atomically. New connections get it.
+    import ssl
+    renewed = secrets["__renewed"]
+    tls_dir = Path(secret_paths["/etc/sediment-tls"])
+    write_secret_volume(tls_dir, {"tls.crt": renewed[0], "tls.key": renewed[1]}, 0o440)
+    wanted = ssl.PEM_cert_to_DER_cert(renewed[0])
+
+    def served():
+        context = ssl.create_default_context(cafile=str(ca))
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as s:
+                return s.getpeercert(binary_form=True) == wanted
+    if not wait_for("the renewed certificate is served", 15, served):
+        return
+    reloads = re.search(r"^sediment_tls_certificate_reloads_total(?:\{[^}]*\})? (\S+)$",
+                        http_get(brokers[0]["http"] + "/metrics", headers=bearer)[1], re.M)
+    if not reloads or float(reloads.group(1)) < 1:
+        fail(f"sediment_tls_certificate_reloads_total after a rotation: {reloads and reloads.group(0)}")
+        return
+    print("ok   a certificate renewed in the Secret volume is served to new connections without a restart "
+          f"({reloads.group(0)})")
+
+    codes = [stop(b["proc"], grace) for b in brokers]
+    if codes != [0] * len(brokers):
+        fail(f"the secured brokers exited {codes} after SIGTERM (grace {grace} s)")
+        return
+    print(f"ok   the rendered TLS+SASL 3-broker cluster ran: {brokers[0]['name']}..{brokers[-1]['name']} "
           "stopped cleanly")
 
 
