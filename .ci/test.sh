@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 # under test, protoc builds the etcd client, etcd-server is the real etcd the
 # cluster tests run against, nftables cuts links between network namespaces
 # in the network-partition test (iproute2 makes the namespaces), and
-# librdkafka's SSL and SCRAM (the security tests) build against libssl-dev.
+# librdkafka's SSL and SCRAM (the security tests) build against libssl-dev;
+# the deploy checks make test certificates with the openssl CLI.
 need=()
-for pkg in cmake kcat libcurl4-openssl-dev g++ protobuf-compiler etcd-server nftables iproute2 libssl-dev pkg-config; do
+for pkg in cmake kcat libcurl4-openssl-dev g++ protobuf-compiler etcd-server nftables iproute2 libssl-dev pkg-config openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1005,3 +1005,53 @@ async fn the_admin_port_serves_https_and_guards_metrics_with_a_token() {
     stop.send(()).unwrap();
     broker.await.unwrap().unwrap();
 }
+
+/// KIP-368: with `connections_max_reauth_ms`, SaslAuthenticate tells the
+/// client its session's lifetime; a connection that re-authenticates in
+/// time goes on, one that does not is closed at its next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_unless_the_client_reauthenticates() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let broker = Broker::start(&format!(
+        r#"
+[[listener]]
+name = "SASL"
+listen = "127.0.0.1:0"
+protocol = "SASL_PLAINTEXT"
+sasl_mechanisms = ["PLAIN"]
+
+[auth]
+plain_users_file = "{}"
+connections_max_reauth_ms = 1500
+"#,
+        users.display()
+    ));
+    let login = |raw: &mut Raw| {
+        assert_eq!(raw.sasl_handshake("PLAIN").error_code, 0);
+        raw.sasl_token(b"\0admin\0admin-secret")
+    };
+    let mut renewing = Raw::connect(&broker.bootstrap());
+    let mut lapsing = Raw::connect(&broker.bootstrap());
+    assert_eq!(login(&mut renewing).session_lifetime_ms, 1500);
+    assert_eq!(login(&mut lapsing).session_lifetime_ms, 1500);
+    assert_eq!(renewing.create_topic("reauth"), 0);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(login(&mut renewing).error_code, 0, "re-authentication before the end");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(renewing.produce("reauth"), 0, "the renewed session goes on");
+    lapsing
+        .stream
+        .write_all(&request(ApiKey::Metadata, 12, &MetadataRequest::default()))
+        .unwrap();
+    assert!(lapsing.is_closed(), "the lapsed session is closed at its next request");
+    // librdkafka keeps producing across the ends of its sessions, with no
+    // error surfaced (it re-authenticates, or reconnects when a session ended).
+    let settings = sasl("PLAIN", "admin", "admin-secret");
+    let producer = producer(&broker.bootstrap(), &as_pairs(&settings));
+    for round in 0..4 {
+        let records: Vec<_> = (0..10).map(|i| record(round * 10 + i, 20)).collect();
+        produce(&producer, "reauth", &records).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+}
