@@ -108,7 +108,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
     let max_reauth_ms = broker.config.auth.connections_max_reauth_ms as i64;
     let Some(acceptor) = &endpoint.tls else {
         let session = Session::new(endpoint.security.clone(), Principal::anonymous(), max_reauth_ms);
-        return serve_stream(stream, peer, broker, session, draining).await;
+        // Plain TCP splits without a lock between the halves.
+        return serve_stream(stream.into_split(), peer, broker, session, draining).await;
     };
     let timeout = Duration::from_millis(broker.config.auth.tls_handshake_timeout_ms);
     let handshake = tokio::select! {
@@ -129,7 +130,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
                 broker.security.authenticated(&endpoint.security.name, "TLS", peer.ip());
             }
             let session = Session::new(endpoint.security.clone(), principal, max_reauth_ms);
-            return serve_stream(tls, peer, broker, session, draining).await;
+            return serve_stream(tokio::io::split(tls), peer, broker, session, draining).await;
         }
         Ok(Err(e)) => e.to_string(),
         Err(_) => "no TLS handshake within tls_handshake_timeout_ms".to_string(),
@@ -145,11 +146,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: &Arc<Brok
     tracing::debug!(reason = %failure, "TLS handshake failed");
 }
 
-async fn serve_stream<S>(stream: S, peer: SocketAddr, broker: &Arc<Broker>, session: Session, draining: CancellationToken)
+async fn serve_stream<R, W>(halves: (R, W), peer: SocketAddr, broker: &Arc<Broker>, session: Session, draining: CancellationToken)
 where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
 {
-    let (read_half, write_half) = tokio::io::split(stream);
+    let (read_half, write_half) = halves;
     let (tx, mut rx) = mpsc::channel::<ResponseFuture>(broker.config.max_inflight_requests_per_connection);
     let stall = Duration::from_millis(broker.config.connections_max_idle_ms);
     // The writer runs beside the reader in this task, so cancelling the
