@@ -90,16 +90,6 @@ impl Security {
         })
     }
 
-    /// Everything allowed, nothing stored: for tests of other parts.
-    pub fn open(metrics: Arc<Metrics>) -> Self {
-        let config = AuthConfig::default();
-        let entropy: Arc<dyn Entropy> = Arc::new(SystemEntropy);
-        match Self::new(&config, entropy, metrics) {
-            Ok(s) => s,
-            Err(_) => unreachable!("the default auth config has no file to read"),
-        }
-    }
-
     pub fn authorizer_enabled(&self) -> bool {
         self.policy.enabled
     }
