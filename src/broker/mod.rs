@@ -129,12 +129,15 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Records a change of ACLs or SCRAM credentials and puts it in force
-    /// here at once (other brokers of a cluster follow through etcd's watch).
+    /// Records a change of ACLs or SCRAM credentials (an empty one is a
+    /// no-op) and puts it in force here at once (other brokers of a cluster follow through etcd's watch).
     pub async fn change_security(
         &self,
         change: crate::security::state::SecurityChange,
     ) -> Result<(), crate::coordination::CoordinationError> {
+        if change.is_empty() {
+            return Ok(());
+        }
         let (version, state) = self.coordinator.change_security(change).await?;
         self.security.install(version, state);
         Ok(())

@@ -95,11 +95,7 @@ pub async fn handle_create(broker: &Arc<Broker>, ctx: &RequestContext, req: Crea
         create_acls: parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect(),
         ..Default::default()
     };
-    let applied = if change.is_empty() {
-        Ok(())
-    } else {
-        broker.change_security(change.clone()).await
-    };
+    let applied = broker.change_security(change.clone()).await;
     if applied.is_ok() && !change.is_empty() {
         tracing::info!(principal = %ctx.principal, acls = ?change.create_acls, "ACLs created");
     }
@@ -203,11 +199,7 @@ pub async fn handle_delete(broker: &Arc<Broker>, ctx: &RequestContext, req: Dele
         delete_acls: doomed.into_iter().collect(),
         ..Default::default()
     };
-    let applied = if change.is_empty() {
-        Ok(())
-    } else {
-        broker.change_security(change.clone()).await
-    };
+    let applied = broker.change_security(change.clone()).await;
     if applied.is_ok() && !change.is_empty() {
         tracing::info!(principal = %ctx.principal, acls = ?change.delete_acls, "ACLs deleted");
     }

@@ -252,11 +252,7 @@ pub async fn handle_alter_scram(broker: &Arc<Broker>, ctx: &RequestContext, req:
             Err(e) => refuse(user, e),
         }
     }
-    let applied = if change.is_empty() {
-        Ok(())
-    } else {
-        broker.change_security(change.clone()).await
-    };
+    let applied = broker.change_security(change.clone()).await;
     for user in change
         .upsert_scram
         .iter()

@@ -33,13 +33,28 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
 }
 
-fn certified_key(cert_pem: &[u8], key_pem: &[u8], cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+/// The PEM certificates in `pem` (read from `path`, the `what` key); at least one.
+fn certificates(pem: &[u8], path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?;
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
     if chain.is_empty() {
-        return Err(format!("tls_cert {} holds no PEM certificate", cert.display()));
+        return Err(format!("{what} {} holds no PEM certificate", path.display()));
     }
+    Ok(chain)
+}
+
+/// The CA certificates in the PEM file at `path` (the `what` key), as trust roots.
+fn roots(path: &Path, what: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(&read(path, what)?, path, what)? {
+        roots.add(ca).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+fn certified_key(cert_pem: &[u8], key_pem: &[u8], cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let chain = certificates(cert_pem, cert, "tls_cert")?;
     let private = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
     CertifiedKey::from_der(chain, private, &provider())
         .map_err(|e| format!("tls_key {} does not fit tls_cert {}: {e}", key.display(), cert.display()))
@@ -94,16 +109,7 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let pem = read(path, "tls_client_ca")?;
-            let mut roots = RootCertStore::empty();
-            for ca in CertificateDer::pem_slice_iter(&pem) {
-                let ca = ca.map_err(|e| format!("tls_client_ca {}: {e}", path.display()))?;
-                roots.add(ca).map_err(|e| format!("tls_client_ca {}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("tls_client_ca {} holds no PEM certificate", path.display()));
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(path, "tls_client_ca")?), provider())
                 .build()
                 .map_err(|e| format!("tls_client_ca {}: {e}", path.display()))?;
             builder.with_client_cert_verifier(verifier)
@@ -116,25 +122,14 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
 /// A client config trusting the CA in `ca` (PEM), presenting `identity`
 /// (certificate and key files) when given: how a follower reaches a leader.
 pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let pem = read(ca, "inter_broker_tls_ca")?;
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("inter_broker_tls_ca {}: {e}", ca.display()))?;
-        roots.add(cert).map_err(|e| format!("inter_broker_tls_ca {}: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("inter_broker_tls_ca {} holds no PEM certificate", ca.display()));
-    }
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
+        .with_root_certificates(roots(ca, "inter_broker_tls_ca")?);
     let config = match identity {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert, "inter_broker_tls_cert")?)
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("inter_broker_tls_cert {}: {e}", cert.display()))?;
+            let chain = certificates(&read(cert, "inter_broker_tls_cert")?, cert, "inter_broker_tls_cert")?;
             let private = PrivateKeyDer::from_pem_slice(&read(key, "inter_broker_tls_key")?)
                 .map_err(|e| format!("inter_broker_tls_key {}: {e}", key.display()))?;
             builder
