@@ -85,6 +85,11 @@ pub struct Config {
     pub log_maintenance_interval_ms: u64,
     /// How often the uploader looks for sealed segments to archive.
     pub tiering_interval_ms: u64,
+    /// How often the log cleaner looks for compacted partitions to clean.
+    pub cleaner_interval_ms: u64,
+    /// Memory for one cleaning pass's key map (Kafka's
+    /// log.cleaner.dedupe.buffer.size): 32 bytes per distinct key.
+    pub cleaner_dedupe_buffer_bytes: u64,
     /// Bound of the on-disk cache of archive reads (under data_dir/cache).
     pub cache_bytes: u64,
     /// Local log bytes beyond which archived segments are evicted early and,
@@ -242,6 +247,8 @@ impl Default for Config {
             offset_metadata_max_bytes: 4096,
             log_maintenance_interval_ms: 5_000,
             tiering_interval_ms: 2_000,
+            cleaner_interval_ms: 15_000,
+            cleaner_dedupe_buffer_bytes: 128 << 20,
             cache_bytes: 1 << 30,
             local_disk_budget_bytes: 0,
             fetch_max_wait_ms: 30_000,
@@ -515,8 +522,17 @@ impl Config {
         if self.max_connections == 0 || self.max_inflight_requests_per_connection == 0 {
             return invalid("max_connections and max_inflight_requests_per_connection must be >= 1".into());
         }
-        if self.flush_interval_ms == 0 || self.log_maintenance_interval_ms == 0 || self.tiering_interval_ms == 0 {
-            return invalid("flush_interval_ms, log_maintenance_interval_ms and tiering_interval_ms must be >= 1".into());
+        if self.flush_interval_ms == 0
+            || self.log_maintenance_interval_ms == 0
+            || self.tiering_interval_ms == 0
+            || self.cleaner_interval_ms == 0
+        {
+            return invalid(
+                "flush_interval_ms, log_maintenance_interval_ms, tiering_interval_ms and cleaner_interval_ms must be >= 1".into(),
+            );
+        }
+        if self.cleaner_dedupe_buffer_bytes < 1 << 20 {
+            return invalid("cleaner_dedupe_buffer_bytes must be at least 1048576 (1 MiB)".into());
         }
         if let Some(etcd) = &self.etcd {
             let endpoints = self.etcd_endpoints();

@@ -13,12 +13,14 @@
 //! - [`coordination`]: the seam to cluster metadata (embedded file now, etcd later).
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/v1/...`.
 //! - [`tiering`]: the uploader, from the local log to the archive; above `broker` and `archive`.
+//! - [`cleaner`]: the log cleaner task of compacted topics; above `broker` and `log`.
 //! - [`tasks`]: background tasks and connections, owned by the composition root ([`node`]).
 //! - [`memory`]: the broker-wide budget of bytes held by responses.
 //! - [`config`], [`topic_config`], [`metrics`], [`clock`].
 
 pub mod archive;
 pub mod broker;
+pub mod cleaner;
 pub mod clock;
 pub mod cluster;
 pub mod config;

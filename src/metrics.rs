@@ -97,6 +97,11 @@ pub struct Metrics {
     pub log_segments: Family<PartitionLabels, Gauge>,
     pub group_lag: Family<LagLabels, Gauge>,
     pub tiering_uploads: Counter,
+    pub cleaner_passes: Counter,
+    pub cleaner_errors: Counter,
+    pub cleaner_records_removed: Counter,
+    pub cleaner_bytes_read: Counter,
+    pub cleaner_bytes_saved: Counter,
     pub tiering_upload_errors: Counter,
     pub tiering_skipped_batches: Counter,
     pub tiering_uploaded_bytes: Counter,
@@ -185,6 +190,11 @@ impl Metrics {
             group_lag: Family::default(),
             tiering_uploads: Counter::default(),
             tiering_upload_errors: Counter::default(),
+            cleaner_passes: Counter::default(),
+            cleaner_errors: Counter::default(),
+            cleaner_records_removed: Counter::default(),
+            cleaner_bytes_read: Counter::default(),
+            cleaner_bytes_saved: Counter::default(),
             tiering_skipped_batches: Counter::default(),
             tiering_uploaded_bytes: Counter::default(),
             tiering_uploaded_records: Counter::default(),
@@ -312,6 +322,31 @@ impl Metrics {
             m.group_series_omitted.clone(),
         );
         registry.register("tiering_uploads", "Segments archived as Parquet objects", m.tiering_uploads.clone());
+        registry.register(
+            "cleaner_passes",
+            "Cleaning passes over compacted partitions",
+            m.cleaner_passes.clone(),
+        );
+        registry.register(
+            "cleaner_errors",
+            "Cleaning passes that failed (retried next round)",
+            m.cleaner_errors.clone(),
+        );
+        registry.register(
+            "cleaner_records_removed",
+            "Records compaction removed",
+            m.cleaner_records_removed.clone(),
+        );
+        registry.register(
+            "cleaner_read_bytes",
+            "Log bytes the cleaner read to map keys",
+            m.cleaner_bytes_read.clone(),
+        );
+        registry.register(
+            "cleaner_saved_bytes",
+            "Local log bytes compaction freed",
+            m.cleaner_bytes_saved.clone(),
+        );
         registry.register(
             "tiering_upload_errors",
             "Failed archive uploads and manifest publishes (retried)",

@@ -116,6 +116,7 @@ pub async fn run_on(
     )
     .await?;
     background.spawn(crate::tiering::run(broker.clone()));
+    background.spawn(crate::cleaner::run(broker.clone()));
     certificates.extend(http_certificate);
     if !certificates.is_empty() {
         background.spawn(reload_certificates(certificates, broker.metrics.clone()));

@@ -220,6 +220,10 @@ async fn publish(
 /// leave the manifest first, then the store.
 async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Partition, epoch: i32) -> Result<(), ArchiveError> {
     let config = topic.config();
+    // A compact-only topic keeps its history: nothing expires by time or size.
+    if !config.delete_policy {
+        return Ok(());
+    }
     let now = now_ms();
     let expired = |m: &Manifest| -> usize {
         let mut remaining = m.total_bytes() as i64;
@@ -260,10 +264,13 @@ async fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Parti
     };
     let now = now_ms();
     let config = topic.config().log_config();
+    // A compacted log stays local: it is the compacted view consumers read
+    // (the archive holds every version). Only the disk budget evicts it.
+    let local_retention = config.compaction.is_none();
     let mut over_budget = broker.over_disk_budget();
     let removed = partition.lock_log().delete_archived(archived_end, |segment, remaining| {
-        let by_time = config.local_retention_ms >= 0 && now - segment.last_append_ms > config.local_retention_ms;
-        let by_size = config.local_retention_bytes >= 0 && remaining as i64 > config.local_retention_bytes;
+        let by_time = local_retention && config.local_retention_ms >= 0 && now - segment.last_append_ms > config.local_retention_ms;
+        let by_size = local_retention && config.local_retention_bytes >= 0 && remaining as i64 > config.local_retention_bytes;
         let evict = by_time || by_size || over_budget;
         // One eviction per round under the budget; the next round re-checks.
         over_budget = false;

@@ -12,7 +12,7 @@ use crate::config::FlushPolicy;
 use crate::coordination::TopicRecord;
 use crate::log::PartitionLog;
 use crate::metrics::TopicLabels;
-use crate::topic_config::{InvalidConfig, TopicConfig};
+use crate::topic_config::TopicConfig;
 
 /// A sanity bound on partitions per topic.
 const PARTITIONS_MAX: i32 = 10_000;
@@ -578,14 +578,9 @@ impl Broker {
         for (key, value) in changes {
             match value {
                 Some(v) => overrides.insert(key.clone(), v.clone()),
-                None => {
-                    // Deleting an unknown key is still an error, as in Kafka.
-                    TopicConfig::default().get(key).ok_or_else(|| InvalidConfig {
-                        key: key.clone(),
-                        message: "unknown topic config".into(),
-                    })?;
-                    overrides.remove(key)
-                }
+                // Deleting a key that is not set (known or not) changes
+                // nothing, as in Kafka 4.0.
+                None => overrides.remove(key),
             };
         }
         let config = TopicConfig::from_overrides(&self.config.topic_defaults(), &overrides)?;
@@ -608,7 +603,7 @@ impl Broker {
         for partition in topic.partitions() {
             partition.lock_log().set_config(config.log_config());
         }
-        *topic.config.write() = (config, overrides);
+        *topic.config.write() = (Arc::new(config), overrides);
     }
 
     /// A cluster: brings a topic this broker holds in line with its record

@@ -18,7 +18,7 @@ const TOPIC_NAME_MAX: usize = 249;
 pub struct Topic {
     pub name: String,
     pub id: uuid::Uuid,
-    pub(super) config: RwLock<(TopicConfig, BTreeMap<String, String>)>,
+    pub(super) config: RwLock<(Arc<TopicConfig>, BTreeMap<String, String>)>,
     pub(super) partitions: RwLock<Vec<Arc<Partition>>>,
     /// This topic's counters, resolved once so the data path does not look
     /// labels up per request.
@@ -37,7 +37,7 @@ impl Topic {
         Self {
             name: name.to_string(),
             id,
-            config: RwLock::new((config, overrides)),
+            config: RwLock::new((Arc::new(config), overrides)),
             partitions: RwLock::new(Vec::new()),
             metrics: TopicMetrics {
                 produce_bytes: metrics.bytes_in.get_or_create_owned(&labels),
@@ -60,7 +60,8 @@ impl Topic {
         self.partitions.read().len() as i32
     }
 
-    pub fn config(&self) -> TopicConfig {
+    /// The topic's configs: shared, so the produce path takes no copy.
+    pub fn config(&self) -> Arc<TopicConfig> {
         self.config.read().0.clone()
     }
 

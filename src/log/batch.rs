@@ -11,9 +11,9 @@ use bytes::Bytes;
 pub const HEADER_LEN: usize = 61;
 /// Bytes before `batchLength`'s payload: baseOffset (8) + batchLength (4).
 pub const LOG_OVERHEAD: usize = 12;
-const CRC_START: usize = 21;
+pub(crate) const CRC_START: usize = 21;
 
-const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
+pub(crate) const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
@@ -148,6 +148,43 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(BatchError::Malformed("last offset delta does not match the record count"));
     }
     Ok(header)
+}
+
+/// Validates a batch as a log may hold it: header, length and CRC-32C, but
+/// with compaction's gaps allowed (fewer records than offsets, or none: the
+/// cleaner keeps an emptied batch to remember its producer's sequence).
+/// Followers and the archive read the leader's log through this.
+pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(buf)?;
+    let need = header.total_len();
+    if buf.len() < need {
+        return Err(BatchError::Truncated { have: buf.len(), need });
+    }
+    let computed = crc32c::crc32c(&buf[CRC_START..need]);
+    if computed != header.crc {
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
+    }
+    if header.records_count < 0 || header.last_offset_delta < 0 || header.records_count > header.last_offset_delta.saturating_add(1) {
+        return Err(BatchError::Malformed("record count does not fit the batch's offsets"));
+    }
+    Ok(header)
+}
+
+/// Splits batches read from a log (a leader's, for a follower) into
+/// validated batches: as `split_batches`, with compaction's gaps allowed.
+pub fn split_stored_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < records.len() {
+        let header = validate_stored(&records[pos..])?;
+        let end = pos + header.total_len();
+        out.push((header, records.slice(pos..end)));
+        pos = end;
+    }
+    Ok(out)
 }
 
 /// Splits the `records` field of a produce request into validated batches.

@@ -7,6 +7,8 @@
 //! waiting.
 
 pub mod batch;
+pub mod compaction;
+pub mod encode;
 pub mod epoch_cache;
 pub mod producer_state;
 pub mod records;
@@ -38,6 +40,10 @@ pub struct LogConfig {
     /// How long / how much archived data stays on local disk (-1: no limit).
     pub local_retention_ms: i64,
     pub local_retention_bytes: i64,
+    /// `cleanup.policy` includes `delete`: retention.ms/bytes remove segments.
+    pub delete_policy: bool,
+    /// `cleanup.policy` includes `compact`: the cleaner keeps each key's latest record.
+    pub compaction: Option<compaction::CompactionConfig>,
 }
 
 impl Default for LogConfig {
@@ -51,6 +57,8 @@ impl Default for LogConfig {
             log_append_time: false,
             local_retention_ms: 3_600_000,
             local_retention_bytes: -1,
+            delete_policy: true,
+            compaction: None,
         }
     }
 }
@@ -190,6 +198,9 @@ pub struct PartitionLog {
     /// when the log opens (they are scanned anyway), so it can never
     /// disagree with the log, and kept up by appends and truncation.
     epochs: EpochCache,
+    /// The cleaner's checkpoint: offsets below it were cleaned (compacted
+    /// topics only).
+    cleaned_to: i64,
 }
 
 /// What a flush must make durable for everything appended so far.
@@ -220,6 +231,7 @@ impl PartitionLog {
     /// segment's batches are all CRC-checked and a torn tail is truncated.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<(Self, RecoveryReport), LogError> {
         std::fs::create_dir_all(dir)?;
+        compaction::remove_leftovers(dir)?;
         let mut bases: Vec<i64> = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -290,6 +302,7 @@ impl PartitionLog {
             unflushed: Vec::new(),
             dir_unsynced: false,
             epochs,
+            cleaned_to: compaction::read_checkpoint(dir),
         };
         Ok((log, report))
     }
@@ -435,13 +448,14 @@ impl PartitionLog {
             if header.last_offset() < self.next_offset {
                 continue;
             }
-            if header.base_offset != self.next_offset {
+            // A compacted leader's log has gaps; it never overlaps.
+            if header.base_offset < self.next_offset {
                 return Err(LogError::Io(std::io::Error::other(format!(
                     "replicated batch at offset {} does not continue the log at {}",
                     header.base_offset, self.next_offset
                 ))));
             }
-            batch::validate(bytes)?;
+            batch::validate_stored(bytes)?;
             self.maybe_roll(bytes.len() as u64, now_ms)?;
             let mut header_bytes = [0u8; HEADER_LEN];
             header_bytes.copy_from_slice(&bytes[..HEADER_LEN]);
@@ -510,6 +524,7 @@ impl PartitionLog {
         sync_dir(&self.dir)?;
         self.next_offset = self.segments.values().next_back().map_or(offset, Segment::next_offset);
         self.epochs.truncate_from_end(self.next_offset);
+        self.cleaned_to = self.cleaned_to.min(self.next_offset);
         self.rebuild_producers(now_ms)?;
         tracing::warn!(dir = %self.dir.display(), log_end = self.next_offset, "truncated a divergent log tail");
         Ok(self.next_offset)
@@ -525,6 +540,7 @@ impl PartitionLog {
         sync_dir(&self.dir)?;
         self.next_offset = offset;
         self.epochs = EpochCache::default();
+        self.cleaned_to = self.cleaned_to.min(offset);
         // Producer state read from the dropped segments describes batches
         // the log no longer holds: a producer's next batch would look like
         // a gap. Its producers are unknown again, as Kafka treats them.
@@ -739,6 +755,9 @@ impl PartitionLog {
     /// never left with a gap by it.
     pub fn apply_retention(&mut self, now_ms: i64, archived_end: i64) -> Vec<Segment> {
         let mut removed = Vec::new();
+        if !self.config.delete_policy {
+            return removed;
+        }
         let mut total = self.size_bytes() as i64;
         while self.segments.len() > 1 {
             let Some((&base, oldest)) = self.segments.iter().next() else {
@@ -759,6 +778,78 @@ impl PartitionLog {
         }
         self.epochs.truncate_from_start(self.log_start_offset());
         removed
+    }
+}
+
+impl PartitionLog {
+    /// A cleaning pass over this compacted log, if one is due: the sealed
+    /// segments wholly below `cleanable_below` (what the archive holds: the
+    /// archive keeps every version) and older than `min.compaction.lag.ms`.
+    /// Cheap, for the partition lock; `compaction::run_pass` does the work
+    /// without it.
+    pub fn plan_cleaning(
+        &self,
+        now_ms: i64,
+        cleanable_below: i64,
+        limits: records::Limits,
+        map_capacity: usize,
+    ) -> Option<compaction::CleaningPlan> {
+        let config = self.config.compaction?;
+        let sealed = self.segments.len().saturating_sub(1);
+        let mut segments = Vec::new();
+        for segment in self.segments.values().take(sealed) {
+            if segment.next_offset() > cleanable_below || now_ms.saturating_sub(segment.last_append_ms) < config.min_compaction_lag_ms {
+                break;
+            }
+            let file = segment.reader().ok()?;
+            segments.push(compaction::SegmentToClean {
+                base_offset: segment.base_offset,
+                path: segment.path().to_path_buf(),
+                file,
+                size: segment.size(),
+                next_offset: segment.next_offset(),
+                last_append_ms: segment.last_append_ms,
+            });
+        }
+        if !compaction::pass_due(&segments, self.cleaned_to, &config, now_ms) {
+            return None;
+        }
+        Some(compaction::CleaningPlan {
+            segments,
+            dirty_from: self.cleaned_to,
+            config,
+            now_ms,
+            limits,
+            map_capacity,
+        })
+    }
+
+    /// Renames a pass's rewritten segments over the originals that are
+    /// still as the pass read them (retention may have removed some), and
+    /// moves the checkpoint. Returns the checkpoint to persist
+    /// (`compaction::write_checkpoint`, after the directory is synced),
+    /// which the caller does without the lock.
+    pub fn install_cleaned(&mut self, outcome: &compaction::PassOutcome) -> Result<i64, LogError> {
+        for cleaned in &outcome.cleaned {
+            let current = self.segments.get(&cleaned.base_offset);
+            let unchanged = current.is_some_and(|s| s.path() == cleaned.path && s.size() == cleaned.size_before && s.file().is_none());
+            if !unchanged {
+                std::fs::remove_file(&cleaned.cleaned_path)?;
+                continue;
+            }
+            let last_append_ms = current.map_or(0, |s| s.last_append_ms);
+            std::fs::rename(&cleaned.cleaned_path, &cleaned.path)?;
+            let (mut segment, _) = Segment::open(&cleaned.path, cleaned.base_offset, false, last_append_ms)?;
+            segment.seal();
+            self.segments.insert(cleaned.base_offset, segment);
+        }
+        self.cleaned_to = self.cleaned_to.max(outcome.cleaned_to);
+        Ok(self.cleaned_to)
+    }
+
+    /// Offsets below this have been through a cleaning pass.
+    pub fn cleaned_to(&self) -> i64 {
+        self.cleaned_to
     }
 }
 

@@ -52,6 +52,9 @@ pub enum RecordError {
     /// The records parse but break a rule of the format (Kafka: INVALID_RECORD).
     #[error("invalid record in batch at offset {offset}: {what}")]
     Invalid { offset: i64, what: String },
+    /// A CreateTime timestamp outside the topic's bounds (Kafka: INVALID_TIMESTAMP).
+    #[error("timestamp {timestamp} of a record in batch at offset {offset} is out of range for the topic")]
+    Timestamp { offset: i64, timestamp: i64 },
     /// The broker could not check the batch (a failed validation task, or
     /// shutdown): not the client's fault (Kafka: UNKNOWN_SERVER_ERROR).
     #[error("batch validation failed in the broker: {0}")]
@@ -86,16 +89,88 @@ pub fn codec_of(header: &BatchHeader) -> i16 {
 /// header claims, offset deltas 0, 1, 2, ..., and each record's framing,
 /// for every codec, within `limits`. Keys and values are not kept.
 pub fn validate(batch: &Bytes, header: &BatchHeader, limits: Limits) -> Result<(), RecordError> {
-    walk(batch, header, limits, Fields::Skip, |_| Ok(true))
+    walk_checked(batch, header, limits, Fields::Skip, Deltas::Contiguous, |_| Ok(true))
+}
+
+/// What a topic asks of each produced record beyond the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordRules {
+    /// A compacted topic: every record needs a key (Kafka: INVALID_RECORD),
+    /// so the cleaner can tell which is the latest.
+    pub keyed: bool,
+    /// CreateTime bounds (`message.timestamp.before/after.max.ms` around
+    /// now): a record outside them refuses its batch (Kafka:
+    /// INVALID_TIMESTAMP). Records without a timestamp (-1) pass.
+    pub timestamps: Option<(i64, i64)>,
+}
+
+impl RecordRules {
+    fn is_empty(&self) -> bool {
+        !self.keyed && self.timestamps.is_none()
+    }
+}
+
+/// As `validate`, and every record obeys `rules`.
+pub fn validate_with(batch: &Bytes, header: &BatchHeader, limits: Limits, rules: RecordRules) -> Result<(), RecordError> {
+    if rules.is_empty() {
+        return validate(batch, header, limits);
+    }
+    let offset = header.base_offset;
+    if let Some((_, latest)) = rules.timestamps {
+        // The header's maximum refuses a batch from the future at once.
+        if header.max_timestamp > latest {
+            return Err(RecordError::Timestamp {
+                offset,
+                timestamp: header.max_timestamp,
+            });
+        }
+    }
+    walk_checked(batch, header, limits, Fields::Skip, Deltas::Contiguous, |r| {
+        if rules.keyed && r.key.is_none() {
+            return Err(RecordError::Invalid {
+                offset,
+                what: "Compacted topic cannot accept message without key".into(),
+            });
+        }
+        if let Some((earliest, latest)) = rules.timestamps {
+            let ts = header.base_timestamp.saturating_add(r.timestamp_delta);
+            if ts >= 0 && (ts < earliest || ts > latest) {
+                return Err(RecordError::Timestamp { offset, timestamp: ts });
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// What record offset deltas a batch may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deltas {
+    /// 0, 1, 2, ...: a batch as a producer sends it.
+    Contiguous,
+    /// Ascending within the batch's offsets: a batch the cleaner has
+    /// compacted, with the records it removed missing.
+    Ascending,
 }
 
 /// Walks the records of one complete batch in order, checking them as
 /// `validate` does, and hands each to `visit` until it returns false.
+/// Gaps left by compaction are allowed; see `validate` for produce.
 pub fn walk(
     batch: &Bytes,
     header: &BatchHeader,
     limits: Limits,
     fields: Fields,
+    visit: impl FnMut(Record) -> Result<bool, RecordError>,
+) -> Result<(), RecordError> {
+    walk_checked(batch, header, limits, fields, Deltas::Ascending, visit)
+}
+
+fn walk_checked(
+    batch: &Bytes,
+    header: &BatchHeader,
+    limits: Limits,
+    fields: Fields,
+    deltas: Deltas,
     mut visit: impl FnMut(Record) -> Result<bool, RecordError>,
 ) -> Result<(), RecordError> {
     let offset = header.base_offset;
@@ -109,6 +184,12 @@ pub fn walk(
     }
     let payload = batch.slice(HEADER_LEN..end);
     let count = header.records_count;
+    let shape = Shape {
+        offset,
+        count,
+        last_delta: header.last_offset_delta,
+        deltas,
+    };
     match codec_of(header) {
         0 => {
             if payload.len() as u64 > limits.max_decoded_bytes {
@@ -118,25 +199,35 @@ pub fn walk(
                 });
             }
             let mut source = SliceSource { buf: payload };
-            walk_source(&mut source, offset, count, fields, &mut visit)
+            walk_source(&mut source, shape, fields, &mut visit)
         }
         codec => {
             let reader = decompressor(codec, payload, offset)?;
             let mut source = StreamSource::new(reader, limits.max_decoded_bytes);
-            walk_source(&mut source, offset, count, fields, &mut visit).map_err(|e| source.explain(e, offset))
+            walk_source(&mut source, shape, fields, &mut visit).map_err(|e| source.explain(e, offset))
         }
     }
 }
 
-fn walk_source<S: Source>(
-    source: &mut S,
+/// What a batch's header says its records must look like.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
     offset: i64,
     count: i32,
+    last_delta: i32,
+    deltas: Deltas,
+}
+
+fn walk_source<S: Source>(
+    source: &mut S,
+    shape: Shape,
     fields: Fields,
     visit: &mut impl FnMut(Record) -> Result<bool, RecordError>,
 ) -> Result<(), RecordError> {
+    let Shape { offset, count, .. } = shape;
     let malformed = |what| RecordError::Malformed { offset, what };
-    for expected_delta in 0..count {
+    let mut previous_delta = -1i32;
+    for index in 0..count {
         let length = source
             .varint()
             .map_err(|e| e.at(offset))?
@@ -149,12 +240,17 @@ fn walk_source<S: Source>(
             return Err(past.at(offset));
         }
         let record = read_record(source, length as u64, fields).map_err(|e| e.at(offset))?;
-        if record.offset_delta != expected_delta {
+        let in_place = match shape.deltas {
+            Deltas::Contiguous => record.offset_delta == index,
+            Deltas::Ascending => record.offset_delta > previous_delta && record.offset_delta <= shape.last_delta,
+        };
+        if !in_place {
             return Err(RecordError::Invalid {
                 offset,
-                what: format!("record {expected_delta} has offset delta {}", record.offset_delta),
+                what: format!("record {index} has offset delta {}", record.offset_delta),
             });
         }
+        previous_delta = record.offset_delta;
         if !visit(record)? {
             return Ok(());
         }

@@ -28,6 +28,7 @@ fn record_error(e: &RecordError) -> i16 {
         RecordError::TooLarge { .. } => ResponseError::MessageTooLarge.code(),
         RecordError::Decompress { .. } | RecordError::Malformed { .. } => ResponseError::CorruptMessage.code(),
         RecordError::Invalid { .. } => ResponseError::InvalidRecord.code(),
+        RecordError::Timestamp { .. } => ResponseError::InvalidTimestamp.code(),
         RecordError::Internal(_) => ResponseError::UnknownServerError.code(),
     }
 }

@@ -12,6 +12,7 @@
 //! request order.
 
 mod acls;
+mod configs;
 pub mod error_code;
 mod fetch;
 mod groups;
@@ -317,9 +318,9 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::CreateTopics(req) => topics::handle_create_topics(b, &ctx, req).await,
         RequestKind::DeleteTopics(req) => topics::handle_delete_topics(b, &ctx, req).await,
         RequestKind::CreatePartitions(req) => topics::handle_create_partitions(b, &ctx, req).await,
-        RequestKind::DescribeConfigs(req) => topics::handle_describe_configs(broker, &ctx, req),
-        RequestKind::AlterConfigs(req) => topics::handle_alter_configs(b, &ctx, req).await,
-        RequestKind::IncrementalAlterConfigs(req) => topics::handle_incremental_alter_configs(b, &ctx, req).await,
+        RequestKind::DescribeConfigs(req) => configs::handle_describe_configs(broker, &ctx, req),
+        RequestKind::AlterConfigs(req) => configs::handle_alter_configs(b, &ctx, req).await,
+        RequestKind::IncrementalAlterConfigs(req) => configs::handle_incremental_alter_configs(b, &ctx, req).await,
         RequestKind::JoinGroup(req) => groups::handle_join(b, &ctx, req).await,
         RequestKind::SyncGroup(req) => groups::handle_sync(b, &ctx, req).await,
         RequestKind::Heartbeat(req) => groups::handle_heartbeat(broker, &ctx, req),

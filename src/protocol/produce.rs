@@ -13,8 +13,10 @@ use crate::broker::replica::{AckError, ProduceRefusal};
 use crate::broker::{Broker, TopicError};
 use crate::clock::now_ms;
 use crate::log::batch;
+use crate::log::records::RecordRules;
 use crate::metrics::ApiLabels;
 use crate::security::acl::{Operation, ResourceType};
+use crate::topic_config::TopicCompression;
 
 struct Pending {
     response: PartitionProduceResponse,
@@ -32,12 +34,31 @@ async fn validate_and_append(
     records: &bytes::Bytes,
 ) -> Result<(crate::log::AppendResult, u64), ProduceRefusal> {
     let batches = batch::split_batches(records).map_err(crate::log::LogError::from)?;
-    let max_message_bytes = topic.config().log_config().max_message_bytes;
+    let config = topic.config();
+    let max_message_bytes = config.log_config().max_message_bytes;
+    let now = now_ms();
+    let rules = RecordRules {
+        keyed: config.compact_policy,
+        timestamps: (!config.log_append_time).then(|| {
+            (
+                now.saturating_sub(config.timestamp_before_max_ms),
+                now.saturating_add(config.timestamp_after_max_ms),
+            )
+        }),
+    };
     broker
         .validator
-        .validate(&batches, max_message_bytes)
+        .validate(&batches, max_message_bytes, rules)
         .await
         .map_err(crate::log::LogError::from)?;
+    let batches = match config.compression {
+        TopicCompression::Producer => batches,
+        TopicCompression::Codec { codec, level } => broker
+            .validator
+            .recompress(batches, codec, level, max_message_bytes)
+            .await
+            .map_err(crate::log::LogError::from)?,
+    };
     // Read after validation, which may have waited: LogAppendTime is the
     // time of the append.
     partition.append(&batches, now_ms())
