@@ -84,7 +84,8 @@ pub enum TopicError {
     InvalidReplicationFactor(i16),
     #[error("invalid replica assignment: {0}")]
     InvalidReplicaAssignment(String),
-    #[error("invalid config {0}")]
+    /// Kafka's own wording, as clients and tools expect it.
+    #[error("{0}")]
     InvalidConfig(#[from] InvalidConfig),
     #[error("{0}")]
     Coordination(#[from] CoordinationError),

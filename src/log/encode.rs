@@ -99,6 +99,9 @@ pub fn compress(codec: i16, data: &[u8], level: Option<i32>) -> io::Result<Vec<u
 /// last offset delta is the template's, so the producer's sequence range
 /// and the log's offsets stay as they were.
 pub fn rebuild_batch(template: &BatchHeader, records: &[Record], codec: i16, level: Option<i32>) -> io::Result<Bytes> {
+    // An emptied batch is a bare header, uncompressed, as Kafka writes it:
+    // clients do not expect a compressed empty payload.
+    let codec = if records.is_empty() { CODEC_NONE } else { codec };
     let mut raw = Vec::new();
     for record in records {
         put_record(&mut raw, record);
@@ -165,8 +168,10 @@ mod tests {
             assert_eq!(records_of(&rebuilt), kept, "codec {codec}");
             assert!(validate(&rebuilt).is_err(), "a batch with gaps is not a producer's batch");
         }
-        let emptied = rebuild_batch(&header, &[], CODEC_NONE, None).unwrap();
+        let emptied = rebuild_batch(&header, &[], CODEC_ZSTD, None).unwrap();
+        assert_eq!(emptied.len(), HEADER_LEN, "an emptied batch is a bare header");
         assert_eq!(validate_stored(&emptied).unwrap().records_count, 0);
+        assert_eq!(crate::log::records::codec_of(&validate_stored(&emptied).unwrap()), CODEC_NONE);
         assert!(records_of(&emptied).is_empty());
     }
 
