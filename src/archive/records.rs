@@ -32,7 +32,7 @@ fn put_varint(buf: &mut BytesMut, value: i64) {
 /// Decodes every record of one complete v2 batch, appending to `rows`,
 /// streaming and within `limits` (see `log::records`).
 pub fn decode_batch(batch: &Bytes, limits: Limits, rows: &mut Vec<Row>) -> Result<(), RecordError> {
-    let header = crate::log::batch::validate(batch)?;
+    let header = crate::log::batch::validate_stored(batch)?;
     for_each_row(batch, &header, limits, |row| {
         rows.push(row);
         Ok(true)

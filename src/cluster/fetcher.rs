@@ -168,11 +168,12 @@ async fn apply(partition: &Partition, epoch: i32, data: kafka_protocol::messages
     }
     let mut appended = false;
     if let Some(records) = data.records.filter(|r| !r.is_empty()) {
-        match batch::split_batches(&records)
+        // The leader's log as it stores it: compacted batches have gaps.
+        match batch::split_stored_batches(&records)
             .map_err(crate::log::LogError::from)
             .and_then(|b| partition.append_replicated(epoch, &b, now))
         {
-            Ok(result) => appended = result.is_some_and(|r| r.records > 0),
+            Ok(result) => appended = result.is_some_and(|r| r.next_offset > r.base_offset),
             Err(e) => {
                 tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot append the leader's batches");
                 return Err(ResponseError::KafkaStorageError.code());

@@ -623,6 +623,47 @@ mod log_tests {
     }
 
     #[test]
+    fn a_follower_copies_a_compacted_log_with_its_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut leader, _) = PartitionLog::open(dir.path(), compacted_config(), 0).unwrap();
+        append_sealed(
+            &mut leader,
+            keyed_batch(&[("a", Some("1")), ("b", Some("1"))], Compression::Snappy, 4, 0),
+            0,
+        );
+        append_sealed(
+            &mut leader,
+            keyed_batch(&[("a", Some("2")), ("b", Some("2"))], Compression::None, 4, 2),
+            0,
+        );
+        append_sealed(&mut leader, keyed_batch(&[("c", Some("3"))], Compression::None, -1, -1), 0);
+        pass(&mut leader, 1000).unwrap();
+        let bytes = leader.read(0, 1 << 20, leader.next_offset()).unwrap();
+        let mut all = bytes.to_vec();
+        let mut offset = 0;
+        for (header, _) in BatchWalker::new(&bytes) {
+            offset = header.last_offset() + 1;
+        }
+        while offset < leader.next_offset() {
+            let more = leader.read(offset, 1 << 20, leader.next_offset()).unwrap();
+            let Some((last, _)) = BatchWalker::new(&more).last() else { break };
+            offset = last.last_offset() + 1;
+            all.extend_from_slice(&more);
+        }
+        let batches = batch::split_stored_batches(&Bytes::from(all)).unwrap();
+        assert!(
+            batch::split_batches(&Bytes::from(bytes.to_vec())).is_err(),
+            "a producer's rules would refuse them"
+        );
+        let follower_dir = tempfile::tempdir().unwrap();
+        let (mut follower, _) = PartitionLog::open(follower_dir.path(), compacted_config(), 0).unwrap();
+        follower.append_replicated(&batches, 0).unwrap();
+        assert_eq!(follower.next_offset(), leader.next_offset());
+        assert_eq!(read_all(&follower), read_all(&leader));
+        assert_eq!(read_all(&follower).len(), 3);
+    }
+
+    #[test]
     fn an_interrupted_pass_leaves_the_log_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = PartitionLog::open(dir.path(), compacted_config(), 0).unwrap();
