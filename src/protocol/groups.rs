@@ -309,6 +309,12 @@ pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: Of
 
 pub(super) fn handle_list_groups(broker: &Broker, ctx: &RequestContext, req: ListGroupsRequest) -> Bytes {
     let filter: Vec<String> = req.states_filter.iter().map(|s| s.to_string().to_ascii_lowercase()).collect();
+    // Every group here is a classic group (KIP-848 groups are not built):
+    // a type filter (v5) without "classic" lists none.
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_string().to_ascii_lowercase()).collect();
+    if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+        return encode_response(ctx, &ListGroupsResponse::default());
+    }
     let see_all = ctx.permits(broker, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME);
     let groups = broker
         .groups
@@ -384,14 +390,28 @@ pub(super) async fn handle_offset_delete(broker: &Arc<Broker>, ctx: &RequestCont
         response.error_code = code;
         return encode_response(ctx, &response);
     }
-    if broker.groups.has_members(&group_id) {
-        // Kafka refuses while the group is consuming; we refuse any member.
-        response.error_code = ResponseError::NonEmptyGroup.code();
+    let group = broker.groups.describe(&group_id);
+    if group.state == "Dead" {
+        response.error_code = ResponseError::GroupIdNotFound.code();
         return encode_response(ctx, &response);
     }
+    // Kafka's rules: an empty group loses any offsets; a consumer group
+    // with members keeps those of the topics it subscribes to
+    // (GROUP_SUBSCRIBED_TO_TOPIC); any other group with members refuses.
+    let subscribed = if group.members.is_empty() {
+        Some(std::collections::HashSet::new())
+    } else if group.protocol_type == "consumer" {
+        subscribed_topics(&group.members)
+    } else {
+        response.error_code = ResponseError::NonEmptyGroup.code();
+        return encode_response(ctx, &response);
+    };
     let mut doomed = Vec::new();
     for t in &req.topics {
-        let readable = ctx.allowed(broker, Operation::Read, ResourceType::Topic, t.name.0.as_str());
+        let topic = t.name.0.as_str();
+        let readable = ctx.allowed(broker, Operation::Read, ResourceType::Topic, topic);
+        // Unknown subscriptions (undecodable metadata) count as subscribed.
+        let in_use = subscribed.as_ref().is_none_or(|topics| topics.contains(topic));
         let partitions = t
             .partitions
             .iter()
@@ -400,7 +420,10 @@ pub(super) async fn handle_offset_delete(broker: &Arc<Broker>, ctx: &RequestCont
                 if !readable {
                     return out.with_error_code(ResponseError::TopicAuthorizationFailed.code());
                 }
-                doomed.push((t.name.0.to_string(), p.partition_index));
+                if in_use {
+                    return out.with_error_code(ResponseError::GroupSubscribedToTopic.code());
+                }
+                doomed.push((topic.to_string(), p.partition_index));
                 out
             })
             .collect();
@@ -415,4 +438,23 @@ pub(super) async fn handle_offset_delete(broker: &Arc<Broker>, ctx: &RequestCont
         response.error_code = ResponseError::CoordinatorNotAvailable.code();
     }
     encode_response(ctx, &response)
+}
+
+/// The topics a consumer group's members subscribe to, from their
+/// ConsumerProtocolSubscription metadata; `None` if any member's does not
+/// decode.
+fn subscribed_topics(members: &[crate::groups::state_machine::MemberDescription]) -> Option<std::collections::HashSet<String>> {
+    use bytes::Buf;
+    use kafka_protocol::protocol::Decodable;
+    let mut topics = std::collections::HashSet::new();
+    for member in members {
+        let mut metadata = member.metadata.clone();
+        if metadata.remaining() < 2 {
+            return None;
+        }
+        let version = metadata.get_i16();
+        let subscription = ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3)).ok()?;
+        topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+    }
+    Some(topics)
 }
