@@ -192,5 +192,50 @@ fn acl_check(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, record_validation, log_append, acl_check);
+/// One cleaning pass over a 32 MiB sealed segment of 100-byte records whose
+/// 1,000 keys are each updated in every batch (all but the last batch's
+/// records go): mapping, rewriting and fsyncing, as the cleaner task does.
+fn compaction_pass(c: &mut Criterion) {
+    use sediment::log::compaction::{self, CompactionConfig};
+    use sediment::log::records::Limits;
+    let mut g = c.benchmark_group("compaction");
+    g.sample_size(10);
+    for (name, compression) in [("pass_32MiB_uncompressed", Compression::None), ("pass_32MiB_lz4", Compression::Lz4)] {
+        let records = compressed_batch_of(1000, 100, compression);
+        let batches = batch::split_batches(&records).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 32 << 20,
+            delete_policy: false,
+            compaction: Some(CompactionConfig {
+                min_cleanable_dirty_ratio: 0.0,
+                ..CompactionConfig::default()
+            }),
+            ..LogConfig::default()
+        };
+        let (mut log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        while log.segment_count() < 2 {
+            log.append(&batches, 0, 0).unwrap();
+            log.take_unflushed();
+        }
+        let limits = Limits {
+            max_decoded_bytes: 1 << 30,
+        };
+        let plan = log.plan_cleaning(1, log.next_offset(), limits, 4 << 20).unwrap();
+        let bytes: u64 = plan.segments.iter().map(|s| s.size).sum();
+        g.throughput(Throughput::Bytes(bytes));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let outcome = compaction::run_pass(&plan).unwrap();
+                for cleaned in &outcome.cleaned {
+                    std::fs::remove_file(&cleaned.cleaned_path).unwrap();
+                }
+                outcome.summary()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, record_validation, log_append, acl_check, compaction_pass);
 criterion_main!(benches);

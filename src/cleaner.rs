@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::broker::{Broker, Partition, Topic};
 use crate::clock::now_ms;
-use crate::log::compaction::{self, PassOutcome};
+use crate::log::compaction::{self, PassSummary};
 use crate::log::LogError;
 
 /// Bytes of map per distinct key (a 16-byte digest, an offset, the table's overhead).
@@ -37,7 +37,7 @@ pub async fn run(broker: Arc<Broker>) {
 }
 
 /// One pass over one partition, if one is due.
-pub async fn clean_partition(broker: &Broker, topic: &Topic, partition: &Arc<Partition>) -> Result<Option<PassOutcome>, LogError> {
+pub async fn clean_partition(broker: &Broker, topic: &Topic, partition: &Arc<Partition>) -> Result<Option<PassSummary>, LogError> {
     // What the archive holds is safe to compact locally.
     let Some(archived_end) = partition.manifest().end_offset() else {
         return Ok(None);
@@ -51,7 +51,8 @@ pub async fn clean_partition(broker: &Broker, topic: &Topic, partition: &Arc<Par
     let outcome = tokio::task::spawn_blocking(move || compaction::run_pass(&plan))
         .await
         .map_err(|e| LogError::Io(std::io::Error::other(format!("cleaning task failed: {e}"))))??;
-    let checkpoint = partition.lock_log().install_cleaned(&outcome)?;
+    let summary = outcome.summary();
+    let checkpoint = partition.lock_log().install_cleaned(outcome)?;
     let dir = partition.lock_log().dir().to_path_buf();
     tokio::task::spawn_blocking(move || {
         crate::log::sync_dir(&dir)?;
@@ -61,18 +62,18 @@ pub async fn clean_partition(broker: &Broker, topic: &Topic, partition: &Arc<Par
     .map_err(|e| LogError::Io(std::io::Error::other(format!("checkpoint task failed: {e}"))))??;
     let metrics = &broker.metrics;
     metrics.cleaner_passes.inc();
-    metrics.cleaner_records_removed.inc_by(outcome.records_removed);
-    metrics.cleaner_bytes_read.inc_by(outcome.bytes_read);
-    metrics.cleaner_bytes_saved.inc_by(outcome.bytes_saved());
+    metrics.cleaner_records_removed.inc_by(summary.records_removed);
+    metrics.cleaner_bytes_read.inc_by(summary.bytes_read);
+    metrics.cleaner_bytes_saved.inc_by(summary.bytes_saved);
     tracing::info!(
         topic = %topic.name,
         partition = partition.index,
-        segments_rewritten = outcome.cleaned.len(),
-        records_removed = outcome.records_removed,
-        bytes_saved = outcome.bytes_saved(),
+        segments_rewritten = summary.segments_rewritten,
+        records_removed = summary.records_removed,
+        bytes_saved = summary.bytes_saved,
         cleaned_to = checkpoint,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "cleaned a compacted partition"
     );
-    Ok(Some(outcome))
+    Ok(Some(summary))
 }

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use super::batch::{BatchHeader, HEADER_LEN};
 use super::encode;
 use super::records::{self, codec_of, Fields, Limits, Record};
+use super::segment::Segment;
 use super::LogError;
 
 /// Suffix of a segment being rewritten.
@@ -194,13 +195,25 @@ pub fn pass_due(segments: &[SegmentToClean], dirty_from: i64, config: &Compactio
 }
 
 /// A segment rewritten by a pass, waiting to be renamed over the original.
-#[derive(Debug)]
 pub struct CleanedSegment {
     pub base_offset: i64,
     pub path: PathBuf,
     pub cleaned_path: PathBuf,
     pub size_before: u64,
     pub size_after: u64,
+    /// The rewritten file, opened and indexed off the lock (sealed).
+    pub opened: Segment,
+}
+
+impl std::fmt::Debug for CleanedSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CleanedSegment")
+            .field("base_offset", &self.base_offset)
+            .field("path", &self.path)
+            .field("size_before", &self.size_before)
+            .field("size_after", &self.size_after)
+            .finish()
+    }
 }
 
 /// What a pass did.
@@ -214,9 +227,23 @@ pub struct PassOutcome {
     pub bytes_read: u64,
 }
 
+/// A pass's figures, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassSummary {
+    pub segments_rewritten: usize,
+    pub records_removed: u64,
+    pub bytes_read: u64,
+    pub bytes_saved: u64,
+}
+
 impl PassOutcome {
-    pub fn bytes_saved(&self) -> u64 {
-        self.cleaned.iter().map(|c| c.size_before.saturating_sub(c.size_after)).sum()
+    pub fn summary(&self) -> PassSummary {
+        PassSummary {
+            segments_rewritten: self.cleaned.len(),
+            records_removed: self.records_removed,
+            bytes_read: self.bytes_read,
+            bytes_saved: self.cleaned.iter().map(|c| c.size_before.saturating_sub(c.size_after)).sum(),
+        }
     }
 }
 
@@ -290,6 +317,17 @@ fn build_map(plan: &CleaningPlan, outcome: &mut PassOutcome) -> Result<OffsetMap
 /// results over the originals under the partition lock
 /// (`PartitionLog::install_cleaned`).
 pub fn run_pass(plan: &CleaningPlan) -> Result<PassOutcome, LogError> {
+    // A pass that fails part-way leaves no rewritten file behind.
+    let result = run_pass_inner(plan);
+    if result.is_err() {
+        for segment in &plan.segments {
+            let _ = std::fs::remove_file(cleaned_path_of(&segment.path));
+        }
+    }
+    result
+}
+
+fn run_pass_inner(plan: &CleaningPlan) -> Result<PassOutcome, LogError> {
     let mut outcome = PassOutcome::default();
     let map = build_map(plan, &mut outcome)?;
     outcome.cleaned_to = map.end();
@@ -365,6 +403,11 @@ fn clean_segment(
     // Time retention and tombstone expiry go by the segment's age: keep it.
     let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_millis(segment.last_append_ms.max(0) as u64);
     file.set_modified(mtime)?;
+    drop(file);
+    // Indexed here, on the blocking pool, so that installing it under the
+    // partition lock is a rename.
+    let (mut opened, _) = Segment::open(&cleaned_path, segment.base_offset, false, segment.last_append_ms)?;
+    opened.seal();
     outcome.records_removed += removed;
     Ok(Some(CleanedSegment {
         base_offset: segment.base_offset,
@@ -372,6 +415,7 @@ fn clean_segment(
         cleaned_path,
         size_before: segment.size,
         size_after: written,
+        opened,
     }))
 }
 
@@ -460,7 +504,7 @@ pub fn check_cleaning_of(segment_bytes: &[u8]) {
                 return;
             }
         };
-        assert!(log.install_cleaned(&outcome).is_ok(), "installing a pass succeeds");
+        assert!(log.install_cleaned(outcome).is_ok(), "installing a pass succeeds");
         let after = served_records(&log, limits);
         let Some(before) = &before else { return };
         let after = after.unwrap_or_else(|| panic!("a cleaned log decodes"));
@@ -660,12 +704,13 @@ mod log_tests {
         log.roll(now_ms).unwrap();
     }
 
-    fn pass(log: &mut PartitionLog, now_ms: i64) -> Option<PassOutcome> {
+    fn pass(log: &mut PartitionLog, now_ms: i64) -> Option<PassSummary> {
         let plan = log.plan_cleaning(now_ms, log.next_offset(), LIMITS, 1000)?;
         let outcome = run_pass(&plan).unwrap();
-        let checkpoint = log.install_cleaned(&outcome).unwrap();
+        let summary = outcome.summary();
+        let checkpoint = log.install_cleaned(outcome).unwrap();
         write_checkpoint(log.dir(), checkpoint).unwrap();
-        Some(outcome)
+        Some(summary)
     }
 
     #[test]
@@ -871,7 +916,7 @@ mod log_tests {
                 break;
             };
             let outcome = run_pass(&plan).unwrap();
-            log.install_cleaned(&outcome).unwrap();
+            log.install_cleaned(outcome).unwrap();
             passes += 1;
             assert!(passes < 20, "each pass makes progress");
         }

@@ -829,19 +829,16 @@ impl PartitionLog {
     /// moves the checkpoint. Returns the checkpoint to persist
     /// (`compaction::write_checkpoint`, after the directory is synced),
     /// which the caller does without the lock.
-    pub fn install_cleaned(&mut self, outcome: &compaction::PassOutcome) -> Result<i64, LogError> {
-        for cleaned in &outcome.cleaned {
+    pub fn install_cleaned(&mut self, outcome: compaction::PassOutcome) -> Result<i64, LogError> {
+        for cleaned in outcome.cleaned {
             let current = self.segments.get(&cleaned.base_offset);
             let unchanged = current.is_some_and(|s| s.path() == cleaned.path && s.size() == cleaned.size_before && s.file().is_none());
             if !unchanged {
                 std::fs::remove_file(&cleaned.cleaned_path)?;
                 continue;
             }
-            let last_append_ms = current.map_or(0, |s| s.last_append_ms);
             std::fs::rename(&cleaned.cleaned_path, &cleaned.path)?;
-            let (mut segment, _) = Segment::open(&cleaned.path, cleaned.base_offset, false, last_append_ms)?;
-            segment.seal();
-            self.segments.insert(cleaned.base_offset, segment);
+            self.segments.insert(cleaned.base_offset, cleaned.opened.renamed(cleaned.path));
         }
         self.cleaned_to = self.cleaned_to.max(outcome.cleaned_to);
         Ok(self.cleaned_to)

@@ -310,6 +310,15 @@ impl Segment {
         &self.path
     }
 
+    /// The sealed segment, once its file was renamed to `path` (the
+    /// cleaner opens a rewritten file off the lock, then renames it into
+    /// place under it).
+    pub fn renamed(mut self, path: PathBuf) -> Self {
+        self.seal();
+        self.path = path;
+        self
+    }
+
     /// File position from which to scan for `offset`: the last sparse index
     /// entry at or below it.
     pub fn lookup_position(&self, offset: i64) -> u64 {
