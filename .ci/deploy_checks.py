@@ -1507,13 +1507,18 @@ def check_secure_cluster(brokers, docs, values, secrets, secret_paths, grace, sc
     if not wait_for(f"{topic}: 3 partitions, each with 3 replicas all in the ISR", 60, replicated):
         return
     # The followers fetch from the leaders' INTERNAL listener, never from
-    # the clients' port.
+    # the clients' port. A new topic's ISR is full from the start, so the
+    # followers' fetchers may log that they follow a moment after it.
     internal = {b["internal"] for b in brokers}
-    followed = set()
-    for b in brokers:
-        b["log"].flush()
-        text = re.sub(r"\x1b\[[0-9;]*m", "", Path(b["log"].name).read_text())
-        followed |= set(re.findall(r"following partitions .*?address=(\S+)", text))
+
+    def followed_addresses():
+        found = set()
+        for b in brokers:
+            b["log"].flush()
+            text = re.sub(r"\x1b\[[0-9;]*m", "", Path(b["log"].name).read_text())
+            found |= set(re.findall(r"following partitions .*?address=(\S+)", text))
+        return found
+    followed = wait_for("followers fetching", 30, followed_addresses) or set()
     if not followed or not followed <= internal:
         fail(f"the followers fetched from {sorted(followed)}, not only the INTERNAL listeners {sorted(internal)}")
         return
