@@ -127,8 +127,8 @@ impl BatchHeader {
     }
 }
 
-/// Validates a complete batch: header, length, structure and CRC-32C.
-pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+/// The header of a complete batch whose length and CRC-32C hold.
+fn checked(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let need = header.total_len();
     if buf.len() < need {
@@ -141,6 +141,12 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
+    Ok(header)
+}
+
+/// Validates a complete batch: header, length, structure and CRC-32C.
+pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = checked(buf)?;
     if header.records_count <= 0 {
         return Err(BatchError::Malformed("batch holds no records"));
     }
@@ -153,42 +159,17 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// Validates a batch as a log may hold it: header, length and CRC-32C, but
 /// with compaction's gaps allowed (fewer records than offsets, or none: the
 /// cleaner keeps an emptied batch to remember its producer's sequence).
-/// Followers and the archive read the leader's log through this.
+/// Recovery, followers and the archive read the log through this.
 pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
-    let header = BatchHeader::parse(buf)?;
-    let need = header.total_len();
-    if buf.len() < need {
-        return Err(BatchError::Truncated { have: buf.len(), need });
-    }
-    let computed = crc32c::crc32c(&buf[CRC_START..need]);
-    if computed != header.crc {
-        return Err(BatchError::CrcMismatch {
-            stored: header.crc,
-            computed,
-        });
-    }
+    let header = checked(buf)?;
     if header.records_count < 0 || header.last_offset_delta < 0 || header.records_count > header.last_offset_delta.saturating_add(1) {
         return Err(BatchError::Malformed("record count does not fit the batch's offsets"));
     }
     Ok(header)
 }
 
-/// Splits batches read from a log (a leader's, for a follower) into
-/// validated batches: as `split_batches`, with compaction's gaps allowed.
-pub fn split_stored_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < records.len() {
-        let header = validate_stored(&records[pos..])?;
-        let end = pos + header.total_len();
-        out.push((header, records.slice(pos..end)));
-        pos = end;
-    }
-    Ok(out)
-}
-
-/// Splits the `records` field of a produce request into validated batches.
-pub fn split_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
+/// Splits `records` into batches, each checked by `validate`.
+fn split_with(records: &Bytes, validate: fn(&[u8]) -> Result<BatchHeader, BatchError>) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
     let mut out = Vec::with_capacity(1);
     let mut pos = 0;
     while pos < records.len() {
@@ -197,6 +178,18 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, Batch
         out.push((header, records.slice(pos..end)));
         pos = end;
     }
+    Ok(out)
+}
+
+/// Splits batches read from a log (a leader's, for a follower) into
+/// validated batches: as `split_batches`, with compaction's gaps allowed.
+pub fn split_stored_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
+    split_with(records, validate_stored)
+}
+
+/// Splits the `records` field of a produce request into validated batches.
+pub fn split_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
+    let out = split_with(records, validate)?;
     if out.is_empty() {
         return Err(BatchError::Malformed("no record batch in request"));
     }
