@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::batch::{BatchHeader, HEADER_LEN};
+use super::batch::BatchHeader;
 use super::encode;
 use super::records::{self, codec_of, Fields, Limits, Record};
 use super::segment::Segment;
@@ -249,23 +249,20 @@ impl PassOutcome {
 
 /// The batches of one segment file, in order, read whole.
 fn for_each_batch(segment: &SegmentToClean, mut visit: impl FnMut(BatchHeader, Bytes) -> Result<bool, LogError>) -> Result<(), LogError> {
-    let mut position = 0u64;
-    let mut header_buf = [0u8; HEADER_LEN];
-    while position + HEADER_LEN as u64 <= segment.size {
-        segment.file.read_exact_at(&mut header_buf, position)?;
-        let header = BatchHeader::parse(&header_buf)?;
+    let mut failed = None;
+    super::segment::walk_headers(&segment.file, 0, segment.size, |header, position| {
         let len = header.total_len() as u64;
         if position + len > segment.size {
-            break;
+            return Ok(false);
         }
         let mut buf = vec![0u8; len as usize];
         segment.file.read_exact_at(&mut buf, position)?;
-        if !visit(header, Bytes::from(buf))? {
-            break;
-        }
-        position += len;
-    }
-    Ok(())
+        visit(*header, Bytes::from(buf)).or_else(|e| {
+            failed = Some(e);
+            Ok(false)
+        })
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
 /// The records of one stored batch.
@@ -355,7 +352,7 @@ fn clean_segment(
     // Each producer's last batch here stays, emptied if need be, so the
     // producer's sequence survives a restart that replays this segment.
     let mut last_batch_of: HashMap<i64, i64> = HashMap::new();
-    for_each_batch(segment, |header, _| {
+    super::segment::walk_headers(&segment.file, 0, segment.size, |header, _| {
         if header.producer_id >= 0 {
             last_batch_of.insert(header.producer_id, header.base_offset);
         }

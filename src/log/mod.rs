@@ -852,14 +852,10 @@ impl PartitionLog {
 
 fn replay_producers(segment: &Segment, producers: &mut ProducerStateTable, now_ms: i64) -> Result<(), LogError> {
     let file = segment.reader()?;
-    let mut position = 0;
-    let mut header_buf = [0u8; HEADER_LEN];
-    while position + HEADER_LEN as u64 <= segment.size() {
-        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut header_buf, position)?;
-        let header = BatchHeader::parse(&header_buf)?;
-        producers.record(&header, header.base_offset, now_ms);
-        position += header.total_len() as u64;
-    }
+    segment::walk_headers(&file, 0, segment.size(), |header, _| {
+        producers.record(header, header.base_offset, now_ms);
+        Ok(true)
+    })?;
     Ok(())
 }
 

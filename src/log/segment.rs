@@ -358,19 +358,32 @@ impl Segment {
     }
 }
 
-/// From `position` (a batch boundary), the position of the first batch
-/// that holds `offset` or a later one, reading headers only; `size` if none.
-fn skip_batches_below(file: &File, mut position: u64, size: u64, offset: i64) -> std::io::Result<u64> {
+/// Walks the batch headers of a segment file from `position` (a batch
+/// boundary) while a whole header lies below `size`, reading headers only,
+/// and hands each with its position to `visit` until it returns false.
+/// Returns the position of the batch it stopped at (`size` or past: none).
+pub fn walk_headers(
+    file: &File,
+    mut position: u64,
+    size: u64,
+    mut visit: impl FnMut(&BatchHeader, u64) -> std::io::Result<bool>,
+) -> std::io::Result<u64> {
     let mut header_buf = [0u8; HEADER_LEN];
     while position + HEADER_LEN as u64 <= size {
         file.read_exact_at(&mut header_buf, position)?;
         let header = BatchHeader::parse(&header_buf).map_err(|e| std::io::Error::other(e.to_string()))?;
-        if header.last_offset() >= offset {
+        if !visit(&header, position)? {
             break;
         }
         position += header.total_len() as u64;
     }
     Ok(position)
+}
+
+/// From `position` (a batch boundary), the position of the first batch
+/// that holds `offset` or a later one, reading headers only; `size` if none.
+fn skip_batches_below(file: &File, position: u64, size: u64, offset: i64) -> std::io::Result<u64> {
+    walk_headers(file, position, size, |header, _| Ok(header.last_offset() < offset))
 }
 
 /// A read of one segment as it stood when planned: appends only add bytes
