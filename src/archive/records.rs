@@ -6,7 +6,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::log::batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use crate::log::batch::{header_for, BatchHeader, HEADER_LEN};
+use crate::log::encode::{self, RecordFields};
 use crate::log::records::{self, Fields};
 pub use crate::log::records::{Limits, RecordError};
 
@@ -18,15 +19,6 @@ pub struct Row {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub headers: Vec<(String, Option<Bytes>)>,
-}
-
-fn put_varint(buf: &mut BytesMut, value: i64) {
-    let mut v = ((value << 1) ^ (value >> 63)) as u64;
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
 }
 
 /// Decodes every record of one complete v2 batch, appending to `rows`,
@@ -74,7 +66,7 @@ pub fn for_each_row(
 /// materialising rows.
 pub struct BatchBuilder {
     records: BytesMut,
-    body: BytesMut,
+    body: Vec<u8>,
     base_offset: i64,
     base_timestamp: i64,
     last_offset: i64,
@@ -87,7 +79,7 @@ impl BatchBuilder {
     pub fn new(leader_epoch: i32) -> Self {
         Self {
             records: BytesMut::new(),
-            body: BytesMut::with_capacity(256),
+            body: Vec::with_capacity(256),
             base_offset: 0,
             base_timestamp: 0,
             last_offset: 0,
@@ -104,16 +96,6 @@ impl BatchBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
-    }
-
-    fn put_nullable(buf: &mut BytesMut, field: Option<&[u8]>) {
-        match field {
-            None => put_varint(buf, -1),
-            Some(b) => {
-                put_varint(buf, b.len() as i64);
-                buf.put_slice(b);
-            }
-        }
     }
 
     /// Appends one record; offsets must ascend.
@@ -133,21 +115,17 @@ impl BatchBuilder {
         self.last_offset = offset;
         self.max_timestamp = self.max_timestamp.max(timestamp);
         self.count += 1;
-        let body = &mut self.body;
-        body.clear();
-        body.put_u8(0); // record attributes: unused
-        put_varint(body, timestamp - self.base_timestamp);
-        put_varint(body, offset - self.base_offset);
-        Self::put_nullable(body, key);
-        Self::put_nullable(body, value);
-        put_varint(body, headers.len() as i64);
-        for (k, v) in headers {
-            put_varint(body, k.len() as i64);
-            body.put_slice(k.as_bytes());
-            Self::put_nullable(body, v);
-        }
-        put_varint(&mut self.records, self.body.len() as i64);
-        self.records.put_slice(&self.body);
+        encode::put_record_fields(
+            &mut self.records,
+            &mut self.body,
+            RecordFields {
+                timestamp_delta: timestamp - self.base_timestamp,
+                offset_delta: offset - self.base_offset,
+                key,
+                value,
+                headers: headers.map(|(k, v)| (k.as_bytes(), v)),
+            },
+        );
     }
 
     /// Appends the finished batch to `out` and starts a new one.
@@ -155,24 +133,24 @@ impl BatchBuilder {
         if self.count == 0 {
             return;
         }
-        let start = out.len();
+        let header = BatchHeader {
+            base_offset: self.base_offset,
+            batch_length: 0, // computed by header_for
+            partition_leader_epoch: self.leader_epoch,
+            magic: 2,
+            crc: 0,
+            attributes: 0, // no compression, create time
+            last_offset_delta: (self.last_offset - self.base_offset) as i32,
+            base_timestamp: self.base_timestamp,
+            max_timestamp: self.max_timestamp,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records_count: self.count,
+        };
         out.reserve(HEADER_LEN + self.records.len());
-        out.put_i64(self.base_offset);
-        out.put_i32((HEADER_LEN - LOG_OVERHEAD + self.records.len()) as i32);
-        out.put_i32(self.leader_epoch);
-        out.put_i8(2);
-        out.put_u32(0); // crc, filled below
-        out.put_i16(0); // attributes: no compression, create time
-        out.put_i32((self.last_offset - self.base_offset) as i32);
-        out.put_i64(self.base_timestamp);
-        out.put_i64(self.max_timestamp);
-        out.put_i64(-1); // producer id
-        out.put_i16(-1); // producer epoch
-        out.put_i32(-1); // base sequence
-        out.put_i32(self.count);
+        out.put_slice(&header_for(&header, &self.records));
         out.put_slice(&self.records);
-        let crc = crc32c::crc32c(&out[start + 21..]);
-        out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
         self.records.clear();
         self.count = 0;
     }

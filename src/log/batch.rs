@@ -11,9 +11,9 @@ use bytes::Bytes;
 pub const HEADER_LEN: usize = 61;
 /// Bytes before `batchLength`'s payload: baseOffset (8) + batchLength (4).
 pub const LOG_OVERHEAD: usize = 12;
-pub(crate) const CRC_START: usize = 21;
+const CRC_START: usize = 21;
 
-pub(crate) const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
+const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
@@ -194,6 +194,28 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, Batch
         return Err(BatchError::Malformed("no record batch in request"));
     }
     Ok(out)
+}
+
+/// The 61 header bytes of a batch like `header` holding `payload` (its
+/// records, compressed as `header.attributes` says): the batch length and
+/// CRC-32C are computed, the other fields are `header`'s.
+pub fn header_for(header: &BatchHeader, payload: &[u8]) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    out[0..8].copy_from_slice(&header.base_offset.to_be_bytes());
+    out[8..12].copy_from_slice(&((HEADER_LEN - LOG_OVERHEAD + payload.len()) as i32).to_be_bytes());
+    out[12..16].copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    out[16] = 2;
+    out[21..23].copy_from_slice(&header.attributes.to_be_bytes());
+    out[23..27].copy_from_slice(&header.last_offset_delta.to_be_bytes());
+    out[27..35].copy_from_slice(&header.base_timestamp.to_be_bytes());
+    out[35..43].copy_from_slice(&header.max_timestamp.to_be_bytes());
+    out[43..51].copy_from_slice(&header.producer_id.to_be_bytes());
+    out[51..53].copy_from_slice(&header.producer_epoch.to_be_bytes());
+    out[53..57].copy_from_slice(&header.base_sequence.to_be_bytes());
+    out[57..61].copy_from_slice(&header.records_count.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[CRC_START..]), payload);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// How the leader rewrites a batch's header before appending it.

@@ -4,9 +4,9 @@
 
 use std::io::{self, Write};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 
-use super::batch::{BatchHeader, CRC_START, HEADER_LEN, LOG_OVERHEAD};
+use super::batch::{header_for, BatchHeader, HEADER_LEN};
 use super::records::Record;
 
 /// Kafka's codec ids, as in a batch's attributes.
@@ -20,40 +20,72 @@ pub const CODEC_ZSTD: i16 = 4;
 const XERIAL_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
 const SNAPPY_BLOCK: usize = 32 * 1024;
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+/// Appends a zig-zag varint, as record fields are encoded.
+pub fn put_varint(out: &mut impl BufMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
-        out.push((z as u8) | 0x80);
+        out.put_u8((z as u8) | 0x80);
         z >>= 7;
     }
-    out.push(z as u8);
+    out.put_u8(z as u8);
 }
 
-fn put_nullable(out: &mut Vec<u8>, bytes: Option<&Bytes>) {
+fn put_nullable(out: &mut impl BufMut, bytes: Option<&[u8]>) {
     match bytes {
         Some(b) => {
             put_varint(out, b.len() as i64);
-            out.extend_from_slice(b);
+            out.put_slice(b);
         }
         None => put_varint(out, -1),
     }
 }
 
-/// Appends one record, length-prefixed, as a v2 batch holds it.
-pub fn put_record(out: &mut Vec<u8>, record: &Record) {
-    let mut body = Vec::with_capacity(16 + record.key.as_ref().map_or(0, Bytes::len) + record.value.as_ref().map_or(0, Bytes::len));
-    body.push(0);
-    put_varint(&mut body, record.timestamp_delta);
-    put_varint(&mut body, record.offset_delta as i64);
-    put_nullable(&mut body, record.key.as_ref());
-    put_nullable(&mut body, record.value.as_ref());
-    put_varint(&mut body, record.headers.len() as i64);
-    for (key, value) in &record.headers {
-        put_nullable(&mut body, Some(key));
-        put_nullable(&mut body, value.as_ref());
+/// A record's fields, borrowed, as `put_record_fields` writes them.
+pub struct RecordFields<'a, H> {
+    pub timestamp_delta: i64,
+    pub offset_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: H,
+}
+
+/// Appends one record, length-prefixed, as a v2 batch holds it. `body` is
+/// scratch space, reused across records.
+pub fn put_record_fields<'a, H>(out: &mut impl BufMut, body: &mut Vec<u8>, record: RecordFields<'a, H>)
+where
+    H: ExactSizeIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+{
+    body.clear();
+    body.push(0); // record attributes: unused
+    put_varint(body, record.timestamp_delta);
+    put_varint(body, record.offset_delta);
+    put_nullable(body, record.key);
+    put_nullable(body, record.value);
+    put_varint(body, record.headers.len() as i64);
+    for (key, value) in record.headers {
+        put_nullable(body, Some(key));
+        put_nullable(body, value);
     }
     put_varint(out, body.len() as i64);
-    out.extend_from_slice(&body);
+    out.put_slice(body);
+}
+
+type HeaderFields<'a> =
+    std::iter::Map<std::slice::Iter<'a, (Bytes, Option<Bytes>)>, fn(&'a (Bytes, Option<Bytes>)) -> (&'a [u8], Option<&'a [u8]>)>;
+
+fn fields_of(record: &Record) -> RecordFields<'_, HeaderFields<'_>> {
+    RecordFields {
+        timestamp_delta: record.timestamp_delta,
+        offset_delta: record.offset_delta as i64,
+        key: record.key.as_deref(),
+        value: record.value.as_deref(),
+        headers: record.headers.iter().map(|(k, v)| (&k[..], v.as_deref())),
+    }
+}
+
+/// Appends one record, length-prefixed, as a v2 batch holds it.
+pub fn put_record(out: &mut Vec<u8>, record: &Record) {
+    put_record_fields(out, &mut Vec::new(), fields_of(record));
 }
 
 /// Compresses a batch's record bytes with Kafka's codec `codec`. `level`
@@ -103,29 +135,19 @@ pub fn rebuild_batch(template: &BatchHeader, records: &[Record], codec: i16, lev
     // clients do not expect a compressed empty payload.
     let codec = if records.is_empty() { CODEC_NONE } else { codec };
     let mut raw = Vec::new();
+    let mut body = Vec::new();
     for record in records {
-        put_record(&mut raw, record);
+        put_record_fields(&mut raw, &mut body, fields_of(record));
     }
     let payload = compress(codec, &raw, level)?;
-    let attributes = (template.attributes & !0x07) | (codec & 0x07);
-    let batch_length = (HEADER_LEN - LOG_OVERHEAD + payload.len()) as i32;
+    let header = BatchHeader {
+        attributes: (template.attributes & !0x07) | (codec & 0x07),
+        records_count: records.len() as i32,
+        ..*template
+    };
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&template.base_offset.to_be_bytes());
-    out.extend_from_slice(&batch_length.to_be_bytes());
-    out.extend_from_slice(&template.partition_leader_epoch.to_be_bytes());
-    out.push(2);
-    out.extend_from_slice(&[0; 4]); // CRC, filled in below
-    out.extend_from_slice(&attributes.to_be_bytes());
-    out.extend_from_slice(&template.last_offset_delta.to_be_bytes());
-    out.extend_from_slice(&template.base_timestamp.to_be_bytes());
-    out.extend_from_slice(&template.max_timestamp.to_be_bytes());
-    out.extend_from_slice(&template.producer_id.to_be_bytes());
-    out.extend_from_slice(&template.producer_epoch.to_be_bytes());
-    out.extend_from_slice(&template.base_sequence.to_be_bytes());
-    out.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    out.extend_from_slice(&header_for(&header, &payload));
     out.extend_from_slice(&payload);
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(Bytes::from(out))
 }
 

@@ -649,27 +649,19 @@ mod tests {
         Bytes::from(b)
     }
 
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
-    }
+    use crate::log::encode::put_varint;
 
-    /// The bytes of one uncompressed record.
+    /// The bytes of one uncompressed record with no key and no headers.
     pub(crate) fn record_bytes(offset_delta: i64, value: &[u8]) -> Vec<u8> {
-        let mut body = vec![0u8];
-        put_varint(&mut body, 0);
-        put_varint(&mut body, offset_delta);
-        put_varint(&mut body, -1);
-        put_varint(&mut body, value.len() as i64);
-        body.extend_from_slice(value);
-        put_varint(&mut body, 0);
         let mut out = Vec::new();
-        put_varint(&mut out, body.len() as i64);
-        out.extend_from_slice(&body);
+        crate::log::encode::put_record(
+            &mut out,
+            &Record {
+                offset_delta: offset_delta as i32,
+                value: Some(Bytes::copy_from_slice(value)),
+                ..Record::default()
+            },
+        );
         out
     }
 

@@ -22,17 +22,9 @@ use crate::archive::wait_for_tiering;
 use crate::bad_input::{connect, encode_batch_of, fetch_request, produce_raw, read_response, request};
 use crate::common::{metric, Broker};
 use crate::kafka::{consume_all, create_topic, produce, producer, record};
+use sediment::log::encode::put_varint;
 
 const GIB: u64 = 1 << 30;
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
 
 /// One uncompressed v2 record with no key and no headers.
 fn record_bytes(offset_delta: i64, value: &[u8]) -> Vec<u8> {
