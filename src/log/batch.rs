@@ -283,8 +283,24 @@ pub(crate) mod tests {
     /// Encodes `n` records as one batch with kafka-protocol's encoder, the
     /// way a client would.
     pub(crate) fn encode_batch(n: usize, compression: Compression, producer_id: i64, seq: i32) -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
+        let records: Vec<(Option<Bytes>, Option<Bytes>)> = (0..n)
+            .map(|i| (Some(Bytes::from(format!("key-{i}"))), Some(Bytes::from(format!("value-{i}")))))
+            .collect();
+        encode_records(&records, compression, producer_id, seq)
+    }
+
+    /// Encodes (key, value) records as one batch, record `i` at timestamp
+    /// 1_700_000_000_000 + i, as a client would.
+    pub(crate) fn encode_records(
+        records: &[(Option<Bytes>, Option<Bytes>)],
+        compression: Compression,
+        producer_id: i64,
+        seq: i32,
+    ) -> Bytes {
+        let records: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| Record {
                 transactional: false,
                 control: false,
                 partition_leader_epoch: -1,
@@ -299,8 +315,8 @@ pub(crate) mod tests {
                     i as i32 - 1
                 },
                 timestamp: 1_700_000_000_000 + i as i64,
-                key: Some(Bytes::from(format!("key-{i}"))),
-                value: Some(Bytes::from(format!("value-{i}"))),
+                key: key.clone(),
+                value: value.clone(),
                 headers: Default::default(),
                 delete_horizon: false,
             })

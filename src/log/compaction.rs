@@ -619,9 +619,10 @@ mod tests {
 #[cfg(test)]
 mod log_tests {
     use super::*;
+    use crate::log::batch::tests::encode_records;
     use crate::log::batch::{self, BatchWalker};
     use crate::log::{LogConfig, PartitionLog};
-    use kafka_protocol::records::{Compression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::Compression;
 
     const LIMITS: Limits = Limits {
         max_decoded_bytes: 1 << 20,
@@ -629,29 +630,11 @@ mod log_tests {
 
     /// One batch of (key, value) records; a None value is a tombstone.
     fn keyed_batch(records: &[(&str, Option<&str>)], compression: Compression, producer_id: i64, seq: i32) -> (BatchHeader, Bytes) {
-        let wire: Vec<WireRecord> = records
+        let records: Vec<(Option<Bytes>, Option<Bytes>)> = records
             .iter()
-            .enumerate()
-            .map(|(i, (k, v))| WireRecord {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: -1,
-                producer_id,
-                producer_epoch: if producer_id >= 0 { 0 } else { -1 },
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // kafka-protocol splits batches where offset minus sequence changes.
-                sequence: if producer_id >= 0 { seq + i as i32 } else { i as i32 - 1 },
-                timestamp: 1_700_000_000_000,
-                key: Some(Bytes::from(k.to_string())),
-                value: v.map(|v| Bytes::from(v.to_string())),
-                headers: Default::default(),
-                delete_horizon: false,
-            })
+            .map(|(k, v)| (Some(Bytes::from(k.to_string())), v.map(|v| Bytes::from(v.to_string()))))
             .collect();
-        let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &wire, &RecordEncodeOptions { version: 2, compression }).unwrap();
-        let bytes = buf.freeze();
+        let bytes = encode_records(&records, compression, producer_id, seq);
         (batch::validate(&bytes).unwrap(), bytes)
     }
 
