@@ -52,8 +52,10 @@ pub async fn clean_partition(broker: &Broker, topic: &Topic, partition: &Arc<Par
         .await
         .map_err(|e| LogError::Io(std::io::Error::other(format!("cleaning task failed: {e}"))))??;
     let summary = outcome.summary();
-    let checkpoint = partition.lock_log().install_cleaned(outcome)?;
-    let dir = partition.lock_log().dir().to_path_buf();
+    let (checkpoint, dir) = {
+        let mut log = partition.lock_log();
+        (log.install_cleaned(outcome)?, log.dir().to_path_buf())
+    };
     tokio::task::spawn_blocking(move || {
         crate::log::sync_dir(&dir)?;
         compaction::write_checkpoint(&dir, checkpoint)

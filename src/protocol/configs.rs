@@ -18,7 +18,7 @@ use kafka_protocol::ResponseError;
 use super::{encode_response, str_bytes, RequestContext};
 use crate::broker::{Broker, ConfigChange};
 use crate::security::acl::{Operation, ResourceType};
-use crate::topic_config::{catalog, ConfigDef, Kind, CATALOG};
+use crate::topic_config::{built_in_default, catalog, ConfigDef, Kind, CATALOG};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -67,11 +67,10 @@ fn synonyms(broker: &Broker, overrides: &BTreeMap<String, String>, def: &ConfigD
                 .with_source(SOURCE_STATIC_BROKER),
         );
     }
-    let built_in = crate::topic_config::TopicConfig::default().get(def.name);
     out.push(
         DescribeConfigsSynonym::default()
             .with_name(str_bytes(broker_name(def)))
-            .with_value(built_in.map(str_bytes))
+            .with_value(Some(str_bytes(built_in_default(def))))
             .with_source(SOURCE_DEFAULT),
     );
     out

@@ -54,15 +54,17 @@ const SEDIMENT_DEFAULTS: &[(&str, &str)] = &[
     ("local.retention.ms", "3600000"),
 ];
 
+/// A config's built-in default: Sediment's where it differs, else Kafka's.
+pub fn built_in_default(def: &ConfigDef) -> &'static str {
+    SEDIMENT_DEFAULTS
+        .iter()
+        .find(|(key, _)| *key == def.name)
+        .map_or(def.default, |(_, value)| value)
+}
+
 impl Default for TopicConfig {
     fn default() -> Self {
-        let mut values: BTreeMap<&'static str, String> = CATALOG.iter().map(|d| (d.name, d.default.to_string())).collect();
-        for (key, value) in SEDIMENT_DEFAULTS {
-            if let Some(v) = values.get_mut(key) {
-                *v = value.to_string();
-            }
-        }
-        Self::parse(values)
+        Self::parse(CATALOG.iter().map(|d| (d.name, built_in_default(d).to_string())).collect())
     }
 }
 
