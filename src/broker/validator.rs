@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use crate::log::batch::{self, BatchHeader};
 use crate::log::encode;
-use crate::log::records::{self, Fields, Limits, RecordError, RecordRules};
+use crate::log::records::{self, Limits, RecordError, RecordRules};
 
 pub struct BatchValidator {
     permits: Arc<Semaphore>,
@@ -87,11 +87,7 @@ impl BatchValidator {
                     if records::codec_of(&header) == codec {
                         return Ok((header, bytes));
                     }
-                    let mut kept = Vec::with_capacity(header.records_count.clamp(0, 4096) as usize);
-                    records::walk(&bytes, &header, limits, Fields::Keep, |r| {
-                        kept.push(r);
-                        Ok(true)
-                    })?;
+                    let kept = records::collect(&bytes, &header, limits)?;
                     let rebuilt = encode::rebuild_batch(&header, &kept, codec, level)
                         .map_err(|e| RecordError::Internal(format!("recompression failed: {e}")))?;
                     let new_header = batch::validate(&rebuilt)?;

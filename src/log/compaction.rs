@@ -33,7 +33,7 @@ use bytes::Bytes;
 
 use super::batch::BatchHeader;
 use super::encode;
-use super::records::{self, codec_of, Fields, Limits, Record};
+use super::records::{self, codec_of, Limits, Record};
 use super::segment::Segment;
 use super::LogError;
 
@@ -265,17 +265,6 @@ fn for_each_batch(segment: &SegmentToClean, mut visit: impl FnMut(BatchHeader, B
     failed.map_or(Ok(()), Err)
 }
 
-/// The records of one stored batch.
-fn records_of(header: &BatchHeader, bytes: &Bytes, limits: Limits) -> Result<Vec<Record>, LogError> {
-    let mut out = Vec::with_capacity(header.records_count.clamp(0, 4096) as usize);
-    records::walk(bytes, header, limits, Fields::Keep, |r| {
-        out.push(r);
-        Ok(true)
-    })
-    .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
-    Ok(out)
-}
-
 /// Reads the dirty part into an offset map.
 fn build_map(plan: &CleaningPlan, outcome: &mut PassOutcome) -> Result<OffsetMap, LogError> {
     let mut map = OffsetMap::new(plan.map_capacity, plan.dirty_from);
@@ -286,7 +275,7 @@ fn build_map(plan: &CleaningPlan, outcome: &mut PassOutcome) -> Result<OffsetMap
             if header.is_control() || header.last_offset() < plan.dirty_from {
                 return Ok(true);
             }
-            for record in records_of(&header, &bytes, plan.limits)? {
+            for record in records::collect(&bytes, &header, plan.limits)? {
                 let offset = header.base_offset + record.offset_delta as i64;
                 if offset < plan.dirty_from {
                     continue;
@@ -369,7 +358,7 @@ fn clean_segment(
             written += bytes.len() as u64;
             return Ok(true);
         }
-        let records = records_of(&header, &bytes, limits)?;
+        let records = records::collect(&bytes, &header, limits)?;
         let before = records.len();
         let kept: Vec<Record> = records
             .into_iter()
@@ -540,7 +529,7 @@ fn served_records(log: &super::PartitionLog, limits: Limits) -> Option<Vec<(i64,
         for (header, range) in super::batch::BatchWalker::new(&bytes) {
             let batch = bytes.slice(range);
             super::batch::validate_stored(&batch).ok()?;
-            records::walk(&batch, &header, limits, Fields::Keep, |r| {
+            records::walk(&batch, &header, limits, records::Fields::Keep, |r| {
                 let at = header.base_offset + r.offset_delta as i64;
                 if at >= offset {
                     out.push((at, r.key.map(|k| k.to_vec()), r.value.is_none()));
@@ -663,7 +652,7 @@ mod log_tests {
             for (header, range) in BatchWalker::new(&bytes) {
                 let batch_bytes = bytes.slice(range);
                 let stored = batch::validate_stored(&batch_bytes).unwrap();
-                records::walk(&batch_bytes, &stored, LIMITS, Fields::Keep, |r| {
+                records::walk(&batch_bytes, &stored, LIMITS, records::Fields::Keep, |r| {
                     let at = header.base_offset + r.offset_delta as i64;
                     if at >= offset {
                         let text = |b: Option<Bytes>| b.map(|b| String::from_utf8_lossy(&b).into_owned());

@@ -142,6 +142,17 @@ pub fn validate_with(batch: &Bytes, header: &BatchHeader, limits: Limits, rules:
     })
 }
 
+/// Every record of one complete batch, with its fields, decoded within
+/// `limits` (the cleaner and recompression rebuild batches from them).
+pub fn collect(batch: &Bytes, header: &BatchHeader, limits: Limits) -> Result<Vec<Record>, RecordError> {
+    let mut out = Vec::with_capacity(header.records_count.clamp(0, 4096) as usize);
+    walk(batch, header, limits, Fields::Keep, |r| {
+        out.push(r);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
 /// What record offset deltas a batch may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Deltas {
