@@ -14,8 +14,8 @@ pub const LOG_OVERHEAD: usize = 12;
 const CRC_START: usize = 21;
 
 const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
-const ATTR_TRANSACTIONAL: i16 = 0x10;
-const ATTR_CONTROL: i16 = 0x20;
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+pub const ATTR_CONTROL: i16 = 0x20;
 
 /// Why a batch was refused. Each maps to one Kafka error code at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,6 +13,7 @@ pub mod epoch_cache;
 pub mod producer_state;
 pub mod records;
 pub mod segment;
+pub mod txn;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,6 +26,7 @@ use self::batch::{BatchError, BatchHeader, Stamp, HEADER_LEN};
 use self::epoch_cache::EpochCache;
 use self::producer_state::{ProducerStateTable, SequenceCheck};
 use self::segment::{ScanReport, Segment};
+use self::txn::PartitionTxns;
 
 /// The topic configs the log itself obeys.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,10 +79,19 @@ pub enum LogError {
     InvalidProducerEpoch,
     #[error("out of order sequence number")]
     OutOfOrderSequence,
-    #[error("transactional and control batches are not supported")]
-    TransactionsUnsupported,
+    #[error("a client cannot produce control batches")]
+    ControlBatchFromClient,
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+}
+
+/// A transaction marker to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
 }
 
 /// Result of appending the batches of one produce partition.
@@ -201,7 +212,13 @@ pub struct PartitionLog {
     /// The cleaner's checkpoint: offsets below it were cleaned (compacted
     /// topics only).
     cleaned_to: i64,
+    /// Open and aborted transactions (rebuilt from the segments at open).
+    txns: PartitionTxns,
 }
+
+/// Created in a partition's directory when its first transactional batch
+/// is appended: only such logs are walked for transactions at open.
+const TRANSACTIONAL_FLAG: &str = "transactional";
 
 /// What a flush must make durable for everything appended so far.
 pub struct Unflushed {
@@ -293,7 +310,7 @@ impl PartitionLog {
         for (epoch, start) in segments.values().flat_map(|s| s.epochs().iter().copied()) {
             epochs.assign(epoch, start);
         }
-        let log = Self {
+        let mut log = Self {
             dir: dir.to_path_buf(),
             segments,
             next_offset,
@@ -303,7 +320,9 @@ impl PartitionLog {
             dir_unsynced: false,
             epochs,
             cleaned_to: compaction::read_checkpoint(dir),
+            txns: PartitionTxns::default(),
         };
+        log.rebuild_txns(now_ms)?;
         Ok((log, report))
     }
 
@@ -365,8 +384,8 @@ impl PartitionLog {
                     max: self.config.max_message_bytes,
                 });
             }
-            if header.is_transactional() || header.is_control() {
-                return Err(LogError::TransactionsUnsupported);
+            if header.is_control() {
+                return Err(LogError::ControlBatchFromClient);
             }
         }
         // Retries are judged on the first batch, as one request holds one
@@ -387,6 +406,9 @@ impl PartitionLog {
                 SequenceCheck::OutOfOrder => return Err(LogError::OutOfOrderSequence),
             }
         }
+        if batches.iter().any(|(h, _)| h.is_transactional()) {
+            self.flag_transactional()?;
+        }
         let log_append_time_ms = self.config.log_append_time.then_some(now_ms);
         let base_offset = self.next_offset;
         let mut records = 0;
@@ -401,7 +423,7 @@ impl PartitionLog {
                     log_append_time_ms,
                 },
             );
-            self.write_batch(header, offset, leader_epoch, &stamped, &bytes[HEADER_LEN..], now_ms)?;
+            self.write_batch(header, offset, leader_epoch, &stamped, &bytes[HEADER_LEN..], None, now_ms)?;
             records += header.records_count as i64;
         }
         Ok(AppendResult {
@@ -422,6 +444,7 @@ impl PartitionLog {
         leader_epoch: i32,
         header_bytes: &[u8; HEADER_LEN],
         records: &[u8],
+        marker: Option<bool>,
         now_ms: i64,
     ) -> Result<(), LogError> {
         let active = self.active();
@@ -429,6 +452,7 @@ impl PartitionLog {
         let file = active.file();
         self.next_offset = offset + header.last_offset_delta as i64 + 1;
         self.producers.record(header, offset, now_ms);
+        self.txns.on_batch(header, offset, marker);
         self.epochs.assign(leader_epoch, offset);
         if let Some(file) = file {
             if !self.unflushed.iter().any(|f| Arc::ptr_eq(f, &file)) {
@@ -456,6 +480,9 @@ impl PartitionLog {
                 ))));
             }
             batch::validate_stored(bytes)?;
+            if header.is_transactional() {
+                self.flag_transactional()?;
+            }
             self.maybe_roll(bytes.len() as u64, now_ms)?;
             let mut header_bytes = [0u8; HEADER_LEN];
             header_bytes.copy_from_slice(&bytes[..HEADER_LEN]);
@@ -465,6 +492,7 @@ impl PartitionLog {
                 header.partition_leader_epoch,
                 &header_bytes,
                 &bytes[HEADER_LEN..],
+                header.is_control().then(|| txn::marker_of(bytes)).flatten(),
                 now_ms,
             )?;
             records += header.records_count as i64;
@@ -526,6 +554,7 @@ impl PartitionLog {
         self.epochs.truncate_from_end(self.next_offset);
         self.cleaned_to = self.cleaned_to.min(self.next_offset);
         self.rebuild_producers(now_ms)?;
+        self.rebuild_txns(now_ms)?;
         tracing::warn!(dir = %self.dir.display(), log_end = self.next_offset, "truncated a divergent log tail");
         Ok(self.next_offset)
     }
@@ -547,7 +576,105 @@ impl PartitionLog {
         let limits = self.producers.limits();
         self.producers = ProducerStateTable::default();
         self.producers.set_limits(limits);
+        self.txns = PartitionTxns::default();
         Ok(())
+    }
+
+    /// Marks this log as holding transactions, once: a file create and a
+    /// directory fsync, the first time only.
+    fn flag_transactional(&mut self) -> Result<(), LogError> {
+        let flag = self.dir.join(TRANSACTIONAL_FLAG);
+        if !flag.exists() {
+            File::create(&flag)?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Open and aborted transactions from every local segment's headers
+    /// (and each marker's record), if this log ever held a transactional
+    /// batch. The producers' epochs are taken from the markers too.
+    fn rebuild_txns(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.txns = PartitionTxns::default();
+        if !self.dir.join(TRANSACTIONAL_FLAG).exists() {
+            return Ok(());
+        }
+        for segment in self.segments.values() {
+            let file = segment.reader()?;
+            let mut marker_buf = Vec::new();
+            segment::walk_headers(&file, 0, segment.size(), |header, position| {
+                let mut marker = None;
+                if header.is_control() && header.is_transactional() {
+                    marker_buf.resize(header.total_len().min(4096), 0);
+                    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut marker_buf, position)?;
+                    marker = txn::marker_of(&marker_buf);
+                    self.producers.record_marker(header, now_ms);
+                }
+                self.txns.on_batch(header, header.base_offset, marker);
+                Ok(true)
+            })?;
+        }
+        self.txns.forget_below(self.log_start_offset());
+        Ok(())
+    }
+
+    /// Writes a transaction marker (commit or abort) for `producer_id` at
+    /// `producer_epoch`: the producer's transaction here is over, and a
+    /// newer epoch fences the producer's older ones.
+    pub fn append_marker(&mut self, marker: Marker, leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
+        self.flag_transactional()?;
+        let bytes = txn::encode_marker(
+            marker.producer_id,
+            marker.producer_epoch,
+            marker.commit,
+            marker.coordinator_epoch,
+            now_ms,
+        );
+        let header = BatchHeader::parse(&bytes)?;
+        self.maybe_roll(bytes.len() as u64, now_ms)?;
+        let offset = self.next_offset;
+        let stamped = batch::stamp_header(
+            &bytes,
+            Stamp {
+                base_offset: offset,
+                leader_epoch,
+                log_append_time_ms: None,
+            },
+        );
+        self.write_batch(
+            &header,
+            offset,
+            leader_epoch,
+            &stamped,
+            &bytes[HEADER_LEN..],
+            Some(marker.commit),
+            now_ms,
+        )?;
+        self.producers.record_marker(&header, now_ms);
+        Ok(AppendResult {
+            base_offset: offset,
+            next_offset: self.next_offset,
+            log_append_time_ms: None,
+            records: 0,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of
+    /// the oldest open transaction if that is lower (read_committed reads
+    /// stop there).
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.txns.first_unstable_offset().map_or(high_watermark, |o| o.min(high_watermark))
+    }
+
+    /// The aborted transactions with records in `from..to`.
+    pub fn aborted_in(&self, from: i64, to: i64) -> Vec<txn::AbortedTxn> {
+        self.txns.aborted_in(from, to)
+    }
+
+    /// Whether `producer_id` has a transaction open in this partition.
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.txns.is_open(producer_id)
     }
 
     /// Producer state from the newest two segments, as at open.
@@ -728,6 +855,7 @@ impl PartitionLog {
             }
         }
         self.epochs.truncate_from_start(self.log_start_offset());
+        self.txns.forget_below(self.log_start_offset());
         removed
     }
 
@@ -777,6 +905,7 @@ impl PartitionLog {
             }
         }
         self.epochs.truncate_from_start(self.log_start_offset());
+        self.txns.forget_below(self.log_start_offset());
         removed
     }
 }
@@ -947,11 +1076,84 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::batch::header_for;
     use crate::log::batch::tests::encode_batch;
     use kafka_protocol::records::Compression;
 
     fn batches(n: usize, producer_id: i64, seq: i32) -> Vec<(BatchHeader, Bytes)> {
         batch::split_batches(&encode_batch(n, Compression::None, producer_id, seq)).unwrap()
+    }
+
+    /// `n` records from `producer_id` at `seq`, in a transactional batch.
+    fn txn_batches(n: usize, producer_id: i64, seq: i32) -> Vec<(BatchHeader, Bytes)> {
+        let plain = encode_batch(n, Compression::None, producer_id, seq);
+        let mut header = BatchHeader::parse(&plain).unwrap();
+        header.attributes |= batch::ATTR_TRANSACTIONAL;
+        let mut bytes = header_for(&header, &plain[HEADER_LEN..]).to_vec();
+        bytes.extend_from_slice(&plain[HEADER_LEN..]);
+        batch::split_batches(&Bytes::from(bytes)).unwrap()
+    }
+
+    fn marker(producer_id: i64, producer_epoch: i16, commit: bool) -> Marker {
+        Marker {
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn transactions_bound_the_stable_offset_and_aborts_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        log.append(&batches(2, -1, -1), 0, 0).unwrap(); // 0..2
+        log.append(&txn_batches(3, 1, 0), 0, 0).unwrap(); // 2..5, producer 1
+        log.append(&txn_batches(2, 2, 0), 0, 0).unwrap(); // 5..7, producer 2
+        assert_eq!(log.last_stable_offset(7), 2);
+        assert_eq!(log.last_stable_offset(1), 1, "never past the high watermark");
+        log.append_marker(marker(1, 0, false), 0, 0).unwrap(); // 7: abort 1
+        assert_eq!(log.last_stable_offset(8), 5);
+        log.append_marker(marker(2, 0, true), 0, 0).unwrap(); // 8: commit 2
+        assert_eq!(log.last_stable_offset(9), 9);
+        log.append(&txn_batches(1, 2, 2), 0, 0).unwrap(); // 9: producer 2 again
+        let aborted = log.aborted_in(0, 10);
+        assert_eq!(aborted.len(), 1);
+        assert!(aborted[0].covers(1, 2) && aborted[0].covers(1, 4) && !aborted[0].covers(2, 5));
+        drop(log);
+
+        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert_eq!(log.aborted_in(0, 10), aborted, "the aborted index is rebuilt from the log");
+        assert_eq!(log.last_stable_offset(10), 9, "producer 2's open transaction is found again");
+        // The abort's epoch is remembered: an older epoch is fenced.
+        log.append_marker(marker(2, 1, false), 0, 0).unwrap();
+        assert!(matches!(
+            log.append(&txn_batches(1, 2, 3), 0, 0),
+            Err(LogError::InvalidProducerEpoch)
+        ));
+        drop(log);
+        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+        assert!(matches!(
+            log.append(&txn_batches(1, 2, 3), 0, 0),
+            Err(LogError::InvalidProducerEpoch)
+        ));
+        assert_eq!(log.last_stable_offset(100), 100, "the abort closed the transaction");
+        // Clients cannot write markers themselves.
+        let forged = batch::split_batches(&txn::encode_marker(5, 0, true, 0, 0)).unwrap();
+        assert!(matches!(log.append(&forged, 0, 0), Err(LogError::ControlBatchFromClient)));
+    }
+
+    #[test]
+    fn a_follower_tracks_the_leaders_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut leader, _) = PartitionLog::open(&dir.path().join("l"), LogConfig::default(), 0).unwrap();
+        let (mut follower, _) = PartitionLog::open(&dir.path().join("f"), LogConfig::default(), 0).unwrap();
+        leader.append(&txn_batches(2, 4, 0), 0, 0).unwrap();
+        leader.append_marker(marker(4, 0, false), 0, 0).unwrap();
+        leader.append(&txn_batches(1, 4, 2), 0, 0).unwrap();
+        replicate(&leader, &mut follower, 0);
+        assert_eq!(follower.aborted_in(0, 100), leader.aborted_in(0, 100));
+        assert_eq!(follower.last_stable_offset(100), 3);
     }
 
     /// A log in `dir` holding `appends` batches of 3 records.

@@ -142,6 +142,27 @@ impl ProducerStateTable {
         });
     }
 
+    /// Records a transaction marker: a newer epoch in it fences the
+    /// producer's older epochs here (their batches get StaleEpoch) and
+    /// restarts its sequence.
+    pub fn record_marker(&mut self, header: &BatchHeader, now_ms: i64) {
+        if header.producer_id < 0 {
+            return;
+        }
+        if self.producers.len() >= self.limits.max_producers && !self.producers.contains_key(&header.producer_id) {
+            self.evict_least_recent();
+        }
+        let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry {
+            epoch: header.producer_epoch,
+            ..ProducerEntry::default()
+        });
+        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.recent.clear();
+        }
+    }
+
     /// Producers with state in this partition.
     pub fn producer_count(&self) -> usize {
         self.producers.len()
@@ -209,6 +230,21 @@ mod tests {
         table.record(&second, 103, 0);
         assert_eq!(table.check(&first), SequenceCheck::Duplicate { base_offset: 100 });
         assert_eq!(table.check(&second), SequenceCheck::Duplicate { base_offset: 103 });
+    }
+
+    #[test]
+    fn a_marker_at_a_newer_epoch_fences_the_older_one() {
+        let mut table = ProducerStateTable::default();
+        table.record(&header(7, 0, 0, 3), 0, 0);
+        table.record_marker(&header(7, 1, -1, 1), 0);
+        assert_eq!(table.check(&header(7, 0, 3, 1)), SequenceCheck::StaleEpoch);
+        assert_eq!(table.check(&header(7, 1, 0, 1)), SequenceCheck::Append);
+        // A marker for an unknown producer fences too.
+        table.record_marker(&header(9, 4, -1, 1), 0);
+        assert_eq!(table.check(&header(9, 3, 0, 1)), SequenceCheck::StaleEpoch);
+        // An older marker changes nothing.
+        table.record_marker(&header(7, 0, -1, 1), 0);
+        assert_eq!(table.check(&header(7, 1, 0, 1)), SequenceCheck::Append);
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub fn log_error(e: &LogError) -> i16 {
         LogError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch.code(),
         LogError::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber.code(),
         // Transactions are not implemented (docs/compatibility.md).
-        LogError::TransactionsUnsupported => ResponseError::UnsupportedVersion.code(),
+        LogError::ControlBatchFromClient => ResponseError::InvalidRecord.code(),
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
     }
 }
