@@ -90,6 +90,17 @@ pub struct Config {
     /// Memory for one cleaning pass's key map (Kafka's
     /// log.cleaner.dedupe.buffer.size): 32 bytes per distinct key.
     pub cleaner_dedupe_buffer_bytes: u64,
+    /// Kafka's transaction.max.timeout.ms: the longest timeout a
+    /// transactional producer may ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// Kafka's transactional.id.expiration.ms: an idle transactional id is
+    /// forgotten after this long.
+    pub transactional_id_expiration_ms: i64,
+    /// Transactional ids the coordinator keeps at once.
+    pub transaction_max_count: usize,
+    /// How often timed-out transactions are aborted and idle ids expired
+    /// (Kafka's transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    pub transaction_check_interval_ms: u64,
     /// Bound of the on-disk cache of archive reads (under data_dir/cache).
     pub cache_bytes: u64,
     /// Local log bytes beyond which archived segments are evicted early and,
@@ -249,6 +260,10 @@ impl Default for Config {
             tiering_interval_ms: 2_000,
             cleaner_interval_ms: 15_000,
             cleaner_dedupe_buffer_bytes: 128 << 20,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_max_count: 100_000,
+            transaction_check_interval_ms: 10_000,
             cache_bytes: 1 << 30,
             local_disk_budget_bytes: 0,
             fetch_max_wait_ms: 30_000,
@@ -530,6 +545,12 @@ impl Config {
             return invalid(
                 "flush_interval_ms, log_maintenance_interval_ms, tiering_interval_ms and cleaner_interval_ms must be >= 1".into(),
             );
+        }
+        if self.transaction_max_timeout_ms < 1 || self.transactional_id_expiration_ms < 1 {
+            return invalid("transaction_max_timeout_ms and transactional_id_expiration_ms must be >= 1".into());
+        }
+        if self.transaction_max_count == 0 || self.transaction_check_interval_ms == 0 {
+            return invalid("transaction_max_count and transaction_check_interval_ms must be >= 1".into());
         }
         if self.cleaner_dedupe_buffer_bytes < 1 << 20 {
             return invalid("cleaner_dedupe_buffer_bytes must be at least 1048576 (1 MiB)".into());

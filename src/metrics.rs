@@ -98,6 +98,12 @@ pub struct Metrics {
     pub group_lag: Family<LagLabels, Gauge>,
     pub tiering_uploads: Counter,
     pub cleaner_passes: Counter,
+    pub last_stable_offset: Family<PartitionLabels, Gauge>,
+    pub transactions_open: Gauge,
+    pub transactional_ids: Gauge,
+    pub transactions_committed: Counter,
+    pub transactions_aborted: Counter,
+    pub transactions_timed_out: Counter,
     pub cleaner_errors: Counter,
     pub cleaner_records_removed: Counter,
     pub cleaner_bytes_read: Counter,
@@ -191,6 +197,12 @@ impl Metrics {
             tiering_uploads: Counter::default(),
             tiering_upload_errors: Counter::default(),
             cleaner_passes: Counter::default(),
+            last_stable_offset: Family::default(),
+            transactions_open: Gauge::default(),
+            transactional_ids: Gauge::default(),
+            transactions_committed: Counter::default(),
+            transactions_aborted: Counter::default(),
+            transactions_timed_out: Counter::default(),
             cleaner_errors: Counter::default(),
             cleaner_records_removed: Counter::default(),
             cleaner_bytes_read: Counter::default(),
@@ -322,6 +334,32 @@ impl Metrics {
             m.group_series_omitted.clone(),
         );
         registry.register("tiering_uploads", "Segments archived as Parquet objects", m.tiering_uploads.clone());
+        registry.register(
+            "last_stable_offset",
+            "The offset read_committed consumers read up to: below the high watermark while a transaction is open",
+            m.last_stable_offset.clone(),
+        );
+        registry.register(
+            "transactions_open",
+            "Transactions open now (coordinator)",
+            m.transactions_open.clone(),
+        );
+        registry.register(
+            "transactional_ids",
+            "Transactional ids the coordinator keeps (bounded by transaction_max_count)",
+            m.transactional_ids.clone(),
+        );
+        registry.register("transactions_committed", "Transactions committed", m.transactions_committed.clone());
+        registry.register(
+            "transactions_aborted",
+            "Transactions aborted (by their producer, a fencing producer or a timeout)",
+            m.transactions_aborted.clone(),
+        );
+        registry.register(
+            "transactions_timed_out",
+            "Transactions the coordinator aborted because they outlived their timeout",
+            m.transactions_timed_out.clone(),
+        );
         registry.register(
             "cleaner_passes",
             "Cleaning passes over compacted partitions",

@@ -146,15 +146,17 @@ async fn tier_partition(
     epoch: i32,
     last_upload: &mut Option<Instant>,
 ) -> Result<(), ArchiveError> {
-    let high_watermark = partition.high_watermark();
+    // Below the last stable offset every transaction is decided, so the
+    // uploader knows which records were aborted.
+    let stable = partition.last_stable_offset();
     let sealed = partition.lock_log().sealed_segments();
     for segment in sealed {
         let end = partition.manifest().end_offset().unwrap_or(i64::MIN);
         if segment.next_offset <= end {
             continue;
         }
-        if segment.next_offset > high_watermark {
-            break; // not durable yet: never archive what could still be lost
+        if segment.next_offset > stable {
+            break; // not durable or not decided yet: never archive what could still be lost or aborted
         }
         let started = Instant::now();
         let limits = broker.validator.limits(topic.config().log_config().max_message_bytes);

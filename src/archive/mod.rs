@@ -73,6 +73,9 @@ pub struct SealedSegment {
     /// One past its last offset.
     pub next_offset: i64,
     pub size_bytes: u64,
+    /// Aborted transactions with records in it: the archive leaves them
+    /// out (and the markers), so it holds committed records only.
+    pub aborted: Vec<crate::log::txn::AbortedTxn>,
 }
 
 pub struct Archive {
@@ -169,6 +172,13 @@ impl Archive {
                         crate::log::records::walk(&batch, &header, limits, crate::log::records::Fields::Skip, |_| Ok(true)).map(|()| header)
                     });
                 let header = match checked {
+                    Ok(header) if header.is_control() => return Ok(()),
+                    Ok(header)
+                        if header.is_transactional()
+                            && segment.aborted.iter().any(|a| a.covers(header.producer_id, header.base_offset)) =>
+                    {
+                        return Ok(());
+                    }
                     Ok(header) => header,
                     Err(e) => {
                         // A batch whose CRC holds but whose records do not

@@ -104,6 +104,7 @@ impl Broker {
             &m.high_watermark,
             &m.log_size_bytes,
             &m.log_segments,
+            &m.last_stable_offset,
         ] {
             family.clear();
         }
@@ -122,6 +123,7 @@ impl Broker {
                 m.log_end_offset.get_or_create(&labels).set(log.next_offset());
                 m.log_start_offset.get_or_create(&labels).set(log.log_start_offset());
                 m.log_size_bytes.get_or_create(&labels).set(log.size_bytes() as i64);
+                m.last_stable_offset.get_or_create(&labels).set(log.last_stable_offset(hw));
                 m.log_segments.get_or_create(&labels).set(log.segment_count() as i64);
                 producer_ids += log.producer_count();
             }
@@ -130,5 +132,7 @@ impl Broker {
         m.response_memory_bytes.set(self.response_memory.used() as i64);
         m.request_memory_bytes.set(self.request_memory.used() as i64);
         m.producer_ids.set(producer_ids as i64);
+        m.transactions_open.set(self.transactions.open_count() as i64);
+        m.transactional_ids.set(self.transactions.id_count() as i64);
     }
 }

@@ -9,6 +9,7 @@ pub mod partition;
 mod producer_ids;
 pub mod replica;
 mod topic;
+mod txn_sink;
 pub mod validator;
 
 use std::collections::HashMap;
@@ -44,6 +45,8 @@ pub struct Broker {
     /// Authentication and authorization in force (ACLs, SCRAM credentials).
     pub security: Arc<crate::security::runtime::Security>,
     pub groups: GroupCoordinator,
+    /// The transaction coordinator (single node).
+    pub transactions: crate::txn::TxnCoordinator,
     /// Single node: bumped on every start, written into each batch header.
     pub leader_epoch: i32,
     /// Record-level checks of produced batches (bounded decompression).
@@ -85,6 +88,7 @@ impl Broker {
         let (version, state) = coordinator.security().await?;
         security.install(version, state);
         let groups = GroupCoordinator::open(&config.data_dir.join("meta"), &config)?;
+        let transactions = crate::txn::TxnCoordinator::open(&config.data_dir.join("meta"), txn_config(&config))?;
         let broker = Arc::new(Self {
             coordinator,
             cluster,
@@ -94,6 +98,7 @@ impl Broker {
             metrics,
             security,
             groups,
+            transactions,
             leader_epoch,
             validator: validator::BatchValidator::new(
                 config.max_batch_decoded_bytes,
@@ -125,6 +130,16 @@ impl Broker {
         broker.spawn_maintenance();
         let timers = broker.clone();
         broker.tasks.spawn(async move { timers.groups.run_timers().await });
+        let txn_timers = broker.clone();
+        broker.tasks.spawn(async move {
+            let metrics = txn_timers.metrics.clone();
+            txn_timers
+                .transactions
+                .run_timers(&*txn_timers, |n| {
+                    metrics.transactions_timed_out.inc_by(n as u64);
+                })
+                .await
+        });
         broker.ready.store(true, Ordering::Release);
         Ok(broker)
     }
@@ -181,5 +196,14 @@ impl Broker {
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.topic(topic)?.partition(index)
+    }
+}
+
+fn txn_config(config: &Config) -> crate::txn::TxnConfig {
+    crate::txn::TxnConfig {
+        max_timeout_ms: config.transaction_max_timeout_ms,
+        id_expiration_ms: config.transactional_id_expiration_ms,
+        max_ids: config.transaction_max_count,
+        check_interval_ms: config.transaction_check_interval_ms,
     }
 }

@@ -14,7 +14,8 @@ use crate::archive::manifest::Manifest;
 use crate::config::FlushPolicy;
 use crate::log::batch::BatchHeader;
 use crate::log::records::Limits;
-use crate::log::{AppendResult, LogError, PartitionLog};
+use crate::log::txn::AbortedTxn;
+use crate::log::{AppendResult, LogError, Marker, PartitionLog};
 use crate::metrics::Metrics;
 
 pub use super::replica::{AckError, ProduceRefusal, Role};
@@ -166,6 +167,45 @@ impl Partition {
     /// and, under the `always` policy, asks the flusher for an fsync. The
     /// caller acknowledges after `wait_acknowledged` with the returned term.
     pub fn append(&self, batches: &[(BatchHeader, Bytes)], now_ms: i64) -> Result<(AppendResult, u64), ProduceRefusal> {
+        self.append_verified(batches, now_ms, || Ok(()))
+    }
+
+    /// `append`, if `verify` passes under the log lock. Transaction markers
+    /// take the same lock, so a write verified against an open transaction
+    /// lands before that transaction's marker, never after it.
+    pub fn append_verified(
+        &self,
+        batches: &[(BatchHeader, Bytes)],
+        now_ms: i64,
+        verify: impl FnOnce() -> Result<(), ProduceRefusal>,
+    ) -> Result<(AppendResult, u64), ProduceRefusal> {
+        self.leader_append(|log, epoch| {
+            verify()?;
+            Ok(log.append(batches, epoch, now_ms)?)
+        })
+    }
+
+    /// Appends a transaction marker as the leader; acknowledged like a
+    /// produce (`wait_acknowledged` with the returned term).
+    pub fn append_marker(&self, marker: Marker, now_ms: i64) -> Result<(AppendResult, u64), ProduceRefusal> {
+        self.leader_append(|log, epoch| Ok(log.append_marker(marker, epoch, now_ms)?))
+    }
+
+    /// The last stable offset: read_committed consumers read below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        self.lock_log().last_stable_offset(high_watermark)
+    }
+
+    /// The aborted transactions with records in `from..to`.
+    pub fn aborted_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.lock_log().aborted_in(from, to)
+    }
+
+    fn leader_append(
+        &self,
+        append: impl FnOnce(&mut PartitionLog, i32) -> Result<AppendResult, ProduceRefusal>,
+    ) -> Result<(AppendResult, u64), ProduceRefusal> {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Io(std::io::Error::other("partition is closed (topic deleted)")).into());
         }
@@ -181,7 +221,7 @@ impl Partition {
         };
         // Read under the role lock, which role changes hold while they move it.
         let term = self.durability.borrow().term;
-        let result = self.lock_log().append(batches, *epoch, now_ms)?;
+        let result = append(&mut self.lock_log(), *epoch)?;
         drop(role);
         self.appended.notify_waiters();
         match self.flush_policy {

@@ -52,6 +52,10 @@ pub enum ProduceRefusal {
     NotLeader,
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Refused before the append with this Kafka error code (a
+    /// transactional write the coordinator does not expect).
+    #[error("{message}")]
+    Refused { code: i16, message: String },
 }
 
 /// Why an appended batch is not acknowledged.

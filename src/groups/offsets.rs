@@ -10,8 +10,6 @@
 //! other.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,17 +19,8 @@ use parking_lot::Mutex;
 
 use super::expiry::{expired_partitions, Membership};
 
-/// The file is never compacted below this size: rewriting a small file on
-/// every few commits would cost more than the bytes it saves.
-pub const COMPACTION_FLOOR_BYTES: u64 = 16 * 1024 * 1024;
-
-/// Whether the offsets file should be rewritten with only the live offsets:
-/// once it is over twice the size it had after the last compaction (and over
-/// `floor_bytes`). The file then stays within a constant factor of the
-/// table, and each rewrite is paid for by as many appended bytes.
-pub fn needs_compaction(file_bytes: u64, compacted_bytes: u64, floor_bytes: u64) -> bool {
-    file_bytes > compacted_bytes.saturating_mul(2).max(floor_bytes)
-}
+use crate::line_file::LineFile as Appender;
+pub use crate::line_file::{needs_compaction, COMPACTION_FLOOR_BYTES};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,58 +80,6 @@ pub trait OffsetReplicator: Send + Sync {
 
 pub(crate) type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 type Table = HashMap<String, GroupOffsets>;
-
-/// The append side of the offsets file. Its lock is held from the append
-/// through the table update (and any compaction), which is what keeps the
-/// file and the table in one order.
-struct Appender {
-    path: PathBuf,
-    /// `None` after a compaction could not reopen the file; the next change
-    /// retries the open rather than appending to a replaced file.
-    file: Option<File>,
-    /// The file's length now.
-    file_bytes: u64,
-    /// The file's length right after the last compaction.
-    compacted_bytes: u64,
-    compaction_floor_bytes: u64,
-}
-
-impl Appender {
-    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.file.is_none() {
-            self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
-        }
-        let Some(file) = self.file.as_mut() else {
-            return Err(std::io::Error::other("offsets file is not open"));
-        };
-        let before = file.metadata()?.len();
-        let written = file.write_all(bytes).and_then(|()| file.sync_data());
-        if written.is_err() {
-            // Cut a partial line off so the next commit starts on a line of
-            // its own and stays readable after a restart.
-            let _ = file.set_len(before);
-        } else {
-            self.file_bytes = before + bytes.len() as u64;
-        }
-        written
-    }
-
-    /// Rewrites the file as `bytes` (the compacted table), atomically.
-    /// Called with the appender locked, so no change can be appended to the
-    /// old file after the table was serialized and be lost with it.
-    fn rewrite(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let rewritten = crate::coordination::embedded::write_atomically(&self.path, bytes);
-        // Whether or not the rename happened, appends must go to whatever
-        // file is at the path now.
-        self.file = None;
-        let file = OpenOptions::new().append(true).open(&self.path)?;
-        self.file_bytes = file.metadata()?.len();
-        self.file = Some(file);
-        rewritten?;
-        self.compacted_bytes = bytes.len() as u64;
-        Ok(())
-    }
-}
 
 pub struct OffsetStore {
     path: PathBuf,
@@ -224,14 +161,7 @@ impl OffsetStore {
         // Compact: the current table, one line per offset.
         let compacted = compact(&table)?;
         crate::coordination::embedded::write_atomically(&path, &compacted)?;
-        let file = OpenOptions::new().append(true).open(&path)?;
-        let appender = Appender {
-            path: path.clone(),
-            file: Some(file),
-            file_bytes: compacted.len() as u64,
-            compacted_bytes: compacted.len() as u64,
-            compaction_floor_bytes: COMPACTION_FLOOR_BYTES,
-        };
+        let appender = Appender::open(&path, compacted.len() as u64)?;
         Ok(Self {
             path,
             appender: Arc::new(Mutex::new(appender)),
@@ -383,7 +313,7 @@ impl OffsetStore {
             let now = crate::clock::now_ms().max(0) as u64;
             version.fetch_max(now, Ordering::AcqRel);
             version.fetch_add(1, Ordering::AcqRel);
-            if needs_compaction(appender.file_bytes, appender.compacted_bytes, appender.compaction_floor_bytes) {
+            if appender.needs_compaction() {
                 // Serialized under the table lock, written without it, so
                 // OffsetFetch does not wait for the disk.
                 let compacted = compact(&table);
@@ -541,8 +471,8 @@ mod tests {
         let path = store.path().to_path_buf();
         drop(store);
         // A crash mid-append leaves half a line.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"op\":\"commit\",\"gro").unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, b"{\"op\":\"commit\",\"gro").unwrap();
         drop(f);
         let store = OffsetStore::open(dir.path()).unwrap();
         assert_eq!(store.fetch("g", "t", 0).unwrap().offset, 9);

@@ -175,6 +175,15 @@ pub struct CleaningPlan {
     pub now_ms: i64,
     pub limits: Limits,
     pub map_capacity: usize,
+    /// Aborted transactions in these segments: their records are removed
+    /// and never shadow a committed record of the same key.
+    pub aborted: Vec<super::txn::AbortedTxn>,
+}
+
+impl CleaningPlan {
+    fn is_aborted(&self, header: &BatchHeader) -> bool {
+        header.is_transactional() && !header.is_control() && self.aborted.iter().any(|a| a.covers(header.producer_id, header.base_offset))
+    }
 }
 
 /// Whether a pass is due, given the sizes of the cleanable segments: the
@@ -272,7 +281,7 @@ fn build_map(plan: &CleaningPlan, outcome: &mut PassOutcome) -> Result<OffsetMap
     for segment in plan.segments.iter().filter(|s| s.next_offset > plan.dirty_from) {
         for_each_batch(segment, |header, bytes| {
             outcome.bytes_read += bytes.len() as u64;
-            if header.is_control() || header.last_offset() < plan.dirty_from {
+            if header.is_control() || header.last_offset() < plan.dirty_from || plan.is_aborted(&header) {
                 return Ok(true);
             }
             for record in records::collect(&bytes, &header, plan.limits)? {
@@ -322,7 +331,7 @@ fn run_pass_inner(plan: &CleaningPlan) -> Result<PassOutcome, LogError> {
         // A tombstone goes once it has been through a pass (it is in the
         // clean part) and its segment is older than delete.retention.ms.
         let tombstones_expire = segment.next_offset <= plan.dirty_from && segment.last_append_ms < horizon;
-        if let Some(cleaned) = clean_segment(segment, &map, tombstones_expire, plan.limits, &mut outcome)? {
+        if let Some(cleaned) = clean_segment(plan, segment, &map, tombstones_expire, &mut outcome)? {
             outcome.cleaned.push(cleaned);
         }
     }
@@ -332,12 +341,13 @@ fn run_pass_inner(plan: &CleaningPlan) -> Result<PassOutcome, LogError> {
 /// Rewrites one segment without what `map` supersedes; `None` when nothing
 /// in it goes.
 fn clean_segment(
+    plan: &CleaningPlan,
     segment: &SegmentToClean,
     map: &OffsetMap,
     tombstones_expire: bool,
-    limits: Limits,
     outcome: &mut PassOutcome,
 ) -> Result<Option<CleanedSegment>, LogError> {
+    let limits = plan.limits;
     // Each producer's last batch here stays, emptied if need be, so the
     // producer's sequence survives a restart that replays this segment.
     let mut last_batch_of: HashMap<i64, i64> = HashMap::new();
@@ -360,11 +370,12 @@ fn clean_segment(
         }
         let records = records::collect(&bytes, &header, limits)?;
         let before = records.len();
+        let aborted = plan.is_aborted(&header);
         let kept: Vec<Record> = records
             .into_iter()
             .filter(|r| {
                 let offset = header.base_offset + r.offset_delta as i64;
-                map.keeps(r.key.as_deref(), offset, r.value.is_none(), tombstones_expire)
+                !aborted && map.keeps(r.key.as_deref(), offset, r.value.is_none(), tombstones_expire)
             })
             .collect();
         removed += (before - kept.len()) as u64;
@@ -650,6 +661,11 @@ mod log_tests {
                 break;
             }
             for (header, range) in BatchWalker::new(&bytes) {
+                if header.is_control() {
+                    // Consumers skip markers.
+                    offset = header.last_offset() + 1;
+                    continue;
+                }
                 let batch_bytes = bytes.slice(range);
                 let stored = batch::validate_stored(&batch_bytes).unwrap();
                 records::walk(&batch_bytes, &stored, LIMITS, records::Fields::Keep, |r| {
@@ -680,6 +696,43 @@ mod log_tests {
         let checkpoint = log.install_cleaned(outcome).unwrap();
         write_checkpoint(log.dir(), checkpoint).unwrap();
         Some(summary)
+    }
+
+    #[test]
+    fn aborted_records_are_removed_and_never_shadow_committed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), compacted_config(), 0).unwrap();
+        append_sealed(&mut log, keyed_batch(&[("a", Some("a1"))], Compression::None, -1, -1), 0);
+        let transactional = |(mut header, bytes): (BatchHeader, Bytes)| {
+            header.attributes |= batch::ATTR_TRANSACTIONAL;
+            let mut out = batch::header_for(&header, &bytes[batch::HEADER_LEN..]).to_vec();
+            out.extend_from_slice(&bytes[batch::HEADER_LEN..]);
+            let out = Bytes::from(out);
+            (batch::validate(&out).unwrap(), out)
+        };
+        // Producer 9 writes a2 and aborts; producer 8 writes b1 and commits.
+        log.append(&[transactional(keyed_batch(&[("a", Some("a2"))], Compression::None, 9, 0))], 0, 0)
+            .unwrap();
+        log.append(&[transactional(keyed_batch(&[("b", Some("b1"))], Compression::Lz4, 8, 0))], 0, 0)
+            .unwrap();
+        let marker = |producer_id, commit| crate::log::Marker {
+            producer_id,
+            producer_epoch: 0,
+            commit,
+            coordinator_epoch: 0,
+        };
+        log.append_marker(marker(9, false), 0, 0).unwrap();
+        log.append_marker(marker(8, true), 0, 0).unwrap();
+        log.roll(0).unwrap();
+        pass(&mut log, 1000).expect("a pass is due");
+        let seen: Vec<(i64, String, Option<String>)> = read_all(&log);
+        assert_eq!(
+            seen,
+            vec![(0, "a".into(), Some("a1".into())), (2, "b".into(), Some("b1".into()))],
+            "a2 was aborted: a1 stays the latest value of a"
+        );
+        assert_eq!(log.aborted_in(0, 10).len(), 1, "the markers stay");
+        assert_eq!(log.last_stable_offset(100), 100);
     }
 
     #[test]

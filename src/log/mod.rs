@@ -423,7 +423,7 @@ impl PartitionLog {
                     log_append_time_ms,
                 },
             );
-            self.write_batch(header, offset, leader_epoch, &stamped, &bytes[HEADER_LEN..], None, now_ms)?;
+            self.write_batch(header, offset, leader_epoch, &stamped, &bytes[HEADER_LEN..], now_ms)?;
             records += header.records_count as i64;
         }
         Ok(AppendResult {
@@ -444,9 +444,9 @@ impl PartitionLog {
         leader_epoch: i32,
         header_bytes: &[u8; HEADER_LEN],
         records: &[u8],
-        marker: Option<bool>,
         now_ms: i64,
     ) -> Result<(), LogError> {
+        let marker = txn::marker_in(header, records);
         let active = self.active();
         active.append(header_bytes, records, now_ms)?;
         let file = active.file();
@@ -492,7 +492,6 @@ impl PartitionLog {
                 header.partition_leader_epoch,
                 &header_bytes,
                 &bytes[HEADER_LEN..],
-                header.is_control().then(|| txn::marker_of(bytes)).flatten(),
                 now_ms,
             )?;
             records += header.records_count as i64;
@@ -641,15 +640,7 @@ impl PartitionLog {
                 log_append_time_ms: None,
             },
         );
-        self.write_batch(
-            &header,
-            offset,
-            leader_epoch,
-            &stamped,
-            &bytes[HEADER_LEN..],
-            Some(marker.commit),
-            now_ms,
-        )?;
+        self.write_batch(&header, offset, leader_epoch, &stamped, &bytes[HEADER_LEN..], now_ms)?;
         self.producers.record_marker(&header, now_ms);
         Ok(AppendResult {
             base_offset: offset,
@@ -819,6 +810,7 @@ impl PartitionLog {
                 base_offset: s.base_offset,
                 next_offset: s.next_offset(),
                 size_bytes: s.size(),
+                aborted: self.txns.aborted_in(s.base_offset, s.next_offset()),
             })
             .collect()
     }
@@ -943,7 +935,9 @@ impl PartitionLog {
         if !compaction::pass_due(&segments, self.cleaned_to, &config, now_ms) {
             return None;
         }
+        let cleanable_end = segments.last().map_or(0, |s| s.next_offset);
         Some(compaction::CleaningPlan {
+            aborted: self.txns.aborted_in(self.log_start_offset(), cleanable_end),
             segments,
             dirty_from: self.cleaned_to,
             config,

@@ -150,10 +150,15 @@ pub fn encode_marker(producer_id: i64, producer_epoch: i16, commit: bool, coordi
 /// are never compressed, so the record sits right after the header.
 pub fn marker_of(batch: &[u8]) -> Option<bool> {
     let header = BatchHeader::parse(batch).ok()?;
+    marker_in(&header, batch.get(HEADER_LEN..)?)
+}
+
+/// `marker_of` for a batch given as its header and its record bytes.
+pub fn marker_in(header: &BatchHeader, records: &[u8]) -> Option<bool> {
     if !header.is_control() || header.records_count < 1 {
         return None;
     }
-    let mut rest = batch.get(HEADER_LEN..)?;
+    let mut rest = records;
     let _length = read_varint(&mut rest)?;
     let _attributes = take(&mut rest, 1)?;
     let _timestamp_delta = read_varint(&mut rest)?;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, error_code, RequestContext, Response};
@@ -147,13 +147,17 @@ async fn read_once(broker: &Broker, req: &FetchRequest, denied: &HashSet<String>
                 continue;
             }
             let high_watermark = partition.high_watermark();
+            let last_stable_offset = partition.last_stable_offset();
             pd.high_watermark = high_watermark;
-            pd.last_stable_offset = high_watermark;
+            pd.last_stable_offset = last_stable_offset;
+            // read_committed stops at the last stable offset (KIP-98).
+            let read_committed = req.isolation_level == READ_COMMITTED;
+            let upper_bound = if read_committed { last_stable_offset } else { high_watermark };
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
             let read = if pass.memory_short || (limit == 0 && pass.bytes > 0) {
                 Ok(Bytes::new())
             } else {
-                read_partition(broker, &partition, fp.fetch_offset, limit.max(1)).await
+                read_partition(broker, &partition, fp.fetch_offset, limit.max(1), upper_bound).await
             };
             pd.log_start_offset = partition.log_start_offset().unwrap_or(-1);
             match read {
@@ -166,6 +170,9 @@ async fn read_once(broker: &Broker, req: &FetchRequest, denied: &HashSet<String>
                         pass.memory_short = true;
                         pd.records = Some(Bytes::new());
                     } else {
+                        if read_committed {
+                            pd.aborted_transactions = Some(aborted_transactions(&partition, fp.fetch_offset, &bytes));
+                        }
                         pass.bytes += bytes.len();
                         remaining = remaining.saturating_sub(bytes.len());
                         pd.records = Some(bytes);
@@ -207,9 +214,37 @@ fn grow_for_first_batch(broker: &Broker, memory: &mut Reservation, more: usize, 
     false
 }
 
+/// The aborted transactions a read_committed consumer must skip in
+/// `records`, read from `from`. Archived records need none: the archive
+/// holds committed records only.
+fn aborted_transactions(partition: &Partition, from: i64, records: &Bytes) -> Vec<AbortedTransaction> {
+    let Some(end) = crate::log::batch::BatchWalker::new(records)
+        .last()
+        .map(|(h, _)| h.last_offset() + 1)
+    else {
+        return Vec::new();
+    };
+    partition
+        .aborted_in(from, end)
+        .into_iter()
+        .map(|a| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(a.producer_id))
+                .with_first_offset(a.first_offset)
+        })
+        .collect()
+}
+
 /// Reads from the local log, or from the archive below the local log's
-/// start: a consumer sees one log either way.
-async fn read_partition(broker: &Broker, partition: &Partition, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+/// start: a consumer sees one log either way. Never past `upper_bound`
+/// (the high watermark, or the last stable offset for read_committed).
+async fn read_partition(
+    broker: &Broker,
+    partition: &Partition,
+    offset: i64,
+    max_bytes: usize,
+    upper_bound: i64,
+) -> Result<Bytes, LogError> {
     let high_watermark = partition.high_watermark();
     let local_start = partition.lock_log().log_start_offset();
     if offset < local_start {
@@ -236,7 +271,7 @@ async fn read_partition(broker: &Broker, partition: &Partition, offset: i64, max
             next = object.last_offset + 1;
         }
         // A gap between the archive and the local log: continue locally.
-        return partition.read(local_start, max_bytes, high_watermark).await;
+        return partition.read(local_start, max_bytes, upper_bound).await;
     }
-    partition.read(offset, max_bytes, high_watermark).await
+    partition.read(offset, max_bytes, upper_bound).await
 }

@@ -299,10 +299,12 @@ pub(super) fn handle_describe_cluster(broker: &Broker, ctx: &RequestContext, req
 }
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub(super) async fn handle_find_coordinator(broker: &Broker, ctx: &RequestContext, req: FindCoordinatorRequest) -> Bytes {
-    // Transactions are not implemented, so there is no transaction coordinator.
-    let unsupported = req.key_type != KEY_TYPE_GROUP;
+    // A single node coordinates transactions; a cluster does not yet.
+    let transaction = req.key_type == KEY_TYPE_TRANSACTION;
+    let unsupported = !(req.key_type == KEY_TYPE_GROUP || (transaction && super::transactions::coordinator_here(broker)));
     let keys: Vec<StrBytes> = if ctx.api_version >= 4 {
         req.coordinator_keys.clone()
     } else {
@@ -312,7 +314,9 @@ pub(super) async fn handle_find_coordinator(broker: &Broker, ctx: &RequestContex
     for key in &keys {
         let result = if unsupported {
             Err(ResponseError::InvalidRequest.code())
-        } else if !ctx.allowed(broker, Operation::Describe, ResourceType::Group, key.as_str()) {
+        } else if transaction && !ctx.allowed(broker, Operation::Describe, ResourceType::TransactionalId, key.as_str()) {
+            Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+        } else if !transaction && !ctx.allowed(broker, Operation::Describe, ResourceType::Group, key.as_str()) {
             Err(ResponseError::GroupAuthorizationFailed.code())
         } else {
             group_coordinator(broker, key.as_str(), &ctx.listener.name).await
@@ -321,9 +325,11 @@ pub(super) async fn handle_find_coordinator(broker: &Broker, ctx: &RequestContex
     }
     let message = |code: i16| {
         Some(str_bytes(if code == ResponseError::InvalidRequest.code() {
-            "transactions are not supported by this broker"
+            "transactions are not supported by a cluster yet"
         } else if code == ResponseError::GroupAuthorizationFailed.code() {
             "Group authorization failed"
+        } else if code == ResponseError::TransactionalIdAuthorizationFailed.code() {
+            "Transactional Id authorization failed"
         } else {
             "the group coordinator is not available yet; retry"
         }))

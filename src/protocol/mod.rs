@@ -22,6 +22,7 @@ mod produce;
 mod replica_fetch;
 mod sasl;
 mod topics;
+mod transactions;
 pub mod versions;
 
 use std::future::Future;
@@ -331,6 +332,12 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::DescribeGroups(req) => groups::handle_describe_groups(broker, &ctx, req),
         RequestKind::DeleteGroups(req) => groups::handle_delete_groups(b, &ctx, req).await,
         RequestKind::OffsetDelete(req) => groups::handle_offset_delete(b, &ctx, req).await,
+        RequestKind::AddPartitionsToTxn(req) => transactions::handle_add_partitions(broker, &ctx, req).await,
+        RequestKind::AddOffsetsToTxn(req) => transactions::handle_add_offsets(broker, &ctx, req).await,
+        RequestKind::TxnOffsetCommit(req) => transactions::handle_txn_offset_commit(broker, &ctx, req).await,
+        RequestKind::EndTxn(req) => transactions::handle_end(b, &ctx, req).await,
+        RequestKind::DescribeTransactions(req) => transactions::handle_describe(broker, &ctx, req),
+        RequestKind::ListTransactions(req) => transactions::handle_list(broker, &ctx, req),
         RequestKind::CreateAcls(req) => acls::handle_create(b, &ctx, req).await,
         RequestKind::DescribeAcls(req) => acls::handle_describe(broker, &ctx, req),
         RequestKind::DeleteAcls(req) => acls::handle_delete(b, &ctx, req).await,

@@ -49,7 +49,8 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
                 .as_ref()
                 .map(|t| broker.validator.limits(t.config().log_config().max_message_bytes))
                 .unwrap_or(broker.validator.limits(0));
-            let out = match list_one(broker, &partition, p.timestamp, limits).await {
+            let read_committed = req.isolation_level == 1;
+            let out = match list_one(broker, &partition, p.timestamp, limits, read_committed).await {
                 Ok((offset, timestamp)) => out.with_offset(offset).with_timestamp(timestamp),
                 Err(code) => out.with_error_code(code),
             };
@@ -70,8 +71,13 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
 }
 
 /// (offset, timestamp) for one partition and ListOffsets timestamp.
-async fn list_one(broker: &Broker, partition: &Partition, timestamp: i64, limits: Limits) -> Result<(i64, i64), i16> {
-    let high_watermark = partition.high_watermark();
+async fn list_one(broker: &Broker, partition: &Partition, timestamp: i64, limits: Limits, read_committed: bool) -> Result<(i64, i64), i16> {
+    // read_committed consumers see the log up to the last stable offset.
+    let high_watermark = if read_committed {
+        partition.last_stable_offset()
+    } else {
+        partition.high_watermark()
+    };
     let found = |r: Result<Option<(i64, i64)>, crate::log::LogError>| match r {
         Ok(Some((offset, ts))) if offset < high_watermark => Ok((offset, ts)),
         Ok(_) => Ok((-1, -1)),
@@ -130,10 +136,8 @@ pub(super) async fn handle_init_producer_id(broker: &Arc<Broker>, ctx: &RequestC
     let mut response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        // Transactions are not implemented (docs/compatibility.md).
-        response.error_code = ResponseError::UnsupportedVersion.code();
-        return encode_response(ctx, &response);
+    if let Some(transactional_id) = req.transactional_id.clone() {
+        return super::transactions::handle_init(broker, ctx, req, transactional_id.0.as_str()).await;
     }
     // Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic.
     let may_write = ctx.permits(broker, Operation::IdempotentWrite, ResourceType::Cluster, CLUSTER_NAME)

@@ -17,6 +17,8 @@ use crate::log::records::RecordRules;
 use crate::metrics::ApiLabels;
 use crate::security::acl::{Operation, ResourceType};
 use crate::topic_config::TopicCompression;
+use crate::txn::state::TxnError;
+use crate::txn::CoordinatorError;
 
 struct Pending {
     response: PartitionProduceResponse,
@@ -32,6 +34,7 @@ async fn validate_and_append(
     topic: &crate::broker::Topic,
     partition: &crate::broker::Partition,
     records: &bytes::Bytes,
+    transactional_id: Option<&str>,
 ) -> Result<(crate::log::AppendResult, u64), ProduceRefusal> {
     let batches = batch::split_batches(records).map_err(crate::log::LogError::from)?;
     let config = topic.config();
@@ -61,7 +64,54 @@ async fn validate_and_append(
     };
     // Read after validation, which may have waited: LogAppendTime is the
     // time of the append.
-    partition.append(&batches, now_ms())
+    let verify = || match transactional_id {
+        None => Ok(()),
+        Some(id) => check_transactional(broker, Some(id), &partition.topic, partition.index, records)
+            .map_err(|(code, message)| ProduceRefusal::Refused { code, message }),
+    };
+    partition.append_verified(&batches, now_ms(), verify)
+}
+
+/// Transactional data needs a transactional id, and (KIP-890 part 1) a
+/// partition the producer added to its open transaction, at the current
+/// epoch: a late or zombie write cannot open a transaction no marker ends.
+fn check_transactional(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    topic: &str,
+    partition: i32,
+    records: &bytes::Bytes,
+) -> Result<(), (i16, String)> {
+    let mut headers = batch::BatchWalker::new(records).map(|(header, _)| header);
+    let Some(first) = headers.next() else { return Ok(()) };
+    let transactional = first.is_transactional();
+    if headers.any(|h| h.is_transactional() != transactional || h.producer_id != first.producer_id) {
+        return Err((
+            ResponseError::InvalidRecord.code(),
+            "a produce request mixes transactional and other batches".to_string(),
+        ));
+    }
+    match transactional_id {
+        None if transactional => Err((
+            ResponseError::InvalidRecord.code(),
+            "transactional batches need a transactional id".to_string(),
+        )),
+        None => Ok(()),
+        Some(_) if !transactional => Err((
+            ResponseError::InvalidRecord.code(),
+            "a transactional producer's batches must be transactional".to_string(),
+        )),
+        Some(id) => broker
+            .transactions
+            .verify_write(id, first.producer_id, first.producer_epoch, topic, partition)
+            .map_err(|e| {
+                let code = match e {
+                    CoordinatorError::Txn(TxnError::Fenced) => ResponseError::InvalidProducerEpoch.code(),
+                    _ => ResponseError::InvalidTxnState.code(),
+                };
+                (code, format!("the partition is not in the producer's open transaction ({e:?})"))
+            }),
+    }
 }
 
 /// Validates and appends every partition's batches now, in the order the
@@ -78,9 +128,15 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
         let topic = broker.topic(&name);
         let topic_err = if !matches!(acks, -1..=1) {
             Some(ResponseError::InvalidRequiredAcks.code())
-        } else if req.transactional_id.is_some() {
-            // Transactions are not implemented (docs/compatibility.md).
+        } else if req.transactional_id.is_some() && !super::transactions::coordinator_here(broker) {
+            // A cluster has no transaction coordinator yet (docs/compatibility.md).
             Some(ResponseError::UnsupportedVersion.code())
+        } else if req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|id| !ctx.allowed(broker, Operation::Write, ResourceType::TransactionalId, id.0.as_str()))
+        {
+            Some(ResponseError::TransactionalIdAuthorizationFailed.code())
         } else if !ctx.allowed(broker, Operation::Write, ResourceType::Topic, &name) {
             Some(ResponseError::TopicAuthorizationFailed.code())
         } else if topic.is_none() {
@@ -114,23 +170,28 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
                     }
                     Some(partition) => {
                         let records = pd.records.unwrap_or_default();
-                        match validate_and_append(broker, topic, &partition, &records).await {
-                            Ok((appended, term)) => {
-                                topic.metrics.produce_bytes.inc_by(records.len() as u64);
-                                broker.add_local_bytes(records.len() as u64);
-                                topic.metrics.produce_records.inc_by(appended.records as u64);
-                                response.base_offset = appended.base_offset;
-                                response.log_append_time_ms = appended.log_append_time_ms.unwrap_or(-1);
-                                // The start a consumer sees: the archive's, if it holds anything.
-                                response.log_start_offset = partition.start_seen_by_consumers(appended.log_start_offset);
-                                wait = Some((partition.clone(), appended.next_offset, term));
-                                Ok(())
-                            }
-                            Err(ProduceRefusal::NotLeader) => Err((ResponseError::NotLeaderOrFollower.code(), None)),
-                            Err(ProduceRefusal::Log(e)) => {
-                                tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
-                                Err((error_code::log_error(&e), Some(e.to_string())))
-                            }
+                        let transactional_id = req.transactional_id.as_ref().map(|id| id.0.as_str());
+                        match check_transactional(broker, transactional_id, &name, pd.index, &records) {
+                            Err((code, message)) => Err((code, Some(message))),
+                            Ok(()) => match validate_and_append(broker, topic, &partition, &records, transactional_id).await {
+                                Ok((appended, term)) => {
+                                    topic.metrics.produce_bytes.inc_by(records.len() as u64);
+                                    broker.add_local_bytes(records.len() as u64);
+                                    topic.metrics.produce_records.inc_by(appended.records as u64);
+                                    response.base_offset = appended.base_offset;
+                                    response.log_append_time_ms = appended.log_append_time_ms.unwrap_or(-1);
+                                    // The start a consumer sees: the archive's, if it holds anything.
+                                    response.log_start_offset = partition.start_seen_by_consumers(appended.log_start_offset);
+                                    wait = Some((partition.clone(), appended.next_offset, term));
+                                    Ok(())
+                                }
+                                Err(ProduceRefusal::NotLeader) => Err((ResponseError::NotLeaderOrFollower.code(), None)),
+                                Err(ProduceRefusal::Refused { code, message }) => Err((code, Some(message))),
+                                Err(ProduceRefusal::Log(e)) => {
+                                    tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
+                                    Err((error_code::log_error(&e), Some(e.to_string())))
+                                }
+                            },
                         }
                     }
                 },

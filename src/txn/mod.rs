@@ -1,0 +1,443 @@
+//! The transaction coordinator: every transactional id's state (pure rules
+//! in `state`), persisted as JSON lines in `meta/transactions.jsonl` before a
+//! request is answered, and the completion of each transaction: a commit or
+//! abort marker in every partition it wrote to, and its offsets in their
+//! groups. A transaction whose completion was cut short (a crash, a failed
+//! marker write) is completed again by the timer loop, which also aborts
+//! transactions past their timeout and forgets idle ids.
+
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use self::state::{Completion, EndOutcome, InitOutcome, PendingOffset, TxnError, TxnMetadata};
+use crate::coordination::BoxFuture;
+use crate::groups::offsets::CommittedOffset;
+use crate::line_file::LineFile;
+use crate::log::Marker;
+
+/// The coordinator's bounds and timers (see docs/configuration.md).
+#[derive(Debug, Clone, Copy)]
+pub struct TxnConfig {
+    /// Kafka's `transaction.max.timeout.ms`.
+    pub max_timeout_ms: i32,
+    /// Kafka's `transactional.id.expiration.ms`.
+    pub id_expiration_ms: i64,
+    /// Transactional ids kept at once; a new id past it is refused.
+    pub max_ids: usize,
+    /// How often timeouts, unfinished completions and expiry are checked.
+    pub check_interval_ms: u64,
+}
+
+/// What completing a transaction needs from the broker.
+pub trait TxnSink: Send + Sync {
+    /// Appends the marker to the partition and waits until its ISR holds
+    /// it. A partition that no longer exists needs no marker.
+    fn write_marker(&self, topic: &str, partition: i32, marker: Marker) -> BoxFuture<'_, Result<(), String>>;
+    /// Commits a transaction's offsets in their group.
+    fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, CommittedOffset)>) -> BoxFuture<'_, Result<(), String>>;
+    /// A producer id never issued before.
+    fn fresh_producer_id(&self) -> BoxFuture<'_, Result<i64, String>>;
+    /// A transaction was completed (for the metrics).
+    fn completed(&self, commit: bool);
+}
+
+/// Why a coordinator request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoordinatorError {
+    Txn(TxnError),
+    /// The id is not known (a request other than InitProducerId).
+    UnknownId,
+    /// `max_ids` transactional ids are kept already.
+    Full,
+    /// The state could not be persisted, or an id could not be issued.
+    Unavailable(String),
+}
+
+impl From<TxnError> for CoordinatorError {
+    fn from(e: TxnError) -> Self {
+        CoordinatorError::Txn(e)
+    }
+}
+
+/// One line of the transactions file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Line {
+    Put { txn: TxnMetadata },
+    Remove { transactional_id: String },
+}
+
+type Table = HashMap<String, TxnMetadata>;
+
+pub struct TxnCoordinator {
+    config: TxnConfig,
+    table: Arc<Mutex<Table>>,
+    file: Arc<Mutex<LineFile>>,
+    /// One turn per transactional id: its requests change it one at a time,
+    /// from the decision through persistence and completion.
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn compact(table: &Table) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for txn in table.values() {
+        serde_json::to_writer(&mut out, &Line::Put { txn: txn.clone() }).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+impl TxnCoordinator {
+    /// Loads `meta/transactions.jsonl`; a torn last line (never answered)
+    /// is skipped.
+    pub fn open(meta_dir: &Path, config: TxnConfig) -> std::io::Result<Self> {
+        std::fs::create_dir_all(meta_dir)?;
+        let path = meta_dir.join("transactions.jsonl");
+        let mut table = Table::new();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for line in text.lines() {
+                    match serde_json::from_str::<Line>(line) {
+                        Ok(Line::Put { txn }) => {
+                            table.insert(txn.transactional_id.clone(), txn);
+                        }
+                        Ok(Line::Remove { transactional_id }) => {
+                            table.remove(&transactional_id);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "skipping an unreadable transaction-state line"),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let compacted = compact(&table)?;
+        crate::coordination::embedded::write_atomically(&path, &compacted)?;
+        let file = LineFile::open(&path, compacted.len() as u64)?;
+        Ok(Self {
+            config,
+            table: Arc::new(Mutex::new(table)),
+            file: Arc::new(Mutex::new(file)),
+            turns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn turn(&self, transactional_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.turns.lock().entry(transactional_id.to_string()).or_default().clone()
+    }
+
+    fn get(&self, transactional_id: &str) -> Option<TxnMetadata> {
+        self.table.lock().get(transactional_id).cloned()
+    }
+
+    /// Appends the line durably, then applies it to the table, in a blocking
+    /// thread that runs to the end even if the caller goes away.
+    async fn persist(&self, line: Line) -> Result<(), CoordinatorError> {
+        let file = self.file.clone();
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut file = file.lock();
+            let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+            bytes.push(b'\n');
+            file.append(&bytes)?;
+            let mut table = table.lock();
+            match line {
+                Line::Put { txn } => {
+                    table.insert(txn.transactional_id.clone(), txn);
+                }
+                Line::Remove { transactional_id } => {
+                    table.remove(&transactional_id);
+                }
+            }
+            if file.needs_compaction() {
+                let compacted = compact(&table);
+                drop(table);
+                if let Err(e) = compacted.and_then(|bytes| file.rewrite(&bytes)) {
+                    tracing::warn!(error = %e, "cannot compact the transactions file");
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| CoordinatorError::Unavailable(e.to_string()))?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot persist transaction state");
+            CoordinatorError::Unavailable(e.to_string())
+        })
+    }
+
+    async fn put(&self, txn: &TxnMetadata) -> Result<(), CoordinatorError> {
+        self.persist(Line::Put { txn: txn.clone() }).await
+    }
+
+    /// InitProducerId for a transactional id: its producer id and a new
+    /// epoch, after aborting any transaction the previous producer left open.
+    pub async fn init_producer_id(
+        &self,
+        sink: &dyn TxnSink,
+        transactional_id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+        now_ms: i64,
+    ) -> Result<(i64, i16), CoordinatorError> {
+        let turn = self.turn(transactional_id);
+        let _turn = turn.lock().await;
+        let mut txn = match self.get(transactional_id) {
+            Some(txn) => txn,
+            None => {
+                if self.table.lock().len() >= self.config.max_ids {
+                    return Err(CoordinatorError::Full);
+                }
+                let producer_id = sink.fresh_producer_id().await.map_err(CoordinatorError::Unavailable)?;
+                TxnMetadata::new(transactional_id, producer_id, now_ms)
+            }
+        };
+        // A producer id for the rare epoch rollover, drawn only then.
+        let rollover_id = if txn.producer_epoch >= i16::MAX - 2 {
+            Some(sink.fresh_producer_id().await.map_err(CoordinatorError::Unavailable)?)
+        } else {
+            None
+        };
+        let mut fresh = rollover_id;
+        loop {
+            let fallback = txn.producer_id;
+            match txn.init(expected, timeout_ms, self.config.max_timeout_ms, now_ms, || {
+                fresh.take().unwrap_or(fallback)
+            })? {
+                InitOutcome::Ready {
+                    producer_id,
+                    producer_epoch,
+                } => {
+                    self.put(&txn).await?;
+                    tracing::debug!(transactional_id, producer_id, producer_epoch, "transactional producer initialized");
+                    return Ok((producer_id, producer_epoch));
+                }
+                InitOutcome::AbortFirst(completion) => {
+                    tracing::info!(transactional_id, "a new producer fences the previous one: aborting its transaction");
+                    self.put(&txn).await?;
+                    self.carry_out(sink, &completion).await.map_err(CoordinatorError::Unavailable)?;
+                    txn.complete(now_ms);
+                    self.put(&txn).await?;
+                }
+            }
+        }
+    }
+
+    /// Runs `change` on the id's state under its turn and persists the
+    /// result if `change` says it changed.
+    async fn change<T>(
+        &self,
+        transactional_id: &str,
+        change: impl FnOnce(&mut TxnMetadata) -> Result<(T, bool), TxnError>,
+    ) -> Result<T, CoordinatorError> {
+        let turn = self.turn(transactional_id);
+        let _turn = turn.lock().await;
+        let mut txn = self.get(transactional_id).ok_or(CoordinatorError::UnknownId)?;
+        let (out, changed) = change(&mut txn)?;
+        if changed {
+            self.put(&txn).await?;
+        }
+        Ok(out)
+    }
+
+    /// AddPartitionsToTxn.
+    pub async fn add_partitions(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+        now_ms: i64,
+    ) -> Result<(), CoordinatorError> {
+        self.change(transactional_id, |txn| {
+            Ok(((), txn.add_partitions(producer_id, producer_epoch, partitions, now_ms)?))
+        })
+        .await
+    }
+
+    /// AddOffsetsToTxn.
+    pub async fn add_group(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        now_ms: i64,
+    ) -> Result<(), CoordinatorError> {
+        self.change(transactional_id, |txn| {
+            Ok(((), txn.add_group(producer_id, producer_epoch, group, now_ms)?))
+        })
+        .await
+    }
+
+    /// TxnOffsetCommit: the offsets commit with the transaction.
+    pub async fn stage_offsets(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        offsets: Vec<PendingOffset>,
+        now_ms: i64,
+    ) -> Result<(), CoordinatorError> {
+        self.change(transactional_id, |txn| {
+            txn.stage_offsets(producer_id, producer_epoch, group, offsets, now_ms)?;
+            Ok(((), true))
+        })
+        .await
+    }
+
+    /// EndTxn: writes the markers (and commits the offsets) before it
+    /// answers. If that fails the state stays prepared, the timer loop
+    /// completes it, and the client's retry gets CONCURRENT_TRANSACTIONS
+    /// until then.
+    pub async fn end(
+        &self,
+        sink: &dyn TxnSink,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<(), CoordinatorError> {
+        let turn = self.turn(transactional_id);
+        let _turn = turn.lock().await;
+        let mut txn = self.get(transactional_id).ok_or(CoordinatorError::UnknownId)?;
+        let completion = match txn.end(producer_id, producer_epoch, commit, now_ms)? {
+            EndOutcome::AlreadyDone => return Ok(()),
+            EndOutcome::Complete(completion) => completion,
+        };
+        self.put(&txn).await?;
+        if let Err(e) = self.carry_out(sink, &completion).await {
+            tracing::warn!(transactional_id, commit, error = %e, "cannot complete a transaction yet; it will be retried");
+            return Err(CoordinatorError::Txn(TxnError::Concurrent));
+        }
+        txn.complete(now_ms);
+        self.put(&txn).await
+    }
+
+    /// Writes every marker (side by side), then, for a commit, the offsets.
+    async fn carry_out(&self, sink: &dyn TxnSink, completion: &Completion) -> Result<(), String> {
+        let marker = Marker {
+            producer_id: completion.producer_id,
+            producer_epoch: completion.producer_epoch,
+            commit: completion.commit,
+            coordinator_epoch: 0,
+        };
+        let writes = completion
+            .partitions
+            .iter()
+            .map(|(topic, partition)| sink.write_marker(topic, *partition, marker));
+        for result in futures::future::join_all(writes).await {
+            result?;
+        }
+        for (group, offsets) in &completion.offsets {
+            let offsets = offsets.iter().map(|o| (o.topic.clone(), o.partition, o.offset.clone())).collect();
+            sink.commit_offsets(group, offsets).await?;
+        }
+        sink.completed(completion.commit);
+        tracing::debug!(
+            transactional_id = %completion.transactional_id,
+            commit = completion.commit,
+            partitions = completion.partitions.len(),
+            "transaction completed"
+        );
+        Ok(())
+    }
+
+    /// Produce verification: the partition must be in the producer's open
+    /// transaction.
+    pub fn verify_write(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), CoordinatorError> {
+        let table = self.table.lock();
+        let txn = table.get(transactional_id).ok_or(CoordinatorError::UnknownId)?;
+        Ok(txn.verify_write(producer_id, producer_epoch, topic, partition)?)
+    }
+
+    /// One round of the timer loop: aborts timed-out transactions (fencing
+    /// their producers), completes prepared ones, forgets expired ids.
+    /// Returns how many transactions it aborted for their timeout.
+    pub async fn check(&self, sink: &dyn TxnSink, now_ms: i64) -> usize {
+        let ids: Vec<String> = self.table.lock().keys().cloned().collect();
+        let mut timed_out = 0;
+        for id in ids {
+            let turn = self.turn(&id);
+            let _turn = turn.lock().await;
+            let Some(mut txn) = self.get(&id) else { continue };
+            let completion = if txn.timed_out(now_ms) {
+                tracing::info!(transactional_id = %id, timeout_ms = txn.timeout_ms, "aborting a transaction past its timeout");
+                timed_out += 1;
+                let completion = txn.begin_abort_with_bump();
+                if self.put(&txn).await.is_err() {
+                    continue;
+                }
+                completion
+            } else if let Some(completion) = txn.completion() {
+                completion
+            } else {
+                if txn.expired(now_ms, self.config.id_expiration_ms)
+                    && self
+                        .persist(Line::Remove {
+                            transactional_id: id.clone(),
+                        })
+                        .await
+                        .is_ok()
+                {
+                    self.turns.lock().remove(&id);
+                }
+                continue;
+            };
+            match self.carry_out(sink, &completion).await {
+                Ok(()) => {
+                    txn.complete(now_ms);
+                    let _ = self.put(&txn).await;
+                }
+                Err(e) => tracing::warn!(transactional_id = %id, error = %e, "cannot complete a transaction yet; will retry"),
+            }
+        }
+        timed_out
+    }
+
+    /// The timer loop, every `check_interval_ms`.
+    pub async fn run_timers(&self, sink: &dyn TxnSink, timed_out: impl Fn(usize)) {
+        let mut interval = tokio::time::interval(Duration::from_millis(self.config.check_interval_ms.max(1)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            timed_out(self.check(sink, crate::clock::now_ms()).await);
+        }
+    }
+
+    /// One id's state (DescribeTransactions).
+    pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
+        self.get(transactional_id)
+    }
+
+    /// Every id's state (ListTransactions).
+    pub fn list(&self) -> Vec<TxnMetadata> {
+        self.table.lock().values().cloned().collect()
+    }
+
+    /// Transactional ids kept, for the gauge.
+    pub fn id_count(&self) -> usize {
+        self.table.lock().len()
+    }
+
+    /// Transactions open now, for the gauge.
+    pub fn open_count(&self) -> usize {
+        self.table.lock().values().filter(|t| t.state == state::TxnState::Ongoing).count()
+    }
+}
