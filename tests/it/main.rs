@@ -22,3 +22,4 @@ mod security;
 mod shutdown;
 mod topic_configs;
 mod topics_bounds;
+mod transactions;
