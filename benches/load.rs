@@ -10,6 +10,9 @@
 //!   --seconds N      e2e duration (default 10)
 //!   --bootstrap H:P  use a running broker (or cluster) instead of starting one
 //!   --idempotence B  enable.idempotence (default false, as in librdkafka)
+//!   --txn-records N  txn: records per transaction (default 1000)
+//!   --txn-ms N       txn: a transaction commits after this long even if
+//!                    short of --txn-records (default 100)
 //!   --cluster N      start N brokers on a local etcd (default 0: a single
 //!                    node); topics get min(3, N) replicas and, with 3,
 //!                    min.insync.replicas=2
@@ -19,7 +22,8 @@
 //!   --retry-backoff-max-ms N  failover: librdkafka's retry.backoff.max.ms
 //!                    (default 1000, librdkafka's own)
 //!
-//! Modes: matrix, produce, consume, e2e, archive, and failover: a 3-broker
+//! Modes: matrix, produce, txn (produce in transactions), consume, e2e,
+//! archive, and failover: a 3-broker
 //! cluster with an idempotent acks=all producer at --rate (default 5000)
 //! on one partition; the leader is killed after 3 s, and the longest time
 //! without an acknowledgement is reported, per round, median and worst.
@@ -58,6 +62,9 @@ struct Opts {
     rounds: usize,
     signal: String,
     retry_backoff_max_ms: u64,
+    /// Records per transaction; 0: not transactional.
+    txn_records: u64,
+    txn_ms: u64,
 }
 
 fn parse(args: &[String]) -> (String, Opts) {
@@ -77,6 +84,8 @@ fn parse(args: &[String]) -> (String, Opts) {
         rounds: 5,
         signal: "kill".into(),
         retry_backoff_max_ms: 1000,
+        txn_records: 0,
+        txn_ms: 100,
     };
     let mut mode = "matrix".to_string();
     let mut settings = Vec::new();
@@ -99,6 +108,8 @@ fn parse(args: &[String]) -> (String, Opts) {
             "--rounds" => o.rounds = val().parse().unwrap(),
             "--signal" => o.signal = val(),
             "--retry-backoff-max-ms" => o.retry_backoff_max_ms = val().parse().unwrap(),
+            "--txn-records" => o.txn_records = val().parse().unwrap(),
+            "--txn-ms" => o.txn_ms = val().parse().unwrap(),
             "-X" => {
                 let setting = val();
                 let (k, v) = setting.split_once('=').expect("-X takes key=value");
@@ -372,7 +383,11 @@ fn producer(bootstrap: &str, o: &Opts) -> ThreadedProducer<LatencyContext> {
         latencies_us: Mutex::new(Vec::new()),
         failed: AtomicU64::new(0),
     };
-    base_config(bootstrap)
+    let mut config = base_config(bootstrap);
+    if o.txn_records > 0 {
+        config.set("transactional.id", format!("load-{}", free_port()));
+    }
+    config
         .set("acks", if o.acks == "1" { "1" } else { "all" })
         .set("linger.ms", o.linger_ms.to_string())
         .set("batch.num.messages", o.batch_size.to_string())
@@ -432,9 +447,19 @@ fn produce_n(bootstrap: &str, topic: &str, o: &Opts) -> (Duration, Vec<u32>) {
             (seed >> 24) as u8
         })
         .collect();
+    let transactional = o.txn_records > 0;
+    let txn_timeout = Duration::from_secs(60);
+    if transactional {
+        p.init_transactions(txn_timeout).unwrap();
+    }
     let started = Instant::now();
     let ctx_start = p.context().started;
+    let (mut in_txn, mut txn_started) = (0u64, Instant::now());
     for i in 0..o.count {
+        if transactional && in_txn == 0 {
+            p.begin_transaction().unwrap();
+            txn_started = Instant::now();
+        }
         let key = (i % 1024).to_be_bytes();
         let at = (i as usize).wrapping_mul(7919) % (16 << 20);
         let mut record = BaseRecord::with_opaque_to(topic, ctx_start.elapsed().as_micros() as usize)
@@ -449,6 +474,21 @@ fn produce_n(bootstrap: &str, topic: &str, o: &Opts) -> (Duration, Vec<u32>) {
                 }
             }
         }
+        in_txn += 1;
+        if transactional && (in_txn >= o.txn_records || txn_started.elapsed() >= Duration::from_millis(o.txn_ms)) {
+            // The rdkafka crate's ThreadedProducer::flush sleeps 100 ms
+            // between checks (its poll thread takes the delivery reports):
+            // wait for the deliveries here instead, as a C or Java client's
+            // commit would.
+            while (p.context().latencies_us.lock().unwrap().len() as u64) + p.context().failed.load(Ordering::Relaxed) < i + 1 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            p.commit_transaction(txn_timeout).unwrap();
+            in_txn = 0;
+        }
+    }
+    if transactional && in_txn > 0 {
+        p.commit_transaction(txn_timeout).unwrap();
     }
     p.flush(Duration::from_secs(120)).unwrap();
     let elapsed = started.elapsed();
@@ -462,7 +502,8 @@ fn run_produce(o: &Opts) {
     let topic = format!("load-produce-{}", free_port());
     create_topic(o, &broker.bootstrap, &topic, o.partitions);
     let (elapsed, latencies) = produce_n(&broker.bootstrap, &topic, o);
-    report("produce", o, o.count, elapsed, Some(latencies), &broker);
+    let name = if o.txn_records > 0 { "txn" } else { "produce" };
+    report(name, o, o.count, elapsed, Some(latencies), &broker);
 }
 
 fn run_consume(o: &Opts) {
@@ -797,6 +838,10 @@ fn main() {
     let (mode, o) = parse(&args);
     match mode.as_str() {
         "produce" => run_produce(&o),
+        "txn" => run_produce(&Opts {
+            txn_records: if o.txn_records == 0 { 1000 } else { o.txn_records },
+            ..o.clone()
+        }),
         "consume" => run_consume(&o),
         "e2e" => run_e2e(&o),
         "archive" => run_archive(&o),
