@@ -604,9 +604,12 @@ impl PartitionLog {
             segment::walk_headers(&file, 0, segment.size(), |header, position| {
                 let mut marker = None;
                 if header.is_control() && header.is_transactional() {
+                    // A marker is one small record; an unreadable one is
+                    // treated as no marker rather than failing the open.
                     marker_buf.resize(header.total_len().min(4096), 0);
-                    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut marker_buf, position)?;
-                    marker = txn::marker_of(&marker_buf);
+                    if std::os::unix::fs::FileExt::read_exact_at(&*file, &mut marker_buf, position).is_ok() {
+                        marker = txn::marker_of(&marker_buf);
+                    }
                     self.producers.record_marker(header, now_ms);
                 }
                 self.txns.on_batch(header, header.base_offset, marker);
@@ -990,7 +993,9 @@ fn replay_producers(segment: &Segment, producers: &mut ProducerStateTable, now_m
 pub fn check_recovery_of(segment_bytes: &[u8]) {
     let Ok(dir) = tempfile_dir() else { return };
     let path = segment::segment_path(dir.path(), 0);
-    if std::fs::write(&path, segment_bytes).is_err() {
+    // As a log that once held transactions: recovery also rebuilds its
+    // open and aborted transactions from the markers.
+    if std::fs::write(&path, segment_bytes).is_err() || std::fs::write(dir.path().join(TRANSACTIONAL_FLAG), b"").is_err() {
         return;
     }
     let Ok((log, _)) = PartitionLog::open(dir.path(), LogConfig::default(), 0) else {

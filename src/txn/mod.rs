@@ -441,3 +441,121 @@ impl TxnCoordinator {
         self.table.lock().values().filter(|t| t.state == state::TxnState::Ongoing).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+    /// Records what the coordinator asks for; marker writes fail while
+    /// `down` is set.
+    #[derive(Default)]
+    struct Recorder {
+        down: AtomicBool,
+        next_id: AtomicI64,
+        markers: Mutex<Vec<(String, i32, Marker)>>,
+        offsets: Mutex<Vec<(String, Vec<(String, i32, CommittedOffset)>)>>,
+    }
+
+    impl TxnSink for Recorder {
+        fn write_marker(&self, topic: &str, partition: i32, marker: Marker) -> BoxFuture<'_, Result<(), String>> {
+            let result = if self.down.load(Ordering::SeqCst) {
+                Err("partition unavailable".to_string())
+            } else {
+                self.markers.lock().push((topic.to_string(), partition, marker));
+                Ok(())
+            };
+            Box::pin(async move { result })
+        }
+        fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, CommittedOffset)>) -> BoxFuture<'_, Result<(), String>> {
+            self.offsets.lock().push((group.to_string(), offsets));
+            Box::pin(async { Ok(()) })
+        }
+        fn fresh_producer_id(&self) -> BoxFuture<'_, Result<i64, String>> {
+            let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { Ok(id) })
+        }
+        fn completed(&self, _commit: bool) {}
+    }
+
+    fn config() -> TxnConfig {
+        TxnConfig {
+            max_timeout_ms: 900_000,
+            id_expiration_ms: 1_000_000,
+            max_ids: 2,
+            check_interval_ms: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_cut_short_is_completed_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Recorder::default();
+        let coordinator = TxnCoordinator::open(dir.path(), config()).unwrap();
+        let (pid, epoch) = coordinator.init_producer_id(&sink, "t", 60_000, None, 0).await.unwrap();
+        let parts = vec![("out".to_string(), 0), ("out".to_string(), 1)];
+        coordinator.add_partitions("t", pid, epoch, &parts, 1).await.unwrap();
+        coordinator.add_group("t", pid, epoch, "g", 2).await.unwrap();
+        let staged = PendingOffset {
+            topic: "in".into(),
+            partition: 0,
+            offset: CommittedOffset {
+                offset: 42,
+                leader_epoch: -1,
+                metadata: None,
+                commit_timestamp_ms: 3,
+            },
+        };
+        coordinator.stage_offsets("t", pid, epoch, "g", vec![staged], 3).await.unwrap();
+        sink.down.store(true, Ordering::SeqCst);
+        assert_eq!(
+            coordinator.end(&sink, "t", pid, epoch, true, 4).await,
+            Err(CoordinatorError::Txn(TxnError::Concurrent)),
+            "markers cannot be written: the client retries"
+        );
+        drop(coordinator);
+
+        // A restart finds the commit prepared and completes it.
+        let coordinator = TxnCoordinator::open(dir.path(), config()).unwrap();
+        assert_eq!(coordinator.describe("t").unwrap().state, state::TxnState::PrepareCommit);
+        sink.down.store(false, Ordering::SeqCst);
+        coordinator.check(&sink, 5).await;
+        assert_eq!(coordinator.describe("t").unwrap().state, state::TxnState::CompleteCommit);
+        let markers = sink.markers.lock().clone();
+        assert_eq!(markers.len(), 2);
+        assert!(markers
+            .iter()
+            .all(|(_, _, m)| m.commit && m.producer_id == pid && m.producer_epoch == epoch));
+        assert_eq!(sink.offsets.lock()[0].1[0].2.offset, 42, "the staged offset is committed");
+        // The client's retried EndTxn now succeeds.
+        assert_eq!(coordinator.end(&sink, "t", pid, epoch, true, 6).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn timeouts_abort_and_fence_and_new_ids_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Recorder::default();
+        let coordinator = TxnCoordinator::open(dir.path(), config()).unwrap();
+        let (pid, epoch) = coordinator.init_producer_id(&sink, "t", 1_000, None, 0).await.unwrap();
+        coordinator.add_partitions("t", pid, epoch, &[("out".into(), 0)], 0).await.unwrap();
+        assert_eq!(coordinator.check(&sink, 500).await, 0);
+        assert_eq!(coordinator.check(&sink, 1_001).await, 1, "past its timeout");
+        let marker = sink.markers.lock()[0].2;
+        assert!(!marker.commit && marker.producer_epoch == epoch + 1, "{marker:?}");
+        assert_eq!(
+            coordinator.end(&sink, "t", pid, epoch, true, 1_002).await,
+            Err(CoordinatorError::Txn(TxnError::Fenced))
+        );
+        assert!(coordinator.verify_write("t", pid, epoch, "out", 0).is_err());
+        coordinator.init_producer_id(&sink, "u", 1_000, None, 0).await.unwrap();
+        assert_eq!(
+            coordinator.init_producer_id(&sink, "v", 1_000, None, 0).await,
+            Err(CoordinatorError::Full),
+            "transaction_max_count"
+        );
+        // Idle ids expire and make room.
+        coordinator.check(&sink, 5_000_000).await;
+        assert_eq!(coordinator.id_count(), 0);
+        assert!(coordinator.init_producer_id(&sink, "v", 1_000, None, 0).await.is_ok());
+    }
+}
