@@ -454,8 +454,10 @@ mod tests {
         down: AtomicBool,
         next_id: AtomicI64,
         markers: Mutex<Vec<(String, i32, Marker)>>,
-        offsets: Mutex<Vec<(String, Vec<(String, i32, CommittedOffset)>)>>,
+        offsets: Mutex<Vec<(String, GroupOffsets)>>,
     }
+
+    type GroupOffsets = Vec<(String, i32, CommittedOffset)>;
 
     impl TxnSink for Recorder {
         fn write_marker(&self, topic: &str, partition: i32, marker: Marker) -> BoxFuture<'_, Result<(), String>> {
