@@ -56,7 +56,7 @@ impl LineFile {
             self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
         }
         let Some(file) = self.file.as_mut() else {
-            return Err(std::io::Error::other("offsets file is not open"));
+            return Err(std::io::Error::other("lines file is not open"));
         };
         let before = file.metadata()?.len();
         let written = file.write_all(bytes).and_then(|()| file.sync_data());

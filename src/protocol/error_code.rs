@@ -16,7 +16,7 @@ pub fn log_error(e: &LogError) -> i16 {
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge.code(),
         LogError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch.code(),
         LogError::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber.code(),
-        // Transactions are not implemented (docs/compatibility.md).
+        // Only the transaction coordinator writes markers.
         LogError::ControlBatchFromClient => ResponseError::InvalidRecord.code(),
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
     }

@@ -85,10 +85,10 @@ fn check_transactional(
     let mut headers = batch::BatchWalker::new(records).map(|(header, _)| header);
     let Some(first) = headers.next() else { return Ok(()) };
     let transactional = first.is_transactional();
-    if headers.any(|h| h.is_transactional() != transactional || h.producer_id != first.producer_id) {
+    if headers.any(|h| h.is_transactional() != transactional || (transactional && h.producer_id != first.producer_id)) {
         return Err((
             ResponseError::InvalidRecord.code(),
-            "a produce request mixes transactional and other batches".to_string(),
+            "a partition's transactional batches must all be one producer's, with no other batches".to_string(),
         ));
     }
     match transactional_id {

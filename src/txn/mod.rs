@@ -379,11 +379,11 @@ impl TxnCoordinator {
             let Some(mut txn) = self.get(&id) else { continue };
             let completion = if txn.timed_out(now_ms) {
                 tracing::info!(transactional_id = %id, timeout_ms = txn.timeout_ms, "aborting a transaction past its timeout");
-                timed_out += 1;
                 let completion = txn.begin_abort_with_bump();
                 if self.put(&txn).await.is_err() {
                     continue;
                 }
+                timed_out += 1;
                 completion
             } else if let Some(completion) = txn.completion() {
                 completion
