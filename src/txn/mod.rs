@@ -133,6 +133,15 @@ impl TxnCoordinator {
         self.turns.lock().entry(transactional_id.to_string()).or_default().clone()
     }
 
+    /// The id's turn if the id is known: requests naming unknown ids
+    /// (any string a client sends) must not leave turns behind.
+    fn known_turn(&self, transactional_id: &str) -> Result<Arc<tokio::sync::Mutex<()>>, CoordinatorError> {
+        if !self.table.lock().contains_key(transactional_id) {
+            return Err(CoordinatorError::UnknownId);
+        }
+        Ok(self.turn(transactional_id))
+    }
+
     fn get(&self, transactional_id: &str) -> Option<TxnMetadata> {
         self.table.lock().get(transactional_id).cloned()
     }
@@ -187,6 +196,12 @@ impl TxnCoordinator {
         expected: Option<(i64, i16)>,
         now_ms: i64,
     ) -> Result<(i64, i16), CoordinatorError> {
+        {
+            let table = self.table.lock();
+            if !table.contains_key(transactional_id) && table.len() >= self.config.max_ids {
+                return Err(CoordinatorError::Full);
+            }
+        }
         let turn = self.turn(transactional_id);
         let _turn = turn.lock().await;
         let mut txn = match self.get(transactional_id) {
@@ -237,7 +252,7 @@ impl TxnCoordinator {
         transactional_id: &str,
         change: impl FnOnce(&mut TxnMetadata) -> Result<(T, bool), TxnError>,
     ) -> Result<T, CoordinatorError> {
-        let turn = self.turn(transactional_id);
+        let turn = self.known_turn(transactional_id)?;
         let _turn = turn.lock().await;
         let mut txn = self.get(transactional_id).ok_or(CoordinatorError::UnknownId)?;
         let (out, changed) = change(&mut txn)?;
@@ -307,7 +322,7 @@ impl TxnCoordinator {
         commit: bool,
         now_ms: i64,
     ) -> Result<(), CoordinatorError> {
-        let turn = self.turn(transactional_id);
+        let turn = self.known_turn(transactional_id)?;
         let _turn = turn.lock().await;
         let mut txn = self.get(transactional_id).ok_or(CoordinatorError::UnknownId)?;
         let completion = match txn.end(producer_id, producer_epoch, commit, now_ms)? {
@@ -559,5 +574,12 @@ mod tests {
         coordinator.check(&sink, 5_000_000).await;
         assert_eq!(coordinator.id_count(), 0);
         assert!(coordinator.init_producer_id(&sink, "v", 1_000, None, 0).await.is_ok());
+        // Unknown ids leave nothing behind.
+        for i in 0..100 {
+            let id = format!("unknown-{i}");
+            assert_eq!(coordinator.add_group(&id, 1, 0, "g", 0).await, Err(CoordinatorError::UnknownId));
+            assert_eq!(coordinator.end(&sink, &id, 1, 0, true, 0).await, Err(CoordinatorError::UnknownId));
+        }
+        assert_eq!(coordinator.turns.lock().len(), 1);
     }
 }
