@@ -33,9 +33,35 @@ pub(crate) struct LineFile {
     pub(crate) compaction_floor_bytes: u64,
 }
 
+/// Hands every line of the file at `path` that parses as an `L` to
+/// `apply`, in order; a missing file has none. A line that does not parse
+/// (a torn last line: a crash mid-write, never acknowledged) is skipped
+/// with a warning naming `what`.
+pub(crate) fn read_lines<L: serde::de::DeserializeOwned>(path: &Path, what: &str, mut apply: impl FnMut(L)) -> std::io::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for line in text.lines() {
+        match serde_json::from_str::<L>(line) {
+            Ok(parsed) => apply(parsed),
+            Err(e) => tracing::warn!(error = %e, file = what, "skipping an unreadable line"),
+        }
+    }
+    Ok(())
+}
+
 impl LineFile {
+    /// Rewrites `path` as `compacted` (the table just loaded), atomically,
+    /// and opens it for appends.
+    pub(crate) fn rewrite_and_open(path: &Path, compacted: &[u8]) -> std::io::Result<Self> {
+        crate::coordination::embedded::write_atomically(path, compacted)?;
+        Self::open(path, compacted.len() as u64)
+    }
+
     /// Opens `path` (just rewritten to `compacted_bytes` bytes) for appends.
-    pub(crate) fn open(path: &Path, compacted_bytes: u64) -> std::io::Result<Self> {
+    fn open(path: &Path, compacted_bytes: u64) -> std::io::Result<Self> {
         let file = OpenOptions::new().append(true).open(path)?;
         Ok(Self {
             path: path.to_path_buf(),

@@ -145,23 +145,9 @@ impl OffsetStore {
         std::fs::create_dir_all(meta_dir)?;
         let path = meta_dir.join("offsets.jsonl");
         let mut table = HashMap::new();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                for line in text.lines() {
-                    // A torn last line (crash mid-write) was never acknowledged.
-                    match serde_json::from_str::<Entry>(line) {
-                        Ok(entry) => apply(&mut table, entry),
-                        Err(e) => tracing::warn!(error = %e, "skipping an unreadable committed-offset line"),
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        crate::line_file::read_lines(&path, "offsets.jsonl", |entry| apply(&mut table, entry))?;
         // Compact: the current table, one line per offset.
-        let compacted = compact(&table)?;
-        crate::coordination::embedded::write_atomically(&path, &compacted)?;
-        let appender = Appender::open(&path, compacted.len() as u64)?;
+        let appender = Appender::rewrite_and_open(&path, &compact(&table)?)?;
         Ok(Self {
             path,
             appender: Arc::new(Mutex::new(appender)),

@@ -101,26 +101,15 @@ impl TxnCoordinator {
         std::fs::create_dir_all(meta_dir)?;
         let path = meta_dir.join("transactions.jsonl");
         let mut table = Table::new();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                for line in text.lines() {
-                    match serde_json::from_str::<Line>(line) {
-                        Ok(Line::Put { txn }) => {
-                            table.insert(txn.transactional_id.clone(), txn);
-                        }
-                        Ok(Line::Remove { transactional_id }) => {
-                            table.remove(&transactional_id);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "skipping an unreadable transaction-state line"),
-                    }
-                }
+        crate::line_file::read_lines(&path, "transactions.jsonl", |line| match line {
+            Line::Put { txn } => {
+                table.insert(txn.transactional_id.clone(), txn);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let compacted = compact(&table)?;
-        crate::coordination::embedded::write_atomically(&path, &compacted)?;
-        let file = LineFile::open(&path, compacted.len() as u64)?;
+            Line::Remove { transactional_id } => {
+                table.remove(&transactional_id);
+            }
+        })?;
+        let file = LineFile::rewrite_and_open(&path, &compact(&table)?)?;
         Ok(Self {
             config,
             table: Arc::new(Mutex::new(table)),
