@@ -34,7 +34,7 @@ async fn validate_and_append(
     topic: &crate::broker::Topic,
     partition: &crate::broker::Partition,
     records: &bytes::Bytes,
-    transactional_id: Option<&str>,
+    write: Option<TransactionalWrite<'_>>,
 ) -> Result<(crate::log::AppendResult, u64), ProduceRefusal> {
     let batches = batch::split_batches(records).map_err(crate::log::LogError::from)?;
     let config = topic.config();
@@ -64,26 +64,32 @@ async fn validate_and_append(
     };
     // Read after validation, which may have waited: LogAppendTime is the
     // time of the append.
-    let verify = || match transactional_id {
+    // Again under the partition lock, which markers take too: a write
+    // verified there lands before its transaction's marker.
+    let verify = || match write {
         None => Ok(()),
-        Some(id) => check_transactional(broker, Some(id), &partition.topic, partition.index, records)
+        Some(write) => verify_write(broker, write, &partition.topic, partition.index)
             .map_err(|(code, message)| ProduceRefusal::Refused { code, message }),
     };
     partition.append_verified(&batches, now_ms(), verify)
 }
 
-/// Transactional data needs a transactional id, and (KIP-890 part 1) a
-/// partition the producer added to its open transaction, at the current
-/// epoch: a late or zombie write cannot open a transaction no marker ends.
-fn check_transactional(
-    broker: &Broker,
-    transactional_id: Option<&str>,
-    topic: &str,
-    partition: i32,
+/// A transactional write: the producer's transactional id, id and epoch.
+#[derive(Clone, Copy)]
+struct TransactionalWrite<'a> {
+    transactional_id: &'a str,
+    producer_id: i64,
+    producer_epoch: i16,
+}
+
+/// Transactional data needs a transactional id, and a transactional id
+/// needs transactional data of one producer: the write to verify, if any.
+fn transactional_write<'a>(
+    transactional_id: Option<&'a str>,
     records: &bytes::Bytes,
-) -> Result<(), (i16, String)> {
+) -> Result<Option<TransactionalWrite<'a>>, (i16, String)> {
     let mut headers = batch::BatchWalker::new(records).map(|(header, _)| header);
-    let Some(first) = headers.next() else { return Ok(()) };
+    let Some(first) = headers.next() else { return Ok(None) };
     let transactional = first.is_transactional();
     if headers.any(|h| h.is_transactional() != transactional || (transactional && h.producer_id != first.producer_id)) {
         return Err((
@@ -96,22 +102,33 @@ fn check_transactional(
             ResponseError::InvalidRecord.code(),
             "transactional batches need a transactional id".to_string(),
         )),
-        None => Ok(()),
+        None => Ok(None),
         Some(_) if !transactional => Err((
             ResponseError::InvalidRecord.code(),
             "a transactional producer's batches must be transactional".to_string(),
         )),
-        Some(id) => broker
-            .transactions
-            .verify_write(id, first.producer_id, first.producer_epoch, topic, partition)
-            .map_err(|e| {
-                let code = match e {
-                    CoordinatorError::Txn(TxnError::Fenced) => ResponseError::InvalidProducerEpoch.code(),
-                    _ => ResponseError::InvalidTxnState.code(),
-                };
-                (code, format!("the partition is not in the producer's open transaction ({e:?})"))
-            }),
+        Some(transactional_id) => Ok(Some(TransactionalWrite {
+            transactional_id,
+            producer_id: first.producer_id,
+            producer_epoch: first.producer_epoch,
+        })),
     }
+}
+
+/// KIP-890 part 1: the partition must be in the producer's open
+/// transaction, at its current epoch, so a late or zombie write cannot
+/// open a transaction no marker ends.
+fn verify_write(broker: &Broker, write: TransactionalWrite<'_>, topic: &str, partition: i32) -> Result<(), (i16, String)> {
+    broker
+        .transactions
+        .verify_write(write.transactional_id, write.producer_id, write.producer_epoch, topic, partition)
+        .map_err(|e| {
+            let code = match e {
+                CoordinatorError::Txn(TxnError::Fenced) => ResponseError::InvalidProducerEpoch.code(),
+                _ => ResponseError::InvalidTxnState.code(),
+            };
+            (code, format!("the partition is not in the producer's open transaction ({e:?})"))
+        })
 }
 
 /// Validates and appends every partition's batches now, in the order the
@@ -171,9 +188,13 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
                     Some(partition) => {
                         let records = pd.records.unwrap_or_default();
                         let transactional_id = req.transactional_id.as_ref().map(|id| id.0.as_str());
-                        match check_transactional(broker, transactional_id, &name, pd.index, &records) {
+                        // Verified before validation too, so a fenced
+                        // producer's data is refused before it is decompressed.
+                        let checked = transactional_write(transactional_id, &records)
+                            .and_then(|write| write.map_or(Ok(()), |w| verify_write(broker, w, &name, pd.index)).map(|()| write));
+                        match checked {
                             Err((code, message)) => Err((code, Some(message))),
-                            Ok(()) => match validate_and_append(broker, topic, &partition, &records, transactional_id).await {
+                            Ok(write) => match validate_and_append(broker, topic, &partition, &records, write).await {
                                 Ok((appended, term)) => {
                                     topic.metrics.produce_bytes.inc_by(records.len() as u64);
                                     broker.add_local_bytes(records.len() as u64);
