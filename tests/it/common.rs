@@ -91,6 +91,18 @@ impl Broker {
             log_path: tmp.path().join("broker.log"),
             _tmp: Some(tmp),
         };
+        // A port free when picked can be taken by another test before the
+        // broker binds it: pick fresh loopback ports and start again.
+        for _ in 0..3 {
+            match broker.try_spawn() {
+                Err(log) if broker.netns.is_none() && log.contains("Address already in use") => {
+                    broker.port = free_port();
+                    broker.http_port = free_port();
+                }
+                Err(log) => panic!("{log}"),
+                Ok(()) => return broker,
+            }
+        }
         broker.spawn();
         broker
     }
@@ -104,6 +116,14 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts the broker and waits until it is ready; `Err` with its log if
+    /// it exits or is not ready in time.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let config_path = self.data_dir.parent().unwrap().join("sediment.toml");
         // Groups form quickly in tests; everything else is the default.
         let config = format!("group_initial_rebalance_delay_ms = 100\n{}", self.extra_config);
@@ -137,23 +157,24 @@ impl Broker {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(body) = http_get(&self.http("/readyz")) {
                 if body.starts_with("ready") {
-                    return;
+                    return Ok(());
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("broker exited with {status}: {}", self.log());
+                self.child = None;
+                return Err(format!("broker exited with {status}: {}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("broker not ready: {}", self.log());
+        Err(format!("broker not ready: {}", self.log()))
     }
 
     pub fn log(&self) -> String {
