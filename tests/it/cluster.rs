@@ -229,13 +229,16 @@ type Sent = (Vec<kafka::TestRecord>, Vec<(i32, i64)>);
 /// a delivery error fails it (librdkafka retries the retriable ones).
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Records acknowledged so far.
+    acknowledged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     handle: tokio::task::JoinHandle<Sent>,
 }
 
 impl Load {
     fn start(bootstrap: &str, topic: &str) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (bootstrap, topic, flag) = (bootstrap.to_string(), topic.to_string(), stop.clone());
+        let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (bootstrap, topic, flag, count) = (bootstrap.to_string(), topic.to_string(), stop.clone(), acknowledged.clone());
         let handle = tokio::spawn(async move {
             let producer = kafka::producer(&bootstrap, &[("message.timeout.ms", "90000")]);
             let (mut sent, mut placed) = (Vec::new(), Vec::new());
@@ -243,10 +246,19 @@ impl Load {
                 let chunk: Vec<_> = (sent.len()..sent.len() + 100).map(|i| kafka::record(i, 100)).collect();
                 placed.extend(kafka::produce(&producer, &topic, &chunk).await);
                 sent.extend(chunk);
+                count.store(sent.len(), std::sync::atomic::Ordering::Relaxed);
             }
             (sent, placed)
         });
-        Load { stop, handle }
+        Load {
+            stop,
+            acknowledged,
+            handle,
+        }
+    }
+
+    fn acknowledged(&self) -> usize {
+        self.acknowledged.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn stop(self) -> Sent {
@@ -328,7 +340,9 @@ async fn an_etcd_outage_stops_nothing_that_needs_no_decision() {
         .with_producer_epoch(-1);
     let issued: InitProducerIdResponse = crate::bad_input::call(cluster.broker(1), ApiKey::InitProducerId, 4, &init);
     assert_eq!(issued.error_code, 0);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The load's idempotent producer gets its id (a block from etcd) before
+    // the outage: on a busy machine its first batch can take over a second.
+    wait_until("the load is under way", 30, || load.acknowledged() > 0);
     cluster.etcd.kill();
     // During the outage, another broker bumps its epoch (KIP-360) without etcd.
     let bump = init.with_producer_id(issued.producer_id).with_producer_epoch(issued.producer_epoch);
