@@ -112,6 +112,13 @@ pub struct Config {
     /// Largest Fetch response, whatever the client asks (Kafka's broker
     /// fetch.max.bytes).
     pub fetch_max_bytes: usize,
+    /// Fetch sessions (KIP-227) kept at once (Kafka's
+    /// max.incremental.fetch.session.cache.slots). 0 turns sessions off:
+    /// every fetch is then a full one.
+    pub fetch_session_cache_slots: usize,
+    /// Partitions all fetch sessions together may hold (no Kafka
+    /// equivalent): bounds the cache's memory.
+    pub fetch_session_cache_max_partitions: usize,
     /// Most bytes all Fetch responses together may hold between being read
     /// and being handed to their sockets: a slow reader keeps its share until
     /// written. A fetch that finds the budget used up waits (within its
@@ -268,6 +275,8 @@ impl Default for Config {
             local_disk_budget_bytes: 0,
             fetch_max_wait_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
+            fetch_session_cache_slots: 1000,
+            fetch_session_cache_max_partitions: 200_000,
             max_response_memory_bytes: 512 * 1024 * 1024,
             max_request_memory_bytes: 512 * 1024 * 1024,
             max_batch_decoded_bytes: 256 * 1024 * 1024,

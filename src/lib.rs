@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod coordination;
+pub mod fetch_session;
 pub mod groups;
 pub mod http;
 pub mod line_file;
@@ -36,7 +37,6 @@ pub mod node;
 pub mod protocol;
 pub mod replication;
 pub mod security;
-#[cfg(test)]
 mod seeded;
 pub mod server;
 pub mod tasks;

@@ -80,6 +80,10 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_total: Counter,
     pub fetch_wakeups: Counter,
+    /// Client fetches by their session kind (KIP-227).
+    pub fetch_session_requests: Family<KindLabels, Counter>,
+    pub fetch_sessions: Gauge,
+    pub fetch_session_partitions: Gauge,
     /// Fetch passes that found `max_response_memory_bytes` used up.
     pub fetch_memory_waits: Counter,
     pub response_memory_bytes: Gauge,
@@ -180,6 +184,9 @@ impl Metrics {
             connections: Gauge::default(),
             connections_total: Counter::default(),
             fetch_wakeups: Counter::default(),
+            fetch_session_requests: Family::default(),
+            fetch_sessions: Gauge::default(),
+            fetch_session_partitions: Gauge::default(),
             fetch_memory_waits: Counter::default(),
             response_memory_bytes: Gauge::default(),
             request_memory_bytes: Gauge::default(),
@@ -265,6 +272,17 @@ impl Metrics {
             "fetch_wakeups",
             "Long-polling fetches woken by new data on a partition they asked for",
             m.fetch_wakeups.clone(),
+        );
+        registry.register(
+            "fetch_session_requests",
+            "Client fetches by kind: full (no session), session_new, incremental, session_refused (cache full: served without one), session_error (unknown session or wrong epoch)",
+            m.fetch_session_requests.clone(),
+        );
+        registry.register("fetch_sessions", "Fetch sessions held", m.fetch_sessions.clone());
+        registry.register(
+            "fetch_session_partitions",
+            "Partitions held over all fetch sessions",
+            m.fetch_session_partitions.clone(),
         );
         registry.register(
             "fetch_memory_waits",

@@ -1,5 +1,7 @@
-//! A seeded pseudo-random generator for the property tests: every run walks
-//! the same schedules, so a failure is reproducible.
+//! A seeded pseudo-random generator: the property tests seed it so every
+//! run walks the same schedules (a failure is reproducible); the fetch
+//! session cache seeds it from the composition root's entropy to pick ids.
+//! Not for secrets.
 
 pub(crate) struct Seeded(u64);
 

@@ -47,6 +47,9 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// The transaction coordinator (single node).
     pub transactions: crate::txn::TxnCoordinator,
+    /// Consumers' fetch sessions (KIP-227), bounded by the config's
+    /// `fetch_session_cache_*`.
+    pub fetch_sessions: Mutex<crate::fetch_session::SessionCache>,
     /// Single node: bumped on every start, written into each batch header.
     pub leader_epoch: i32,
     /// Record-level checks of produced batches (bounded decompression).
@@ -89,6 +92,11 @@ impl Broker {
         security.install(version, state);
         let groups = GroupCoordinator::open(&config.data_dir.join("meta"), &config)?;
         let transactions = crate::txn::TxnCoordinator::open(&config.data_dir.join("meta"), txn_config(&config))?;
+        let fetch_sessions = crate::fetch_session::SessionCache::new(
+            config.fetch_session_cache_slots,
+            config.fetch_session_cache_max_partitions,
+            security.random_seed(),
+        );
         let broker = Arc::new(Self {
             coordinator,
             cluster,
@@ -99,6 +107,7 @@ impl Broker {
             security,
             groups,
             transactions,
+            fetch_sessions: Mutex::new(fetch_sessions),
             leader_epoch,
             validator: validator::BatchValidator::new(
                 config.max_batch_decoded_bytes,

@@ -1,5 +1,6 @@
 //! Fetch: batches from the local log as stored, never past the high
-//! watermark, with long polling on max.wait.ms / min.bytes.
+//! watermark, with long polling on max.wait.ms / min.bytes, and fetch
+//! sessions (KIP-227, protocol::fetch_session).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,16 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
     if req.replica_id.0 >= 0 {
         return super::replica_fetch::handle(broker, ctx, req).await;
     }
+    // From here `req` names every partition to read: an incremental
+    // fetch's are its session's.
+    let plan = match super::fetch_session::begin(broker, ctx, req) {
+        Ok(plan) => plan,
+        Err(refused) => {
+            let response = FetchResponse::default().with_error_code(refused.code());
+            return encode_response(ctx, &response).into();
+        }
+    };
+    let req = &plan.request;
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let mut deadline = tokio::time::Instant::now() + max_wait;
     let want = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
@@ -36,7 +47,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
         .collect();
     // Only appends to the partitions this fetch asks for wake it: a long
     // poll on an idle partition costs nothing to producers elsewhere.
-    let watched = requested_partitions(broker, &req, &denied);
+    let watched = requested_partitions(broker, req, &denied);
     loop {
         // Register for wake-ups before reading, so an append (or a release
         // of response memory) between the read and the wait is not missed.
@@ -49,7 +60,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
         memory_released.as_mut().enable();
         // The bytes this pass may read: its share of the broker-wide budget.
         let mut memory = broker.response_memory.reserve_up_to(want);
-        let pass = read_once(broker, &req, &denied, want, &mut memory).await;
+        let mut pass = read_once(broker, req, &denied, want, &mut memory).await;
         let out_of_time = tokio::time::Instant::now() >= deadline;
         let done =
             pass.bytes >= req.min_bytes.max(0) as usize || pass.has_error || (wakeups.is_empty() && !pass.memory_short) || out_of_time;
@@ -60,6 +71,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
             for (topic, bytes) in &pass.served {
                 topic.metrics.fetch_bytes.inc_by(*bytes as u64);
             }
+            plan.finish(&mut pass.response);
             let frame = encode_response(ctx, &pass.response);
             // The records now live in `frame` alone.
             drop(pass);

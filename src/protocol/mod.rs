@@ -15,6 +15,7 @@ mod acls;
 mod configs;
 pub mod error_code;
 mod fetch;
+mod fetch_session;
 mod groups;
 mod metadata;
 mod offsets;

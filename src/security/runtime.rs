@@ -188,6 +188,13 @@ impl Security {
         }
         self.failed.lock().failed(peer.ip(), now)
     }
+
+    /// A random seed for non-secret choices (fetch session ids).
+    pub fn random_seed(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        self.entropy.fill(&mut bytes);
+        u64::from_le_bytes(bytes)
+    }
 }
 
 impl Credentials for Security {

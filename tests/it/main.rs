@@ -11,6 +11,7 @@ mod common;
 mod compaction;
 mod crash;
 mod etcd;
+mod fetch_sessions;
 mod group_admin;
 mod groups;
 mod groups_bounds;
