@@ -23,7 +23,9 @@
 //!                    (default 1000, librdkafka's own)
 //!
 //! Modes: matrix, produce, txn (produce in transactions), consume, e2e,
-//! archive, and failover: a 3-broker
+//! archive, fetch-sessions (a consumer of --partitions, 1,000 unless
+//! given, fetching with and without a KIP-227 session: request and
+//! response bytes, round trip, broker CPU per fetch), and failover: a 3-broker
 //! cluster with an idempotent acks=all producer at --rate (default 5000)
 //! on one partition; the leader is killed after 3 s, and the longest time
 //! without an acknowledgement is reported, per round, median and worst.
@@ -44,6 +46,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+#[path = "load/fetch_sessions.rs"]
+mod fetch_sessions;
 
 #[derive(Clone, Debug)]
 struct Opts {
@@ -846,6 +851,7 @@ fn main() {
         "e2e" => run_e2e(&o),
         "archive" => run_archive(&o),
         "failover" => run_failover(&o),
+        "fetch-sessions" => fetch_sessions::run(&o),
         "matrix" => {
             for partitions in [1, 8] {
                 for size in [100, 1024] {
@@ -880,6 +886,6 @@ fn main() {
                 ..o.clone()
             });
         }
-        other => panic!("unknown mode {other}: matrix, produce, consume, e2e, archive or failover"),
+        other => panic!("unknown mode {other}: matrix, produce, txn, consume, e2e, archive, failover or fetch-sessions"),
     }
 }

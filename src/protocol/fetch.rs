@@ -47,7 +47,12 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
         .collect();
     // Only appends to the partitions this fetch asks for wake it: a long
     // poll on an idle partition costs nothing to producers elsewhere.
-    let watched = requested_partitions(broker, req, &denied);
+    // A fetch that may not wait (max_wait_ms 0) watches nothing.
+    let watched = if max_wait.is_zero() {
+        Vec::new()
+    } else {
+        requested_partitions(broker, req, &denied)
+    };
     loop {
         // Register for wake-ups before reading, so an append (or a release
         // of response memory) between the read and the wait is not missed.
@@ -166,7 +171,9 @@ async fn read_once(broker: &Broker, req: &FetchRequest, denied: &HashSet<String>
             let read_committed = req.isolation_level == READ_COMMITTED;
             let upper_bound = if read_committed { last_stable_offset } else { high_watermark };
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-            let read = if pass.memory_short || (limit == 0 && pass.bytes > 0) {
+            // At the upper bound there is nothing to read: an idle consumer's
+            // usual fetch, answered without touching the log.
+            let read = if pass.memory_short || (limit == 0 && pass.bytes > 0) || fp.fetch_offset == upper_bound {
                 Ok(Bytes::new())
             } else {
                 read_partition(broker, &partition, fp.fetch_offset, limit.max(1), upper_bound).await
