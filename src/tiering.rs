@@ -193,7 +193,7 @@ async fn tier_partition(
 
 /// Publishes `change` applied to the newest manifest in the store, retrying
 /// when another writer won the version; fenced writers stop.
-async fn publish(
+pub(crate) async fn publish(
     broker: &Broker,
     topic: &Topic,
     partition: &Partition,

@@ -37,6 +37,11 @@ pub struct Manifest {
     /// objects, so the uploader never archives the same offsets twice.
     #[serde(default)]
     pub archived_end: Option<i64>,
+    /// Everything below this offset is deleted (DeleteRecords): consumers
+    /// start here, and rows below it in the first object are not part of
+    /// the table (see docs/archive-format.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_start_offset: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,7 @@ impl Manifest {
                 topic_id: topic_id.to_string(),
                 objects: Vec::new(),
                 archived_end: None,
+                log_start_offset: None,
             }
         }
     }
@@ -132,6 +138,23 @@ impl Manifest {
     }
 
     /// The next version without the oldest `count` objects.
+    /// Records that everything below `offset` is deleted (DeleteRecords).
+    /// Objects wholly below the new start leave the manifest and are
+    /// returned, for the caller to delete from the store; the archive's end
+    /// moves up to the start, so the uploader never archives deleted
+    /// offsets. The start never moves back.
+    pub fn with_log_start(&self, offset: i64, epoch: i32) -> (Manifest, Vec<ObjectEntry>) {
+        let start = self.log_start_offset.map_or(offset, |s| s.max(offset));
+        let mut next = self.clone();
+        next.version += 1;
+        next.epoch = epoch;
+        next.log_start_offset = Some(start);
+        let gone = next.objects.iter().take_while(|o| o.last_offset < start).count();
+        let removed = next.objects.drain(..gone).collect();
+        next.archived_end = Some(self.end_offset().map_or(start, |end| end.max(start)));
+        (next, removed)
+    }
+
     pub fn without_oldest(&self, count: usize, epoch: i32) -> Manifest {
         let mut next = self.clone();
         next.version += 1;
@@ -231,6 +254,32 @@ mod tests {
         assert_eq!(emptied.end_offset(), Some(20), "retention keeps the archived end");
         assert!(emptied.with_object(entry(5, 9), 1).is_err(), "nothing is archived twice");
         assert_eq!(trimmed.find(3).unwrap().first_offset, 10, "below the start finds the first object");
+    }
+
+    #[test]
+    fn a_log_start_drops_the_objects_below_it_and_never_moves_back() {
+        let m = Manifest::default()
+            .with_object(entry(0, 9), 1)
+            .unwrap()
+            .with_object(entry(10, 19), 1)
+            .unwrap();
+        let (mid, removed) = m.with_log_start(15, 1);
+        assert_eq!(removed, vec![entry(0, 9)]);
+        assert_eq!(
+            (mid.log_start_offset, mid.start_offset(), mid.end_offset()),
+            (Some(15), Some(10), Some(20))
+        );
+        // Past the archive's end: the uploader goes on from the start.
+        let (past, removed) = mid.with_log_start(30, 1);
+        assert_eq!(removed, vec![entry(10, 19)]);
+        assert_eq!((past.log_start_offset, past.end_offset()), (Some(30), Some(30)));
+        assert!(past.with_object(entry(25, 35), 1).is_err(), "deleted offsets are never archived");
+        let (back, removed) = past.with_log_start(5, 1);
+        assert!(removed.is_empty());
+        assert_eq!(back.log_start_offset, Some(30));
+        // A manifest written before the field existed still reads.
+        let old: Manifest = serde_json::from_str(r#"{"version":1,"epoch":0,"objects":[]}"#).unwrap();
+        assert_eq!(old.log_start_offset, None);
     }
 
     #[tokio::test]

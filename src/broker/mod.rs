@@ -3,6 +3,7 @@
 //! socket or a Kafka frame.
 
 mod admin;
+mod delete_records;
 pub use admin::Placement;
 mod maintenance;
 pub mod partition;

@@ -108,10 +108,11 @@ impl Partition {
     }
 
     /// The start consumers see, given the local log's start.
+    /// Never below the start DeleteRecords set.
     pub fn start_seen_by_consumers(&self, local_start: i64) -> i64 {
-        self.manifest()
-            .start_offset()
-            .map_or(local_start, |archived| archived.min(local_start))
+        let manifest = self.manifest();
+        let start = manifest.start_offset().map_or(local_start, |archived| archived.min(local_start));
+        manifest.log_start_offset.map_or(start, |deleted_below| start.max(deleted_below))
     }
 
     /// Fetch from the local log: planned under the lock, read on a blocking

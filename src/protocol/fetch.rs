@@ -265,6 +265,13 @@ async fn read_partition(
     upper_bound: i64,
 ) -> Result<Bytes, LogError> {
     let high_watermark = partition.high_watermark();
+    if let Some(deleted_below) = partition.manifest().log_start_offset.filter(|start| offset < *start) {
+        return Err(LogError::OffsetOutOfRange {
+            offset,
+            log_start: deleted_below,
+            log_end: high_watermark,
+        });
+    }
     let local_start = partition.lock_log().log_start_offset();
     if offset < local_start {
         let manifest = partition.manifest();

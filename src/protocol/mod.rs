@@ -13,6 +13,7 @@
 
 mod acls;
 mod configs;
+mod delete_records;
 pub mod error_code;
 mod fetch;
 mod fetch_session;
@@ -319,6 +320,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::InitProducerId(req) => offsets::handle_init_producer_id(b, &ctx, req).await,
         RequestKind::CreateTopics(req) => topics::handle_create_topics(b, &ctx, req).await,
         RequestKind::DeleteTopics(req) => topics::handle_delete_topics(b, &ctx, req).await,
+        RequestKind::DeleteRecords(req) => delete_records::handle(b, &ctx, req).await,
         RequestKind::CreatePartitions(req) => topics::handle_create_partitions(b, &ctx, req).await,
         RequestKind::DescribeConfigs(req) => configs::handle_describe_configs(broker, &ctx, req),
         RequestKind::AlterConfigs(req) => configs::handle_alter_configs(b, &ctx, req).await,

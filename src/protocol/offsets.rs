@@ -51,7 +51,7 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
                 .unwrap_or(broker.validator.limits(0));
             let read_committed = req.isolation_level == 1;
             let out = match list_one(broker, &partition, p.timestamp, limits, read_committed).await {
-                Ok((offset, timestamp)) => out.with_offset(offset).with_timestamp(timestamp),
+                Ok((offset, timestamp)) => out.with_offset(not_deleted(&partition, offset)).with_timestamp(timestamp),
                 Err(code) => out.with_error_code(code),
             };
             // leader_epoch exists from v4 on; the codec refuses it below.
@@ -68,6 +68,16 @@ pub(super) async fn handle_list_offsets(broker: &Broker, ctx: &RequestContext, r
         );
     }
     encode_response(ctx, &response)
+}
+
+/// A found offset below the start DeleteRecords set moves up to that start
+/// (the record found there may be older than asked: the search does not
+/// skip deleted records).
+fn not_deleted(partition: &Partition, offset: i64) -> i64 {
+    match partition.manifest().log_start_offset {
+        Some(start) if offset >= 0 && offset < start => start,
+        _ => offset,
+    }
 }
 
 /// (offset, timestamp) for one partition and ListOffsets timestamp.

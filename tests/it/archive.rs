@@ -17,7 +17,7 @@ use crate::s3::{S3Server, BUCKET};
 /// Small segments and fast timers, archiving to `s3://archive/<prefix>`.
 /// Test records carry 2023 timestamps, so time retention is off unless a
 /// test sets it.
-fn archive_config(prefix: &str) -> String {
+pub(crate) fn archive_config(prefix: &str) -> String {
     format!(
         "archive = \"s3://{BUCKET}/{prefix}\"\nlog_maintenance_interval_ms = 200\ntiering_interval_ms = 200\n[topic_defaults]\n\"segment.bytes\" = \"262144\"\n\"segment.ms\" = \"1000\"\n\"retention.ms\" = \"-1\"\n"
     )

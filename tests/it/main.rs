@@ -10,6 +10,7 @@ mod cluster;
 mod common;
 mod compaction;
 mod crash;
+mod delete_records;
 mod etcd;
 mod fetch_sessions;
 mod group_admin;
