@@ -35,7 +35,7 @@ pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
 }
 
-fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+pub(super) fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     let me = BrokerId(broker.config.broker_id);
     // One image and one topic id for all the topic's partitions.
     let image = broker.cluster.as_ref().map(|c| c.image());

@@ -14,6 +14,7 @@
 mod acls;
 mod configs;
 mod delete_records;
+mod describe_topic_partitions;
 pub mod error_code;
 mod fetch;
 mod fetch_session;
@@ -313,6 +314,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         // Fetch's response carries its share of the response memory budget.
         RequestKind::Fetch(req) => return ready(fetch::handle(b, &ctx, req).await),
         RequestKind::Metadata(req) => metadata::handle_metadata(b, &ctx, req).await,
+        RequestKind::DescribeTopicPartitions(req) => describe_topic_partitions::handle(broker, &ctx, req),
         RequestKind::DescribeCluster(req) => metadata::handle_describe_cluster(broker, &ctx, req),
         RequestKind::FindCoordinator(req) => metadata::handle_find_coordinator(broker, &ctx, req).await,
         RequestKind::ListOffsets(req) => offsets::handle_list_offsets(b, &ctx, req).await,

@@ -280,3 +280,16 @@ async fn a_deletion_interrupted_before_it_was_recorded_keeps_the_topic() {
         .unwrap();
     assert_eq!(consumed.values().map(Vec::len).sum::<usize>(), 50, "the topic kept its records");
 }
+
+/// kafka-python's admin client: DescribeTopicPartitions paged by its
+/// cursor (KIP-966), with an unknown topic among the named ones, and
+/// DeleteRecords.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_pages_topic_descriptions_and_deletes_records() {
+    let broker = Broker::start("");
+    let bootstrap = broker.bootstrap();
+    let out = tokio::task::spawn_blocking(move || crate::common::run_python("kafka_python_topic_admin.py", &[&bootstrap]))
+        .await
+        .unwrap();
+    assert!(out.contains("OK topic admin"), "{out}");
+}
