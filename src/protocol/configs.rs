@@ -332,6 +332,17 @@ pub(super) async fn handle_incremental_alter_configs(
     encode_response(ctx, &response)
 }
 
+/// ListClientMetricsResources (74 v0): client metrics subscriptions
+/// (KIP-714) cannot be made here, so there are none to list. Needs
+/// DESCRIBE_CONFIGS on the cluster, as in Kafka.
+pub(super) fn handle_list_client_metrics_resources(broker: &Broker, ctx: &RequestContext) -> Bytes {
+    let mut response = kafka_protocol::messages::ListConfigResourcesResponse::default();
+    if !ctx.on_cluster(broker, Operation::DescribeConfigs) {
+        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
+    }
+    encode_response(ctx, &response)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -316,6 +316,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::Metadata(req) => metadata::handle_metadata(b, &ctx, req).await,
         RequestKind::DescribeTopicPartitions(req) => describe_topic_partitions::handle(broker, &ctx, req),
         RequestKind::DescribeCluster(req) => metadata::handle_describe_cluster(broker, &ctx, req),
+        RequestKind::ListConfigResources(_) => configs::handle_list_client_metrics_resources(broker, &ctx),
         RequestKind::FindCoordinator(req) => metadata::handle_find_coordinator(broker, &ctx, req).await,
         RequestKind::ListOffsets(req) => offsets::handle_list_offsets(b, &ctx, req).await,
         RequestKind::OffsetForLeaderEpoch(req) => offsets::handle_offset_for_leader_epoch(broker, &ctx, req),

@@ -34,6 +34,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    // v0 is Kafka 4.0's ListClientMetricsResources; v1 (ListConfigResources,
+    // Kafka 4.1) lists other resource types, not implemented.
+    (ApiKey::ListConfigResources, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // Tokens travel in SaslAuthenticate (v1). v0 is advertised because
     // librdkafka before 2.1 enables SASL only when the range includes it;
@@ -91,6 +94,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
+        ApiKey::ListConfigResources => "ListClientMetricsResources",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::SaslAuthenticate => "SaslAuthenticate",

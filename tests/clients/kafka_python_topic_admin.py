@@ -1,5 +1,5 @@
 """Topic administration with kafka-python's admin client: DescribeTopicPartitions
-(KIP-966) paged with a cursor, and DeleteRecords.
+(KIP-966) paged with a cursor, DeleteRecords, and ListClientMetricsResources.
 
 Usage: kafka_python_topic_admin.py BOOTSTRAP
 """
@@ -61,6 +61,9 @@ def main():
     earliest = consumer.beginning_offsets([TopicPartition("pages-a", 0)])
     consumer.close()
     check(earliest[TopicPartition("pages-a", 0)] == 60, f"earliest after DeleteRecords: {earliest}")
+    # ListClientMetricsResources (v0): no client metrics subscriptions exist.
+    listed = admin.list_config_resources()
+    check(listed == {}, f"client metrics resources: {listed}")
     admin.close()
     print("OK topic admin")
 

@@ -282,8 +282,8 @@ async fn a_deletion_interrupted_before_it_was_recorded_keeps_the_topic() {
 }
 
 /// kafka-python's admin client: DescribeTopicPartitions paged by its
-/// cursor (KIP-966), with an unknown topic among the named ones, and
-/// DeleteRecords.
+/// cursor (KIP-966), with an unknown topic among the named ones,
+/// DeleteRecords, and ListClientMetricsResources.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_pages_topic_descriptions_and_deletes_records() {
     let broker = Broker::start("");
