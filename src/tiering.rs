@@ -93,7 +93,7 @@ async fn bump_epoch(broker: &Broker, topic: &Topic, partition: &Partition, epoch
                 theirs: current.epoch,
             });
         }
-        Ok(current.with_epoch(epoch))
+        Ok((current.with_epoch(epoch), ()))
     })
     .await?;
     tracing::info!(topic = %topic.name, partition = partition.index, epoch, "published the epoch-bump manifest");
@@ -168,7 +168,8 @@ async fn tier_partition(
             continue;
         };
         let (records, bytes) = (entry.records, entry.size_bytes);
-        if let Err(e) = publish(broker, topic, partition, |current| current.with_object(entry.clone(), epoch)).await {
+        let with_entry = |current: &Manifest| current.with_object(entry.clone(), epoch).map(|next| (next, ()));
+        if let Err(e) = publish(broker, topic, partition, with_entry).await {
             remove_unpublished(broker, topic, partition, &entry).await;
             return Err(e);
         }
@@ -192,24 +193,26 @@ async fn tier_partition(
 }
 
 /// Publishes `change` applied to the newest manifest in the store, retrying
-/// when another writer won the version; fenced writers stop.
-pub(crate) async fn publish(
+/// when another writer won the version; fenced writers stop. Returns what
+/// the change that was published returned beside its manifest (the objects
+/// it removed, say).
+pub(crate) async fn publish<T>(
     broker: &Broker,
     topic: &Topic,
     partition: &Partition,
-    change: impl Fn(&Manifest) -> Result<Manifest, ManifestError>,
-) -> Result<(), ArchiveError> {
+    change: impl Fn(&Manifest) -> Result<(Manifest, T), ManifestError>,
+) -> Result<T, ArchiveError> {
     let store = broker.archive.store.as_ref();
     let topic_id = topic.id.to_string();
     for _ in 0..5 {
         let current = manifest::load(store, &topic.name, partition.index)
             .await?
             .for_incarnation(&topic_id);
-        let next = change(&current)?;
+        let (next, outcome) = change(&current)?;
         match manifest::publish(store, &topic.name, partition.index, &current, &next).await {
             Ok(()) => {
                 partition.set_manifest(next);
-                return Ok(());
+                return Ok(outcome);
             }
             Err(ManifestError::Store(object_store::Error::AlreadyExists { .. })) => continue,
             Err(e) => return Err(e.into()),
@@ -245,12 +248,9 @@ async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Par
     if expired(&known) == 0 {
         return Ok(());
     }
-    let mut doomed: Vec<ObjectEntry> = Vec::new();
-    let collect = parking_lot::Mutex::new(&mut doomed);
-    publish(broker, topic, partition, |current| {
+    let doomed = publish(broker, topic, partition, |current| {
         let count = expired(current);
-        **collect.lock() = current.objects[..count].to_vec();
-        Ok(current.without_oldest(count, epoch))
+        Ok((current.without_oldest(count, epoch), current.objects[..count].to_vec()))
     })
     .await?;
     tracing::info!(topic = %topic.name, partition = partition.index, objects = doomed.len(), "archive retention removed objects");
@@ -281,8 +281,7 @@ async fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Parti
     if removed.is_empty() {
         return;
     }
-    let deleted = tokio::task::spawn_blocking(move || crate::log::delete_segments(removed)).await;
-    if let Err(e) = deleted.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+    if let Err(e) = Partition::delete_segment_files(removed).await {
         tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "local retention failed");
     }
 }

@@ -6,7 +6,6 @@
 use kafka_protocol::ResponseError;
 
 use super::{Broker, Partition, Topic};
-use crate::archive::manifest::ObjectEntry;
 
 /// DeleteRecords' offset meaning "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
@@ -30,14 +29,8 @@ impl Broker {
         if target <= current {
             return Ok(current);
         }
-        let mut doomed: Vec<ObjectEntry> = Vec::new();
-        let collect = parking_lot::Mutex::new(&mut doomed);
-        crate::tiering::publish(self, topic, partition, |manifest| {
-            let (next, removed) = manifest.with_log_start(target, epoch);
-            **collect.lock() = removed;
-            Ok(next)
-        })
-        .await
+        let doomed = crate::tiering::publish(self, topic, partition, |manifest| Ok(manifest.with_log_start(target, epoch)))
+            .await
         .map_err(|e| {
             tracing::warn!(topic = %topic.name, partition = partition.index, offset = target, error = %e, "cannot record the new log start in the archive");
             ResponseError::KafkaStorageError
@@ -45,8 +38,7 @@ impl Broker {
         self.archive.delete_objects(&doomed).await;
         let segments = partition.lock_log().delete_archived(target, |_, _| false);
         let local_segments = segments.len();
-        let deleted = tokio::task::spawn_blocking(move || crate::log::delete_segments(segments)).await;
-        if let Err(e) = deleted.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+        if let Err(e) = Partition::delete_segment_files(segments).await {
             // The start has moved: the files are garbage, not records.
             tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot delete local segments below the new log start");
         }

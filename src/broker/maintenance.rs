@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::Broker;
+use super::{Broker, Partition};
 use crate::clock::now_ms;
 use crate::config::FlushPolicy;
 use crate::metrics::PartitionLabels;
@@ -66,8 +66,7 @@ impl Broker {
                 if removed.is_empty() {
                     continue;
                 }
-                let deleted = tokio::task::spawn_blocking(move || crate::log::delete_segments(removed)).await;
-                if let Err(e) = deleted.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                if let Err(e) = Partition::delete_segment_files(removed).await {
                     tracing::warn!(topic = %topic.name, partition = partition.index, error = %e, "retention could not delete a segment file");
                 }
             }

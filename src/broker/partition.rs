@@ -115,6 +115,15 @@ impl Partition {
         manifest.log_start_offset.map_or(start, |deleted_below| start.max(deleted_below))
     }
 
+    /// Deletes the files of segments already taken out of a log, on a
+    /// blocking thread; returns the bytes freed.
+    pub async fn delete_segment_files(segments: Vec<crate::log::segment::Segment>) -> Result<u64, String> {
+        tokio::task::spawn_blocking(move || crate::log::delete_segments(segments))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
     /// Fetch from the local log: planned under the lock, read on a blocking
     /// thread without it, so a cold read never holds up producers or an
     /// async worker. Never past `upper_bound` (the high watermark).

@@ -19,10 +19,11 @@ use crate::security::acl::{Operation, ResourceType};
 pub const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
 
 /// One topic's share of a page: the partitions from `first` (up to its
-/// count, or fewer where the page fills).
+/// count, or fewer where the page fills). `index` is the topic's place in
+/// the list paged.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Slice<'a> {
-    pub topic: &'a str,
+pub struct Slice {
+    pub index: usize,
     pub first: i32,
     pub end: i32,
 }
@@ -30,24 +31,24 @@ pub struct Slice<'a> {
 /// Pages `topics` (name, partition count; sorted by name) from `cursor`
 /// (topic, first partition) with at most `limit` partitions. Returns the
 /// slices and the cursor of the next page, if anything is left.
-pub fn page<'a>(topics: &[(&'a str, i32)], cursor: Option<(&str, i32)>, limit: i32) -> (Vec<Slice<'a>>, Option<(&'a str, i32)>) {
+pub fn page<'a>(topics: &[(&'a str, i32)], cursor: Option<(&str, i32)>, limit: i32) -> (Vec<Slice>, Option<(&'a str, i32)>) {
     let mut left = limit.max(1);
     let mut slices = Vec::new();
     let from = cursor.map_or("", |(topic, _)| topic);
-    let mut rest = topics.iter().filter(|(name, _)| *name >= from).peekable();
-    while let Some(&(topic, count)) = rest.next() {
+    let mut rest = topics.iter().enumerate().filter(|(_, (name, _))| *name >= from).peekable();
+    while let Some((index, &(topic, count))) = rest.next() {
         let first = match cursor {
             Some((at, partition)) if at == topic => partition.min(count),
             _ => 0,
         };
         let end = count.min(first.saturating_add(left));
-        slices.push(Slice { topic, first, end });
+        slices.push(Slice { index, first, end });
         left -= end - first;
         if end < count {
             return (slices, Some((topic, end)));
         }
         if left == 0 {
-            return (slices, rest.peek().map(|(next, _)| (*next, 0)));
+            return (slices, rest.peek().map(|(_, (next, _))| (*next, 0)));
         }
     }
     (slices, None)
@@ -104,9 +105,7 @@ pub(super) fn handle(broker: &Broker, ctx: &RequestContext, req: DescribeTopicPa
     let (slices, next) = page(&counts, cursor, limit);
     let mut response = DescribeTopicPartitionsResponse::default();
     for slice in slices {
-        let Some((_, topic)) = known.iter().find(|(name, _)| *name == slice.topic) else {
-            continue;
-        };
+        let (_, topic) = &known[slice.index];
         let described = super::metadata::describe_topic(broker, topic);
         let partitions = described
             .partitions
@@ -158,31 +157,31 @@ fn topic_error(name: &str, error: ResponseError) -> DescribeTopicPartitionsRespo
 mod tests {
     use super::*;
 
-    fn slice(topic: &str, first: i32, end: i32) -> Slice<'_> {
-        Slice { topic, first, end }
+    fn slice(index: usize, first: i32, end: i32) -> Slice {
+        Slice { index, first, end }
     }
 
     #[test]
     fn pages_fill_across_topics_and_resume_at_the_cursor() {
         let topics = [("a", 3), ("b", 5), ("c", 2)];
         let (first, next) = page(&topics, None, 4);
-        assert_eq!(first, vec![slice("a", 0, 3), slice("b", 0, 1)]);
+        assert_eq!(first, vec![slice(0, 0, 3), slice(1, 0, 1)]);
         assert_eq!(next, Some(("b", 1)));
         let (second, next) = page(&topics, next, 4);
-        assert_eq!(second, vec![slice("b", 1, 5)]);
+        assert_eq!(second, vec![slice(1, 1, 5)]);
         // The page filled exactly at a topic's end: the cursor names the next.
         assert_eq!(next, Some(("c", 0)));
         let (third, next) = page(&topics, next, 4);
-        assert_eq!(third, vec![slice("c", 0, 2)]);
+        assert_eq!(third, vec![slice(2, 0, 2)]);
         assert_eq!(next, None);
     }
 
     #[test]
     fn everything_fits_in_one_page_and_a_cursor_past_the_end_is_empty() {
         let topics = [("a", 3), ("b", 5)];
-        assert_eq!(page(&topics, None, 2000), (vec![slice("a", 0, 3), slice("b", 0, 5)], None));
-        assert_eq!(page(&topics, Some(("b", 9)), 10), (vec![slice("b", 5, 5)], None));
+        assert_eq!(page(&topics, None, 2000), (vec![slice(0, 0, 3), slice(1, 0, 5)], None));
+        assert_eq!(page(&topics, Some(("b", 9)), 10), (vec![slice(1, 5, 5)], None));
         // A cursor between names starts at the next topic.
-        assert_eq!(page(&topics, Some(("aa", 2)), 10), (vec![slice("b", 0, 5)], None));
+        assert_eq!(page(&topics, Some(("aa", 2)), 10), (vec![slice(1, 0, 5)], None));
     }
 }

@@ -265,24 +265,18 @@ async fn read_partition(
     upper_bound: i64,
 ) -> Result<Bytes, LogError> {
     let high_watermark = partition.high_watermark();
-    if let Some(deleted_below) = partition.manifest().log_start_offset.filter(|start| offset < *start) {
+    let local_start = partition.lock_log().log_start_offset();
+    // Below the start consumers see (the archive's, or DeleteRecords') there is nothing.
+    let log_start = partition.start_seen_by_consumers(local_start);
+    if offset < log_start {
         return Err(LogError::OffsetOutOfRange {
             offset,
-            log_start: deleted_below,
+            log_start,
             log_end: high_watermark,
         });
     }
-    let local_start = partition.lock_log().log_start_offset();
     if offset < local_start {
         let manifest = partition.manifest();
-        let archived_start = manifest.start_offset().unwrap_or(local_start);
-        if offset < archived_start {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start: archived_start,
-                log_end: high_watermark,
-            });
-        }
         // An object may hold no rows past `offset` (batches that could not be
         // archived): move on to the next object rather than answer empty.
         let mut next = offset;
