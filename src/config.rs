@@ -119,6 +119,11 @@ pub struct Config {
     /// Partitions all fetch sessions together may hold (no Kafka
     /// equivalent): bounds the cache's memory.
     pub fetch_session_cache_max_partitions: usize,
+    /// How much unused client quota a budget may save up, in milliseconds
+    /// of its rate (Kafka averages over `quota.window.num` ×
+    /// `quota.window.size.seconds`). Also the largest fetch response a
+    /// consumer quota allows.
+    pub quota_burst_ms: u64,
     /// Most bytes all Fetch responses together may hold between being read
     /// and being handed to their sockets: a slow reader keeps its share until
     /// written. A fetch that finds the budget used up waits (within its
@@ -277,6 +282,7 @@ impl Default for Config {
             fetch_max_bytes: 55 * 1024 * 1024,
             fetch_session_cache_slots: 1000,
             fetch_session_cache_max_partitions: 200_000,
+            quota_burst_ms: 1000,
             max_response_memory_bytes: 512 * 1024 * 1024,
             max_request_memory_bytes: 512 * 1024 * 1024,
             max_batch_decoded_bytes: 256 * 1024 * 1024,
@@ -502,6 +508,9 @@ impl Config {
         }
         if self.group_min_session_timeout_ms < 1 || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return invalid("group_min_session_timeout_ms must be >= 1 and <= group_max_session_timeout_ms".into());
+        }
+        if !(1..=3_600_000).contains(&self.quota_burst_ms) {
+            return invalid(format!("quota_burst_ms must be 1..=3600000, got {}", self.quota_burst_ms));
         }
         if self.group_max_size == 0 {
             return invalid("group_max_size must be >= 1".into());

@@ -35,6 +35,7 @@ pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod quota;
 pub mod replication;
 pub mod security;
 mod seeded;

@@ -60,6 +60,11 @@ pub struct DenialLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub quota: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -86,6 +91,12 @@ pub struct Metrics {
     pub fetch_session_partitions: Gauge,
     /// Fetch passes that found `max_response_memory_bytes` used up.
     pub fetch_memory_waits: Counter,
+    /// Responses that asked their client to wait, by quota (`quota::`).
+    pub quota_throttled: Family<QuotaLabels, Counter>,
+    /// Milliseconds of throttle asked for, by quota.
+    pub quota_throttle_ms: Family<QuotaLabels, Counter>,
+    /// Client budgets the quota limiter holds.
+    pub quota_budgets: Gauge,
     pub response_memory_bytes: Gauge,
     pub request_memory_bytes: Gauge,
     /// Request reads that waited for `max_request_memory_bytes`.
@@ -188,6 +199,9 @@ impl Metrics {
             fetch_sessions: Gauge::default(),
             fetch_session_partitions: Gauge::default(),
             fetch_memory_waits: Counter::default(),
+            quota_throttled: Family::default(),
+            quota_throttle_ms: Family::default(),
+            quota_budgets: Gauge::default(),
             response_memory_bytes: Gauge::default(),
             request_memory_bytes: Gauge::default(),
             request_memory_waits: Counter::default(),
@@ -283,6 +297,21 @@ impl Metrics {
             "fetch_session_partitions",
             "Partitions held over all fetch sessions",
             m.fetch_session_partitions.clone(),
+        );
+        registry.register(
+            "quota_throttled_responses",
+            "Responses that told their client to wait (throttle_time_ms > 0), by the quota it exceeded: producer_byte_rate, consumer_byte_rate, request_percentage, controller_mutation_rate",
+            m.quota_throttled.clone(),
+        );
+        registry.register(
+            "quota_throttle_milliseconds",
+            "Milliseconds of throttle responses asked for, by quota",
+            m.quota_throttle_ms.clone(),
+        );
+        registry.register(
+            "quota_budgets",
+            "Client quota budgets (one per user and/or client id a quota applies to) held by this broker",
+            m.quota_budgets.clone(),
         );
         registry.register(
             "fetch_memory_waits",

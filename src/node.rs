@@ -270,18 +270,18 @@ async fn reload_certificates(certificates: Certificates, metrics: Arc<Metrics>) 
     }
 }
 
-/// Cluster: puts ACL and credential changes other brokers made in force
-/// here, as etcd's watch delivers them.
+/// Cluster: puts ACL, credential and quota changes other brokers made in
+/// force here, as etcd's watch delivers them.
 async fn follow_security(
     broker: Arc<Broker>,
     mut image: tokio::sync::watch::Receiver<Arc<crate::coordination::etcd::image::ClusterImage>>,
 ) {
-    let mut last = (Default::default(), Default::default());
+    let mut last = (Default::default(), Default::default(), Default::default());
     loop {
         let current = image.borrow_and_update().clone();
-        if (&current.acls, &current.scram) != (&last.0, &last.1) {
+        if (&current.acls, &current.scram, &current.quotas) != (&last.0, &last.1, &last.2) {
             broker.security.install(current.revision.max(0) as u64, current.security());
-            last = (current.acls.clone(), current.scram.clone());
+            last = (current.acls.clone(), current.scram.clone(), current.quotas.clone());
         }
         if image.changed().await.is_err() {
             return;

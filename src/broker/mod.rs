@@ -51,6 +51,9 @@ pub struct Broker {
     /// Consumers' fetch sessions (KIP-227), bounded by the config's
     /// `fetch_session_cache_*`.
     pub fetch_sessions: Mutex<crate::fetch_session::SessionCache>,
+    /// What clients used of their quotas (the quotas themselves are in
+    /// `security`'s view).
+    pub quotas: crate::quota::Quotas,
     /// Single node: bumped on every start, written into each batch header.
     pub leader_epoch: i32,
     /// Record-level checks of produced batches (bounded decompression).
@@ -109,6 +112,7 @@ impl Broker {
             groups,
             transactions,
             fetch_sessions: Mutex::new(fetch_sessions),
+            quotas: crate::quota::Quotas::new(config.quota_burst_ms),
             leader_epoch,
             validator: validator::BatchValidator::new(
                 config.max_batch_decoded_bytes,

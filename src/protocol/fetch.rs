@@ -33,10 +33,25 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
             return encode_response(ctx, &response).into();
         }
     };
+    // A consumer over its byte-rate quota is answered at once, with
+    // nothing read, and told how long to wait (Kafka's throttled response).
+    let (owed_ms, quota_cap) = super::throttle::fetch_admission(broker, ctx);
+    if owed_ms > 0 {
+        crate::quota::count_throttle(&broker.metrics, crate::quota::QuotaKind::ConsumerByteRate, owed_ms);
+        let mut response = FetchResponse::default().with_throttle_time_ms(owed_ms);
+        plan.finish(&mut response);
+        return Response {
+            frame: encode_response(ctx, &response),
+            memory: Reservation::none(),
+            throttle_ms: owed_ms,
+        };
+    }
     let req = &plan.request;
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait_ms));
     let mut deadline = tokio::time::Instant::now() + max_wait;
-    let want = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
+    let want = (req.max_bytes.max(0) as usize)
+        .min(broker.config.fetch_max_bytes)
+        .min(quota_cap.unwrap_or(usize::MAX));
     // Topics the requester may not read are answered TOPIC_AUTHORIZATION_FAILED
     // and never read or watched.
     let denied: HashSet<String> = req
@@ -77,11 +92,17 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
                 topic.metrics.fetch_bytes.inc_by(*bytes as u64);
             }
             plan.finish(&mut pass.response);
+            let throttle_ms = super::throttle::fetch_served(broker, ctx, pass.bytes);
+            pass.response.throttle_time_ms = throttle_ms;
             let frame = encode_response(ctx, &pass.response);
             // The records now live in `frame` alone.
             drop(pass);
             memory.shrink_to(frame.len());
-            return Response { frame, memory };
+            return Response {
+                frame,
+                memory,
+                throttle_ms,
+            };
         }
         let memory_short = pass.memory_short;
         drop(pass);

@@ -22,8 +22,10 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+mod quotas;
 mod replica_fetch;
 mod sasl;
+mod throttle;
 mod topics;
 mod transactions;
 pub mod versions;
@@ -41,15 +43,20 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use crate::broker::Broker;
 use crate::memory::Reservation;
 use crate::metrics::ApiLabels;
+use crate::quota;
 use crate::security::acl::{Operation, Requester, ResourceType, CLUSTER_NAME};
 use crate::security::sasl::{Admission, ListenerSecurity, Session};
 use crate::security::Principal;
+use throttle::ThrottleTime;
 
 /// A response frame, with the share of `max_response_memory_bytes` it
 /// holds until the connection has written it.
 pub struct Response {
     pub frame: Bytes,
     pub memory: Reservation,
+    /// The throttle (ms) the frame tells its client, when the handler set
+    /// one of its own (Fetch's consumer byte rate).
+    pub throttle_ms: i32,
 }
 
 impl From<Bytes> for Response {
@@ -57,6 +64,7 @@ impl From<Bytes> for Response {
         Self {
             frame,
             memory: Reservation::none(),
+            throttle_ms: 0,
         }
     }
 }
@@ -102,13 +110,17 @@ impl FrameError {
     }
 }
 
-/// One client connection as the protocol sees it: who it is, and whether
-/// it must be closed once the response on its way is written.
+/// One client connection as the protocol sees it: who it is, whether it
+/// must be closed once the response on its way is written, and how long
+/// to read nothing more from it (a client over its quota).
 #[derive(Debug)]
 pub struct Connection {
     pub session: Session,
     pub peer: SocketAddr,
     pub close_after_response: bool,
+    /// Milliseconds the last request's client was told to wait: the
+    /// connection reads no further request for that long (Kafka's mute).
+    pub throttle_ms: i32,
 }
 
 impl Connection {
@@ -117,6 +129,7 @@ impl Connection {
             session,
             peer,
             close_after_response: false,
+            throttle_ms: 0,
         }
     }
 }
@@ -133,6 +146,9 @@ pub struct RequestContext {
     /// The listener the request came in on: Metadata answers with each
     /// broker's address on it.
     pub listener: Arc<ListenerSecurity>,
+    /// The throttle (ms) every response to this request carries: what its
+    /// client owes on its quotas (`throttle`).
+    pub throttle_time_ms: i32,
 }
 
 impl RequestContext {
@@ -163,8 +179,19 @@ fn api_name(key: ApiKey) -> &'static str {
     versions::name(key)
 }
 
-/// Encodes a response frame: length, header, body.
-pub fn encode_response<R: Encodable + HeaderVersion>(ctx: &RequestContext, response: &R) -> Bytes {
+/// Encodes a response frame: length, header, body, with the request's
+/// throttle time.
+pub fn encode_response<R: Encodable + HeaderVersion + ThrottleTime + Clone>(ctx: &RequestContext, response: &R) -> Bytes {
+    let throttled;
+    let response = if ctx.throttle_time_ms > 0 {
+        // Only a throttled client's responses pay for this copy.
+        let mut copy = response.clone();
+        copy.raise_throttle(ctx.throttle_time_ms);
+        throttled = copy;
+        &throttled
+    } else {
+        response
+    };
     let bytes = encode_with_header_version(ctx.correlation_id, R::header_version(ctx.api_version), ctx.api_version, response);
     if bytes.is_empty() {
         tracing::error!(
@@ -256,6 +283,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
 /// Handles one request frame (without its length prefix): applies its
 /// effect, and returns what is left to wait for before the response.
 pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut Connection) -> Result<ResponseFuture, FrameError> {
+    let frame_len = frame.len();
     let (api_key, version, correlation_id, client_id, request) = match decode_request(frame)? {
         Decoded::Request {
             api_key,
@@ -276,7 +304,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut C
     if let Admission::Close(reason) = connection.session.admit(api_key, crate::clock::now_ms()) {
         return Err(FrameError::NotAuthenticated(reason));
     }
-    let ctx = RequestContext {
+    let mut ctx = RequestContext {
         api_key,
         api_version: version,
         correlation_id,
@@ -284,14 +312,29 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut C
         client_host: connection.peer.ip().to_string(),
         principal: connection.session.principal.clone(),
         listener: connection.session.listener.clone(),
+        throttle_time_ms: 0,
     };
     let started = Instant::now();
     let metrics = broker.metrics.clone();
+    // `Some` when a client quota could apply to this request.
+    let throttle_before = if throttle::is_quota_exempt(&request) {
+        None
+    } else {
+        throttle::before(broker, &ctx, &request, frame_len)
+    };
+    ctx.throttle_time_ms = throttle_before.unwrap_or(0);
     let response = match *request {
         // The SASL exchange changes the connection's state.
         RequestKind::SaslHandshake(req) => ready(sasl::handle_handshake(&ctx, connection, req)),
         RequestKind::SaslAuthenticate(req) => ready(sasl::handle_authenticate(broker, &ctx, connection, req).await),
-        request => dispatch(broker, ctx, request).await,
+        request if throttle_before.is_some() => {
+            let quota_ctx = ctx.clone();
+            let ((response, handler_throttle), busy) = quota::Busy::new(dispatch(broker, ctx, request)).await;
+            throttle::after(broker, &quota_ctx, busy);
+            connection.throttle_ms = quota_ctx.throttle_time_ms.max(handler_throttle);
+            response
+        }
+        request => dispatch(broker, ctx, request).await.0,
     };
     Ok(Box::pin(async move {
         let out = response.await;
@@ -304,15 +347,21 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut C
     }))
 }
 
-async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKind) -> ResponseFuture {
+/// Handles a request other than SASL's; returns its response, and the
+/// throttle its handler set on its own (Fetch's).
+async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKind) -> (ResponseFuture, i32) {
     let b = broker;
     let bytes = match request {
         // Produce alone pipelines: its effect (the append) is done when
         // `handle` returns, and only the wait for durability is left.
-        RequestKind::Produce(req) => return produce::handle(broker, ctx, req).await,
+        RequestKind::Produce(req) => return (produce::handle(broker, ctx, req).await, 0),
         RequestKind::ApiVersions(_) => encode_response(&ctx, &metadata::api_versions_response(0)),
         // Fetch's response carries its share of the response memory budget.
-        RequestKind::Fetch(req) => return ready(fetch::handle(b, &ctx, req).await),
+        RequestKind::Fetch(req) => {
+            let response = fetch::handle(b, &ctx, req).await;
+            let throttle = response.throttle_ms;
+            return (ready(response), throttle);
+        }
         RequestKind::Metadata(req) => metadata::handle_metadata(b, &ctx, req).await,
         RequestKind::DescribeTopicPartitions(req) => describe_topic_partitions::handle(broker, &ctx, req),
         RequestKind::DescribeCluster(req) => metadata::handle_describe_cluster(broker, &ctx, req),
@@ -349,10 +398,12 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::DeleteAcls(req) => acls::handle_delete(b, &ctx, req).await,
         RequestKind::DescribeUserScramCredentials(req) => sasl::handle_describe_scram(broker, &ctx, req),
         RequestKind::AlterUserScramCredentials(req) => sasl::handle_alter_scram(b, &ctx, req).await,
+        RequestKind::DescribeClientQuotas(req) => quotas::handle_describe(broker, &ctx, req),
+        RequestKind::AlterClientQuotas(req) => quotas::handle_alter(b, &ctx, req).await,
         // `versions::supported` lets through only the APIs above.
-        _ => return Box::pin(std::future::ready(None)),
+        _ => return (Box::pin(std::future::ready(None)), 0),
     };
-    ready(bytes)
+    (ready(bytes), 0)
 }
 
 /// `StrBytes` from an owned string, for response fields.

@@ -41,7 +41,11 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
             let frame = encode_response(ctx, &response);
             drop(response);
             memory.shrink_to(frame.len());
-            return Response { frame, memory };
+            return Response {
+                frame,
+                memory,
+                throttle_ms: 0,
+            };
         }
         drop(memory);
         tokio::select! {

@@ -39,6 +39,12 @@ impl Principal {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name without its type: `alice` for `User:alice` (what client
+    /// quotas name users by, as Kafka does).
+    pub fn name(&self) -> &str {
+        self.0.split_once(':').map_or(self.0.as_str(), |(_, name)| name)
+    }
 }
 
 impl fmt::Display for Principal {
@@ -54,6 +60,8 @@ mod tests {
     #[test]
     fn principals_have_a_type_and_a_name() {
         assert_eq!(Principal::user("alice").as_str(), "User:alice");
+        assert_eq!(Principal::user("alice").name(), "alice");
+        assert_eq!(Principal::parse("User:CN=a:b").unwrap().name(), "CN=a:b");
         assert_eq!(Principal::parse("User:CN=x,O=y").unwrap().as_str(), "User:CN=x,O=y");
         assert!(Principal::parse("alice").is_none());
         assert!(Principal::parse("User:").is_none());

@@ -47,6 +47,8 @@ pub struct View {
     pub version: u64,
     pub state: SecurityState,
     pub acls: AclIndex,
+    /// The client quotas, indexed for lookups per request.
+    pub quotas: crate::quota::QuotaIndex,
 }
 
 pub struct Security {
@@ -102,7 +104,13 @@ impl Security {
         }
         let acls = AclIndex::new(&state.acls);
         self.metrics.acls.set(acls.len() as i64);
-        *view = Arc::new(View { version, state, acls });
+        let quotas = crate::quota::QuotaIndex::new(&state.quotas);
+        *view = Arc::new(View {
+            version,
+            state,
+            acls,
+            quotas,
+        });
     }
 
     pub fn view(&self) -> Arc<View> {

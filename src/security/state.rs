@@ -1,6 +1,6 @@
 //! What the cluster keeps for security, in the coordination store (the
-//! embedded file on a single node, etcd in a cluster): ACLs and SCRAM
-//! credentials, salted and hashed. Pure.
+//! embedded file on a single node, etcd in a cluster): ACLs, SCRAM
+//! credentials (salted and hashed) and client quotas. Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::acl::AclBinding;
 use super::scram::{ScramAlgorithm, ScramCredential};
+use crate::quota::{QuotaEntity, QuotaKind, QuotaSetting, QuotaSettings};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityState {
@@ -16,15 +17,21 @@ pub struct SecurityState {
     /// By user, then mechanism.
     #[serde(default)]
     pub scram: BTreeMap<String, BTreeMap<ScramAlgorithm, ScramCredential>>,
+    /// Client quotas (AlterClientQuotas).
+    #[serde(default)]
+    pub quotas: QuotaSettings,
 }
 
-/// One change CreateAcls, DeleteAcls or AlterUserScramCredentials makes.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// One change CreateAcls, DeleteAcls, AlterUserScramCredentials or
+/// AlterClientQuotas makes.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct SecurityChange {
     pub create_acls: Vec<AclBinding>,
     pub delete_acls: Vec<AclBinding>,
     pub upsert_scram: Vec<ScramEntry>,
     pub delete_scram: Vec<(String, ScramAlgorithm)>,
+    pub set_quotas: Vec<QuotaSetting>,
+    pub remove_quotas: Vec<(QuotaEntity, QuotaKind)>,
 }
 
 /// One user's credential for one mechanism, as etcd stores it.
@@ -37,7 +44,12 @@ pub struct ScramEntry {
 
 impl SecurityChange {
     pub fn is_empty(&self) -> bool {
-        self.create_acls.is_empty() && self.delete_acls.is_empty() && self.upsert_scram.is_empty() && self.delete_scram.is_empty()
+        self.create_acls.is_empty()
+            && self.delete_acls.is_empty()
+            && self.upsert_scram.is_empty()
+            && self.delete_scram.is_empty()
+            && self.set_quotas.is_empty()
+            && self.remove_quotas.is_empty()
     }
 }
 
@@ -60,6 +72,12 @@ impl SecurityState {
                 .entry(entry.user.clone())
                 .or_default()
                 .insert(entry.mechanism, entry.credential.clone());
+        }
+        for (entity, kind) in &change.remove_quotas {
+            self.quotas.remove(entity, *kind);
+        }
+        for setting in &change.set_quotas {
+            self.quotas.set(setting);
         }
     }
 

@@ -266,6 +266,17 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 if tx.send(response).await.is_err() || connection.close_after_response {
                     break;
                 }
+                // A client over its quota: its response says how long to
+                // wait, and nothing more is read from it meanwhile (Kafka's
+                // mute, KIP-219), also if it does not wait as told.
+                if connection.throttle_ms > 0 {
+                    let mute = Duration::from_millis(connection.throttle_ms as u64);
+                    connection.throttle_ms = 0;
+                    tokio::select! {
+                        _ = draining.cancelled() => break,
+                        _ = tokio::time::sleep(mute) => {}
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "bad request, closing connection");

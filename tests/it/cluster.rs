@@ -667,11 +667,20 @@ async fn a_deleted_topic_goes_from_every_broker() {
 
 /// CreatePartitions and AlterConfigs through one broker reach the others:
 /// every broker opens the new partitions, and a leader elsewhere enforces
-/// the new `min.insync.replicas`.
+/// the new `min.insync.replicas`; a client quota set through one broker is
+/// described by all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_and_configs_changed_through_one_broker_reach_all() {
     let mut cluster = Cluster::start(3, "");
     cluster.create_topic("grown", 1, &[]).await;
+    // A client quota set through one broker is in force on every one.
+    crate::quotas::set_quota(&cluster.brokers[1], &[("user", Some("alice"))], "producer_byte_rate", Some(1024.0));
+    wait_until("every broker holds the quota", 30, || {
+        cluster
+            .brokers
+            .iter()
+            .all(|b| crate::quotas::describe(b, &[], false).is_ok_and(|q| q == ["user=alice producer_byte_rate=1024"]))
+    });
     let via_two: AdminClient<DefaultClientContext> = kafka::config(&cluster.broker(2).bootstrap()).create().unwrap();
     let grown = via_two
         .create_partitions(&[rdkafka::admin::NewPartitions::new("grown", 3)], &AdminOptions::new())

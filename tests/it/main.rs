@@ -19,6 +19,7 @@ mod groups_bounds;
 mod hardening;
 mod kafka;
 mod partition;
+mod quotas;
 mod s3;
 mod security;
 mod shutdown;

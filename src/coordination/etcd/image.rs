@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{Keys, Registration};
 use crate::coordination::{PartitionState, TopicRecord};
+use crate::quota::QuotaSetting;
 use crate::security::acl::AclBinding;
 use crate::security::state::{ScramEntry, SecurityState};
 
@@ -27,6 +28,8 @@ pub struct ClusterImage {
     /// ACLs and SCRAM credentials by key.
     pub acls: BTreeMap<String, AclBinding>,
     pub scram: BTreeMap<String, ScramEntry>,
+    /// Client quotas by key (one per entity and kind).
+    pub quotas: BTreeMap<String, QuotaSetting>,
 }
 
 /// One change to a key of the cluster.
@@ -70,6 +73,14 @@ impl ClusterImage {
             });
         } else if change.key.starts_with(&keys.acls()) {
             upsert(&mut self.acls, change.key.to_string(), change, "ACL", |a: AclBinding| a);
+        } else if change.key.starts_with(&keys.quotas()) {
+            upsert(
+                &mut self.quotas,
+                change.key.to_string(),
+                change,
+                "client quota",
+                |q: QuotaSetting| q,
+            );
         } else if change.key.starts_with(&keys.scram_all()) {
             upsert(
                 &mut self.scram,
@@ -103,6 +114,9 @@ impl ClusterImage {
                 .entry(entry.user.clone())
                 .or_default()
                 .insert(entry.mechanism, entry.credential.clone());
+        }
+        for setting in self.quotas.values() {
+            state.quotas.set(setting);
         }
         state
     }

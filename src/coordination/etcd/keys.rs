@@ -72,6 +72,15 @@ impl Keys {
         format!("{}scram/{}/{mechanism}", self.root, hex_sha256(user.as_bytes()))
     }
 
+    /// One client quota: its entity (hashed) and kind.
+    pub fn quota(&self, entity_json: &[u8], kind: &str) -> String {
+        format!("{}quotas/{}/{kind}", self.root, hex_sha256(entity_json))
+    }
+
+    pub fn quotas(&self) -> String {
+        format!("{}quotas/", self.root)
+    }
+
     pub fn scram_all(&self) -> String {
         format!("{}scram/", self.root)
     }

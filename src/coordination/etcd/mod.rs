@@ -281,6 +281,16 @@ impl Coordinator for EtcdCoordinator {
                     None,
                 ));
             }
+            for (entity, kind) in &change.remove_quotas {
+                ops.push(TxnOp::delete(self.keys.quota(&json(entity), kind.name()), None));
+            }
+            for setting in &change.set_quotas {
+                ops.push(TxnOp::put(
+                    self.keys.quota(&json(&setting.entity), setting.kind.name()),
+                    json(setting),
+                    None,
+                ));
+            }
             let mut client = self.client.clone();
             // Larger changes go in several transactions, each all or none.
             for chunk in ops.chunks(MAX_TXN_OPS) {
@@ -299,7 +309,7 @@ impl Coordinator for EtcdCoordinator {
 }
 
 impl EtcdCoordinator {
-    /// The ACLs and credentials as of one revision (the version).
+    /// The ACLs, credentials and quotas as of one revision (the version).
     async fn read_security(&self) -> Result<(u64, SecurityState), EtcdError> {
         let mut client = self.client.clone();
         let acls = client.get(self.keys.acls(), Some(GetOptions::new().with_prefix())).await?;
@@ -307,8 +317,11 @@ impl EtcdCoordinator {
         let scram = client
             .get(self.keys.scram_all(), Some(GetOptions::new().with_prefix().with_revision(revision)))
             .await?;
+        let quotas = client
+            .get(self.keys.quotas(), Some(GetOptions::new().with_prefix().with_revision(revision)))
+            .await?;
         let mut image = ClusterImage::default();
-        for kv in acls.kvs().iter().chain(scram.kvs()) {
+        for kv in acls.kvs().iter().chain(scram.kvs()).chain(quotas.kvs()) {
             let Ok(key) = kv.key_str() else { continue };
             image.apply(
                 &self.keys,

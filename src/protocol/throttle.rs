@@ -1,0 +1,178 @@
+//! Client quotas at the Kafka edge: `throttle_time_ms` in every response
+//! that has it, and what each request draws from its client's budgets:
+//! produce bytes and handling time before and after the request is handled,
+//! fetch bytes in the Fetch handler. Inter-broker requests (replica
+//! fetches) and the SASL exchange are exempt, as in Kafka.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::*;
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::quota::{count_throttle, Client, QuotaKind};
+
+/// A response that tells its client how long to wait.
+pub trait ThrottleTime {
+    /// Sets `throttle_time_ms` to `ms` unless it already says longer.
+    fn raise_throttle(&mut self, _ms: i32) {}
+}
+
+macro_rules! throttle_time_field {
+    ($($response:ty),* $(,)?) => {
+        $(impl ThrottleTime for $response {
+            fn raise_throttle(&mut self, ms: i32) {
+                self.throttle_time_ms = self.throttle_time_ms.max(ms);
+            }
+        })*
+    };
+}
+
+throttle_time_field!(
+    ProduceResponse,
+    FetchResponse,
+    ListOffsetsResponse,
+    MetadataResponse,
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    FindCoordinatorResponse,
+    JoinGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+    SyncGroupResponse,
+    DescribeGroupsResponse,
+    ListGroupsResponse,
+    ApiVersionsResponse,
+    CreateTopicsResponse,
+    DeleteTopicsResponse,
+    DeleteRecordsResponse,
+    InitProducerIdResponse,
+    OffsetForLeaderEpochResponse,
+    AddPartitionsToTxnResponse,
+    AddOffsetsToTxnResponse,
+    EndTxnResponse,
+    TxnOffsetCommitResponse,
+    DescribeAclsResponse,
+    CreateAclsResponse,
+    DeleteAclsResponse,
+    DescribeConfigsResponse,
+    AlterConfigsResponse,
+    CreatePartitionsResponse,
+    DeleteGroupsResponse,
+    IncrementalAlterConfigsResponse,
+    OffsetDeleteResponse,
+    DescribeClientQuotasResponse,
+    AlterClientQuotasResponse,
+    DescribeUserScramCredentialsResponse,
+    AlterUserScramCredentialsResponse,
+    DescribeClusterResponse,
+    DescribeTransactionsResponse,
+    ListTransactionsResponse,
+    DescribeTopicPartitionsResponse,
+    ListConfigResourcesResponse,
+);
+
+// The SASL exchange comes before a client is known: never throttled.
+impl ThrottleTime for SaslHandshakeResponse {}
+impl ThrottleTime for SaslAuthenticateResponse {}
+
+fn client(ctx: &RequestContext) -> Client<'_> {
+    Client {
+        user: ctx.principal.name(),
+        client_id: &ctx.client_id,
+    }
+}
+
+/// Whether client quotas apply to this request at all.
+pub(super) fn is_quota_exempt(request: &RequestKind) -> bool {
+    match request {
+        RequestKind::Fetch(req) => req.replica_id.0 >= 0,
+        RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_) => true,
+        _ => false,
+    }
+}
+
+/// Before a request is handled: the throttle its response carries for the
+/// handling time its client already owes, and, for Produce, for its bytes
+/// (the whole request frame, as Kafka counts). Kafka leaves acks=0 produce
+/// out of the request-time quota. `None` while no quota is set at all.
+pub(super) fn before(broker: &Broker, ctx: &RequestContext, request: &RequestKind, frame_len: usize) -> Option<i32> {
+    let view = broker.security.view();
+    let quotas = &view.quotas;
+    if quotas.is_empty() {
+        return None;
+    }
+    let now_ms = crate::clock::now_ms();
+    let who = client(ctx);
+    let mut throttle = 0;
+    let produce_acks = match request {
+        RequestKind::Produce(req) => Some(req.acks),
+        _ => None,
+    };
+    if produce_acks != Some(0) {
+        let owed = broker.quotas.owed_ms(quotas, QuotaKind::RequestPercentage, who, now_ms);
+        count_throttle(&broker.metrics, QuotaKind::RequestPercentage, owed);
+        throttle = owed;
+    }
+    if produce_acks.is_some() {
+        let owed = broker
+            .quotas
+            .record(quotas, QuotaKind::ProducerByteRate, who, frame_len as f64, now_ms, &broker.metrics);
+        count_throttle(&broker.metrics, QuotaKind::ProducerByteRate, owed);
+        throttle = throttle.max(owed);
+    }
+    Some(throttle)
+}
+
+/// After a request's effect: draws the time it kept the broker busy from
+/// its client's request_percentage budget.
+pub(super) fn after(broker: &Broker, ctx: &RequestContext, busy: Duration) {
+    let view = broker.security.view();
+    if view.quotas.is_empty() {
+        return;
+    }
+    let micros = busy.as_secs_f64() * 1_000_000.0;
+    broker.quotas.record(
+        &view.quotas,
+        QuotaKind::RequestPercentage,
+        client(ctx),
+        micros,
+        crate::clock::now_ms(),
+        &broker.metrics,
+    );
+}
+
+/// Fetch, before reading: how long the consumer still owes on its byte
+/// rate (a fetch that owes is answered at once and empty, as Kafka does),
+/// and the most its response may hold.
+pub(super) fn fetch_admission(broker: &Broker, ctx: &RequestContext) -> (i32, Option<usize>) {
+    let view = broker.security.view();
+    if view.quotas.is_empty() {
+        return (0, None);
+    }
+    let who = client(ctx);
+    let owed = broker
+        .quotas
+        .owed_ms(&view.quotas, QuotaKind::ConsumerByteRate, who, crate::clock::now_ms());
+    let cap = broker.quotas.fetch_cap(&view.quotas, who, broker.config.quota_burst_ms);
+    (owed, cap)
+}
+
+/// Fetch, once answered: draws the response's bytes from the consumer's
+/// byte-rate budget; returns the throttle the response carries.
+pub(super) fn fetch_served(broker: &Broker, ctx: &RequestContext, bytes: usize) -> i32 {
+    let view = broker.security.view();
+    if view.quotas.is_empty() {
+        return 0;
+    }
+    let throttle = broker.quotas.record(
+        &view.quotas,
+        QuotaKind::ConsumerByteRate,
+        client(ctx),
+        bytes as f64,
+        crate::clock::now_ms(),
+        &broker.metrics,
+    );
+    count_throttle(&broker.metrics, QuotaKind::ConsumerByteRate, throttle);
+    throttle
+}
