@@ -4,9 +4,11 @@
 //! fetch bytes in the Fetch handler. Inter-broker requests (replica
 //! fetches) and the SASL exchange are exempt, as in Kafka.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
@@ -175,4 +177,71 @@ pub(super) fn fetch_served(broker: &Broker, ctx: &RequestContext, bytes: usize) 
     );
     count_throttle(&broker.metrics, QuotaKind::ConsumerByteRate, throttle);
     throttle
+}
+
+/// KIP-599's `controller_mutation_rate` for one CreateTopics, CreatePartitions
+/// or DeleteTopics request: partitions created or deleted are drawn from
+/// the client's budget. In strict mode (the request versions that know
+/// THROTTLING_QUOTA_EXCEEDED) a topic is refused while the budget is in
+/// debt; older versions are let through and only throttled, as in Kafka.
+pub(super) struct Mutations<'a> {
+    broker: &'a Broker,
+    ctx: &'a RequestContext,
+    view: Arc<crate::security::runtime::View>,
+    strict: bool,
+}
+
+impl<'a> Mutations<'a> {
+    pub fn new(broker: &'a Broker, ctx: &'a RequestContext, strict: bool) -> Self {
+        Self {
+            broker,
+            ctx,
+            view: broker.security.view(),
+            strict,
+        }
+    }
+
+    fn owed_ms(&self) -> i32 {
+        if self.view.quotas.is_empty() {
+            return 0;
+        }
+        let now_ms = crate::clock::now_ms();
+        self.broker
+            .quotas
+            .owed_ms(&self.view.quotas, QuotaKind::ControllerMutationRate, client(self.ctx), now_ms)
+    }
+
+    /// Whether the next topic may be changed.
+    pub fn admit(&self) -> bool {
+        !self.strict || self.owed_ms() == 0
+    }
+
+    /// Draws `partitions` created or deleted from the budget.
+    pub fn record(&self, partitions: i32) {
+        if self.view.quotas.is_empty() || partitions <= 0 {
+            return;
+        }
+        self.broker.quotas.record(
+            &self.view.quotas,
+            QuotaKind::ControllerMutationRate,
+            client(self.ctx),
+            partitions as f64,
+            crate::clock::now_ms(),
+            &self.broker.metrics,
+        );
+    }
+
+    /// The throttle the response carries: how long until the budget is out
+    /// of debt.
+    pub fn throttle_ms(&self) -> i32 {
+        let owed = self.owed_ms();
+        count_throttle(&self.broker.metrics, QuotaKind::ControllerMutationRate, owed);
+        owed
+    }
+}
+
+/// The error a topic refused by `Mutations::admit` gets.
+pub(super) fn mutation_refused() -> (i16, StrBytes) {
+    let error = kafka_protocol::ResponseError::ThrottlingQuotaExceeded;
+    (error.code(), super::str_bytes("The throttling quota has been exceeded."))
 }

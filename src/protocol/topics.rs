@@ -15,12 +15,14 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::configs::config_source;
+use super::throttle::{mutation_refused, Mutations};
 use super::{encode_response, str_bytes, RequestContext};
 use crate::broker::{Broker, Placement, TopicError};
 use crate::topic_config::keys;
 
 pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestContext, req: CreateTopicsRequest) -> Bytes {
     let mut response = CreateTopicsResponse::default();
+    let mutations = Mutations::new(broker, ctx, ctx.api_version >= 6);
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut result = CreatableTopicResult::default()
@@ -82,6 +84,11 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
             (Placement::Factor(f), Some(_)) => *f,
             (_, None) => 1,
         };
+        if !mutations.admit() {
+            (result.error_code, result.error_message) = refused();
+            response.topics.push(result);
+            continue;
+        }
         let outcome = if !numbered {
             Err(TopicError::InvalidReplicaAssignment(
                 "partitions must be numbered from 0 without a gap".into(),
@@ -99,6 +106,9 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
         };
         match outcome {
             Ok((topic, partitions)) => {
+                if !req.validate_only {
+                    mutations.record(partitions);
+                }
                 let config = topic.config();
                 let overrides = topic.overrides();
                 result.topic_id = topic.id;
@@ -122,13 +132,20 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
         }
         response.topics.push(result);
     }
+    response.throttle_time_ms = mutations.throttle_ms();
     encode_response(ctx, &response)
+}
+
+fn refused() -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+    let (code, message) = mutation_refused();
+    (code, Some(message))
 }
 
 pub(super) async fn handle_delete_topics(broker: &Arc<Broker>, ctx: &RequestContext, req: DeleteTopicsRequest) -> Bytes {
     let mut targets: Vec<(Option<TopicName>, uuid::Uuid)> = req.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect();
     targets.extend(req.topics.into_iter().map(|t| (t.name, t.topic_id)));
     let mut response = DeleteTopicsResponse::default();
+    let mutations = Mutations::new(broker, ctx, ctx.api_version >= 5);
     for (name, id) in targets {
         let resolved = match &name {
             Some(n) => Some(n.0.to_string()),
@@ -141,34 +158,54 @@ pub(super) async fn handle_delete_topics(broker: &Arc<Broker>, ctx: &RequestCont
                 result.error_code = ResponseError::TopicAuthorizationFailed.code();
                 result.name = Some(TopicName(str_bytes(n)));
             }
+            Some(n) if !mutations.admit() => {
+                (result.error_code, result.error_message) = refused();
+                result.name = Some(TopicName(str_bytes(n)));
+            }
             Some(n) => {
-                if let Some(topic) = broker.topic(&n) {
+                let partitions = broker.topic(&n).map(|topic| {
                     result.topic_id = topic.id;
-                }
-                if let Err(e) = broker.delete_topic(&n).await {
-                    result.error_code = e.code();
-                    result.error_message = Some(str_bytes(e.to_string()));
+                    topic.partition_count()
+                });
+                match broker.delete_topic(&n).await {
+                    Ok(()) => mutations.record(partitions.unwrap_or(0)),
+                    Err(e) => {
+                        result.error_code = e.code();
+                        result.error_message = Some(str_bytes(e.to_string()));
+                    }
                 }
                 result.name = Some(TopicName(str_bytes(n)));
             }
         }
         response.responses.push(result);
     }
+    response.throttle_time_ms = mutations.throttle_ms();
     encode_response(ctx, &response)
 }
 
 pub(super) async fn handle_create_partitions(broker: &Arc<Broker>, ctx: &RequestContext, req: CreatePartitionsRequest) -> Bytes {
     let mut response = CreatePartitionsResponse::default();
+    let mutations = Mutations::new(broker, ctx, ctx.api_version >= 3);
     for t in req.topics {
         let mut result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let before = broker.topic(t.name.0.as_str()).map_or(0, |topic| topic.partition_count());
         if !ctx.allowed(broker, Operation::Alter, ResourceType::Topic, t.name.0.as_str()) {
             result.error_code = ResponseError::TopicAuthorizationFailed.code();
             result.error_message = Some(str_bytes("Authorization failed."));
-        } else if let Err(e) = broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only).await {
-            result.error_code = e.code();
-            result.error_message = Some(str_bytes(e.to_string()));
+        } else if !mutations.admit() {
+            (result.error_code, result.error_message) = refused();
+        } else {
+            match broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only).await {
+                Ok(()) if !req.validate_only => mutations.record(t.count - before),
+                Ok(()) => {}
+                Err(e) => {
+                    result.error_code = e.code();
+                    result.error_message = Some(str_bytes(e.to_string()));
+                }
+            }
         }
         response.results.push(result);
     }
+    response.throttle_time_ms = mutations.throttle_ms();
     encode_response(ctx, &response)
 }

@@ -388,3 +388,45 @@ async fn request_percentage_throttles_a_chatty_client() {
     set_quota(&broker, &[("client-id", Some("raw"))], "request_percentage", None);
     assert_eq!(metadata().throttle_time_ms, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_mutation_rate_refuses_topics_while_in_debt() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+    let broker = Broker::start("");
+    // One partition a second, for the raw client: a second's burst is one.
+    set_quota(&broker, &[("client-id", Some("raw"))], "controller_mutation_rate", Some(1.0));
+    let create = |version: i16, names: &[&str]| -> CreateTopicsResponse {
+        let topics = names
+            .iter()
+            .map(|n| {
+                CreatableTopic::default()
+                    .with_name(TopicName(s(n)))
+                    .with_num_partitions(2)
+                    .with_replication_factor(-1)
+            })
+            .collect();
+        call(
+            &broker,
+            ApiKey::CreateTopics,
+            version,
+            &CreateTopicsRequest::default().with_topics(topics),
+        )
+    };
+    let strict = create(7, &["m1", "m2", "m3"]);
+    let codes: Vec<i16> = strict.topics.iter().map(|t| t.error_code).collect();
+    // The first goes through (into debt), the others wait: 89 is
+    // THROTTLING_QUOTA_EXCEEDED.
+    assert_eq!(codes, vec![0, 89, 89]);
+    assert!(strict.throttle_time_ms > 0, "{}", strict.throttle_time_ms);
+    // Versions before 6 cannot be told: created, and throttled.
+    let permissive = create(5, &["m2", "m3"]);
+    assert_eq!(permissive.topics.iter().map(|t| t.error_code).collect::<Vec<_>>(), vec![0, 0]);
+    assert!(permissive.throttle_time_ms > 0);
+    assert!(
+        metric(
+            &broker,
+            "sediment_quota_throttled_responses_total{quota=\"controller_mutation_rate\"}"
+        ) > 0.0
+    );
+}
