@@ -352,6 +352,16 @@ impl PartitionLog {
         self.producers.producer_count()
     }
 
+    /// The producers with state here, each with the first offset of its
+    /// open transaction (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<(producer_state::ActiveProducer, Option<i64>)> {
+        self.producers
+            .active()
+            .into_iter()
+            .map(|p| (p, self.txns.open_since(p.producer_id)))
+            .collect()
+    }
+
     /// The log end offset: the next offset to be assigned.
     pub fn next_offset(&self) -> i64 {
         self.next_offset

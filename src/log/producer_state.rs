@@ -22,6 +22,19 @@ struct ProducerEntry {
     /// When this producer last appended (or, after a restart, when the log
     /// was opened): what expiry and eviction go by.
     last_seen_ms: i64,
+    /// The max timestamp of its last batch (-1 before one).
+    last_timestamp: i64,
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence it wrote here (-1 if only markers).
+    pub last_sequence: i32,
+    /// The max timestamp of its last batch (-1 if none).
+    pub last_timestamp: i64,
 }
 
 /// What bounds the table: clients choose producer ids, so without a bound
@@ -128,6 +141,7 @@ impl ProducerStateTable {
         }
         let entry = self.producers.entry(header.producer_id).or_default();
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
+        entry.last_timestamp = header.max_timestamp;
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.recent.clear();
@@ -154,6 +168,7 @@ impl ProducerStateTable {
         }
         let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry {
             epoch: header.producer_epoch,
+            last_timestamp: -1,
             ..ProducerEntry::default()
         });
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
@@ -161,6 +176,22 @@ impl ProducerStateTable {
             entry.epoch = header.producer_epoch;
             entry.recent.clear();
         }
+    }
+
+    /// Every producer with state here, by id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ActiveProducer {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.recent.back().map_or(-1, |b| b.last_sequence),
+                last_timestamp: e.last_timestamp,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     /// Producers with state in this partition.
@@ -301,5 +332,31 @@ mod tests {
         let kept = table.producer_count();
         assert_eq!(table.expire(5500), kept - 1);
         assert_eq!(table.producer_count(), 1, "only the producer seen within a second is left");
+    }
+
+    #[test]
+    fn active_producers_report_their_last_batch() {
+        let mut table = ProducerStateTable::default();
+        let mut batch = header(7, 2, 0, 3);
+        batch.max_timestamp = 1234;
+        table.record(&batch, 10, 0);
+        table.record_marker(&header(9, 1, -1, 1), 0);
+        assert_eq!(
+            table.active(),
+            vec![
+                ActiveProducer {
+                    producer_id: 7,
+                    epoch: 2,
+                    last_sequence: 2,
+                    last_timestamp: 1234
+                },
+                ActiveProducer {
+                    producer_id: 9,
+                    epoch: 1,
+                    last_sequence: -1,
+                    last_timestamp: -1
+                },
+            ]
+        );
     }
 }

@@ -14,6 +14,7 @@
 mod acls;
 mod configs;
 mod delete_records;
+mod describe_producers;
 mod describe_topic_partitions;
 pub mod error_code;
 mod fetch;
@@ -398,6 +399,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::DeleteAcls(req) => acls::handle_delete(b, &ctx, req).await,
         RequestKind::DescribeUserScramCredentials(req) => sasl::handle_describe_scram(broker, &ctx, req),
         RequestKind::AlterUserScramCredentials(req) => sasl::handle_alter_scram(b, &ctx, req).await,
+        RequestKind::DescribeProducers(req) => describe_producers::handle(broker, &ctx, req),
         RequestKind::DescribeClientQuotas(req) => quotas::handle_describe(broker, &ctx, req),
         RequestKind::AlterClientQuotas(req) => quotas::handle_alter(b, &ctx, req).await,
         // `versions::supported` lets through only the APIs above.

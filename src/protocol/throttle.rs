@@ -69,6 +69,7 @@ throttle_time_field!(
     AlterUserScramCredentialsResponse,
     DescribeClusterResponse,
     DescribeTransactionsResponse,
+    DescribeProducersResponse,
     ListTransactionsResponse,
     DescribeTopicPartitionsResponse,
     ListConfigResourcesResponse,

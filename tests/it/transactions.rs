@@ -91,6 +91,28 @@ async fn send_values(producer: &FutureProducer, topic: &str, prefix: &str, count
     }
 }
 
+/// (partition, first offset) of every open transaction DescribeProducers
+/// reports on `topic`.
+fn open_transactions(broker: &Broker, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{ApiKey, DescribeProducersRequest, DescribeProducersResponse, TopicName};
+    let request = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+        .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(topic.to_string())))
+        .with_partition_indexes((0..partitions).collect())]);
+    let response: DescribeProducersResponse = crate::bad_input::call(broker, ApiKey::DescribeProducers, 0, &request);
+    let mut open = Vec::new();
+    for p in &response.topics[0].partitions {
+        assert_eq!(p.error_code, 0, "{p:?}");
+        for producer in &p.active_producers {
+            assert!(producer.producer_id.0 >= 0 && producer.producer_epoch >= 0, "{producer:?}");
+            if producer.current_txn_start_offset >= 0 {
+                open.push((p.partition_index, producer.current_txn_start_offset));
+            }
+        }
+    }
+    open
+}
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 const READ_COMMITTED: &[(&str, &str)] = &[("isolation.level", "read_committed")];
 const READ_UNCOMMITTED: &[(&str, &str)] = &[("isolation.level", "read_uncommitted")];
@@ -114,10 +136,15 @@ async fn librdkafka_transactions_commit_abort_and_fence_a_zombie() {
     let zombie = transactional_producer(&bootstrap, "l-2", "60000");
     zombie.begin_transaction().unwrap();
     send_values(&zombie, "ltx", "zombie", 40).await;
+    // DescribeProducers shows the open transaction where it started (what
+    // kafka-transactions.sh find-hanging looks for).
+    let open = open_transactions(&broker, "ltx", 3);
+    assert!(!open.is_empty() && open.iter().all(|(_, start)| *start >= 0), "{open:?}");
     let successor = transactional_producer(&bootstrap, "l-2", "60000");
     successor.begin_transaction().unwrap();
     send_values(&successor, "ltx", "successor", 10).await;
     successor.commit_transaction(TIMEOUT).unwrap();
+    assert_eq!(open_transactions(&broker, "ltx", 3), vec![], "no transaction is left open");
     let fenced = zombie.commit_transaction(TIMEOUT).expect_err("the zombie is fenced");
     let fenced = fenced.rdkafka_error_code().unwrap_or(rdkafka::types::RDKafkaErrorCode::Unknown);
     assert!(
