@@ -25,7 +25,9 @@
 //! Modes: matrix, produce, txn (produce in transactions), consume, e2e,
 //! archive, fetch-sessions (a consumer of --partitions, 1,000 unless
 //! given, fetching with and without a KIP-227 session: request and
-//! response bytes, round trip, broker CPU per fetch), and failover: a 3-broker
+//! response bytes, round trip, broker CPU per fetch), compaction (produce
+//! latency while the cleaner works through a filled compacted topic, against
+//! the same produce with nothing to clean, and the cleaning rate), and failover: a 3-broker
 //! cluster with an idempotent acks=all producer at --rate (default 5000)
 //! on one partition; the leader is killed after 3 s, and the longest time
 //! without an acknowledgement is reported, per round, median and worst.
@@ -47,6 +49,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+#[path = "load/compaction.rs"]
+mod compaction;
 #[path = "load/fetch_sessions.rs"]
 mod fetch_sessions;
 
@@ -168,6 +172,18 @@ impl Broker {
             others: Vec::new(),
             etcd: None,
             _dir: Some(dir),
+        }
+    }
+
+    /// A handle that only reads the metrics of a broker started elsewhere.
+    fn observer(http: String) -> Broker {
+        Broker {
+            child: None,
+            bootstrap: String::new(),
+            http,
+            others: Vec::new(),
+            etcd: None,
+            _dir: None,
         }
     }
 
@@ -335,12 +351,19 @@ fn base_config(bootstrap: &str) -> ClientConfig {
 /// min(3, brokers) replicas and, with 3, min.insync.replicas=2. Returns once
 /// every partition has a leader and a full ISR.
 fn create_topic(o: &Opts, bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with_configs(o, bootstrap, topic, partitions, &[]);
+}
+
+fn create_topic_with_configs(o: &Opts, bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = base_config(bootstrap).create().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let factor = if o.cluster > 0 { o.cluster.min(3) as i32 } else { 1 };
     let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(factor));
     if factor >= 3 {
         new_topic = new_topic.set("min.insync.replicas", "2");
+    }
+    for (k, v) in configs {
+        new_topic = new_topic.set(k, v);
     }
     let r = rt.block_on(admin.create_topics(&[new_topic], &AdminOptions::new())).unwrap();
     r.into_iter().for_each(|x| {
@@ -365,6 +388,9 @@ fn leader_of(bootstrap: &str, topic: &str, partition: i32) -> Option<(i32, usize
 struct LatencyContext {
     started: Instant,
     latencies_us: Mutex<Vec<u32>>,
+    /// When each acknowledged record was sent (µs after `started`), in the
+    /// order of `latencies_us`.
+    sent_at_us: Mutex<Vec<u64>>,
     failed: AtomicU64,
 }
 
@@ -379,6 +405,7 @@ impl ProducerContext for LatencyContext {
         }
         let now_us = self.started.elapsed().as_micros() as usize;
         self.latencies_us.lock().unwrap().push(now_us.saturating_sub(sent_at_us) as u32);
+        self.sent_at_us.lock().unwrap().push(sent_at_us as u64);
     }
 }
 
@@ -386,6 +413,7 @@ fn producer(bootstrap: &str, o: &Opts) -> ThreadedProducer<LatencyContext> {
     let ctx = LatencyContext {
         started: Instant::now(),
         latencies_us: Mutex::new(Vec::new()),
+        sent_at_us: Mutex::new(Vec::new()),
         failed: AtomicU64::new(0),
     };
     let mut config = base_config(bootstrap);
@@ -852,6 +880,7 @@ fn main() {
         "archive" => run_archive(&o),
         "failover" => run_failover(&o),
         "fetch-sessions" => fetch_sessions::run(&o),
+        "compaction" => compaction::run(&o),
         "matrix" => {
             for partitions in [1, 8] {
                 for size in [100, 1024] {
@@ -886,6 +915,6 @@ fn main() {
                 ..o.clone()
             });
         }
-        other => panic!("unknown mode {other}: matrix, produce, txn, consume, e2e, archive, failover or fetch-sessions"),
+        other => panic!("unknown mode {other}: matrix, produce, txn, consume, e2e, archive, failover, fetch-sessions or compaction"),
     }
 }

@@ -52,11 +52,14 @@ pub async fn clean_partition(broker: &Broker, topic: &Topic, partition: &Arc<Par
         .await
         .map_err(|e| LogError::Io(std::io::Error::other(format!("cleaning task failed: {e}"))))??;
     let summary = outcome.summary();
-    let (checkpoint, dir) = {
+    let (checkpoint, retired, dir) = {
         let mut log = partition.lock_log();
-        (log.install_cleaned(outcome)?, log.dir().to_path_buf())
+        let (checkpoint, retired) = log.install_cleaned_retiring(outcome)?;
+        (checkpoint, retired, log.dir().to_path_buf())
     };
     tokio::task::spawn_blocking(move || {
+        // The replaced files' blocks are freed here, off the lock.
+        drop(retired);
         crate::log::sync_dir(&dir)?;
         compaction::write_checkpoint(&dir, checkpoint)
     })
@@ -67,6 +70,7 @@ pub async fn clean_partition(broker: &Broker, topic: &Topic, partition: &Arc<Par
     metrics.cleaner_records_removed.inc_by(summary.records_removed);
     metrics.cleaner_bytes_read.inc_by(summary.bytes_read);
     metrics.cleaner_bytes_saved.inc_by(summary.bytes_saved);
+    metrics.cleaner_pass_duration.observe(started.elapsed().as_secs_f64());
     tracing::info!(
         topic = %topic.name,
         partition = partition.index,

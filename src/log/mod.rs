@@ -966,18 +966,31 @@ impl PartitionLog {
     /// (`compaction::write_checkpoint`, after the directory is synced),
     /// which the caller does without the lock.
     pub fn install_cleaned(&mut self, outcome: compaction::PassOutcome) -> Result<i64, LogError> {
+        self.install_cleaned_retiring(outcome).map(|(cleaned_to, _)| cleaned_to)
+    }
+
+    /// `install_cleaned`, also returning the replaced segment files, open:
+    /// their blocks are freed when these are dropped, which the caller does
+    /// after releasing the partition lock (freeing a large file can take
+    /// milliseconds; appends must not wait for it).
+    pub fn install_cleaned_retiring(&mut self, outcome: compaction::PassOutcome) -> Result<(i64, Vec<std::fs::File>), LogError> {
+        let mut retired = Vec::new();
         for cleaned in outcome.cleaned {
             let current = self.segments.get(&cleaned.base_offset);
             let unchanged = current.is_some_and(|s| s.path() == cleaned.path && s.size() == cleaned.size_before && s.file().is_none());
             if !unchanged {
+                // An unused rewrite: no reader has it, and removing it is
+                // as cheap as holding it.
+                retired.extend(std::fs::File::open(&cleaned.cleaned_path).ok());
                 std::fs::remove_file(&cleaned.cleaned_path)?;
                 continue;
             }
+            retired.extend(std::fs::File::open(&cleaned.path).ok());
             std::fs::rename(&cleaned.cleaned_path, &cleaned.path)?;
             self.segments.insert(cleaned.base_offset, cleaned.opened.renamed(cleaned.path));
         }
         self.cleaned_to = self.cleaned_to.max(outcome.cleaned_to);
-        Ok(self.cleaned_to)
+        Ok((self.cleaned_to, retired))
     }
 
     /// Offsets below this have been through a cleaning pass.
