@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use super::entity::QuotaKind;
 use super::index::Applied;
 
-/// Longest throttle one response asks for. A larger debt (one huge request
-/// against a small quota) is paid over several responses, each throttled
-/// this long, so a client's requests never wait out its request timeout.
-pub const MAX_THROTTLE_MS: i64 = 10_000;
+/// Longest throttle one response asks for: an hour. Below it a throttle is
+/// exactly the time the debt takes to pay back, as in Kafka (which does not
+/// cap byte-rate throttles); only a quota far below one request's size
+/// gets here.
+pub const MAX_THROTTLE_MS: i64 = 3_600_000;
 
 /// Budgets kept at most. Idle ones (full again) are dropped first; past
 /// the bound, new budgets share one, which can only throttle more.
@@ -194,7 +195,7 @@ mod tests {
     fn one_response_is_throttled_at_most_max_throttle_ms() {
         let mut limiter = Limiter::new(1000);
         assert_eq!(limiter.record(BYTES, per_client(1.0), "u", "c", 1e9, 0), MAX_THROTTLE_MS);
-        assert_eq!(limiter.owed_ms(BYTES, per_client(1.0), "u", "c", 3_600_000), MAX_THROTTLE_MS);
+        assert_eq!(limiter.owed_ms(BYTES, per_client(1.0), "u", "c", 7_200_000), MAX_THROTTLE_MS);
     }
 
     #[test]
