@@ -324,6 +324,8 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut C
         throttle::before(broker, &ctx, &request, frame_len)
     };
     ctx.throttle_time_ms = throttle_before.unwrap_or(0);
+    // Kafka leaves acks=0 produce out of the request-time quota.
+    let timed = !matches!(&*request, RequestKind::Produce(req) if req.acks == 0);
     let response = match *request {
         // The SASL exchange changes the connection's state.
         RequestKind::SaslHandshake(req) => ready(sasl::handle_handshake(&ctx, connection, req)),
@@ -331,7 +333,9 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut C
         request if throttle_before.is_some() => {
             let quota_ctx = ctx.clone();
             let ((response, handler_throttle), busy) = quota::Busy::new(dispatch(broker, ctx, request)).await;
-            throttle::after(broker, &quota_ctx, busy);
+            if timed {
+                throttle::after(broker, &quota_ctx, busy);
+            }
             connection.throttle_ms = quota_ctx.throttle_time_ms.max(handler_throttle);
             response
         }
