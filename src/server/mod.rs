@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -270,11 +270,24 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 // wait, and nothing more is read from it meanwhile (Kafka's
                 // mute, KIP-219), also if it does not wait as told.
                 if connection.throttle_ms > 0 {
-                    let mute = Duration::from_millis(connection.throttle_ms as u64);
+                    let until = tokio::time::Instant::now() + Duration::from_millis(connection.throttle_ms as u64);
                     connection.throttle_ms = 0;
-                    tokio::select! {
-                        _ = draining.cancelled() => break,
-                        _ = tokio::time::sleep(mute) => {}
+                    // A client that goes meanwhile frees its connection
+                    // slot at once, not when the mute ends.
+                    let closed = tokio::select! {
+                        _ = draining.cancelled() => true,
+                        _ = tokio::time::sleep_until(until) => false,
+                        filled = reader.fill_buf() => filled.map_or(true, |bytes| bytes.is_empty()),
+                    };
+                    // Otherwise a request is waiting: it is read once the
+                    // mute ends.
+                    if closed
+                        || tokio::select! {
+                            _ = draining.cancelled() => true,
+                            _ = tokio::time::sleep_until(until) => false,
+                        }
+                    {
+                        break;
                     }
                 }
             }

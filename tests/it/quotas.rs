@@ -430,3 +430,22 @@ async fn controller_mutation_rate_refuses_topics_while_in_debt() {
         ) > 0.0
     );
 }
+
+/// A muted connection whose client goes is closed at once, not when its
+/// throttle ends: it does not hold a connection slot meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_muted_frees_its_connection() {
+    let broker = Broker::start("");
+    // 0.0001 % of a thread is 1 µs of handling a second: one request owes
+    // far more than the test waits.
+    set_quota(&broker, &[("client-id", Some("raw"))], "request_percentage", Some(0.0001));
+    let metadata = || -> MetadataResponse { call(&broker, ApiKey::Metadata, 12, &MetadataRequest::default()) };
+    metadata();
+    let throttled = metadata().throttle_time_ms;
+    assert!(throttled > 10_000, "{throttled} ms");
+    // Each call's connection closed after its response, the second while
+    // muted for longer than this waits.
+    crate::common::wait_until("the muted connection is closed", 5, || {
+        metric(&broker, "sediment_connections") == 0.0
+    });
+}
