@@ -54,7 +54,7 @@ pub async fn clean_partition(broker: &Broker, topic: &Topic, partition: &Arc<Par
     let summary = outcome.summary();
     let (checkpoint, retired, dir) = {
         let mut log = partition.lock_log();
-        let (checkpoint, retired) = log.install_cleaned_retiring(outcome)?;
+        let (checkpoint, retired) = log.install_cleaned(outcome)?;
         (checkpoint, retired, log.dir().to_path_buf())
     };
     tokio::task::spawn_blocking(move || {

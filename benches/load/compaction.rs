@@ -55,7 +55,7 @@ pub(super) fn run(o: &Opts) {
     );
     broker.wait_metric("sediment_tiering_backlog_bytes", "the archive to catch up", |v| v == 0.0);
 
-    let (base, _) = paced(&broker, &plain, o, None);
+    let (base, _) = paced(&broker, &plain, o, false);
     let before = cleaner(&broker);
     let admin: AdminClient<DefaultClientContext> = base_config(&broker.bootstrap).create().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -66,7 +66,7 @@ pub(super) fn run(o: &Opts) {
     rt.block_on(admin.alter_configs(&[alter], &AdminOptions::new())).unwrap()[0]
         .as_ref()
         .unwrap();
-    let (all, during_passes) = paced(&broker, &compacted, o, Some(()));
+    let (all, during_passes) = paced(&broker, &compacted, o, true);
     let after = cleaner(&broker);
     let window = o.seconds as f64;
     let read = after.0 - before.0;
@@ -104,9 +104,9 @@ fn cleaner(broker: &Broker) -> (f64, f64, f64, f64) {
 
 /// Produces at `o.rate` for `o.seconds` (keys cycling over 1,024), after
 /// a warm-up record. Returns the sorted send-to-acknowledgement latencies
-/// (µs) of all records, and, when `watch` is set, of those sent while a
+/// (µs) of all records, and, when `watch_passes`, of those sent while a
 /// cleaning pass ran.
-fn paced(broker: &Broker, topic: &str, o: &Opts, watch: Option<()>) -> (Vec<u32>, Vec<u32>) {
+fn paced(broker: &Broker, topic: &str, o: &Opts, watch_passes: bool) -> (Vec<u32>, Vec<u32>) {
     let opts = Opts {
         idempotence: Some(true),
         ..o.clone()
@@ -122,7 +122,7 @@ fn paced(broker: &Broker, topic: &str, o: &Opts, watch: Option<()>) -> (Vec<u32>
     p.context().sent_at_us.lock().unwrap().clear();
     let passes = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = watch.map(|()| {
+    let watcher = watch_passes.then(|| {
         let (passes, stop, http, clock) = (passes.clone(), stop.clone(), broker.http.clone(), p.context().started);
         std::thread::spawn(move || {
             let probe = Broker::observer(http);

@@ -693,7 +693,7 @@ mod log_tests {
         let plan = log.plan_cleaning(now_ms, log.next_offset(), LIMITS, 1000)?;
         let outcome = run_pass(&plan).unwrap();
         let summary = outcome.summary();
-        let checkpoint = log.install_cleaned(outcome).unwrap();
+        let (checkpoint, _) = log.install_cleaned(outcome).unwrap();
         write_checkpoint(log.dir(), checkpoint).unwrap();
         Some(summary)
     }

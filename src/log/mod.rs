@@ -964,16 +964,11 @@ impl PartitionLog {
     /// still as the pass read them (retention may have removed some), and
     /// moves the checkpoint. Returns the checkpoint to persist
     /// (`compaction::write_checkpoint`, after the directory is synced),
-    /// which the caller does without the lock.
-    pub fn install_cleaned(&mut self, outcome: compaction::PassOutcome) -> Result<i64, LogError> {
-        self.install_cleaned_retiring(outcome).map(|(cleaned_to, _)| cleaned_to)
-    }
-
-    /// `install_cleaned`, also returning the replaced segment files, open:
-    /// their blocks are freed when these are dropped, which the caller does
-    /// after releasing the partition lock (freeing a large file can take
-    /// milliseconds; appends must not wait for it).
-    pub fn install_cleaned_retiring(&mut self, outcome: compaction::PassOutcome) -> Result<(i64, Vec<std::fs::File>), LogError> {
+    /// which the caller does without the lock, and the replaced segment
+    /// files, open: their blocks are freed when these are dropped, which
+    /// the caller does after releasing the partition lock (freeing a large
+    /// file can take milliseconds; appends must not wait for it).
+    pub fn install_cleaned(&mut self, outcome: compaction::PassOutcome) -> Result<(i64, Vec<std::fs::File>), LogError> {
         let mut retired = Vec::new();
         for cleaned in outcome.cleaned {
             let current = self.segments.get(&cleaned.base_offset);

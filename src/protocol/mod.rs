@@ -150,6 +150,9 @@ pub struct RequestContext {
     /// The throttle (ms) every response to this request carries: what its
     /// client owes on its quotas (`throttle`).
     pub throttle_time_ms: i32,
+    /// The security view holding the client quotas in force, when any is
+    /// set and the request is not exempt (`throttle::before`).
+    pub quotas: Option<Arc<crate::security::runtime::View>>,
 }
 
 impl RequestContext {
@@ -314,23 +317,19 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut C
         principal: connection.session.principal.clone(),
         listener: connection.session.listener.clone(),
         throttle_time_ms: 0,
+        quotas: None,
     };
     let started = Instant::now();
     let metrics = broker.metrics.clone();
-    // `Some` when a client quota could apply to this request.
-    let throttle_before = if throttle::is_quota_exempt(&request) {
-        None
-    } else {
-        throttle::before(broker, &ctx, &request, frame_len)
-    };
-    ctx.throttle_time_ms = throttle_before.unwrap_or(0);
+    // Whether a client quota could apply to this request.
+    let quotas_apply = !throttle::is_quota_exempt(&request) && throttle::before(broker, &mut ctx, &request, frame_len);
     // Kafka leaves acks=0 produce out of the request-time quota.
     let timed = !matches!(&*request, RequestKind::Produce(req) if req.acks == 0);
     let response = match *request {
         // The SASL exchange changes the connection's state.
         RequestKind::SaslHandshake(req) => ready(sasl::handle_handshake(&ctx, connection, req)),
         RequestKind::SaslAuthenticate(req) => ready(sasl::handle_authenticate(broker, &ctx, connection, req).await),
-        request if throttle_before.is_some() => {
+        request if quotas_apply => {
             let quota_ctx = ctx.clone();
             let ((response, handler_throttle), busy) = quota::Busy::new(dispatch(broker, ctx, request)).await;
             if timed {

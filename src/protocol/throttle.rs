@@ -4,7 +4,6 @@
 //! fetch bytes in the Fetch handler. Inter-broker requests (replica
 //! fetches) and the SASL exchange are exempt, as in Kafka.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::*;
@@ -95,87 +94,75 @@ pub(super) fn is_quota_exempt(request: &RequestKind) -> bool {
     }
 }
 
-/// Before a request is handled: the throttle its response carries for the
-/// handling time its client already owes, and, for Produce, for its bytes
-/// (the whole request frame, as Kafka counts). Kafka leaves acks=0 produce
-/// out of the request-time quota. `None` while no quota is set at all.
-pub(super) fn before(broker: &Broker, ctx: &RequestContext, request: &RequestKind, frame_len: usize) -> Option<i32> {
+/// The quotas in force for this request (`None` while none is set), as
+/// `before` found them: every step of one request reads the same set.
+fn quotas(ctx: &RequestContext) -> Option<&crate::quota::QuotaIndex> {
+    ctx.quotas.as_deref().map(|view| &view.quotas)
+}
+
+/// How long `ctx`'s client still owes on its `kind` budget.
+fn owed(broker: &Broker, ctx: &RequestContext, kind: QuotaKind) -> i32 {
+    let Some(index) = quotas(ctx) else { return 0 };
+    broker.quotas.owed_ms(index, kind, client(ctx), crate::clock::now_ms())
+}
+
+/// Draws `amount` from `ctx`'s client's `kind` budget; returns how long it
+/// must then wait.
+fn draw(broker: &Broker, ctx: &RequestContext, kind: QuotaKind, amount: f64) -> i32 {
+    let Some(index) = quotas(ctx) else { return 0 };
+    broker
+        .quotas
+        .record(index, kind, client(ctx), amount, crate::clock::now_ms(), &broker.metrics)
+}
+
+/// Before a request is handled: notes the quotas in force in `ctx`, and
+/// sets the throttle its response carries for the handling time its client
+/// already owes and, for Produce, for its bytes (the whole request frame,
+/// as Kafka counts). Kafka leaves acks=0 produce out of the request-time
+/// quota. False while no quota is set at all.
+pub(super) fn before(broker: &Broker, ctx: &mut RequestContext, request: &RequestKind, frame_len: usize) -> bool {
     let view = broker.security.view();
-    let quotas = &view.quotas;
-    if quotas.is_empty() {
-        return None;
+    if view.quotas.is_empty() {
+        return false;
     }
-    let now_ms = crate::clock::now_ms();
-    let who = client(ctx);
-    let mut throttle = 0;
+    ctx.quotas = Some(view);
     let produce_acks = match request {
         RequestKind::Produce(req) => Some(req.acks),
         _ => None,
     };
+    let mut throttle = 0;
     if produce_acks != Some(0) {
-        let owed = broker.quotas.owed_ms(quotas, QuotaKind::RequestPercentage, who, now_ms);
-        count_throttle(&broker.metrics, QuotaKind::RequestPercentage, owed);
-        throttle = owed;
+        throttle = owed(broker, ctx, QuotaKind::RequestPercentage);
+        count_throttle(&broker.metrics, QuotaKind::RequestPercentage, throttle);
     }
     if produce_acks.is_some() {
-        let owed = broker
-            .quotas
-            .record(quotas, QuotaKind::ProducerByteRate, who, frame_len as f64, now_ms, &broker.metrics);
+        let owed = draw(broker, ctx, QuotaKind::ProducerByteRate, frame_len as f64);
         count_throttle(&broker.metrics, QuotaKind::ProducerByteRate, owed);
         throttle = throttle.max(owed);
     }
-    Some(throttle)
+    ctx.throttle_time_ms = throttle;
+    true
 }
 
 /// After a request's effect: draws the time it kept the broker busy from
 /// its client's request_percentage budget.
 pub(super) fn after(broker: &Broker, ctx: &RequestContext, busy: Duration) {
-    let view = broker.security.view();
-    if view.quotas.is_empty() {
-        return;
-    }
-    let micros = busy.as_secs_f64() * 1_000_000.0;
-    broker.quotas.record(
-        &view.quotas,
-        QuotaKind::RequestPercentage,
-        client(ctx),
-        micros,
-        crate::clock::now_ms(),
-        &broker.metrics,
-    );
+    draw(broker, ctx, QuotaKind::RequestPercentage, busy.as_secs_f64() * 1_000_000.0);
 }
 
 /// Fetch, before reading: how long the consumer still owes on its byte
 /// rate (a fetch that owes is answered at once and empty, as Kafka does),
 /// and the most its response may hold.
 pub(super) fn fetch_admission(broker: &Broker, ctx: &RequestContext) -> (i32, Option<usize>) {
-    let view = broker.security.view();
-    if view.quotas.is_empty() {
-        return (0, None);
-    }
-    let who = client(ctx);
-    let owed = broker
-        .quotas
-        .owed_ms(&view.quotas, QuotaKind::ConsumerByteRate, who, crate::clock::now_ms());
-    let cap = broker.quotas.fetch_cap(&view.quotas, who, broker.config.quota_burst_ms);
-    (owed, cap)
+    let Some(index) = quotas(ctx) else { return (0, None) };
+    let cap = broker.quotas.fetch_cap(index, client(ctx), broker.config.quota_burst_ms);
+    (owed(broker, ctx, QuotaKind::ConsumerByteRate), cap)
 }
 
 /// Fetch, once answered: draws the response's bytes from the consumer's
 /// byte-rate budget; returns the throttle the response carries.
 pub(super) fn fetch_served(broker: &Broker, ctx: &RequestContext, bytes: usize) -> i32 {
-    let view = broker.security.view();
-    if view.quotas.is_empty() {
-        return 0;
-    }
-    let throttle = broker.quotas.record(
-        &view.quotas,
-        QuotaKind::ConsumerByteRate,
-        client(ctx),
-        bytes as f64,
-        crate::clock::now_ms(),
-        &broker.metrics,
-    );
+    let throttle = draw(broker, ctx, QuotaKind::ConsumerByteRate, bytes as f64);
     count_throttle(&broker.metrics, QuotaKind::ConsumerByteRate, throttle);
     throttle
 }
@@ -188,61 +175,37 @@ pub(super) fn fetch_served(broker: &Broker, ctx: &RequestContext, bytes: usize) 
 pub(super) struct Mutations<'a> {
     broker: &'a Broker,
     ctx: &'a RequestContext,
-    view: Arc<crate::security::runtime::View>,
     strict: bool,
 }
 
 impl<'a> Mutations<'a> {
     pub fn new(broker: &'a Broker, ctx: &'a RequestContext, strict: bool) -> Self {
-        Self {
-            broker,
-            ctx,
-            view: broker.security.view(),
-            strict,
-        }
-    }
-
-    fn owed_ms(&self) -> i32 {
-        if self.view.quotas.is_empty() {
-            return 0;
-        }
-        let now_ms = crate::clock::now_ms();
-        self.broker
-            .quotas
-            .owed_ms(&self.view.quotas, QuotaKind::ControllerMutationRate, client(self.ctx), now_ms)
+        Self { broker, ctx, strict }
     }
 
     /// Whether the next topic may be changed.
     pub fn admit(&self) -> bool {
-        !self.strict || self.owed_ms() == 0
+        !self.strict || owed(self.broker, self.ctx, QuotaKind::ControllerMutationRate) == 0
     }
 
     /// Draws `partitions` created or deleted from the budget.
     pub fn record(&self, partitions: i32) {
-        if self.view.quotas.is_empty() || partitions <= 0 {
-            return;
+        if partitions > 0 {
+            draw(self.broker, self.ctx, QuotaKind::ControllerMutationRate, partitions as f64);
         }
-        self.broker.quotas.record(
-            &self.view.quotas,
-            QuotaKind::ControllerMutationRate,
-            client(self.ctx),
-            partitions as f64,
-            crate::clock::now_ms(),
-            &self.broker.metrics,
-        );
     }
 
     /// The throttle the response carries: how long until the budget is out
     /// of debt.
     pub fn throttle_ms(&self) -> i32 {
-        let owed = self.owed_ms();
+        let owed = owed(self.broker, self.ctx, QuotaKind::ControllerMutationRate);
         count_throttle(&self.broker.metrics, QuotaKind::ControllerMutationRate, owed);
         owed
     }
 }
 
-/// The error a topic refused by `Mutations::admit` gets.
-pub(super) fn mutation_refused() -> (i16, StrBytes) {
+/// The error code and message a topic refused by `Mutations::admit` gets.
+pub(super) fn mutation_refused() -> (i16, Option<StrBytes>) {
     let error = kafka_protocol::ResponseError::ThrottlingQuotaExceeded;
-    (error.code(), super::str_bytes("The throttling quota has been exceeded."))
+    (error.code(), Some(super::str_bytes("The throttling quota has been exceeded.")))
 }

@@ -85,7 +85,7 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
             (_, None) => 1,
         };
         if !mutations.admit() {
-            (result.error_code, result.error_message) = refused();
+            (result.error_code, result.error_message) = mutation_refused();
             response.topics.push(result);
             continue;
         }
@@ -136,11 +136,6 @@ pub(super) async fn handle_create_topics(broker: &Arc<Broker>, ctx: &RequestCont
     encode_response(ctx, &response)
 }
 
-fn refused() -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
-    let (code, message) = mutation_refused();
-    (code, Some(message))
-}
-
 pub(super) async fn handle_delete_topics(broker: &Arc<Broker>, ctx: &RequestContext, req: DeleteTopicsRequest) -> Bytes {
     let mut targets: Vec<(Option<TopicName>, uuid::Uuid)> = req.topic_names.into_iter().map(|n| (Some(n), uuid::Uuid::nil())).collect();
     targets.extend(req.topics.into_iter().map(|t| (t.name, t.topic_id)));
@@ -159,7 +154,7 @@ pub(super) async fn handle_delete_topics(broker: &Arc<Broker>, ctx: &RequestCont
                 result.name = Some(TopicName(str_bytes(n)));
             }
             Some(n) if !mutations.admit() => {
-                (result.error_code, result.error_message) = refused();
+                (result.error_code, result.error_message) = mutation_refused();
                 result.name = Some(TopicName(str_bytes(n)));
             }
             Some(n) => {
@@ -193,7 +188,7 @@ pub(super) async fn handle_create_partitions(broker: &Arc<Broker>, ctx: &Request
             result.error_code = ResponseError::TopicAuthorizationFailed.code();
             result.error_message = Some(str_bytes("Authorization failed."));
         } else if !mutations.admit() {
-            (result.error_code, result.error_message) = refused();
+            (result.error_code, result.error_message) = mutation_refused();
         } else {
             match broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only).await {
                 Ok(()) if !req.validate_only => mutations.record(t.count - before),
