@@ -66,6 +66,13 @@ pub struct Config {
     pub group_min_session_timeout_ms: i64,
     pub group_max_session_timeout_ms: i64,
     pub group_max_size: usize,
+    /// Kafka's group.consumer.session.timeout.ms: a KIP-848 member that has
+    /// not heartbeated for this long is removed and its partitions
+    /// reassigned.
+    pub group_consumer_session_timeout_ms: i64,
+    /// Kafka's group.consumer.heartbeat.interval.ms: how often KIP-848
+    /// members are told to heartbeat (a rebalance reaches them this fast).
+    pub group_consumer_heartbeat_interval_ms: i32,
     /// Groups the coordinator keeps membership state for; a JoinGroup that
     /// would create one more gets the retriable COORDINATOR_NOT_AVAILABLE.
     /// Also bounds the groups with committed offsets (a standalone commit
@@ -264,6 +271,8 @@ impl Default for Config {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 1000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
             group_max_count: 100_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
@@ -511,6 +520,20 @@ impl Config {
         }
         if !(1..=3_600_000).contains(&self.quota_burst_ms) {
             return invalid(format!("quota_burst_ms must be 1..=3600000, got {}", self.quota_burst_ms));
+        }
+        if !(1..=3_600_000).contains(&self.group_consumer_session_timeout_ms) {
+            return invalid(format!(
+                "group_consumer_session_timeout_ms must be 1..=3600000, got {}",
+                self.group_consumer_session_timeout_ms
+            ));
+        }
+        if self.group_consumer_heartbeat_interval_ms < 1
+            || self.group_consumer_heartbeat_interval_ms as i64 >= self.group_consumer_session_timeout_ms
+        {
+            return invalid(format!(
+                "group_consumer_heartbeat_interval_ms must be >= 1 and below group_consumer_session_timeout_ms, got {}",
+                self.group_consumer_heartbeat_interval_ms
+            ));
         }
         if self.group_max_size == 0 {
             return invalid("group_max_size must be >= 1".into());

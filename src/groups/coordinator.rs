@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Notify};
 
+use super::consumer::group::{ConsumerGroup, GroupView, HeartbeatInput, HeartbeatOutput, Refusal, Timing, TopicCatalog};
 use super::expiry::Membership;
 use super::offsets::OffsetStore;
 use super::state_machine::{Group, GroupState, JoinInput, JoinOutput, MemberDescription, Reply, SyncInput, SyncOutput};
@@ -32,17 +33,37 @@ use crate::metrics::{GroupLabels, LagLabels, Metrics};
 pub const GROUP_MEMBERS_SERIES_MAX: usize = 1_000;
 pub const GROUP_LAG_SERIES_MAX: usize = 10_000;
 
+/// A group id is either a classic group or a KIP-848 consumer group, never
+/// both: an empty group of one kind becomes the other when a member of the
+/// other protocol joins (Kafka's offline migration; committed offsets are
+/// the group's and stay).
+enum Kind {
+    Classic(Group),
+    Consumer(ConsumerGroup),
+}
+
 /// A group's state machine, and since when it has been Empty (the state
 /// machine has no use for that time; offset retention does).
 struct GroupSlot {
-    group: Group,
+    kind: Kind,
     empty_since_ms: Option<i64>,
 }
 
 impl GroupSlot {
+    fn classic(group: Group, now_ms: i64) -> Self {
+        Self {
+            kind: Kind::Classic(group),
+            empty_since_ms: Some(now_ms),
+        }
+    }
+
     /// Keeps `empty_since_ms` in step with the group's state after a change.
     fn note_state(&mut self, now_ms: i64) {
-        if self.group.state() == GroupState::Empty {
+        let empty = match &self.kind {
+            Kind::Classic(g) => g.state() == GroupState::Empty,
+            Kind::Consumer(c) => c.is_empty(),
+        };
+        if empty {
             self.empty_since_ms.get_or_insert(now_ms);
         } else {
             self.empty_since_ms = None;
@@ -55,6 +76,53 @@ impl GroupSlot {
             None => Membership::Active,
         }
     }
+
+    /// Nothing alive in it: only committed offsets can keep it.
+    fn is_idle(&self) -> bool {
+        match &self.kind {
+            Kind::Classic(g) => g.is_idle(),
+            Kind::Consumer(c) => c.is_empty(),
+        }
+    }
+
+    /// No members (a group that may be deleted or change protocol).
+    fn has_no_members(&self) -> bool {
+        match &self.kind {
+            Kind::Classic(g) => g.is_empty() && matches!(g.state(), GroupState::Empty | GroupState::Dead),
+            Kind::Consumer(c) => c.is_empty(),
+        }
+    }
+
+    fn member_count(&self) -> usize {
+        match &self.kind {
+            Kind::Classic(g) => g.members().len(),
+            Kind::Consumer(c) => c.member_count(),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<i64> {
+        match &self.kind {
+            Kind::Classic(g) => g.next_deadline(),
+            Kind::Consumer(c) => c.next_deadline(),
+        }
+    }
+
+    fn classic_mut(&mut self) -> Option<&mut Group> {
+        match &mut self.kind {
+            Kind::Classic(g) => Some(g),
+            Kind::Consumer(_) => None,
+        }
+    }
+}
+
+/// Who commits: OffsetCommit's or TxnOffsetCommit's member fields.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitFrom<'a> {
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
+    pub generation_id: i32,
+    pub api_version: i16,
+    pub transactional: bool,
 }
 
 /// A snapshot of one group for DescribeGroups and ListGroups.
@@ -65,6 +133,11 @@ pub struct GroupSummary {
     pub protocol_type: String,
     pub protocol_name: String,
     pub members: Vec<MemberDescription>,
+    /// "classic" or "consumer" (KIP-848), as ListGroups v5 reports it.
+    pub group_type: &'static str,
+    /// A consumer group's subscribed topics (its members' metadata is not
+    /// the classic kind).
+    pub subscribed_topics: Option<std::collections::BTreeSet<String>>,
 }
 
 pub struct GroupCoordinator {
@@ -82,6 +155,7 @@ pub struct GroupCoordinator {
     offsets_retention_ms: i64,
     offsets_retention_check_interval_ms: i64,
     offset_metadata_max_bytes: usize,
+    consumer_timing: Timing,
 }
 
 fn join_error(code: i16, member_id: String) -> JoinOutput {
@@ -121,6 +195,11 @@ impl GroupCoordinator {
             offsets_retention_ms: (config.offsets_retention_minutes as i64).saturating_mul(60_000),
             offsets_retention_check_interval_ms: config.offsets_retention_check_interval_ms.min(i64::MAX as u64) as i64,
             offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+            consumer_timing: Timing {
+                session_timeout_ms: config.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+                max_size: config.group_max_size,
+            },
         })
     }
 
@@ -149,7 +228,7 @@ impl GroupCoordinator {
     fn settle(&self, groups: &mut HashMap<String, GroupSlot>, group_id: &str, now_ms: i64) {
         let Some(slot) = groups.get_mut(group_id) else { return };
         slot.note_state(now_ms);
-        if slot.group.is_idle() && !self.offsets.has_group(group_id) {
+        if slot.is_idle() && !self.offsets.has_group(group_id) {
             groups.remove(group_id);
         }
     }
@@ -159,7 +238,7 @@ impl GroupCoordinator {
         groups.retain(|group_id, slot| {
             slot.note_state(now_ms);
             // Kept while anything is alive in it, or it has offsets.
-            !slot.group.is_idle() || self.offsets.has_group(group_id)
+            !slot.is_idle() || self.offsets.has_group(group_id)
         });
     }
 
@@ -170,14 +249,24 @@ impl GroupCoordinator {
     fn join_group<T>(&self, group_id: &str, now_ms: i64, creates: bool, f: impl FnOnce(&mut Group) -> (T, Vec<Reply>)) -> Result<T, i16> {
         let (out, replies) = {
             let mut groups = self.groups.lock();
-            let new_slot = || GroupSlot {
-                group: Group::new(group_id.to_string(), self.initial_rebalance_delay_ms, self.max_size),
-                empty_since_ms: Some(now_ms),
+            let new_slot = || {
+                GroupSlot::classic(
+                    Group::new(group_id.to_string(), self.initial_rebalance_delay_ms, self.max_size),
+                    now_ms,
+                )
             };
-            match groups.get(group_id).map(|slot| slot.group.state()) {
-                Some(GroupState::Dead) => {
+            match groups.get(group_id) {
+                Some(slot) if matches!(&slot.kind, Kind::Classic(g) if g.state() == GroupState::Dead) => {
                     // Deleted while this join was on its way: a new group
                     // under the same id.
+                    groups.insert(group_id.to_string(), new_slot());
+                }
+                Some(slot) if matches!(slot.kind, Kind::Consumer(_)) => {
+                    if !slot.has_no_members() {
+                        // Classic members cannot join a KIP-848 group with
+                        // members (Kafka 4.0 can; see compatibility.md).
+                        return Err(ResponseError::InconsistentGroupProtocol.code());
+                    }
                     groups.insert(group_id.to_string(), new_slot());
                 }
                 Some(_) => {}
@@ -191,10 +280,10 @@ impl GroupCoordinator {
                     groups.insert(group_id.to_string(), new_slot());
                 }
             }
-            let Some(slot) = groups.get_mut(group_id) else {
+            let Some(group) = groups.get_mut(group_id).and_then(|slot| slot.classic_mut()) else {
                 return Err(ResponseError::CoordinatorNotAvailable.code());
             };
-            let result = f(&mut slot.group);
+            let result = f(group);
             self.settle(&mut groups, group_id, now_ms);
             result
         };
@@ -213,7 +302,9 @@ impl GroupCoordinator {
             if !belongs(group_id) {
                 return true;
             }
-            replies.extend(slot.group.abandon(ResponseError::NotCoordinator.code()));
+            if let Some(group) = slot.classic_mut() {
+                replies.extend(group.abandon(ResponseError::NotCoordinator.code()));
+            }
             forgotten += 1;
             false
         });
@@ -275,7 +366,7 @@ impl GroupCoordinator {
     fn existing<T>(&self, group_id: &str, f: impl FnOnce(&mut Group) -> (T, Vec<Reply>)) -> Option<T> {
         let (out, replies) = {
             let mut groups = self.groups.lock();
-            let result = f(&mut groups.get_mut(group_id)?.group);
+            let result = f(groups.get_mut(group_id)?.classic_mut()?);
             self.settle(&mut groups, group_id, now_ms());
             result
         };
@@ -296,38 +387,143 @@ impl GroupCoordinator {
             .unwrap_or_else(|| vec![ResponseError::UnknownMemberId.code(); members.len()])
     }
 
-    /// Checks a commit against the group's membership and generation.
-    pub fn validate_commit(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation_id: i32) -> Result<(), i16> {
+    /// Checks a commit against the group's membership and generation (a
+    /// classic group) or member epoch (a consumer group, where
+    /// `api_version` is OffsetCommit's and `transactional` marks
+    /// TxnOffsetCommit).
+    pub fn validate_commit(&self, group_id: &str, commit: &CommitFrom<'_>) -> Result<(), i16> {
         let now = now_ms();
-        if generation_id < 0 && member_id.is_empty() {
+        let mut groups = self.groups.lock();
+        match groups.get_mut(group_id).map(|slot| &mut slot.kind) {
+            Some(Kind::Consumer(c)) => c
+                .validate_commit(commit.member_id, commit.generation_id, commit.api_version, commit.transactional)
+                .map_err(|r| r.code),
             // A standalone commit (assign() consumers, admin tools) is
             // allowed while the group has no active members.
-            return match self.existing(group_id, |g| (g.is_empty(), Vec::new())) {
-                Some(false) => Err(ResponseError::UnknownMemberId.code()),
-                Some(true) => Ok(()),
-                None if !self.offsets.has_group(group_id) && self.offsets.group_count() >= self.max_count => {
+            Some(Kind::Classic(g)) if commit.generation_id < 0 && commit.member_id.is_empty() => {
+                if g.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ResponseError::UnknownMemberId.code())
+                }
+            }
+            Some(Kind::Classic(g)) => g.validate_commit(now, commit.member_id, commit.instance_id, commit.generation_id),
+            None if commit.generation_id < 0 && commit.member_id.is_empty() => {
+                if !self.offsets.has_group(group_id) && self.offsets.group_count() >= self.max_count {
                     // The same bound as JoinGroup's, for groups that only
                     // store offsets.
                     Err(ResponseError::CoordinatorNotAvailable.code())
+                } else {
+                    Ok(())
                 }
-                None => Ok(()),
-            };
+            }
+            None => Err(ResponseError::UnknownMemberId.code()),
         }
-        self.existing(group_id, |g| {
-            (g.validate_commit(now, member_id, instance_id, generation_id), Vec::new())
-        })
-        .unwrap_or(Err(ResponseError::UnknownMemberId.code()))
+    }
+
+    /// OffsetFetch v9's member check: only a consumer group's member
+    /// carries an epoch to check.
+    pub fn validate_offset_fetch(&self, group_id: &str, member_id: Option<&str>, member_epoch: i32) -> Result<(), i16> {
+        if member_id.is_none() && member_epoch < 0 {
+            return Ok(());
+        }
+        match self.groups.lock().get(group_id).map(|slot| &slot.kind) {
+            Some(Kind::Consumer(c)) => c.validate_fetch(member_id, member_epoch).map_err(|r| r.code),
+            Some(Kind::Classic(_)) => Ok(()),
+            None => Err(ResponseError::UnknownMemberId.code()),
+        }
+    }
+
+    /// A KIP-848 ConsumerGroupHeartbeat. Only a join (epoch 0) creates the
+    /// group, and only below `group_max_count`; an empty classic group of
+    /// the same id becomes a consumer group, keeping its offsets.
+    pub fn consumer_heartbeat(&self, group_id: &str, input: HeartbeatInput, topics: &dyn TopicCatalog) -> Result<HeartbeatOutput, Refusal> {
+        let now = now_ms();
+        let out = {
+            let mut groups = self.groups.lock();
+            let joining = input.member_epoch == 0;
+            let not_found = || Refusal::new(ResponseError::GroupIdNotFound, format!("Group {group_id} not found."));
+            let total = groups.len();
+            match groups.get(group_id) {
+                Some(slot) if matches!(slot.kind, Kind::Classic(_)) => {
+                    if !(joining && slot.has_no_members()) {
+                        return Err(Refusal::new(
+                            ResponseError::GroupIdNotFound,
+                            format!("Group {group_id} is not a consumer group."),
+                        ));
+                    }
+                    tracing::info!(group = %group_id, "empty classic group becomes a consumer group (KIP-848)");
+                    let mut slot = GroupSlot {
+                        kind: Kind::Consumer(ConsumerGroup::new(group_id.to_string())),
+                        empty_since_ms: Some(now),
+                    };
+                    slot.note_state(now);
+                    groups.insert(group_id.to_string(), slot);
+                }
+                Some(_) => {}
+                None if !joining => return Err(not_found()),
+                None if total >= self.max_count => {
+                    return Err(Refusal::new(
+                        ResponseError::CoordinatorNotAvailable,
+                        "The coordinator holds group_max_count groups.",
+                    ))
+                }
+                None => {
+                    groups.insert(
+                        group_id.to_string(),
+                        GroupSlot {
+                            kind: Kind::Consumer(ConsumerGroup::new(group_id.to_string())),
+                            empty_since_ms: Some(now),
+                        },
+                    );
+                }
+            }
+            let Some(Kind::Consumer(group)) = groups.get_mut(group_id).map(|slot| &mut slot.kind) else {
+                return Err(not_found());
+            };
+            let out = group.heartbeat(now, input, topics, self.consumer_timing);
+            self.settle(&mut groups, group_id, now);
+            out
+        };
+        self.deadlines_changed.notify_one();
+        out
+    }
+
+    /// ConsumerGroupDescribe: the group, or GROUP_ID_NOT_FOUND with Kafka's
+    /// message.
+    pub fn consumer_describe(&self, group_id: &str) -> Result<GroupView, Refusal> {
+        match self.groups.lock().get(group_id).map(|slot| &slot.kind) {
+            Some(Kind::Consumer(c)) => Ok(c.describe()),
+            Some(Kind::Classic(_)) => Err(Refusal::new(
+                ResponseError::GroupIdNotFound,
+                format!("Group {group_id} is not a consumer group."),
+            )),
+            None => Err(Refusal::new(ResponseError::GroupIdNotFound, format!("Group {group_id} not found."))),
+        }
     }
 
     pub fn describe(&self, group_id: &str) -> GroupSummary {
         let summary = {
             let groups = self.groups.lock();
-            groups.get(group_id).map(|slot| &slot.group).map(|g| GroupSummary {
-                group_id: group_id.to_string(),
-                state: g.state().as_str(),
-                protocol_type: g.protocol_type().unwrap_or_default().to_string(),
-                protocol_name: g.protocol_name().unwrap_or_default().to_string(),
-                members: g.members(),
+            groups.get(group_id).map(|slot| match &slot.kind {
+                Kind::Classic(g) => GroupSummary {
+                    group_id: group_id.to_string(),
+                    state: g.state().as_str(),
+                    protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                    protocol_name: g.protocol_name().unwrap_or_default().to_string(),
+                    members: g.members(),
+                    group_type: "classic",
+                    subscribed_topics: None,
+                },
+                Kind::Consumer(c) => GroupSummary {
+                    group_id: group_id.to_string(),
+                    state: c.state().as_str(),
+                    protocol_type: "consumer".to_string(),
+                    protocol_name: String::new(),
+                    members: Vec::new(),
+                    group_type: "consumer",
+                    subscribed_topics: Some(c.subscribed_topics()),
+                },
             })
         };
         summary.unwrap_or_else(|| GroupSummary {
@@ -342,6 +538,8 @@ impl GroupCoordinator {
             protocol_type: String::new(),
             protocol_name: String::new(),
             members: Vec::new(),
+            group_type: "classic",
+            subscribed_topics: None,
         })
     }
 
@@ -356,10 +554,18 @@ impl GroupCoordinator {
     /// DeleteGroups: only groups with no members; their offsets go too.
     pub async fn delete(&self, group_id: &str) -> Result<(), i16> {
         let known = self.offsets.groups().iter().any(|g| g == group_id);
-        match self.existing(group_id, |g| (g.delete(), Vec::new())) {
-            Some(Err(code)) => return Err(code),
-            None if !known => return Err(ResponseError::GroupIdNotFound.code()),
-            _ => {}
+        let consumer_members = match self.groups.lock().get(group_id).map(|slot| &slot.kind) {
+            Some(Kind::Consumer(c)) => Some(!c.is_empty()),
+            _ => None,
+        };
+        match consumer_members {
+            Some(true) => return Err(ResponseError::NonEmptyGroup.code()),
+            Some(false) => {}
+            None => match self.existing(group_id, |g| (g.delete(), Vec::new())) {
+                Some(Err(code)) => return Err(code),
+                None if !known => return Err(ResponseError::GroupIdNotFound.code()),
+                _ => {}
+            },
         }
         self.groups.lock().remove(group_id);
         self.offsets
@@ -369,7 +575,7 @@ impl GroupCoordinator {
     }
 
     pub fn has_members(&self, group_id: &str) -> bool {
-        self.groups.lock().get(group_id).is_some_and(|slot| !slot.group.is_empty())
+        self.groups.lock().get(group_id).is_some_and(|slot| slot.member_count() > 0)
     }
 
     /// Runs `tick` on every group at its next deadline, and offset expiry
@@ -377,7 +583,7 @@ impl GroupCoordinator {
     pub async fn run_timers(&self) {
         let mut next_expiry_ms = now_ms().saturating_add(self.offsets_retention_check_interval_ms);
         loop {
-            let next_group_deadline = self.groups.lock().values().filter_map(|slot| slot.group.next_deadline()).min();
+            let next_group_deadline = self.groups.lock().values().filter_map(|slot| slot.next_deadline()).min();
             let next = next_group_deadline.map_or(next_expiry_ms, |deadline| deadline.min(next_expiry_ms));
             let wait = next.saturating_sub(now_ms()).max(0) as u64;
             tokio::select! {
@@ -387,7 +593,18 @@ impl GroupCoordinator {
             let now = now_ms();
             let replies: Vec<Reply> = {
                 let mut groups = self.groups.lock();
-                let replies = groups.values_mut().flat_map(|slot| slot.group.tick(now)).collect();
+                let mut replies = Vec::new();
+                for (group_id, slot) in groups.iter_mut() {
+                    match &mut slot.kind {
+                        Kind::Classic(g) => replies.extend(g.tick(now)),
+                        Kind::Consumer(c) => {
+                            let expired = c.tick(now);
+                            if !expired.is_empty() {
+                                tracing::info!(group = %group_id, members = ?expired, "consumer group members removed: session or rebalance timeout");
+                            }
+                        }
+                    }
+                }
                 self.settle_all(&mut groups, now);
                 replies
             };
@@ -465,7 +682,7 @@ impl GroupCoordinator {
                 metrics
                     .group_members
                     .get_or_create(&GroupLabels { group: id.clone() })
-                    .set(slot.group.members().len() as i64);
+                    .set(slot.member_count() as i64);
             }
         }
         drop(groups);
@@ -607,12 +824,22 @@ mod tests {
         assert_eq!(groups.group_count(), 1);
     }
 
+    fn standalone() -> CommitFrom<'static> {
+        CommitFrom {
+            member_id: "",
+            instance_id: None,
+            generation_id: -1,
+            api_version: 8,
+            transactional: false,
+        }
+    }
+
     #[tokio::test]
     async fn standalone_commits_for_new_groups_stop_at_group_max_count() {
         let dir = tempfile::tempdir().unwrap();
         let groups = coordinator(dir.path(), config());
         for id in ["a", "b", "c"] {
-            assert_eq!(groups.validate_commit(id, "", None, -1), Ok(()));
+            assert_eq!(groups.validate_commit(id, &standalone()), Ok(()));
             groups
                 .offsets
                 .commit(
@@ -632,9 +859,9 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(
-            groups.validate_commit("d", "", None, -1),
+            groups.validate_commit("d", &standalone()),
             Err(ResponseError::CoordinatorNotAvailable.code())
         );
-        assert_eq!(groups.validate_commit("a", "", None, -1), Ok(()), "known groups still commit");
+        assert_eq!(groups.validate_commit("a", &standalone()), Ok(()), "known groups still commit");
     }
 }

@@ -19,6 +19,7 @@ use kafka_protocol::ResponseError;
 use super::{encode_response, str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::groups::coordinator::CommitFrom;
 use crate::groups::offsets::CommittedOffset;
 use crate::groups::state_machine::{JoinInput, SyncInput};
 
@@ -170,9 +171,13 @@ pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestCont
     let check = check.and_then(|()| {
         broker.groups.validate_commit(
             &group_id,
-            req.member_id.as_str(),
-            req.group_instance_id.as_ref().map(|s| s.as_str()),
-            req.generation_id_or_member_epoch,
+            &CommitFrom {
+                member_id: req.member_id.as_str(),
+                instance_id: req.group_instance_id.as_ref().map(|s| s.as_str()),
+                generation_id: req.generation_id_or_member_epoch,
+                api_version: ctx.api_version,
+                transactional: false,
+            },
         )
     });
     let now = now_ms();
@@ -309,18 +314,14 @@ pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: Of
 
 pub(super) fn handle_list_groups(broker: &Broker, ctx: &RequestContext, req: ListGroupsRequest) -> Bytes {
     let filter: Vec<String> = req.states_filter.iter().map(|s| s.to_string().to_ascii_lowercase()).collect();
-    // Every group here is a classic group (KIP-848 groups are not built):
-    // a type filter (v5) without "classic" lists none.
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_string().to_ascii_lowercase()).collect();
-    if !types.is_empty() && !types.iter().any(|t| t == "classic") {
-        return encode_response(ctx, &ListGroupsResponse::default());
-    }
     let see_all = ctx.permits(broker, Operation::Describe, ResourceType::Cluster, CLUSTER_NAME);
     let groups = broker
         .groups
         .list()
         .into_iter()
         .filter(|g| filter.is_empty() || filter.contains(&g.state.to_ascii_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
         .filter(|g| coordinator_error(broker, &g.group_id).is_none())
         // Kafka: all groups with DESCRIBE on the cluster, else those the
         // requester may describe.
@@ -330,7 +331,7 @@ pub(super) fn handle_list_groups(broker: &Broker, ctx: &RequestContext, req: Lis
                 .with_group_id(GroupId(str_bytes(g.group_id)))
                 .with_protocol_type(str_bytes(g.protocol_type))
                 .with_group_state(str_bytes(g.state))
-                .with_group_type(str_bytes("classic"))
+                .with_group_type(str_bytes(g.group_type))
         })
         .collect();
     encode_response(ctx, &ListGroupsResponse::default().with_groups(groups))
@@ -345,6 +346,13 @@ pub(super) fn handle_describe_groups(broker: &Broker, ctx: &RequestContext, req:
                 return DescribedGroup::default().with_group_id(id.clone()).with_error_code(code);
             }
             let g = broker.groups.describe(id.0.as_str());
+            if g.group_type == "consumer" {
+                // Not a classic group: Kafka answers Dead (ConsumerGroupDescribe
+                // describes it).
+                return DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_group_state(str_bytes("Dead"));
+            }
             DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_group_state(str_bytes(g.state))
@@ -398,7 +406,10 @@ pub(super) async fn handle_offset_delete(broker: &Arc<Broker>, ctx: &RequestCont
     // Kafka's rules: an empty group loses any offsets; a consumer group
     // with members keeps those of the topics it subscribes to
     // (GROUP_SUBSCRIBED_TO_TOPIC); any other group with members refuses.
-    let subscribed = if group.members.is_empty() {
+    let subscribed = if let Some(topics) = group.subscribed_topics {
+        // A KIP-848 group: the topics its members subscribe to now.
+        Some(topics.into_iter().collect())
+    } else if group.members.is_empty() {
         Some(std::collections::HashSet::new())
     } else if group.protocol_type == "consumer" {
         subscribed_topics(&group.members)

@@ -13,6 +13,7 @@
 
 mod acls;
 mod configs;
+mod consumer_groups;
 mod delete_records;
 mod describe_producers;
 mod describe_topic_partitions;
@@ -388,6 +389,8 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::OffsetCommit(req) => groups::handle_offset_commit(b, &ctx, req).await,
         RequestKind::OffsetFetch(req) => groups::handle_offset_fetch(broker, &ctx, req),
         RequestKind::ListGroups(req) => groups::handle_list_groups(broker, &ctx, req),
+        RequestKind::ConsumerGroupHeartbeat(req) => consumer_groups::handle_heartbeat(broker, &ctx, req),
+        RequestKind::ConsumerGroupDescribe(req) => consumer_groups::handle_describe(broker, &ctx, req),
         RequestKind::DescribeGroups(req) => groups::handle_describe_groups(broker, &ctx, req),
         RequestKind::DeleteGroups(req) => groups::handle_delete_groups(b, &ctx, req).await,
         RequestKind::OffsetDelete(req) => groups::handle_offset_delete(b, &ctx, req).await,

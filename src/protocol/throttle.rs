@@ -72,6 +72,8 @@ throttle_time_field!(
     ListTransactionsResponse,
     DescribeTopicPartitionsResponse,
     ListConfigResourcesResponse,
+    ConsumerGroupHeartbeatResponse,
+    ConsumerGroupDescribeResponse,
 );
 
 // The SASL exchange comes before a client is known: never throttled.

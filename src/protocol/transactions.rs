@@ -23,6 +23,7 @@ use kafka_protocol::ResponseError;
 use super::{encode_response, str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::groups::coordinator::CommitFrom;
 use crate::groups::offsets::CommittedOffset;
 use crate::security::acl::{Operation, ResourceType};
 use crate::txn::state::{PendingOffset, TxnError};
@@ -185,7 +186,16 @@ pub(super) async fn handle_txn_offset_commit(broker: &Broker, ctx: &RequestConte
         // v3+: a group member's commit is checked against its generation.
         broker
             .groups
-            .validate_commit(&group, &req.member_id, req.group_instance_id.as_deref(), req.generation_id)
+            .validate_commit(
+                &group,
+                &CommitFrom {
+                    member_id: &req.member_id,
+                    instance_id: req.group_instance_id.as_deref(),
+                    generation_id: req.generation_id,
+                    api_version: ctx.api_version,
+                    transactional: true,
+                },
+            )
             .err()
             .unwrap_or(0)
     } else {

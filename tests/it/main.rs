@@ -9,6 +9,7 @@ mod clients;
 mod cluster;
 mod common;
 mod compaction;
+mod consumer_groups;
 mod crash;
 mod delete_records;
 mod etcd;

@@ -1,0 +1,270 @@
+//! KIP-848 consumer groups with librdkafka's `group.protocol=consumer`:
+//! members join, rebalance incrementally as others come and go, and commit;
+//! a classic group migrates to the consumer protocol.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::Message;
+
+use crate::bad_input::call;
+use crate::common::Broker;
+use crate::kafka::{config, create_topic, produce, producer, record};
+
+/// Fast heartbeats so rebalances settle in seconds.
+const BROKER_CONFIG: &str = "group_consumer_heartbeat_interval_ms = 200\ngroup_consumer_session_timeout_ms = 6000\n";
+
+fn member(bootstrap: &str, group: &str, topic: &str, protocol: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut c = config(bootstrap);
+    c.set("group.id", group)
+        .set("group.protocol", protocol)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100");
+    if protocol == "classic" {
+        c.set("session.timeout.ms", "6000").set("heartbeat.interval.ms", "200");
+    }
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    let consumer: BaseConsumer = c.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+fn assigned(c: &BaseConsumer) -> BTreeSet<i32> {
+    c.assignment().unwrap().elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Polls `c` briefly; returns the keys read and commits what it read.
+fn poll_and_commit(c: &BaseConsumer) -> Vec<String> {
+    let mut keys = Vec::new();
+    while let Some(m) = c.poll(Duration::from_millis(20)) {
+        let m = m.unwrap();
+        keys.push(String::from_utf8(m.key().unwrap().to_vec()).unwrap());
+    }
+    if !keys.is_empty() {
+        // A commit can race a revocation; the group is what is tested.
+        let _ = c.commit_consumer_state(CommitMode::Sync);
+    }
+    keys
+}
+
+fn describe(broker: &Broker, group: &str) -> consumer_group_describe_response::DescribedGroup {
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(StrBytes::from_string(group.into()))]);
+    let response: ConsumerGroupDescribeResponse = call(broker, ApiKey::ConsumerGroupDescribe, 1, &request);
+    response.groups.into_iter().next().unwrap()
+}
+
+fn listed_type(broker: &Broker, group: &str) -> Option<String> {
+    let response: ListGroupsResponse = call(broker, ApiKey::ListGroups, 5, &ListGroupsRequest::default());
+    response
+        .groups
+        .iter()
+        .find(|g| g.group_id.0.as_str() == group)
+        .map(|g| g.group_type.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_protocol_members_rebalance_incrementally_and_commit() {
+    let broker = Broker::start(BROKER_CONFIG);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "kip848", 6, &[]).await;
+    let p = producer(&bootstrap, &[]);
+    let first: Vec<_> = (0..3000).map(|i| record(i, 10)).collect();
+    produce(&p, "kip848", &first).await;
+
+    let b = bootstrap.clone();
+    let (a, seen) = tokio::task::spawn_blocking(move || {
+        let a = member(&b, "g848", "kip848", "consumer", &[]);
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while assigned(&a).len() != 6 || seen.len() < 3000 {
+            for k in poll_and_commit(&a) {
+                *seen.entry(k).or_default() += 1;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the first member never got all partitions: {:?}",
+                assigned(&a)
+            );
+        }
+        // A second member: a keeps consuming the partitions it keeps (it is
+        // never left with nothing: the rebalance is incremental) while b
+        // gets the ones a gives up.
+        let c = member(&b, "g848", "kip848", "consumer", &[]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for k in poll_and_commit(&a).into_iter().chain(poll_and_commit(&c)) {
+                *seen.entry(k).or_default() += 1;
+            }
+            let (pa, pc) = (assigned(&a), assigned(&c));
+            assert!(!pa.is_empty(), "a lost all its partitions during an incremental rebalance");
+            assert!(pa.is_disjoint(&pc), "two members own a partition: {pa:?} {pc:?}");
+            if pa.len() == 3 && pc.len() == 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no 3/3 split: {pa:?} {pc:?}");
+        }
+        // c leaves (close sends the leave heartbeat): a gets all six back
+        // at once, without waiting for c's session to end.
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while assigned(&a).len() != 6 {
+            for k in poll_and_commit(&a) {
+                *seen.entry(k).or_default() += 1;
+            }
+            assert!(Instant::now() < deadline, "a did not get the leaver's partitions");
+        }
+        (a, seen)
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen.len(), 3000, "every record of the first batch was read");
+
+    let g = describe(&broker, "g848");
+    assert_eq!(g.error_code, 0);
+    assert_eq!((g.group_state.as_str(), g.assignor_name.as_str()), ("Stable", "uniform"));
+    assert_eq!(g.members.len(), 1);
+    assert_eq!(g.members[0].member_epoch, g.assignment_epoch);
+    let owned: usize = g.members[0].assignment.topic_partitions.iter().map(|t| t.partitions.len()).sum();
+    assert_eq!(owned, 6);
+    assert_eq!(listed_type(&broker, "g848").as_deref(), Some("consumer"));
+
+    // The commits (OffsetCommit v9 with the member epoch) hold: a new
+    // member, after a leaves, reads only what came after.
+    let second: Vec<_> = (3000..4000).map(|i| record(i, 10)).collect();
+    produce(&p, "kip848", &second).await;
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut tail: BTreeMap<String, usize> = BTreeMap::new();
+        while tail.len() < 1000 {
+            for k in poll_and_commit(&a) {
+                *tail.entry(k).or_default() += 1;
+            }
+            assert!(Instant::now() < deadline, "a stalled at {}", tail.len());
+        }
+        drop(a);
+        let restarted = member(&b, "g848", "kip848", "consumer", &[]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut again = Vec::new();
+        while Instant::now() < deadline {
+            again.extend(poll_and_commit(&restarted));
+        }
+        assert!(again.is_empty(), "committed records were delivered again: {} of them", again.len());
+        assert_eq!(assigned(&restarted).len(), 6);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_group_migrates_to_the_consumer_protocol_and_keeps_its_offsets() {
+    let broker = Broker::start(BROKER_CONFIG);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "migrating", 4, &[]).await;
+    let p = producer(&bootstrap, &[]);
+    let first: Vec<_> = (0..1000).map(|i| record(i, 10)).collect();
+    produce(&p, "migrating", &first).await;
+
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let classic = member(&b, "moving", "migrating", "classic", &[]);
+        let mut seen = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.len() < 1000 {
+            seen.extend(poll_and_commit(&classic));
+            assert!(Instant::now() < deadline, "the classic member stalled at {}", seen.len());
+        }
+    })
+    .await
+    .unwrap();
+    // The classic member left; its offsets stay with the group.
+    assert_eq!(listed_type(&broker, "moving").as_deref(), Some("classic"));
+
+    let second: Vec<_> = (1000..1500).map(|i| record(i, 10)).collect();
+    produce(&p, "migrating", &second).await;
+    let b = bootstrap.clone();
+    let modern = tokio::task::spawn_blocking(move || {
+        let modern = member(&b, "moving", "migrating", "consumer", &[("group.remote.assignor", "range")]);
+        let mut seen = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.len() < 500 {
+            for k in poll_and_commit(&modern) {
+                let i: usize = k.trim_start_matches("key-").parse().unwrap();
+                assert!(i >= 1000, "record {i}, committed by the classic group, was read again");
+                seen.insert(i);
+            }
+            assert!(Instant::now() < deadline, "the migrated group stalled at {}", seen.len());
+        }
+        modern
+    })
+    .await
+    .unwrap();
+    let g = describe(&broker, "moving");
+    assert_eq!(
+        (g.error_code, g.group_state.as_str(), g.assignor_name.as_str()),
+        (0, "Stable", "range")
+    );
+    assert_eq!(listed_type(&broker, "moving").as_deref(), Some("consumer"));
+    // While it has a member, a classic consumer cannot join it.
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let classic = member(&b, "moving", "migrating", "classic", &[]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut refused = false;
+        while Instant::now() < deadline && !refused {
+            if let Some(Err(e)) = classic.poll(Duration::from_millis(100)) {
+                refused = e.to_string().contains("InconsistentGroupProtocol") || e.to_string().contains("INCONSISTENT_GROUP_PROTOCOL");
+            }
+            assert!(assigned(&classic).is_empty(), "a classic member joined a consumer group");
+        }
+        assert!(refused, "the classic member was not told why");
+        drop(modern);
+    })
+    .await
+    .unwrap();
+}
+
+/// What a client without the consumer protocol's rules gets: Kafka's
+/// errors, not a crash or a hang.
+#[test]
+fn bad_heartbeats_get_kafkas_errors() {
+    let broker = Broker::start(BROKER_CONFIG);
+    let heartbeat =
+        |req: &ConsumerGroupHeartbeatRequest| -> ConsumerGroupHeartbeatResponse { call(&broker, ApiKey::ConsumerGroupHeartbeat, 1, req) };
+    let s = |v: &str| StrBytes::from_string(v.into());
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("raw")))
+        .with_member_id(s("m1"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(5000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("nothing-yet"))]))
+        .with_topic_partitions(Some(vec![]));
+    let ok = heartbeat(&join);
+    assert_eq!((ok.error_code, ok.member_epoch), (0, 1));
+    assert_eq!(ok.heartbeat_interval_ms, 200);
+    let cases = [
+        (join.clone().with_member_id(s("")), 42, "MemberId can't be empty."),
+        (join.clone().with_member_epoch(7), 110, ""),
+        (join.clone().with_member_id(s("m2")).with_member_epoch(3), 25, ""),
+        (join.clone().with_server_assignor(Some(s("sticky"))), 112, ""),
+        (join.clone().with_subscribed_topic_regex(Some(s("(("))), 128, ""),
+        (join.clone().with_subscribed_topic_names(None), 42, ""),
+    ];
+    for (req, code, message) in cases {
+        let r = heartbeat(&req);
+        assert_eq!(r.error_code, code, "{:?}", r.error_message);
+        if !message.is_empty() {
+            assert_eq!(r.error_message.unwrap().as_str(), message);
+        }
+    }
+    let describe_unknown = describe(&broker, "no-such-group");
+    assert_eq!(describe_unknown.error_code, 69);
+    let leave = heartbeat(&join.clone().with_member_epoch(-1).with_topic_partitions(None));
+    assert_eq!((leave.error_code, leave.member_epoch), (0, -1));
+}
