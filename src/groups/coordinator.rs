@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Notify};
 
-use super::consumer::group::{ConsumerGroup, GroupView, HeartbeatInput, HeartbeatOutput, Refusal, Timing, TopicCatalog};
+use super::consumer::group::{ClassicJoin, ConsumerGroup, GroupView, HeartbeatInput, HeartbeatOutput, Refusal, Timing, TopicCatalog};
 use super::expiry::Membership;
 use super::offsets::OffsetStore;
 use super::state_machine::{Group, GroupState, JoinInput, JoinOutput, MemberDescription, Reply, SyncInput, SyncOutput};
@@ -324,7 +324,7 @@ impl GroupCoordinator {
         (token, rx)
     }
 
-    pub async fn join(&self, group_id: &str, input: JoinInput) -> JoinOutput {
+    pub async fn join(&self, group_id: &str, input: JoinInput, topics: &dyn TopicCatalog) -> JoinOutput {
         if group_id.is_empty() {
             return join_error(ResponseError::InvalidGroupId.code(), input.member_id);
         }
@@ -333,8 +333,37 @@ impl GroupCoordinator {
         }
         let member_id = input.member_id.clone();
         let new_member_id = format!("{}-{}", input.client_id, uuid::Uuid::new_v4());
-        let (token, rx) = self.register();
         let now = now_ms();
+        let timing = self.consumer_timing;
+        let join = ClassicJoin {
+            member_id: input.member_id.clone(),
+            instance_id: input.group_instance_id.clone(),
+            client_id: input.client_id.clone(),
+            client_host: input.client_host.clone(),
+            session_timeout_ms: input.session_timeout_ms,
+            rebalance_timeout_ms: input.rebalance_timeout_ms,
+            protocol_type: input.protocol_type.clone(),
+            protocols: input.protocols.clone(),
+            require_known_member_id: input.require_known_member_id,
+        };
+        let id = new_member_id.clone();
+        if let Some(result) = self.consumer_with_members(group_id, now, |c| c.classic_join(now, join, id, topics, timing)) {
+            // A classic member of a KIP-848 group: answered at once, with no
+            // client-side leader (the coordinator assigns).
+            return match result {
+                Ok(joined) => JoinOutput {
+                    error_code: 0,
+                    generation_id: joined.generation_id,
+                    protocol_type: Some("consumer".into()),
+                    protocol_name: Some(joined.protocol_name),
+                    leader: String::new(),
+                    member_id: joined.member_id,
+                    members: Vec::new(),
+                },
+                Err(refusal) => join_error(refusal.code, refusal.member_id),
+            };
+        }
+        let (token, rx) = self.register();
         let creates = input.member_id.is_empty();
         if let Err(code) = self.join_group(group_id, now, creates, |g| ((), g.join(now, token, input, new_member_id))) {
             self.unregister(token);
@@ -347,8 +376,28 @@ impl GroupCoordinator {
     }
 
     pub async fn sync(&self, group_id: &str, input: SyncInput) -> SyncOutput {
-        let (token, rx) = self.register();
         let now = now_ms();
+        let classic_member = |c: &mut ConsumerGroup| {
+            c.classic_sync(
+                now,
+                &input.member_id,
+                input.group_instance_id.as_deref(),
+                input.generation_id,
+                input.protocol_name.as_deref(),
+            )
+        };
+        if let Some(result) = self.consumer_with_members(group_id, now, classic_member) {
+            return match result {
+                Ok(assignment) => SyncOutput {
+                    error_code: 0,
+                    protocol_type: input.protocol_type.clone(),
+                    protocol_name: input.protocol_name.clone(),
+                    assignment,
+                },
+                Err(code) => sync_error(code),
+            };
+        }
+        let (token, rx) = self.register();
         if self.existing(group_id, |g| ((), g.sync(now, token, input))).is_none() {
             // Kafka's answer for a group that does not exist; creating it
             // would let any client fill memory with group ids.
@@ -359,6 +408,25 @@ impl GroupCoordinator {
             Ok(Reply::Sync { output, .. }) => output,
             _ => sync_error(ResponseError::UnknownServerError.code()),
         }
+    }
+
+    /// Runs `f` on the group if it is a KIP-848 group with members (where
+    /// classic requests go to its classic members), settling it afterwards.
+    fn consumer_with_members<T>(&self, group_id: &str, now_ms: i64, f: impl FnOnce(&mut ConsumerGroup) -> T) -> Option<T> {
+        let out = {
+            let mut groups = self.groups.lock();
+            let Some(Kind::Consumer(group)) = groups.get_mut(group_id).map(|slot| &mut slot.kind) else {
+                return None;
+            };
+            if group.is_empty() {
+                return None;
+            }
+            let out = f(group);
+            self.settle(&mut groups, group_id, now_ms);
+            out
+        };
+        self.deadlines_changed.notify_one();
+        Some(out)
     }
 
     /// Runs `f` on the group if it exists (never creating it) and delivers
@@ -377,12 +445,18 @@ impl GroupCoordinator {
 
     pub fn heartbeat(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation_id: i32) -> i16 {
         let now = now_ms();
+        if let Some(code) = self.consumer_with_members(group_id, now, |c| c.classic_heartbeat(now, member_id, instance_id, generation_id)) {
+            return code;
+        }
         self.existing(group_id, |g| (g.heartbeat(now, member_id, instance_id, generation_id), Vec::new()))
             .unwrap_or(ResponseError::UnknownMemberId.code())
     }
 
     pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
         let now = now_ms();
+        if let Some(codes) = self.consumer_with_members(group_id, now, |c| c.classic_leave(members)) {
+            return codes;
+        }
         self.existing(group_id, |g| g.leave(now, members))
             .unwrap_or_else(|| vec![ResponseError::UnknownMemberId.code(); members.len()])
     }
@@ -443,25 +517,52 @@ impl GroupCoordinator {
             let mut groups = self.groups.lock();
             let joining = input.member_epoch == 0;
             let not_found = || Refusal::new(ResponseError::GroupIdNotFound, format!("Group {group_id} not found."));
+            let unknown_member = || {
+                Refusal::new(
+                    ResponseError::UnknownMemberId,
+                    format!(
+                        "Member {} is not a member of group {group_id}; rejoin with epoch 0.",
+                        input.member_id
+                    ),
+                )
+            };
             let total = groups.len();
             match groups.get(group_id) {
                 Some(slot) if matches!(slot.kind, Kind::Classic(_)) => {
-                    if !(joining && slot.has_no_members()) {
-                        return Err(Refusal::new(
-                            ResponseError::GroupIdNotFound,
-                            format!("Group {group_id} is not a consumer group."),
-                        ));
+                    let not_consumer =
+                        || Refusal::new(ResponseError::GroupIdNotFound, format!("Group {group_id} is not a consumer group."));
+                    if !joining {
+                        return Err(unknown_member());
                     }
-                    tracing::info!(group = %group_id, "empty classic group becomes a consumer group (KIP-848)");
+                    let converted = if slot.has_no_members() {
+                        tracing::info!(group = %group_id, "empty classic group becomes a consumer group (KIP-848)");
+                        ConsumerGroup::new(group_id.to_string())
+                    } else {
+                        let Some(mut slot) = groups.remove(group_id) else {
+                            return Err(not_consumer());
+                        };
+                        match self.take_over(group_id, &mut slot, topics, now) {
+                            Ok(group) => group,
+                            Err(refusal) => {
+                                groups.insert(group_id.to_string(), slot);
+                                return Err(refusal);
+                            }
+                        }
+                    };
                     let mut slot = GroupSlot {
-                        kind: Kind::Consumer(ConsumerGroup::new(group_id.to_string())),
+                        kind: Kind::Consumer(converted),
                         empty_since_ms: Some(now),
                     };
                     slot.note_state(now);
                     groups.insert(group_id.to_string(), slot);
                 }
                 Some(_) => {}
-                None if !joining => return Err(not_found()),
+                // Membership lives in memory: after a restart or a move of
+                // the coordinator, a member's heartbeat finds no group. Kafka
+                // (which never loses a group) says GROUP_ID_NOT_FOUND;
+                // librdkafka rejoins only on UNKNOWN_MEMBER_ID or
+                // FENCED_MEMBER_EPOCH.
+                None if !joining => return Err(unknown_member()),
                 None if total >= self.max_count => {
                     return Err(Refusal::new(
                         ResponseError::CoordinatorNotAvailable,
@@ -487,6 +588,39 @@ impl GroupCoordinator {
         };
         self.deadlines_changed.notify_one();
         out
+    }
+
+    /// Kafka's online upgrade: a classic group of the consumer protocol with
+    /// members becomes a consumer group whose members carry on as classic
+    /// members. Parked joins and syncs are told REBALANCE_IN_PROGRESS and
+    /// rejoin the new group.
+    fn take_over(&self, group_id: &str, slot: &mut GroupSlot, topics: &dyn TopicCatalog, now_ms: i64) -> Result<ConsumerGroup, Refusal> {
+        let Kind::Classic(classic) = &mut slot.kind else {
+            return Err(Refusal::new(
+                ResponseError::GroupIdNotFound,
+                format!("Group {group_id} is not a classic group."),
+            ));
+        };
+        let members = classic.classic_members();
+        if !ConsumerGroup::can_take_over(classic.protocol_type(), &members, self.consumer_timing.max_size) {
+            return Err(Refusal::new(
+                ResponseError::GroupIdNotFound,
+                format!("Group {group_id} is not a consumer group."),
+            ));
+        }
+        let protocol_name = classic.protocol_name().unwrap_or_default().to_string();
+        let group = ConsumerGroup::from_classic(
+            group_id.to_string(),
+            classic.generation_id(),
+            &protocol_name,
+            members,
+            topics,
+            now_ms,
+        )?;
+        let parked = classic.abandon(ResponseError::RebalanceInProgress.code());
+        self.deliver(parked);
+        tracing::info!(group = %group_id, members = group.member_count(), "classic group becomes a consumer group with its members (KIP-848 online upgrade)");
+        Ok(group)
     }
 
     /// ConsumerGroupDescribe: the group, or GROUP_ID_NOT_FOUND with Kafka's
@@ -703,6 +837,18 @@ mod tests {
 
     const MEMBER_ID_REQUIRED: i16 = ResponseError::MemberIdRequired.code();
 
+    struct NoTopics;
+
+    impl TopicCatalog for NoTopics {
+        fn by_name(&self, _: &str) -> Option<(uuid::Uuid, i32)> {
+            None
+        }
+
+        fn names(&self) -> Vec<String> {
+            Vec::new()
+        }
+    }
+
     fn coordinator(dir: &Path, config: Config) -> Arc<GroupCoordinator> {
         Arc::new(GroupCoordinator::open(dir, &config).unwrap())
     }
@@ -758,10 +904,36 @@ mod tests {
             member_id: "stale".into(),
             ..new_member(1000)
         };
-        assert_eq!(groups.join("j", rejoin).await.error_code, ResponseError::UnknownMemberId.code());
+        assert_eq!(
+            groups.join("j", rejoin, &NoTopics).await.error_code,
+            ResponseError::UnknownMemberId.code()
+        );
         assert!(groups.list().is_empty());
         assert_eq!(groups.group_count(), 0);
         assert_eq!(groups.describe("s").state, "Dead");
+    }
+
+    /// After a restart the group is gone: a member's heartbeat must make it
+    /// rejoin (UNKNOWN_MEMBER_ID; librdkafka ignores GROUP_ID_NOT_FOUND) and
+    /// must not create the group.
+    #[tokio::test]
+    async fn a_heartbeat_to_a_lost_consumer_group_asks_the_member_to_rejoin() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = coordinator(dir.path(), config());
+        let input = HeartbeatInput {
+            api_version: 1,
+            member_id: "m".into(),
+            member_epoch: 5,
+            rebalance_timeout_ms: -1,
+            ..Default::default()
+        };
+        let refused = groups.consumer_heartbeat("g", input.clone(), &NoTopics).unwrap_err();
+        assert_eq!(refused.code, ResponseError::UnknownMemberId.code());
+        assert_eq!(groups.group_count(), 0);
+        // The same for a classic group that took the id meanwhile.
+        assert_eq!(groups.join("g", new_member(60_000), &NoTopics).await.error_code, MEMBER_ID_REQUIRED);
+        let refused = groups.consumer_heartbeat("g", input, &NoTopics).unwrap_err();
+        assert_eq!(refused.code, ResponseError::UnknownMemberId.code());
     }
 
     #[tokio::test]
@@ -769,14 +941,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let groups = coordinator(dir.path(), config());
         for id in ["a", "b", "c"] {
-            assert_eq!(groups.join(id, new_member(60_000)).await.error_code, MEMBER_ID_REQUIRED);
+            assert_eq!(groups.join(id, new_member(60_000), &NoTopics).await.error_code, MEMBER_ID_REQUIRED);
         }
         assert_eq!(
-            groups.join("d", new_member(60_000)).await.error_code,
+            groups.join("d", new_member(60_000), &NoTopics).await.error_code,
             ResponseError::CoordinatorNotAvailable.code()
         );
         // Existing groups still take joins.
-        assert_eq!(groups.join("a", new_member(60_000)).await.error_code, MEMBER_ID_REQUIRED);
+        assert_eq!(groups.join("a", new_member(60_000), &NoTopics).await.error_code, MEMBER_ID_REQUIRED);
         assert_eq!(groups.group_count(), 3);
     }
 
@@ -787,13 +959,13 @@ mod tests {
         let timers = groups.clone();
         let timer_task = tokio::spawn(async move { timers.run_timers().await });
         for id in ["a", "b", "c"] {
-            assert_eq!(groups.join(id, new_member(50)).await.error_code, MEMBER_ID_REQUIRED);
+            assert_eq!(groups.join(id, new_member(50), &NoTopics).await.error_code, MEMBER_ID_REQUIRED);
         }
         assert_eq!(groups.list().len(), 3);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(groups.group_count(), 0);
         assert_eq!(
-            groups.join("d", new_member(50)).await.error_code,
+            groups.join("d", new_member(50), &NoTopics).await.error_code,
             MEMBER_ID_REQUIRED,
             "the slots are free again"
         );

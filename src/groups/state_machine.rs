@@ -132,6 +132,20 @@ pub struct MemberDescription {
     pub assignment: Bytes,
 }
 
+/// A classic member as a KIP-848 group takes it over (online upgrade).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassicMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i64,
+    pub rebalance_timeout_ms: i64,
+    /// (name, metadata) in the member's preference order.
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+}
+
 #[derive(Debug, Clone)]
 struct Member {
     member_id: String,
@@ -311,6 +325,24 @@ impl Group {
 
     pub fn leader(&self) -> Option<&str> {
         self.leader.as_deref()
+    }
+
+    /// Every member with all it joined with, for the conversion to a
+    /// KIP-848 group.
+    pub fn classic_members(&self) -> Vec<ClassicMember> {
+        self.members
+            .iter()
+            .map(|m| ClassicMember {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocols: m.protocols.clone(),
+                assignment: m.assignment.clone(),
+            })
+            .collect()
     }
 
     /// Metadata is each member's metadata for the chosen protocol (empty if

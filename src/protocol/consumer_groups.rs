@@ -20,7 +20,7 @@ use crate::security::acl::{Operation, ResourceType};
 
 /// The broker's topics, for subscriptions. Topics being deleted are left
 /// out by `Broker::topic` already.
-struct BrokerTopics<'a>(&'a Broker);
+pub(super) struct BrokerTopics<'a>(pub(super) &'a Broker);
 
 impl TopicCatalog for BrokerTopics<'_> {
     fn by_name(&self, name: &str) -> Option<(Uuid, i32)> {
@@ -196,9 +196,9 @@ pub(super) fn handle_describe(broker: &Broker, ctx: &RequestContext, req: Consum
                                 .with_subscribed_topic_regex(m.regex.map(str_bytes))
                                 .with_assignment(wire(m.assignment))
                                 .with_target_assignment(wire(m.target))
-                                // 1: a member of the consumer protocol (0 is
-                                // a classic member in a consumer group).
-                                .with_member_type(1)
+                                // 0: a classic member in a consumer group;
+                                // 1: a member of the consumer protocol.
+                                .with_member_type(if m.classic { 0 } else { 1 })
                         })
                         .collect(),
                 )

@@ -69,7 +69,10 @@ pub(super) async fn handle_join(broker: &Arc<Broker>, ctx: &RequestContext, req:
             .with_member_id(req.member_id.clone());
         return encode_response(ctx, &response);
     }
-    let out = broker.groups.join(req.group_id.0.as_str(), input).await;
+    let out = broker
+        .groups
+        .join(req.group_id.0.as_str(), input, &super::consumer_groups::BrokerTopics(broker))
+        .await;
     let response = JoinGroupResponse::default()
         .with_error_code(out.error_code)
         .with_generation_id(out.generation_id)

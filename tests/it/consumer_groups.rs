@@ -211,20 +211,22 @@ async fn a_classic_group_migrates_to_the_consumer_protocol_and_keeps_its_offsets
         (0, "Stable", "range")
     );
     assert_eq!(listed_type(&broker, "moving").as_deref(), Some("consumer"));
-    // While it has a member, a classic consumer cannot join it.
+    // A classic consumer (an application not yet upgraded) joins the
+    // consumer group as a classic member and gets its share.
     let b = bootstrap.clone();
     tokio::task::spawn_blocking(move || {
         let classic = member(&b, "moving", "migrating", "classic", &[]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut refused = false;
-        while Instant::now() < deadline && !refused {
-            if let Some(Err(e)) = classic.poll(Duration::from_millis(100)) {
-                refused = e.to_string().contains("InconsistentGroupProtocol") || e.to_string().contains("INCONSISTENT_GROUP_PROTOCOL");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            poll_and_commit(&classic);
+            poll_and_commit(&modern);
+            let (pc, pm) = (assigned(&classic), assigned(&modern));
+            assert!(pc.is_disjoint(&pm), "two members own a partition: {pc:?} {pm:?}");
+            if pc.len() == 2 && pm.len() == 2 {
+                break;
             }
-            assert!(assigned(&classic).is_empty(), "a classic member joined a consumer group");
+            assert!(Instant::now() < deadline, "no 2/2 split: {pc:?} {pm:?}");
         }
-        assert!(refused, "the classic member was not told why");
-        drop(modern);
     })
     .await
     .unwrap();
@@ -267,4 +269,84 @@ fn bad_heartbeats_get_kafkas_errors() {
     assert_eq!(describe_unknown.error_code, 69);
     let leave = heartbeat(&join.clone().with_member_epoch(-1).with_topic_partitions(None));
     assert_eq!((leave.error_code, leave.member_epoch), (0, -1));
+}
+
+/// Kafka 4.0's online upgrade: a consumer of the new protocol joins a
+/// classic group that has members; the group becomes a consumer group and
+/// its classic member carries on, handing over partitions as the
+/// coordinator assigns them, and takes them all back when the other leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_group_with_members_is_upgraded_online() {
+    let broker = Broker::start(BROKER_CONFIG);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "online", 4, &[]).await;
+    let p = producer(&bootstrap, &[]);
+    let first: Vec<_> = (0..2000).map(|i| record(i, 10)).collect();
+    produce(&p, "online", &first).await;
+
+    let b = bootstrap.clone();
+    let (old, new, mut seen) = tokio::task::spawn_blocking(move || {
+        let old = member(
+            &b,
+            "upgrading",
+            "online",
+            "classic",
+            &[("partition.assignment.strategy", "cooperative-sticky")],
+        );
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while assigned(&old).len() != 4 || seen.len() < 1000 {
+            for k in poll_and_commit(&old) {
+                *seen.entry(k).or_default() += 1;
+            }
+            assert!(Instant::now() < deadline, "the classic member stalled");
+        }
+        let new = member(&b, "upgrading", "online", "consumer", &[]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for k in poll_and_commit(&old).into_iter().chain(poll_and_commit(&new)) {
+                *seen.entry(k).or_default() += 1;
+            }
+            let (po, pn) = (assigned(&old), assigned(&new));
+            assert!(po.is_disjoint(&pn), "two members own a partition: {po:?} {pn:?}");
+            if po.len() == 2 && pn.len() == 2 && seen.len() == 2000 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no 2/2 split: {po:?} {pn:?} after {} records",
+                seen.len()
+            );
+        }
+        (old, new, seen)
+    })
+    .await
+    .unwrap();
+    let g = describe(&broker, "upgrading");
+    assert_eq!((g.error_code, g.group_state.as_str()), (0, "Stable"));
+    let mut types: Vec<i8> = g.members.iter().map(|m| m.member_type).collect();
+    types.sort();
+    assert_eq!(types, vec![0, 1], "one classic member, one of the consumer protocol");
+    assert_eq!(listed_type(&broker, "upgrading").as_deref(), Some("consumer"));
+
+    // The new member leaves: the classic member is told to rejoin and
+    // takes all four partitions, and reads what comes next.
+    let second: Vec<_> = (2000..2400).map(|i| record(i, 10)).collect();
+    produce(&p, "online", &second).await;
+    tokio::task::spawn_blocking(move || {
+        drop(new);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while assigned(&old).len() != 4 || seen.len() < 2400 {
+            for k in poll_and_commit(&old) {
+                *seen.entry(k).or_default() += 1;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the classic member did not take everything back: {:?}",
+                assigned(&old)
+            );
+        }
+    })
+    .await
+    .unwrap();
 }

@@ -29,7 +29,7 @@ pub const LEAVE_EPOCH: i32 = -1;
 pub const STATIC_LEAVE_EPOCH: i32 = -2;
 
 /// The topics that exist, as the heartbeat sees them.
-pub trait TopicCatalog {
+pub trait TopicCatalog: Sync {
     /// Topic id and partition count.
     fn by_name(&self, name: &str) -> Option<(Uuid, i32)>;
     /// Every topic name (for regex subscriptions).
@@ -205,6 +205,27 @@ struct Member {
     session_deadline_ms: i64,
     /// Set while it has partitions to give up.
     revoke_deadline_ms: Option<i64>,
+    /// A member of the classic protocol (JoinGroup, SyncGroup, Heartbeat)
+    /// inside this group.
+    classic: Option<classic::ClassicState>,
+}
+
+impl Member {
+    /// When the member is removed unless it hears from it: its session,
+    /// revocation, or (classic) join and sync deadlines.
+    fn next_deadline(&self) -> i64 {
+        let classic = self.classic.as_ref();
+        [
+            Some(self.session_deadline_ms),
+            self.revoke_deadline_ms,
+            classic.and_then(|c| c.sync_deadline_ms),
+            classic.and_then(|c| c.join_deadline_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.session_deadline_ms)
+    }
 }
 
 /// One member for ConsumerGroupDescribe.
@@ -220,6 +241,8 @@ pub struct MemberView {
     pub regex: Option<String>,
     pub assignment: Assignment,
     pub target: Assignment,
+    /// Uses the classic protocol (JoinGroup/SyncGroup).
+    pub classic: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,7 +327,19 @@ impl ConsumerGroup {
     /// Topic names any member subscribes to, by name or regex (for
     /// OffsetDelete's GROUP_SUBSCRIBED_TO_TOPIC).
     pub fn subscribed_topics(&self) -> BTreeSet<String> {
-        self.subscribed.keys().cloned().collect()
+        // `subscribed` is refreshed by heartbeats only; members may have
+        // left since.
+        let regexes: Vec<regex::Regex> = self
+            .members
+            .values()
+            .filter_map(|m| m.regex.as_deref())
+            .filter_map(|r| compile(r).ok())
+            .collect();
+        self.subscribed
+            .keys()
+            .filter(|name| self.members.values().any(|m| m.topic_names.contains(*name)) || regexes.iter().any(|re| re.is_match(name)))
+            .cloned()
+            .collect()
     }
 
     /// The assignor most members ask for, else the default.
@@ -391,8 +426,32 @@ impl ConsumerGroup {
         let subscription_changed = before
             .as_ref()
             .is_none_or(|b| b.topic_names != member.topic_names || b.regex != member.regex || b.assignor != member.assignor);
+        member.classic = None;
+        let id = member.id.clone();
         self.put(member);
+        let (member, updated) = self.advance(now_ms, &id, subscription_changed, input.owned.as_ref(), topics)?;
+        let changed = updated.progress.assigned != member.progress.assigned;
+        let full = joining || (input.rebalance_timeout_ms != -1 && input.subscribed_topic_names.is_some() && input.owned.is_some());
+        Ok(HeartbeatOutput {
+            member_id: updated.id.clone(),
+            member_epoch: updated.progress.epoch,
+            heartbeat_interval_ms: timing.heartbeat_interval_ms,
+            assignment: (full || changed || before.is_none()).then(|| updated.progress.assigned.clone()),
+        })
+    }
 
+    /// A heartbeat's (or a classic join's) three steps for a member already
+    /// stored with its new subscription: bump the group epoch if needed,
+    /// compute a new target if needed, and move the member one step toward
+    /// its target. Returns the member before and after the step.
+    fn advance(
+        &mut self,
+        now_ms: i64,
+        member_id: &str,
+        subscription_changed: bool,
+        owned: Option<&Assignment>,
+        topics: &dyn TopicCatalog,
+    ) -> Result<(Member, Member), Refusal> {
         // 1. The group epoch.
         let metadata = self.resolve(topics);
         if subscription_changed || metadata != self.subscribed {
@@ -404,22 +463,23 @@ impl ConsumerGroup {
             self.compute_targets(topics);
         }
         // 3. This member's next step.
-        let Some(member) = self.members.get(&input.member_id).cloned() else {
+        let Some(member) = self.members.get(member_id).cloned() else {
             return Err(Refusal::new(ResponseError::UnknownServerError, "member vanished"));
         };
         let empty = Assignment::new();
         let target = self.targets.get(&member.id).unwrap_or(&empty);
         let holders = &self.holders;
         let own_id = member.id.clone();
-        let progress = reconcile::next(&member.progress, self.assignment_epoch, target, input.owned.as_ref(), |t, p| {
+        let progress = reconcile::next(&member.progress, self.assignment_epoch, target, owned, |t, p| {
             holders.get(&(t, p)).is_some_and(|h| *h != own_id)
         });
         let mut updated = member.clone();
         if progress.epoch != updated.progress.epoch {
             updated.previous_epoch = updated.progress.epoch;
         }
+        // Classic members have join and sync deadlines instead.
         updated.revoke_deadline_ms = match progress.state {
-            MemberState::UnrevokedPartitions => Some(
+            MemberState::UnrevokedPartitions if member.classic.is_none() => Some(
                 member
                     .revoke_deadline_ms
                     .filter(|_| member.progress.state == MemberState::UnrevokedPartitions)
@@ -428,16 +488,8 @@ impl ConsumerGroup {
             _ => None,
         };
         updated.progress = progress;
-        let changed = updated.progress.assigned != member.progress.assigned;
-        let full = joining || (input.rebalance_timeout_ms != -1 && input.subscribed_topic_names.is_some() && input.owned.is_some());
-        let out = HeartbeatOutput {
-            member_id: updated.id.clone(),
-            member_epoch: updated.progress.epoch,
-            heartbeat_interval_ms: timing.heartbeat_interval_ms,
-            assignment: (full || changed || before.is_none()).then(|| updated.progress.assigned.clone()),
-        };
-        self.put(updated);
-        Ok(out)
+        self.put(updated.clone());
+        Ok((member, updated))
     }
 
     /// Whether `input` is a static member coming back in place of its
@@ -476,6 +528,7 @@ impl ConsumerGroup {
             left_temporarily: false,
             session_deadline_ms: now_ms,
             revoke_deadline_ms: None,
+            classic: None,
         };
         let Some(instance) = &input.instance_id else { return Ok(fresh) };
         let Some(old_id) = self.static_members.get(instance).cloned() else {
@@ -625,7 +678,7 @@ impl ConsumerGroup {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.session_deadline_ms <= now_ms || m.revoke_deadline_ms.is_some_and(|d| d <= now_ms))
+            .filter(|m| m.next_deadline() <= now_ms)
             .map(|m| m.id.clone())
             .collect();
         for id in &expired {
@@ -639,10 +692,7 @@ impl ConsumerGroup {
     }
 
     pub fn next_deadline(&self) -> Option<i64> {
-        self.members
-            .values()
-            .map(|m| m.revoke_deadline_ms.map_or(m.session_deadline_ms, |r| r.min(m.session_deadline_ms)))
-            .min()
+        self.members.values().map(Member::next_deadline).min()
     }
 
     /// Kafka's rules for OffsetCommit to a consumer group: a commit without
@@ -653,6 +703,9 @@ impl ConsumerGroup {
             return Ok(());
         }
         let member = self.member(member_id)?;
+        if member.classic.is_some() {
+            return check_generation(member, epoch);
+        }
         if !transactional && api_version < 9 {
             return Err(Refusal::new(
                 ResponseError::UnsupportedVersion,
@@ -666,7 +719,13 @@ impl ConsumerGroup {
     pub fn validate_fetch(&self, member_id: Option<&str>, epoch: i32) -> Result<(), Refusal> {
         match member_id {
             None if epoch < 0 => Ok(()),
-            _ => check_current_epoch(self.member(member_id.unwrap_or_default())?, epoch),
+            _ => {
+                let member = self.member(member_id.unwrap_or_default())?;
+                if member.classic.is_some() {
+                    return check_generation(member, epoch);
+                }
+                check_current_epoch(member, epoch)
+            }
         }
     }
 
@@ -699,6 +758,7 @@ impl ConsumerGroup {
                     regex: m.regex.clone(),
                     assignment: m.progress.assigned.clone(),
                     target: self.targets.get(&m.id).cloned().unwrap_or_default(),
+                    classic: m.classic.is_some(),
                 })
                 .collect(),
         }
@@ -711,6 +771,20 @@ fn check_current_epoch(member: &Member, epoch: i32) -> Result<(), Refusal> {
             ResponseError::StaleMemberEpoch,
             format!(
                 "The received member epoch {epoch} does not match the expected member epoch {}.",
+                member.progress.epoch
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A classic member's generation is its member epoch.
+fn check_generation(member: &Member, generation: i32) -> Result<(), Refusal> {
+    if generation != member.progress.epoch {
+        return Err(Refusal::new(
+            ResponseError::IllegalGeneration,
+            format!(
+                "The received generation id {generation} does not match the expected member epoch {}.",
                 member.progress.epoch
             ),
         ));
@@ -746,6 +820,9 @@ fn check_epoch(member: &Member, received: i32, owned: Option<&Assignment>) -> Re
     }
     Ok(())
 }
+
+mod classic;
+pub use classic::{ClassicJoin, ClassicJoined, ClassicRefusal};
 
 #[cfg(test)]
 mod tests;

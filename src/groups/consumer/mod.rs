@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub mod assignor;
+pub mod embedded;
 pub mod group;
 pub mod reconcile;
 
