@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Notify};
 
-use super::consumer::group::{ClassicJoin, ConsumerGroup, GroupView, HeartbeatInput, HeartbeatOutput, Refusal, Timing, TopicCatalog};
+use super::consumer::group::{ConsumerGroup, GroupView, HeartbeatInput, HeartbeatOutput, Refusal, Timing, TopicCatalog};
 use super::expiry::Membership;
 use super::offsets::OffsetStore;
 use super::state_machine::{Group, GroupState, JoinInput, JoinOutput, MemberDescription, Reply, SyncInput, SyncOutput};
@@ -335,17 +335,7 @@ impl GroupCoordinator {
         let new_member_id = format!("{}-{}", input.client_id, uuid::Uuid::new_v4());
         let now = now_ms();
         let timing = self.consumer_timing;
-        let join = ClassicJoin {
-            member_id: input.member_id.clone(),
-            instance_id: input.group_instance_id.clone(),
-            client_id: input.client_id.clone(),
-            client_host: input.client_host.clone(),
-            session_timeout_ms: input.session_timeout_ms,
-            rebalance_timeout_ms: input.rebalance_timeout_ms,
-            protocol_type: input.protocol_type.clone(),
-            protocols: input.protocols.clone(),
-            require_known_member_id: input.require_known_member_id,
-        };
+        let join = input.clone();
         let id = new_member_id.clone();
         if let Some(result) = self.consumer_with_members(group_id, now, |c| c.classic_join(now, join, id, topics, timing)) {
             // A classic member of a KIP-848 group: answered at once, with no

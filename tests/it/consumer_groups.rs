@@ -43,7 +43,8 @@ fn assigned(c: &BaseConsumer) -> BTreeSet<i32> {
 fn poll_and_commit(c: &BaseConsumer) -> Vec<String> {
     let mut keys = Vec::new();
     while let Some(m) = c.poll(Duration::from_millis(20)) {
-        let m = m.unwrap();
+        // Transport errors while a broker restarts are reported, not fatal.
+        let Ok(m) = m else { continue };
         keys.push(String::from_utf8(m.key().unwrap().to_vec()).unwrap());
     }
     if !keys.is_empty() {
@@ -349,4 +350,64 @@ async fn a_classic_group_with_members_is_upgraded_online() {
     })
     .await
     .unwrap();
+}
+
+/// Membership lives in memory: after a broker restart, consumers of the new
+/// protocol are told to rejoin (UNKNOWN_MEMBER_ID), get their partitions
+/// back and go on from their commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_protocol_members_rejoin_after_a_broker_restart() {
+    let mut broker = Broker::start(BROKER_CONFIG);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "restarting", 2, &[]).await;
+    let first: Vec<_> = (0..500).map(|i| record(i, 10)).collect();
+    produce(&producer(&bootstrap, &[]), "restarting", &first).await;
+    let b = bootstrap.clone();
+    let c = tokio::task::spawn_blocking(move || {
+        let c = member(&b, "survivor", "restarting", "consumer", &[]);
+        let mut seen = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.len() < 500 {
+            seen.extend(poll_and_commit(&c));
+            assert!(Instant::now() < deadline, "stalled at {}", seen.len());
+        }
+        c
+    })
+    .await
+    .unwrap();
+    broker.restart();
+    let second: Vec<_> = (500..1000).map(|i| record(i, 10)).collect();
+    produce(&producer(&bootstrap, &[]), "restarting", &second).await;
+    let c = tokio::task::spawn_blocking(move || {
+        let mut seen = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.len() < 500 {
+            for k in poll_and_commit(&c) {
+                let i: usize = k.trim_start_matches("key-").parse().unwrap();
+                assert!(i >= 500, "record {i} was committed before the restart and read again");
+                seen.insert(i);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no progress after the restart: {} records, {:?}",
+                seen.len(),
+                assigned(&c)
+            );
+        }
+        c
+    })
+    .await
+    .unwrap();
+    // The member rejoins and is Stable with both partitions.
+    let c = std::sync::Arc::new(c);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let polled = c.clone();
+        tokio::task::spawn_blocking(move || poll_and_commit(&polled)).await.unwrap();
+        let g = describe(&broker, "survivor");
+        if g.error_code == 0 && g.group_state.as_str() == "Stable" && g.members.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the member never rejoined: {g:?}");
+    }
 }

@@ -822,7 +822,7 @@ fn check_epoch(member: &Member, received: i32, owned: Option<&Assignment>) -> Re
 }
 
 mod classic;
-pub use classic::{ClassicJoin, ClassicJoined, ClassicRefusal};
+pub use classic::{ClassicJoined, ClassicRefusal};
 
 #[cfg(test)]
 mod tests;

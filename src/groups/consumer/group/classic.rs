@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 use super::super::embedded::{self, Subscription};
 use super::super::reconcile::{MemberState, Progress};
 use super::*;
-use crate::groups::state_machine::ClassicMember;
+use crate::groups::state_machine::{ClassicMember, JoinInput};
 
 /// What only a classic member has.
 #[derive(Debug, Clone)]
@@ -34,21 +34,6 @@ impl ClassicState {
             .and_then(|(_, m)| embedded::decode_subscription(m))
             .map_or(0, |s| s.version)
     }
-}
-
-/// A JoinGroup from a classic member.
-#[derive(Debug, Clone)]
-pub struct ClassicJoin {
-    /// "" for a new member.
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i64,
-    pub rebalance_timeout_ms: i64,
-    pub protocol_type: String,
-    pub protocols: Vec<(String, Bytes)>,
-    pub require_known_member_id: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,7 +145,7 @@ impl ConsumerGroup {
     pub fn classic_join(
         &mut self,
         now_ms: i64,
-        join: ClassicJoin,
+        join: JoinInput,
         new_member_id: String,
         topics: &dyn TopicCatalog,
         timing: Timing,
@@ -173,7 +158,7 @@ impl ConsumerGroup {
         let Some(subscription) = subscription else {
             return Err(refuse(ResponseError::InconsistentGroupProtocol, &join.member_id));
         };
-        let existing_static = join.instance_id.as_ref().and_then(|i| self.static_members.get(i)).cloned();
+        let existing_static = join.group_instance_id.as_ref().and_then(|i| self.static_members.get(i)).cloned();
         let member_id = match (&existing_static, join.member_id.is_empty()) {
             // A static member rejoining without its id replaces its old
             // incarnation.
@@ -192,7 +177,7 @@ impl ConsumerGroup {
             (Some(old), false) if *old != join.member_id => {
                 return Err(refuse(ResponseError::FencedInstanceId, &join.member_id));
             }
-            (None, true) if join.require_known_member_id && join.instance_id.is_none() => {
+            (None, true) if join.require_known_member_id && join.group_instance_id.is_none() => {
                 return Err(refuse(ResponseError::MemberIdRequired, &new_member_id));
             }
             (None, true) => new_member_id,
@@ -209,7 +194,7 @@ impl ConsumerGroup {
             None => {
                 let input = HeartbeatInput {
                     member_id: member_id.clone(),
-                    instance_id: join.instance_id.clone(),
+                    instance_id: join.group_instance_id.clone(),
                     ..Default::default()
                 };
                 self.new_member(now_ms, &input).map_err(|r| ClassicRefusal {

@@ -57,10 +57,10 @@ fn classic(id: &str, assigned: &[i32]) -> ClassicMember {
     }
 }
 
-fn rejoin(id: &str, owned: &[i32]) -> ClassicJoin {
-    ClassicJoin {
+fn rejoin(id: &str, owned: &[i32]) -> JoinInput {
+    JoinInput {
         member_id: id.into(),
-        instance_id: None,
+        group_instance_id: None,
         client_id: "c".into(),
         client_host: "/127.0.0.1".into(),
         session_timeout_ms: 10_000,
@@ -139,7 +139,7 @@ fn beat_input(id: &str, epoch: i32) -> HeartbeatInput {
 fn classic_joins_follow_kafkas_rules() {
     let mut g = ConsumerGroup::new("g".into());
     let code = |r: Result<ClassicJoined, ClassicRefusal>| r.unwrap_err();
-    let wrong_type = ClassicJoin {
+    let wrong_type = JoinInput {
         protocol_type: "connect".into(),
         ..rejoin("", &[])
     };
@@ -147,7 +147,7 @@ fn classic_joins_follow_kafkas_rules() {
         code(g.classic_join(T, wrong_type, "new".into(), &Topics, timing())).code,
         ResponseError::InconsistentGroupProtocol.code()
     );
-    let garbage = ClassicJoin {
+    let garbage = JoinInput {
         protocols: vec![("range".into(), Bytes::from_static(b"\xff"))],
         ..rejoin("", &[])
     };
@@ -181,7 +181,7 @@ fn classic_joins_follow_kafkas_rules() {
 #[test]
 fn a_classic_member_that_never_syncs_is_removed() {
     let mut g = ConsumerGroup::new("g".into());
-    let join = ClassicJoin {
+    let join = JoinInput {
         require_known_member_id: false,
         ..rejoin("", &[])
     };
