@@ -11,7 +11,6 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -37,7 +36,7 @@ fn opt_string(s: &Option<StrBytes>) -> Option<String> {
 
 /// GROUP_AUTHORIZATION_FAILED when the requester may not do `operation`
 /// on the group, else the coordinator's error, if any.
-fn group_error(broker: &Broker, ctx: &RequestContext, group: &str, operation: Operation) -> Option<i16> {
+pub(super) fn group_error(broker: &Broker, ctx: &RequestContext, group: &str, operation: Operation) -> Option<i16> {
     if !ctx.allowed(broker, operation, ResourceType::Group, group) {
         return Some(ResponseError::GroupAuthorizationFailed.code());
     }
@@ -235,80 +234,6 @@ pub(super) async fn handle_offset_commit(broker: &Arc<Broker>, ctx: &RequestCont
                         p.error_code = ResponseError::CoordinatorNotAvailable.code();
                     }
                 }
-            }
-        }
-    }
-    encode_response(ctx, &response)
-}
-
-pub(super) fn handle_offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetchRequest) -> Bytes {
-    let group_id = req.group_id.0.to_string();
-    let mut response = OffsetFetchResponse::default();
-    let not_here = group_error(broker, ctx, &group_id, Operation::Describe);
-    if let Some(code) = not_here {
-        // v2+ read the top-level code; v0-1 each partition's.
-        response.error_code = code;
-    }
-    let entry = |topic: &str, partition: i32| {
-        let committed = if not_here.is_some() {
-            None
-        } else {
-            broker.groups.offsets.fetch(&group_id, topic, partition)
-        };
-        OffsetFetchResponsePartition::default()
-            .with_error_code(not_here.unwrap_or(0))
-            .with_partition_index(partition)
-            .with_committed_offset(committed.as_ref().map_or(-1, |c| c.offset))
-            .with_committed_leader_epoch(committed.as_ref().map_or(-1, |c| c.leader_epoch))
-            .with_metadata(Some(str_bytes(committed.and_then(|c| c.metadata).unwrap_or_default())))
-    };
-    match &req.topics {
-        Some(topics) => {
-            for t in topics {
-                let name = t.name.0.as_str();
-                let partitions = if not_here.is_none() && !ctx.allowed(broker, Operation::Describe, ResourceType::Topic, name) {
-                    let denied = ResponseError::TopicAuthorizationFailed.code();
-                    t.partition_indexes
-                        .iter()
-                        .map(|p| {
-                            entry(name, *p)
-                                .with_error_code(denied)
-                                .with_committed_offset(-1)
-                                .with_metadata(None)
-                        })
-                        .collect()
-                } else {
-                    t.partition_indexes.iter().map(|p| entry(name, *p)).collect()
-                };
-                response.topics.push(
-                    OffsetFetchResponseTopic::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(partitions),
-                );
-            }
-        }
-        None => {
-            // All committed offsets of the group (v2+).
-            let mut by_topic: std::collections::BTreeMap<String, Vec<OffsetFetchResponsePartition>> = Default::default();
-            let all = if not_here.is_some() {
-                Vec::new()
-            } else {
-                broker.groups.offsets.group_offsets(&group_id)
-            };
-            // Offsets of topics the requester may not describe are left out.
-            for (topic, partition, _) in all {
-                if !ctx.permits(broker, Operation::Describe, ResourceType::Topic, &topic) {
-                    continue;
-                }
-                let e = entry(&topic, partition);
-                by_topic.entry(topic).or_default().push(e);
-            }
-            for (topic, partitions) in by_topic {
-                response.topics.push(
-                    OffsetFetchResponseTopic::default()
-                        .with_name(TopicName(str_bytes(topic)))
-                        .with_partitions(partitions),
-                );
             }
         }
     }

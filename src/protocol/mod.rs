@@ -22,6 +22,7 @@ mod fetch;
 mod fetch_session;
 mod groups;
 mod metadata;
+mod offset_fetch;
 mod offsets;
 mod produce;
 mod quotas;
@@ -387,7 +388,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::Heartbeat(req) => groups::handle_heartbeat(broker, &ctx, req),
         RequestKind::LeaveGroup(req) => groups::handle_leave(broker, &ctx, req),
         RequestKind::OffsetCommit(req) => groups::handle_offset_commit(b, &ctx, req).await,
-        RequestKind::OffsetFetch(req) => groups::handle_offset_fetch(broker, &ctx, req),
+        RequestKind::OffsetFetch(req) => offset_fetch::handle(broker, &ctx, req),
         RequestKind::ListGroups(req) => groups::handle_list_groups(broker, &ctx, req),
         RequestKind::ConsumerGroupHeartbeat(req) => consumer_groups::handle_heartbeat(broker, &ctx, req),
         RequestKind::ConsumerGroupDescribe(req) => consumer_groups::handle_describe(broker, &ctx, req),

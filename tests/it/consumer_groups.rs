@@ -411,3 +411,81 @@ async fn consumer_protocol_members_rejoin_after_a_broker_restart() {
         assert!(Instant::now() < deadline, "the member never rejoined: {g:?}");
     }
 }
+
+/// OffsetFetch v8 answers a batch of groups; v9 checks a KIP-848 member's
+/// epoch, as OffsetCommit v9 does.
+#[test]
+fn offset_fetch_batches_groups_and_checks_member_epochs() {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+    let broker = Broker::start(BROKER_CONFIG);
+    let s = |v: &str| StrBytes::from_string(v.into());
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = config(&broker.bootstrap()).create().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let topic = rdkafka::admin::NewTopic::new("fetched", 1, rdkafka::admin::TopicReplication::Fixed(1));
+        admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    });
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("fg")))
+        .with_member_id(s("m1"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(5000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("fetched"))]))
+        .with_topic_partitions(Some(vec![]));
+    let joined: ConsumerGroupHeartbeatResponse = call(&broker, ApiKey::ConsumerGroupHeartbeat, 1, &join);
+    let epoch = joined.member_epoch;
+    assert_eq!((joined.error_code, epoch), (0, 1));
+    let commit = |member_epoch: i32, version: i16| -> i16 {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("fg")))
+            .with_member_id(s("m1"))
+            .with_generation_id_or_member_epoch(member_epoch)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("fetched")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(42)])]);
+        let response: OffsetCommitResponse = call(&broker, ApiKey::OffsetCommit, version, &request);
+        response.topics[0].partitions[0].error_code
+    };
+    assert_eq!(commit(epoch + 1, 9), 113, "STALE_MEMBER_EPOCH");
+    assert_eq!(commit(epoch, 8), 35, "UNSUPPORTED_VERSION: a KIP-848 member commits with v9");
+    assert_eq!(commit(epoch, 9), 0);
+    let group = |id: &str, member: Option<&str>, member_epoch: i32| {
+        OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s(id)))
+            .with_member_id(member.map(s))
+            .with_member_epoch(member_epoch)
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(TopicName(s("fetched")))
+                .with_partition_indexes(vec![0])]))
+    };
+    let fetch = |version: i16, groups: Vec<OffsetFetchRequestGroup>| -> OffsetFetchResponse {
+        call(
+            &broker,
+            ApiKey::OffsetFetch,
+            version,
+            &OffsetFetchRequest::default().with_groups(groups),
+        )
+    };
+    let both = fetch(8, vec![group("fg", None, -1), group("nobody", None, -1)]);
+    let offsets: Vec<(String, i16, i64)> = both
+        .groups
+        .iter()
+        .map(|g| (g.group_id.0.to_string(), g.error_code, g.topics[0].partitions[0].committed_offset))
+        .collect();
+    assert_eq!(offsets, vec![("fg".into(), 0, 42), ("nobody".into(), 0, -1)]);
+    let by_member = fetch(9, vec![group("fg", Some("m1"), epoch)]);
+    assert_eq!(
+        (
+            by_member.groups[0].error_code,
+            by_member.groups[0].topics[0].partitions[0].committed_offset
+        ),
+        (0, 42)
+    );
+    let stale = fetch(9, vec![group("fg", Some("m1"), epoch + 3)]);
+    assert_eq!((stale.groups[0].error_code, stale.groups[0].topics.len()), (113, 0));
+    let stranger = fetch(9, vec![group("fg", Some("m9"), 1)]);
+    assert_eq!(stranger.groups[0].error_code, 25, "UNKNOWN_MEMBER_ID");
+}
