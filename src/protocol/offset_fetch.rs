@@ -24,6 +24,20 @@ struct PartitionOffset {
     error_code: i16,
 }
 
+/// A `PartitionOffset` as the response type `$ty` of a version (v0–7 and
+/// v8+ have the same fields in different types).
+macro_rules! wire_partition {
+    ($ty:ty, $p:expr) => {{
+        let p = $p;
+        <$ty>::default()
+            .with_partition_index(p.partition)
+            .with_committed_offset(p.offset)
+            .with_committed_leader_epoch(p.leader_epoch)
+            .with_metadata(p.metadata.map(str_bytes))
+            .with_error_code(p.error_code)
+    }};
+}
+
 /// One group's answer: its error (authorization, coordinator, member) and
 /// its offsets by topic.
 struct GroupOffsets {
@@ -124,18 +138,9 @@ pub(super) fn handle(broker: &Broker, ctx: &RequestContext, req: OffsetFetchRequ
                         topics
                             .into_iter()
                             .map(|(name, ps)| {
-                                OffsetFetchResponseTopics::default().with_name(name).with_partitions(
-                                    ps.into_iter()
-                                        .map(|p| {
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p.partition)
-                                                .with_committed_offset(p.offset)
-                                                .with_committed_leader_epoch(p.leader_epoch)
-                                                .with_metadata(p.metadata.map(str_bytes))
-                                                .with_error_code(p.error_code)
-                                        })
-                                        .collect(),
-                                )
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(name)
+                                    .with_partitions(ps.into_iter().map(|p| wire_partition!(OffsetFetchResponsePartitions, p)).collect())
                             })
                             .collect(),
                     )
@@ -156,18 +161,9 @@ pub(super) fn handle(broker: &Broker, ctx: &RequestContext, req: OffsetFetchRequ
                 .topics
                 .into_iter()
                 .map(|(name, ps)| {
-                    OffsetFetchResponseTopic::default().with_name(name).with_partitions(
-                        ps.into_iter()
-                            .map(|p| {
-                                OffsetFetchResponsePartition::default()
-                                    .with_partition_index(p.partition)
-                                    .with_committed_offset(p.offset)
-                                    .with_committed_leader_epoch(p.leader_epoch)
-                                    .with_metadata(p.metadata.map(str_bytes))
-                                    .with_error_code(p.error_code)
-                            })
-                            .collect(),
-                    )
+                    OffsetFetchResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(ps.into_iter().map(|p| wire_partition!(OffsetFetchResponsePartition, p)).collect())
                 })
                 .collect(),
         );
