@@ -59,6 +59,12 @@ pub struct DenialLabels {
     pub operation: &'static str,
 }
 
+/// A consumer group's protocol: `classic` or `consumer` (KIP-848).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupProtocolLabels {
+    pub protocol: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QuotaLabels {
     pub quota: &'static str,
@@ -174,6 +180,8 @@ pub struct Metrics {
     pub tls_certificate_reloads: Counter,
     /// Groups with membership state or committed offsets.
     pub consumer_groups: Gauge,
+    /// Rebalances: classic generations completed, KIP-848 group epochs.
+    pub group_rebalances: Family<GroupProtocolLabels, Counter>,
     /// Group series left out of the scrape by the caps in
     /// `groups::coordinator`.
     pub group_series_omitted: Gauge,
@@ -265,6 +273,7 @@ impl Metrics {
             coordination_writes: Counter::default(),
             group_members: Family::default(),
             consumer_groups: Gauge::default(),
+            group_rebalances: Family::default(),
             group_series_omitted: Gauge::default(),
             registry: Registry::default(),
         };
@@ -301,6 +310,11 @@ impl Metrics {
             "fetch_session_partitions",
             "Partitions held over all fetch sessions",
             m.fetch_session_partitions.clone(),
+        );
+        registry.register(
+            "consumer_group_rebalances",
+            "Group rebalances by protocol: each new generation of a classic group, each new group epoch of a KIP-848 group (a member came, went or changed its subscription, or the subscribed topics changed)",
+            m.group_rebalances.clone(),
         );
         registry.register(
             "quota_throttled_responses",

@@ -94,7 +94,8 @@ impl Broker {
         let leader_epoch = coordinator.register_start(config.broker_id).await?;
         let (version, state) = coordinator.security().await?;
         security.install(version, state);
-        let groups = GroupCoordinator::open(&config.data_dir.join("meta"), &config)?;
+        let mut groups = GroupCoordinator::open(&config.data_dir.join("meta"), &config)?;
+        groups.report_rebalances_to(metrics.group_rebalances.clone());
         let transactions = crate::txn::TxnCoordinator::open(&config.data_dir.join("meta"), txn_config(&config))?;
         let fetch_sessions = crate::fetch_session::SessionCache::new(
             config.fetch_session_cache_slots,

@@ -23,7 +23,9 @@ use super::offsets::OffsetStore;
 use super::state_machine::{Group, GroupState, JoinInput, JoinOutput, MemberDescription, Reply, SyncInput, SyncOutput};
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::metrics::{GroupLabels, LagLabels, Metrics};
+use crate::metrics::{GroupLabels, GroupProtocolLabels, LagLabels, Metrics};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// At most this many groups get a `consumer_group_members` series, and at
 /// most [`GROUP_LAG_SERIES_MAX`] `consumer_group_lag` series are exported:
@@ -47,14 +49,48 @@ enum Kind {
 struct GroupSlot {
     kind: Kind,
     empty_since_ms: Option<i64>,
+    /// The generation (classic) or group epoch (KIP-848) last counted in
+    /// `consumer_group_rebalances`.
+    counted_epoch: i32,
 }
 
 impl GroupSlot {
     fn classic(group: Group, now_ms: i64) -> Self {
-        Self {
-            kind: Kind::Classic(group),
+        Self::new(Kind::Classic(group), now_ms)
+    }
+
+    fn new(kind: Kind, now_ms: i64) -> Self {
+        let mut slot = Self {
+            kind,
             empty_since_ms: Some(now_ms),
+            counted_epoch: 0,
+        };
+        slot.counted_epoch = slot.epoch();
+        slot.note_state(now_ms);
+        slot
+    }
+
+    /// The classic generation or the KIP-848 group epoch.
+    fn epoch(&self) -> i32 {
+        match &self.kind {
+            Kind::Classic(g) => g.generation_id(),
+            Kind::Consumer(c) => c.group_epoch(),
         }
+    }
+
+    /// Adds the rebalances since the last count to `counter`.
+    fn count_rebalances(&mut self, counter: &Family<GroupProtocolLabels, Counter>) {
+        let epoch = self.epoch();
+        if epoch > self.counted_epoch {
+            let protocol = match self.kind {
+                Kind::Classic(_) => "classic",
+                Kind::Consumer(_) => "consumer",
+            };
+            counter
+                .get_or_create(&GroupProtocolLabels { protocol })
+                .inc_by((epoch - self.counted_epoch) as u64);
+        }
+        self.counted_epoch = epoch;
     }
 
     /// Keeps `empty_since_ms` in step with the group's state after a change.
@@ -156,6 +192,9 @@ pub struct GroupCoordinator {
     offsets_retention_check_interval_ms: i64,
     offset_metadata_max_bytes: usize,
     consumer_timing: Timing,
+    /// `consumer_group_rebalances`; a private family until
+    /// [`Self::report_rebalances_to`] shares the registered one.
+    rebalances: Family<GroupProtocolLabels, Counter>,
 }
 
 fn join_error(code: i16, member_id: String) -> JoinOutput {
@@ -200,7 +239,13 @@ impl GroupCoordinator {
                 heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
                 max_size: config.group_max_size,
             },
+            rebalances: Family::default(),
         })
+    }
+
+    /// Counts rebalances in the broker's registered metric.
+    pub fn report_rebalances_to(&mut self, counter: Family<GroupProtocolLabels, Counter>) {
+        self.rebalances = counter;
     }
 
     fn deliver(&self, replies: Vec<Reply>) {
@@ -228,6 +273,7 @@ impl GroupCoordinator {
     fn settle(&self, groups: &mut HashMap<String, GroupSlot>, group_id: &str, now_ms: i64) {
         let Some(slot) = groups.get_mut(group_id) else { return };
         slot.note_state(now_ms);
+        slot.count_rebalances(&self.rebalances);
         if slot.is_idle() && !self.offsets.has_group(group_id) {
             groups.remove(group_id);
         }
@@ -237,6 +283,7 @@ impl GroupCoordinator {
     fn settle_all(&self, groups: &mut HashMap<String, GroupSlot>, now_ms: i64) {
         groups.retain(|group_id, slot| {
             slot.note_state(now_ms);
+            slot.count_rebalances(&self.rebalances);
             // Kept while anything is alive in it, or it has offsets.
             !slot.is_idle() || self.offsets.has_group(group_id)
         });
@@ -539,12 +586,7 @@ impl GroupCoordinator {
                             }
                         }
                     };
-                    let mut slot = GroupSlot {
-                        kind: Kind::Consumer(converted),
-                        empty_since_ms: Some(now),
-                    };
-                    slot.note_state(now);
-                    groups.insert(group_id.to_string(), slot);
+                    groups.insert(group_id.to_string(), GroupSlot::new(Kind::Consumer(converted), now));
                 }
                 Some(_) => {}
                 // Membership lives in memory: after a restart or a move of
@@ -562,10 +604,7 @@ impl GroupCoordinator {
                 None => {
                     groups.insert(
                         group_id.to_string(),
-                        GroupSlot {
-                            kind: Kind::Consumer(ConsumerGroup::new(group_id.to_string())),
-                            empty_since_ms: Some(now),
-                        },
+                        GroupSlot::new(Kind::Consumer(ConsumerGroup::new(group_id.to_string())), now),
                     );
                 }
             }

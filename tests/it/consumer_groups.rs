@@ -134,6 +134,9 @@ async fn consumer_protocol_members_rebalance_incrementally_and_commit() {
     let owned: usize = g.members[0].assignment.topic_partitions.iter().map(|t| t.partitions.len()).sum();
     assert_eq!(owned, 6);
     assert_eq!(listed_type(&broker, "g848").as_deref(), Some("consumer"));
+    // a joined, c joined, c left: at least three new group epochs.
+    let rebalances = crate::common::metric(&broker, "sediment_consumer_group_rebalances_total{protocol=\"consumer\"}");
+    assert!(rebalances >= 3.0, "rebalances counted: {rebalances}");
 
     // The commits (OffsetCommit v9 with the member epoch) hold: a new
     // member, after a leaves, reads only what came after.

@@ -304,6 +304,10 @@ impl ConsumerGroup {
         self.members.is_empty()
     }
 
+    pub fn group_epoch(&self) -> i32 {
+        self.epoch
+    }
+
     pub fn member_count(&self) -> usize {
         self.members.len()
     }
