@@ -18,17 +18,27 @@ use crate::groups::consumer::group::{validate, HeartbeatInput, Refusal, TopicCat
 use crate::groups::consumer::Assignment;
 use crate::security::acl::{Operation, ResourceType};
 
-/// The broker's topics, for subscriptions. Topics being deleted are left
-/// out by `Broker::topic` already.
-pub(super) struct BrokerTopics<'a>(pub(super) &'a Broker);
+/// The broker's topics as the requester may see them: a regex matches only
+/// topics it may DESCRIBE (Kafka 4.0, KAFKA-18813), so an assignment never
+/// tells a member of a topic it could not list. Topics being deleted are
+/// left out by `Broker::topic` already.
+pub(super) struct BrokerTopics<'a> {
+    pub(super) broker: &'a Broker,
+    pub(super) ctx: &'a RequestContext,
+}
 
 impl TopicCatalog for BrokerTopics<'_> {
     fn by_name(&self, name: &str) -> Option<(Uuid, i32)> {
-        self.0.topic(name).map(|t| (t.id, t.partition_count()))
+        self.broker.topic(name).map(|t| (t.id, t.partition_count()))
     }
 
     fn names(&self) -> Vec<String> {
-        self.0.topics().iter().map(|t| t.name.clone()).collect()
+        self.broker
+            .topics()
+            .iter()
+            .filter(|t| self.ctx.permits(self.broker, Operation::Describe, ResourceType::Topic, &t.name))
+            .map(|t| t.name.clone())
+            .collect()
     }
 }
 
@@ -103,7 +113,7 @@ pub(super) fn handle_heartbeat(broker: &Broker, ctx: &RequestContext, req: Consu
             );
         }
     }
-    match broker.groups.consumer_heartbeat(&group_id, input, &BrokerTopics(broker)) {
+    match broker.groups.consumer_heartbeat(&group_id, input, &BrokerTopics { broker, ctx }) {
         Ok(out) => {
             let assignment = out.assignment.map(|a| {
                 WireAssignment::default().with_topic_partitions(
@@ -167,6 +177,19 @@ pub(super) fn handle_describe(broker: &Broker, ctx: &RequestContext, req: Consum
                 Ok(view) => view,
                 Err(r) => return failed(r.code, r.message),
             };
+            // Kafka's rule: a group whose assignments name a topic the
+            // requester may not describe is not described.
+            let hidden = view
+                .members
+                .iter()
+                .flat_map(|m| m.assignment.keys().chain(m.target.keys()))
+                .any(|id| name_of(id).is_some_and(|name| !ctx.permits(broker, Operation::Describe, ResourceType::Topic, &name)));
+            if hidden {
+                return failed(
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    "The group has assigned topic partitions that the client is not authorized to describe.".into(),
+                );
+            }
             let operations = if req.include_authorized_operations {
                 broker
                     .security

@@ -70,7 +70,11 @@ pub(super) async fn handle_join(broker: &Arc<Broker>, ctx: &RequestContext, req:
     }
     let out = broker
         .groups
-        .join(req.group_id.0.as_str(), input, &super::consumer_groups::BrokerTopics(broker))
+        .join(
+            req.group_id.0.as_str(),
+            input,
+            &super::consumer_groups::BrokerTopics { broker, ctx },
+        )
         .await;
     let response = JoinGroupResponse::default()
         .with_error_code(out.error_code)

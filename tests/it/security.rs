@@ -1055,3 +1055,74 @@ connections_max_reauth_ms = 1500
         tokio::time::sleep(Duration::from_millis(800)).await;
     }
 }
+
+/// KIP-848 and ACLs (Kafka 4.0's rules): a regex subscription matches only
+/// topics the member may DESCRIBE, a topic named without DESCRIBE is
+/// refused, and a group is not described to one who may not see its topics.
+#[test]
+fn consumer_group_heartbeats_assign_only_topics_the_member_may_describe() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let broker = Broker::start(&format!(
+        r#"
+[[listener]]
+name = "SASL"
+listen = "127.0.0.1:0"
+protocol = "SASL_PLAINTEXT"
+sasl_mechanisms = ["PLAIN", "SCRAM-SHA-512"]
+
+[auth]
+authorizer = true
+super_users = ["User:admin"]
+plain_users_file = "{}"
+"#,
+        users.display()
+    ));
+    let bootstrap = broker.bootstrap();
+    let mut admin = Raw::connect(&bootstrap);
+    assert_eq!(admin.plain("admin", "admin-secret"), 0);
+    assert_eq!(admin.set_scram(ScramAlgorithm::Sha512, "bob", "bob-pw"), 0);
+    for topic in ["app-a", "app-b", "hidden"] {
+        assert_eq!(admin.create_topic(topic), 0);
+    }
+    assert_eq!(admin.acl(TOPIC, "app-", PREFIXED, "User:bob", READ, ALLOW), 0);
+    assert_eq!(admin.acl(GROUP, "g-848", LITERAL, "User:bob", READ, ALLOW), 0);
+    let mut bob = Raw::connect(&bootstrap);
+    assert_eq!(bob.scram(ScramAlgorithm::Sha512, "bob", "bob-pw"), 0);
+    let s = |v: &str| StrBytes::from_string(v.into());
+    let join = |member: &str| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("g-848")))
+            .with_member_id(s(member))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(5000)
+            .with_topic_partitions(Some(vec![]))
+    };
+    let by_regex: ConsumerGroupHeartbeatResponse = bob.call(
+        ApiKey::ConsumerGroupHeartbeat,
+        1,
+        &join("m1").with_subscribed_topic_regex(Some(s(".*"))),
+    );
+    assert_eq!(by_regex.error_code, 0, "{:?}", by_regex.error_message);
+    let assigned = by_regex.assignment.unwrap().topic_partitions;
+    assert_eq!(assigned.len(), 2, "bob's regex matched a topic he may not describe");
+    let by_name: ConsumerGroupHeartbeatResponse = bob.call(
+        ApiKey::ConsumerGroupHeartbeat,
+        1,
+        &join("m2").with_subscribed_topic_names(Some(vec![TopicName(s("hidden"))])),
+    );
+    assert_eq!(by_name.error_code, TOPIC_AUTHORIZATION_FAILED);
+    // The admin's member subscribes to `hidden`: bob may no longer see
+    // the group's assignments.
+    let admin_join: ConsumerGroupHeartbeatResponse = admin.call(
+        ApiKey::ConsumerGroupHeartbeat,
+        1,
+        &join("m3").with_subscribed_topic_names(Some(vec![TopicName(s("hidden"))])),
+    );
+    assert_eq!(admin_join.error_code, 0);
+    let describe = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("g-848"))]);
+    let seen_by_bob: ConsumerGroupDescribeResponse = bob.call(ApiKey::ConsumerGroupDescribe, 1, &describe);
+    assert_eq!(seen_by_bob.groups[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    let seen_by_admin: ConsumerGroupDescribeResponse = admin.call(ApiKey::ConsumerGroupDescribe, 1, &describe);
+    assert_eq!((seen_by_admin.groups[0].error_code, seen_by_admin.groups[0].members.len()), (0, 2));
+}
