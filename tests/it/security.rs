@@ -299,6 +299,26 @@ fn users_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// A broker with one SASL_PLAINTEXT listener (PLAIN and SCRAM), the
+/// authorizer on, and `admin` as the super user.
+fn sasl_broker(users: &Path) -> Broker {
+    Broker::start(&format!(
+        r#"
+[[listener]]
+name = "SASL"
+listen = "127.0.0.1:0"
+protocol = "SASL_PLAINTEXT"
+sasl_mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+[auth]
+authorizer = true
+super_users = ["User:admin"]
+plain_users_file = "{}"
+"#,
+        users.display()
+    ))
+}
+
 fn sasl(mechanism: &str, user: &str, password: &str) -> Vec<(&'static str, String)> {
     vec![
         ("security.protocol", "SASL_PLAINTEXT".into()),
@@ -365,21 +385,7 @@ fn rdkafka_connects(bootstrap: &str, extra: &[(&str, &str)]) -> bool {
 async fn sasl_scram_credentials_and_acls_with_real_clients() {
     let dir = tempfile::tempdir().unwrap();
     let users = users_file(dir.path());
-    let mut broker = Broker::start(&format!(
-        r#"
-[[listener]]
-name = "SASL"
-listen = "127.0.0.1:0"
-protocol = "SASL_PLAINTEXT"
-sasl_mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-
-[auth]
-authorizer = true
-super_users = ["User:admin"]
-plain_users_file = "{}"
-"#,
-        users.display()
-    ));
+    let mut broker = sasl_broker(&users);
     let bootstrap = broker.bootstrap();
 
     let mut admin = Raw::connect(&bootstrap);
@@ -1063,21 +1069,7 @@ connections_max_reauth_ms = 1500
 fn consumer_group_heartbeats_assign_only_topics_the_member_may_describe() {
     let dir = tempfile::tempdir().unwrap();
     let users = users_file(dir.path());
-    let broker = Broker::start(&format!(
-        r#"
-[[listener]]
-name = "SASL"
-listen = "127.0.0.1:0"
-protocol = "SASL_PLAINTEXT"
-sasl_mechanisms = ["PLAIN", "SCRAM-SHA-512"]
-
-[auth]
-authorizer = true
-super_users = ["User:admin"]
-plain_users_file = "{}"
-"#,
-        users.display()
-    ));
+    let broker = sasl_broker(&users);
     let bootstrap = broker.bootstrap();
     let mut admin = Raw::connect(&bootstrap);
     assert_eq!(admin.plain("admin", "admin-secret"), 0);
