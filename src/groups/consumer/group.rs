@@ -147,6 +147,33 @@ pub fn validate(group_id: &str, input: &HeartbeatInput) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// How long a group's regex matches are reused before the topics are
+/// scanned again: a heartbeat does not walk every topic name, and a new
+/// topic reaches a regex group within this long (Kafka refreshes on
+/// metadata changes and at most every 10 s by default).
+pub const REGEX_REFRESH_MS: i64 = 1_000;
+
+/// A compiled subscription regex; equal when the sources are.
+#[derive(Debug, Clone)]
+struct Pattern {
+    source: String,
+    re: regex::Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+/// The topic names the group's regexes matched, and when.
+#[derive(Debug, Clone)]
+struct RegexMatches {
+    at_ms: i64,
+    sources: BTreeSet<String>,
+    names: BTreeSet<String>,
+}
+
 /// A subscription regex, matched against whole topic names (Java's
 /// `Pattern.matches`, as Kafka does with RE2J).
 fn compile(regex: &str) -> Result<regex::Regex, Refusal> {
@@ -195,7 +222,7 @@ struct Member {
     client_host: String,
     rebalance_timeout_ms: i64,
     topic_names: BTreeSet<String>,
-    regex: Option<String>,
+    regex: Option<Pattern>,
     assignor: Option<AssignorName>,
     progress: Progress,
     previous_epoch: i32,
@@ -274,6 +301,7 @@ pub struct ConsumerGroup {
     static_members: HashMap<String, String>,
     /// The subscribed topics that exist: name → (id, partitions).
     subscribed: BTreeMap<String, (Uuid, i32)>,
+    regex_matches: Option<RegexMatches>,
 }
 
 impl ConsumerGroup {
@@ -293,6 +321,7 @@ impl ConsumerGroup {
             holders: HashMap::new(),
             static_members: HashMap::new(),
             subscribed: BTreeMap::new(),
+            regex_matches: None,
         }
     }
 
@@ -333,15 +362,13 @@ impl ConsumerGroup {
     pub fn subscribed_topics(&self) -> BTreeSet<String> {
         // `subscribed` is refreshed by heartbeats only; members may have
         // left since.
-        let regexes: Vec<regex::Regex> = self
-            .members
-            .values()
-            .filter_map(|m| m.regex.as_deref())
-            .filter_map(|r| compile(r).ok())
-            .collect();
         self.subscribed
             .keys()
-            .filter(|name| self.members.values().any(|m| m.topic_names.contains(*name)) || regexes.iter().any(|re| re.is_match(name)))
+            .filter(|name| {
+                self.members
+                    .values()
+                    .any(|m| m.topic_names.contains(*name) || m.regex.as_ref().is_some_and(|p| p.re.is_match(name)))
+            })
             .cloned()
             .collect()
     }
@@ -416,7 +443,11 @@ impl ConsumerGroup {
             member.topic_names = names.iter().cloned().collect();
         }
         if let Some(regex) = &input.subscribed_topic_regex {
-            member.regex = (!regex.is_empty()).then(|| regex.clone());
+            // `validate` compiled it already.
+            member.regex = compile(regex)
+                .ok()
+                .filter(|_| !regex.is_empty())
+                .map(|re| Pattern { source: regex.clone(), re });
         }
         if let Some(name) = &input.server_assignor {
             member.assignor = AssignorName::parse(name);
@@ -457,14 +488,14 @@ impl ConsumerGroup {
         topics: &dyn TopicCatalog,
     ) -> Result<(Member, Member), Refusal> {
         // 1. The group epoch.
-        let metadata = self.resolve(topics);
+        let metadata = self.resolve(now_ms, topics);
         if subscription_changed || metadata != self.subscribed {
             self.subscribed = metadata;
             self.epoch += 1;
         }
         // 2. The target assignment.
         if self.epoch > self.assignment_epoch {
-            self.compute_targets(topics);
+            self.compute_targets();
         }
         // 3. This member's next step.
         let Some(member) = self.members.get(member_id).cloned() else {
@@ -623,36 +654,55 @@ impl ConsumerGroup {
     }
 
     /// Every subscribed topic that exists, by name and by regex.
-    fn resolve(&self, topics: &dyn TopicCatalog) -> BTreeMap<String, (Uuid, i32)> {
+    fn resolve(&mut self, now_ms: i64, topics: &dyn TopicCatalog) -> BTreeMap<String, (Uuid, i32)> {
         let mut names: BTreeSet<String> = self.members.values().flat_map(|m| m.topic_names.iter().cloned()).collect();
-        let regexes: BTreeSet<&str> = self.members.values().filter_map(|m| m.regex.as_deref()).collect();
-        if !regexes.is_empty() {
-            let all = topics.names();
-            for regex in regexes {
-                if let Ok(re) = compile(regex) {
-                    names.extend(all.iter().filter(|t| re.is_match(t)).cloned());
-                }
-            }
-        }
+        names.extend(self.regex_matches(now_ms, topics).iter().cloned());
         names.into_iter().filter_map(|n| topics.by_name(&n).map(|v| (n, v))).collect()
     }
 
-    fn compute_targets(&mut self, topics: &dyn TopicCatalog) {
-        let all_names = if self.members.values().any(|m| m.regex.is_some()) {
-            topics.names()
-        } else {
-            Vec::new()
-        };
+    /// The topic names the members' regexes match, scanned again when the
+    /// regexes change or after [`REGEX_REFRESH_MS`].
+    fn regex_matches(&mut self, now_ms: i64, topics: &dyn TopicCatalog) -> BTreeSet<String> {
+        let mut patterns: BTreeMap<&str, &regex::Regex> = BTreeMap::new();
+        for p in self.members.values().filter_map(|m| m.regex.as_ref()) {
+            patterns.insert(&p.source, &p.re);
+        }
+        if patterns.is_empty() {
+            self.regex_matches = None;
+            return BTreeSet::new();
+        }
+        let sources: BTreeSet<String> = patterns.keys().map(|s| s.to_string()).collect();
+        let fresh = self
+            .regex_matches
+            .as_ref()
+            .is_some_and(|m| m.sources == sources && (m.at_ms..m.at_ms.saturating_add(REGEX_REFRESH_MS)).contains(&now_ms));
+        if !fresh {
+            let names = topics
+                .names()
+                .into_iter()
+                .filter(|t| patterns.values().any(|re| re.is_match(t)))
+                .collect();
+            self.regex_matches = Some(RegexMatches {
+                at_ms: now_ms,
+                sources,
+                names,
+            });
+        }
+        self.regex_matches.as_ref().map(|m| m.names.clone()).unwrap_or_default()
+    }
+
+    fn compute_targets(&mut self) {
+        let matched = self.regex_matches.as_ref().map(|m| &m.names);
         let member_topics: Vec<BTreeSet<Uuid>> = self
             .members
             .values()
             .map(|m| {
                 let mut ids: BTreeSet<Uuid> = m.topic_names.iter().filter_map(|n| self.subscribed.get(n).map(|v| v.0)).collect();
-                if let Some(Ok(re)) = m.regex.as_deref().map(compile) {
+                if let (Some(p), Some(matched)) = (&m.regex, matched) {
                     ids.extend(
-                        all_names
+                        matched
                             .iter()
-                            .filter(|n| re.is_match(n))
+                            .filter(|n| p.re.is_match(n))
                             .filter_map(|n| self.subscribed.get(n).map(|v| v.0)),
                     );
                 }
@@ -759,7 +809,7 @@ impl ConsumerGroup {
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     topic_names: m.topic_names.iter().cloned().collect(),
-                    regex: m.regex.clone(),
+                    regex: m.regex.as_ref().map(|p| p.source.clone()),
                     assignment: m.progress.assigned.clone(),
                     target: self.targets.get(&m.id).cloned().unwrap_or_default(),
                     classic: m.classic.is_some(),

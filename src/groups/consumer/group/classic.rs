@@ -135,7 +135,7 @@ impl ConsumerGroup {
                 }),
             });
         }
-        group.subscribed = group.resolve(topics);
+        group.subscribed = group.resolve(now_ms, topics);
         Ok(group)
     }
 

@@ -325,8 +325,15 @@ fn regex_subscriptions_follow_topics_as_they_appear() {
     // Whole names only: "xorders-us" does not match.
     topics.0.insert("orders-us".into(), (Uuid::from_bytes([9; 16]), 2));
     topics.0.insert("xorders-us".into(), (Uuid::from_bytes([8; 16]), 2));
+    // Within REGEX_REFRESH_MS the last scan is reused; after it, the new
+    // topics are found.
+    let owned = a.assignment.unwrap();
+    let a1 = g
+        .heartbeat(T + REGEX_REFRESH_MS - 1, beat("a", a.member_epoch, &owned), &topics, timing())
+        .unwrap();
+    assert_eq!((a1.member_epoch, a1.assignment), (a.member_epoch, None));
     let a2 = g
-        .heartbeat(T, beat("a", a.member_epoch, &a.assignment.unwrap()), &topics, timing())
+        .heartbeat(T + REGEX_REFRESH_MS, beat("a", a.member_epoch, &owned), &topics, timing())
         .unwrap();
     assert_eq!(a2.assignment.map(|a| count(&a)), Some(3));
     assert_eq!(
