@@ -237,5 +237,110 @@ fn compaction_pass(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, record_validation, log_append, acl_check, compaction_pass);
+/// KIP-848 coordinator work, which runs under the group coordinator's lock:
+/// the uniform and range assignors over 100 members and 1,000 partitions
+/// (a new target after one member joined a balanced group), and a steady
+/// heartbeat of a reconciled member of that group.
+fn consumer_groups(c: &mut Criterion) {
+    use sediment::groups::consumer::assignor::{assign, AssignorName, MemberSpec};
+    use sediment::groups::consumer::group::{ConsumerGroup, HeartbeatInput, Timing, TopicCatalog};
+    use sediment::groups::consumer::Assignment;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let topics: Vec<uuid::Uuid> = (1..=10u8).map(|i| uuid::Uuid::from_bytes([i; 16])).collect();
+    let partitions: BTreeMap<uuid::Uuid, i32> = topics.iter().map(|t| (*t, 100)).collect();
+    let ids: Vec<String> = (0..100).map(|i| format!("member-{i:03}")).collect();
+    let subscribed: BTreeSet<uuid::Uuid> = topics.iter().copied().collect();
+    fn specs<'a>(
+        ids: &'a [String],
+        subscribed: &BTreeSet<uuid::Uuid>,
+        previous: Option<&'a BTreeMap<String, Assignment>>,
+    ) -> Vec<MemberSpec<'a>> {
+        ids.iter()
+            .map(|id| MemberSpec {
+                member_id: id,
+                instance_id: None,
+                topics: subscribed.clone(),
+                previous: previous.and_then(|p| p.get(id)),
+            })
+            .collect()
+    }
+    let mut group = c.benchmark_group("consumer_group");
+    for assignor in AssignorName::ALL {
+        let before = assign(assignor, &specs(&ids[..99], &subscribed, None), &partitions);
+        group.bench_function(format!("{}_100_members_1000_partitions", assignor.as_str()), |b| {
+            b.iter(|| assign(assignor, &specs(&ids, &subscribed, Some(&before)), &partitions))
+        });
+    }
+
+    struct Ten;
+    impl TopicCatalog for Ten {
+        fn by_name(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+            let i: u8 = name.strip_prefix('t')?.parse().ok()?;
+            (1..=10).contains(&i).then(|| (uuid::Uuid::from_bytes([i; 16]), 100))
+        }
+        fn names(&self) -> Vec<String> {
+            (1..=10).map(|i| format!("t{i}")).collect()
+        }
+    }
+    let timing = Timing {
+        session_timeout_ms: 45_000,
+        heartbeat_interval_ms: 5_000,
+        max_size: 1_000,
+    };
+    let names: Vec<String> = (1..=10).map(|i| format!("t{i}")).collect();
+    let mut g = ConsumerGroup::new("bench".into());
+    let mut owned: BTreeMap<String, (i32, Assignment)> = BTreeMap::new();
+    for id in &ids {
+        let join = HeartbeatInput {
+            api_version: 1,
+            member_id: id.clone(),
+            rebalance_timeout_ms: 60_000,
+            subscribed_topic_names: Some(names.clone()),
+            owned: Some(Assignment::new()),
+            ..Default::default()
+        };
+        let out = g.heartbeat(0, join, &Ten, timing).expect("join");
+        owned.insert(id.clone(), (out.member_epoch, out.assignment.unwrap_or_default()));
+    }
+    // Heartbeat until every member is reconciled.
+    for _ in 0..5 {
+        for id in &ids {
+            let (epoch, assignment) = owned[id].clone();
+            let beat = HeartbeatInput {
+                api_version: 1,
+                member_id: id.clone(),
+                member_epoch: epoch,
+                rebalance_timeout_ms: -1,
+                owned: Some(assignment.clone()),
+                ..Default::default()
+            };
+            let out = g.heartbeat(0, beat, &Ten, timing).expect("beat");
+            owned.insert(id.clone(), (out.member_epoch, out.assignment.unwrap_or(assignment)));
+        }
+    }
+    let (epoch, assignment) = owned[&ids[0]].clone();
+    let steady = HeartbeatInput {
+        api_version: 1,
+        member_id: ids[0].clone(),
+        member_epoch: epoch,
+        rebalance_timeout_ms: -1,
+        owned: Some(assignment),
+        ..Default::default()
+    };
+    group.bench_function("steady_heartbeat_100_members_1000_partitions", |b| {
+        b.iter(|| g.heartbeat(0, steady.clone(), &Ten, timing).expect("steady"))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    decode,
+    record_validation,
+    log_append,
+    acl_check,
+    compaction_pass,
+    consumer_groups
+);
 criterion_main!(benches);

@@ -25,6 +25,11 @@ use super::Assignment;
 pub const REGEX_MAX_LEN: usize = 1_000;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// Most topic names one member may subscribe to: each member's list is kept
+/// for as long as it is in the group, so its size must not be the client's
+/// to choose up to the request size (Kafka has no such bound).
+pub const SUBSCRIBED_TOPICS_MAX: usize = 10_000;
+
 pub const LEAVE_EPOCH: i32 = -1;
 pub const STATIC_LEAVE_EPOCH: i32 = -2;
 
@@ -131,6 +136,15 @@ pub fn validate(group_id: &str, input: &HeartbeatInput) -> Result<(), Refusal> {
             }
         }
         _ => return Err(invalid("MemberEpoch is invalid.")),
+    }
+    if input
+        .subscribed_topic_names
+        .as_ref()
+        .is_some_and(|n| n.len() > SUBSCRIBED_TOPICS_MAX)
+    {
+        return Err(invalid(&format!(
+            "SubscribedTopicNames holds more than {SUBSCRIBED_TOPICS_MAX} topics."
+        )));
     }
     if let Some(name) = &input.server_assignor {
         if AssignorName::parse(name).is_none() {
@@ -816,6 +830,35 @@ impl ConsumerGroup {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl ConsumerGroup {
+    /// The group's invariants, for tests and the `consumer_group` fuzz
+    /// target: no partition is held (assigned or revoking) by two members,
+    /// the holder index says exactly that, and the static index names
+    /// members that have that instance id.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut held: HashMap<(Uuid, i32), String> = HashMap::new();
+        for m in self.members.values() {
+            for (topic, ps) in m.progress.assigned.iter().chain(&m.progress.revoking) {
+                for p in ps {
+                    if let Some(other) = held.insert((*topic, *p), m.id.clone()) {
+                        return Err(format!("{topic}/{p} held by {other} and {}", m.id));
+                    }
+                }
+            }
+        }
+        if held != self.holders {
+            return Err(format!("holder index {:?} but members hold {held:?}", self.holders));
+        }
+        for (instance, id) in &self.static_members {
+            if self.members.get(id).and_then(|m| m.instance_id.as_deref()) != Some(instance.as_str()) {
+                return Err(format!("static index names {id} for {instance}"));
+            }
+        }
+        Ok(())
     }
 }
 

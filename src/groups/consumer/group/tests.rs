@@ -157,6 +157,11 @@ fn requests_are_checked_with_kafkas_messages() {
         .unwrap_err();
         assert_eq!(refused.code, ResponseError::InvalidRegularExpression.code(), "{bad}");
     }
+    let too_many = HeartbeatInput {
+        subscribed_topic_names: Some((0..=SUBSCRIBED_TOPICS_MAX).map(|i| format!("t{i}")).collect()),
+        ..ok.clone()
+    };
+    assert_eq!(msg("g", too_many), "SubscribedTopicNames holds more than 10000 topics.");
     // v0: the coordinator may make the member id.
     assert_eq!(
         validate(
@@ -239,6 +244,7 @@ fn random_schedules_never_give_a_partition_to_two_members() {
                 }
                 _ => {}
             }
+            g.check_invariants().unwrap();
             // What clients own never overlaps.
             let mut seen = std::collections::BTreeSet::new();
             for (_, owned) in members.values() {
