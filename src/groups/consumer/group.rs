@@ -316,6 +316,9 @@ pub struct ConsumerGroup {
     /// The subscribed topics that exist: name → (id, partitions).
     subscribed: BTreeMap<String, (Uuid, i32)>,
     regex_matches: Option<RegexMatches>,
+    /// How many members subscribe to each topic name: a heartbeat reads the
+    /// group's names from here, not from every member.
+    topic_refs: BTreeMap<String, usize>,
 }
 
 impl ConsumerGroup {
@@ -336,6 +339,7 @@ impl ConsumerGroup {
             static_members: HashMap::new(),
             subscribed: BTreeMap::new(),
             regex_matches: None,
+            topic_refs: BTreeMap::new(),
         }
     }
 
@@ -639,6 +643,14 @@ impl ConsumerGroup {
                 self.holders.insert((*topic, *p), member.id.clone());
             }
         }
+        for name in &member.topic_names {
+            match self.topic_refs.get_mut(name) {
+                Some(count) => *count += 1,
+                None => {
+                    self.topic_refs.insert(name.clone(), 1);
+                }
+            }
+        }
         if let Some(instance) = &member.instance_id {
             self.static_members.insert(instance.clone(), member.id.clone());
         }
@@ -647,6 +659,14 @@ impl ConsumerGroup {
 
     fn release(&mut self, member_id: &str) {
         let Some(old) = self.members.get(member_id) else { return };
+        for name in &old.topic_names {
+            if let Some(count) = self.topic_refs.get_mut(name) {
+                *count -= 1;
+                if *count == 0 {
+                    self.topic_refs.remove(name);
+                }
+            }
+        }
         for (topic, ps) in old.progress.assigned.iter().chain(&old.progress.revoking) {
             for p in ps {
                 if self.holders.get(&(*topic, *p)).is_some_and(|h| h == member_id) {
@@ -669,8 +689,8 @@ impl ConsumerGroup {
 
     /// Every subscribed topic that exists, by name and by regex.
     fn resolve(&mut self, now_ms: i64, topics: &dyn TopicCatalog) -> BTreeMap<String, (Uuid, i32)> {
-        let mut names: BTreeSet<String> = self.members.values().flat_map(|m| m.topic_names.iter().cloned()).collect();
-        names.extend(self.regex_matches(now_ms, topics).iter().cloned());
+        let mut names: BTreeSet<String> = self.regex_matches(now_ms, topics);
+        names.extend(self.topic_refs.keys().cloned());
         names.into_iter().filter_map(|n| topics.by_name(&n).map(|v| (n, v))).collect()
     }
 
@@ -852,6 +872,13 @@ impl ConsumerGroup {
         }
         if held != self.holders {
             return Err(format!("holder index {:?} but members hold {held:?}", self.holders));
+        }
+        let mut refs: BTreeMap<String, usize> = BTreeMap::new();
+        for name in self.members.values().flat_map(|m| m.topic_names.iter()) {
+            *refs.entry(name.clone()).or_default() += 1;
+        }
+        if refs != self.topic_refs {
+            return Err(format!("topic counts {:?} but members subscribe {refs:?}", self.topic_refs));
         }
         for (instance, id) in &self.static_members {
             if self.members.get(id).and_then(|m| m.instance_id.as_deref()) != Some(instance.as_str()) {
