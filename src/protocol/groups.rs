@@ -43,7 +43,29 @@ pub(super) fn group_error(broker: &Broker, ctx: &RequestContext, group: &str, op
     coordinator_error(broker, group)
 }
 
+/// Most bytes of protocol names and metadata one JoinGroup member may
+/// bring, and of one member's assignment in a SyncGroup: a member's are kept
+/// while it is in the group. Kafka has no such check, but writes a group's
+/// whole metadata as one record of `__consumer_offsets`, whose 1 MiB
+/// message limit fails a rebalance of a group that holds more.
+pub const MEMBER_METADATA_MAX_BYTES: usize = 1 << 20;
+
+/// A copy of `bytes`: what a group keeps must not hold the whole request
+/// frame it was sliced from.
+fn owned(bytes: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
+
 pub(super) async fn handle_join(broker: &Arc<Broker>, ctx: &RequestContext, req: JoinGroupRequest) -> Bytes {
+    let metadata_bytes: usize = req.protocols.iter().map(|p| p.name.len() + p.metadata.len()).sum();
+    if metadata_bytes > MEMBER_METADATA_MAX_BYTES {
+        let response = JoinGroupResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_generation_id(-1)
+            .with_protocol_name(Some(str_bytes("")))
+            .with_member_id(req.member_id.clone());
+        return encode_response(ctx, &response);
+    }
     let input = JoinInput {
         member_id: req.member_id.to_string(),
         group_instance_id: opt_string(&req.group_instance_id),
@@ -57,7 +79,7 @@ pub(super) async fn handle_join(broker: &Arc<Broker>, ctx: &RequestContext, req:
             req.rebalance_timeout_ms as i64
         },
         protocol_type: req.protocol_type.to_string(),
-        protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+        protocols: req.protocols.iter().map(|p| (p.name.to_string(), owned(&p.metadata))).collect(),
         require_known_member_id: ctx.api_version >= 4,
     };
     if let Some(code) = group_error(broker, ctx, req.group_id.0.as_str(), Operation::Read) {
@@ -99,6 +121,12 @@ pub(super) async fn handle_join(broker: &Arc<Broker>, ctx: &RequestContext, req:
 }
 
 pub(super) async fn handle_sync(broker: &Arc<Broker>, ctx: &RequestContext, req: SyncGroupRequest) -> Bytes {
+    if req.assignments.iter().any(|a| a.assignment.len() > MEMBER_METADATA_MAX_BYTES) {
+        return encode_response(
+            ctx,
+            &SyncGroupResponse::default().with_error_code(ResponseError::InvalidRequest.code()),
+        );
+    }
     let input = SyncInput {
         member_id: req.member_id.to_string(),
         group_instance_id: opt_string(&req.group_instance_id),
@@ -108,7 +136,7 @@ pub(super) async fn handle_sync(broker: &Arc<Broker>, ctx: &RequestContext, req:
         assignments: req
             .assignments
             .iter()
-            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .map(|a| (a.member_id.to_string(), owned(&a.assignment)))
             .collect(),
     };
     if let Some(code) = group_error(broker, ctx, req.group_id.0.as_str(), Operation::Read) {

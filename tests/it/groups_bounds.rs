@@ -267,3 +267,41 @@ async fn groups_offsets_file_is_compacted_while_the_broker_runs() {
         "a restart replays the last commits"
     );
 }
+
+/// A member's JoinGroup metadata and SyncGroup assignment are kept while it
+/// is in the group: past 1 MiB each is refused, so a client cannot park
+/// request-sized blobs (up to `max_request_bytes`) in the coordinator.
+#[test]
+fn groups_member_metadata_over_a_mebibyte_is_refused() {
+    let broker = Broker::start("");
+    let join = |metadata_len: usize, member_id: StrBytes| -> JoinGroupResponse {
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("blobs")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(member_id)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from(vec![0u8; metadata_len]))]);
+        crate::bad_input::call(&broker, ApiKey::JoinGroup, JOIN_GROUP_VERSION, &request)
+    };
+    let limit = (1 << 20) - "range".len();
+    let over = join(limit + 1, StrBytes::default());
+    assert_eq!(over.error_code, ResponseError::InvalidRequest.code());
+    let first = join(limit, StrBytes::default());
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let at_limit = join(limit, first.member_id);
+    assert_eq!(at_limit.error_code, 0, "a member at the limit joins");
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("blobs")))
+        .with_generation_id(at_limit.generation_id)
+        .with_member_id(at_limit.member_id.clone())
+        .with_assignments(vec![
+            kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(at_limit.member_id.clone())
+                .with_assignment(Bytes::from(vec![0u8; (1 << 20) + 1])),
+        ]);
+    let refused: SyncGroupResponse = crate::bad_input::call(&broker, ApiKey::SyncGroup, SYNC_GROUP_VERSION, &sync);
+    assert_eq!(refused.error_code, ResponseError::InvalidRequest.code());
+}
