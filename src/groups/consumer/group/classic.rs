@@ -98,10 +98,13 @@ impl ConsumerGroup {
         };
         let mut group = ConsumerGroup::starting_at(group_id.clone(), generation);
         for m in members {
+            // A group still in its first rebalance has chosen no protocol
+            // yet: every protocol of a member carries the same subscription.
             let metadata = m
                 .protocols
                 .iter()
                 .find(|(name, _)| name == protocol_name)
+                .or(m.protocols.first().filter(|_| protocol_name.is_empty()))
                 .map(|(_, metadata)| metadata.clone())
                 .ok_or_else(malformed)?;
             let subscription = embedded::decode_subscription(&metadata).ok_or_else(malformed)?;

@@ -197,6 +197,9 @@ fn a_group_whose_metadata_is_garbage_is_not_taken_over() {
     bad.assignment = Bytes::from_static(b"\x00\x00\x7f");
     let refused = ConsumerGroup::from_classic("g".into(), 1, "cooperative-sticky", vec![bad], &Topics, T).unwrap_err();
     assert_eq!(refused.code, ResponseError::GroupIdNotFound.code());
+    // No protocol chosen yet (first rebalance): the members' first one.
+    let taken = ConsumerGroup::from_classic("g".into(), 0, "", vec![classic("a", &[1])], &Topics, T).unwrap();
+    assert_eq!(taken.describe().members[0].topic_names, vec!["t".to_string()]);
     assert!(ConsumerGroup::can_take_over(Some("consumer"), &[classic("a", &[])], 1));
     assert!(!ConsumerGroup::can_take_over(Some("connect"), &[classic("a", &[])], 1));
     assert!(!ConsumerGroup::can_take_over(
