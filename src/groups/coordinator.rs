@@ -269,9 +269,34 @@ impl GroupCoordinator {
         self.offset_metadata_max_bytes
     }
 
+    /// Kafka's online downgrade: a KIP-848 group left with only classic
+    /// members (the last member of the new protocol left or timed out)
+    /// becomes a classic group again, which they rejoin.
+    fn maybe_hand_back(&self, group_id: &str, slot: &mut GroupSlot, now_ms: i64) {
+        let Kind::Consumer(consumer) = &slot.kind else { return };
+        let Some((generation, protocol_name, members)) = consumer.classic_handover() else {
+            return;
+        };
+        let count = members.len();
+        let (group, replies) = Group::from_members(
+            group_id.to_string(),
+            self.initial_rebalance_delay_ms,
+            self.max_size,
+            generation,
+            protocol_name,
+            members,
+            now_ms,
+        );
+        slot.kind = Kind::Classic(group);
+        slot.counted_epoch = slot.epoch();
+        tracing::info!(group = %group_id, members = count, "consumer group with only classic members becomes a classic group (KIP-848 online downgrade)");
+        self.deliver(replies);
+    }
+
     /// Drops the group if nothing keeps it: idle, and no committed offsets.
     fn settle(&self, groups: &mut HashMap<String, GroupSlot>, group_id: &str, now_ms: i64) {
         let Some(slot) = groups.get_mut(group_id) else { return };
+        self.maybe_hand_back(group_id, slot, now_ms);
         slot.note_state(now_ms);
         slot.count_rebalances(&self.rebalances);
         if slot.is_idle() && !self.offsets.has_group(group_id) {
@@ -282,6 +307,7 @@ impl GroupCoordinator {
     /// [`Self::settle`] for every group.
     fn settle_all(&self, groups: &mut HashMap<String, GroupSlot>, now_ms: i64) {
         groups.retain(|group_id, slot| {
+            self.maybe_hand_back(group_id, slot, now_ms);
             slot.note_state(now_ms);
             slot.count_rebalances(&self.rebalances);
             // Kept while anything is alive in it, or it has offsets.

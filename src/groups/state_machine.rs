@@ -303,6 +303,51 @@ impl Group {
         }
     }
 
+    /// A classic group taking over the classic members of a KIP-848 group
+    /// (Kafka 4.0's online downgrade, once the last member of the new
+    /// protocol has left): Stable at `generation` with each member's last
+    /// assignment, then at once preparing a rebalance, which the members
+    /// join as classic members do (their heartbeats are told to rejoin).
+    pub fn from_members(
+        group_id: String,
+        initial_rebalance_delay_ms: i64,
+        max_size: usize,
+        generation: i32,
+        protocol_name: String,
+        members: Vec<ClassicMember>,
+        now_ms: i64,
+    ) -> (Self, Vec<Reply>) {
+        let mut group = Group::new(group_id, initial_rebalance_delay_ms, max_size);
+        group.generation_id = generation;
+        group.protocol_type = Some("consumer".to_string());
+        group.protocol_name = Some(protocol_name);
+        group.members = members
+            .into_iter()
+            .map(|m| Member {
+                member_id: m.member_id,
+                group_instance_id: m.group_instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocols: m.protocols,
+                assignment: m.assignment,
+                last_heard_ms: now_ms,
+                awaiting_join: None,
+                awaiting_sync: None,
+            })
+            .collect();
+        group.leader = group.members.first().map(|m| m.member_id.clone());
+        group.state = if group.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        let mut replies = Vec::new();
+        group.rebalance(now_ms, &mut replies);
+        (group, replies)
+    }
+
     pub fn group_id(&self) -> &str {
         &self.group_id
     }

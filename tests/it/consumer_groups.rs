@@ -283,10 +283,11 @@ fn bad_heartbeats_get_kafkas_errors() {
     assert_eq!((leave.error_code, leave.member_epoch), (0, -1));
 }
 
-/// Kafka 4.0's online upgrade: a consumer of the new protocol joins a
-/// classic group that has members; the group becomes a consumer group and
-/// its classic member carries on, handing over partitions as the
-/// coordinator assigns them, and takes them all back when the other leaves.
+/// Kafka 4.0's online upgrade and downgrade: a consumer of the new protocol
+/// joins a classic group that has members; the group becomes a consumer
+/// group and its classic member carries on, handing over partitions as the
+/// coordinator assigns them; when the other leaves, the group is classic
+/// again and the classic member takes them all back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_classic_group_with_members_is_upgraded_online() {
     let broker = Broker::start(BROKER_CONFIG);
@@ -345,7 +346,7 @@ async fn a_classic_group_with_members_is_upgraded_online() {
     // takes all four partitions, and reads what comes next.
     let second: Vec<_> = (2000..2400).map(|i| record(i, 10)).collect();
     produce(&p, "online", &second).await;
-    tokio::task::spawn_blocking(move || {
+    let old = tokio::task::spawn_blocking(move || {
         drop(new);
         let deadline = Instant::now() + Duration::from_secs(60);
         while assigned(&old).len() != 4 || seen.len() < 2400 {
@@ -358,9 +359,14 @@ async fn a_classic_group_with_members_is_upgraded_online() {
                 assigned(&old)
             );
         }
+        old
     })
     .await
     .unwrap();
+    // Left with a classic member only, the group is classic again (Kafka's
+    // online downgrade), and that member assigns with its own assignor.
+    assert_eq!(listed_type(&broker, "upgrading").as_deref(), Some("classic"));
+    drop(old);
 }
 
 /// Membership lives in memory: after a broker restart, consumers of the new

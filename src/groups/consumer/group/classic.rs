@@ -142,6 +142,47 @@ impl ConsumerGroup {
         Ok(group)
     }
 
+    /// What a classic group needs to take this group over (Kafka's online
+    /// downgrade), if every member is a classic one and they share a
+    /// protocol: the generation (the group epoch), the protocol, and each
+    /// member with its assignment in the embedded protocol.
+    pub fn classic_handover(&self) -> Option<(i32, String, Vec<ClassicMember>)> {
+        let first = self.members.values().next()?;
+        if self.members.values().any(|m| m.classic.is_none()) {
+            return None;
+        }
+        let protocol_name = first.classic.as_ref()?.protocols.iter().map(|(name, _)| name).find(|name| {
+            self.members
+                .values()
+                .all(|m| m.classic.as_ref().is_some_and(|c| c.protocols.iter().any(|(n, _)| n == *name)))
+        })?;
+        let names: BTreeMap<Uuid, &str> = self.subscribed.iter().map(|(name, (id, _))| (*id, name.as_str())).collect();
+        let members = self
+            .members
+            .values()
+            .filter_map(|m| {
+                let state = m.classic.as_ref()?;
+                let partitions: Vec<(String, Vec<i32>)> = m
+                    .progress
+                    .assigned
+                    .iter()
+                    .filter_map(|(id, ps)| Some((names.get(id)?.to_string(), ps.iter().copied().collect())))
+                    .collect();
+                Some(ClassicMember {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: state.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocols: state.protocols.clone(),
+                    assignment: embedded::encode_assignment(state.version(), &partitions),
+                })
+            })
+            .collect();
+        Some((self.epoch, protocol_name.clone(), members))
+    }
+
     /// A classic JoinGroup: the member's subscription comes from its
     /// embedded metadata; it is answered at once with its member epoch as
     /// the generation and no member list (no client-side leader).

@@ -84,15 +84,7 @@ fn a_classic_group_is_taken_over_and_its_members_hand_partitions_to_a_new_one() 
     assert_eq!(g.classic_heartbeat(T, "a", None, 5), 0, "nothing changed yet");
 
     // A member of the new protocol joins: a gets REBALANCE_IN_PROGRESS.
-    let join = HeartbeatInput {
-        api_version: 1,
-        member_id: "b".into(),
-        member_epoch: 0,
-        rebalance_timeout_ms: 10_000,
-        subscribed_topic_names: Some(vec!["t".into()]),
-        owned: Some(Assignment::new()),
-        ..Default::default()
-    };
+    let join = new_protocol_join("b");
     let b = g.heartbeat(T, join, &Topics, timing()).unwrap();
     assert_eq!(
         (b.member_epoch, b.assignment.clone()),
@@ -122,6 +114,19 @@ fn a_classic_group_is_taken_over_and_its_members_hand_partitions_to_a_new_one() 
     assert_eq!(g.state(), ConsumerGroupState::Stable);
     let view = g.describe();
     assert_eq!(view.members.iter().filter(|m| m.classic).count(), 1);
+}
+
+/// A member of the new protocol joining, subscribed to "t".
+fn new_protocol_join(id: &str) -> HeartbeatInput {
+    HeartbeatInput {
+        api_version: 1,
+        member_id: id.into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        subscribed_topic_names: Some(vec!["t".into()]),
+        owned: Some(Assignment::new()),
+        ..Default::default()
+    }
 }
 
 fn beat_input(id: &str, epoch: i32) -> HeartbeatInput {
@@ -207,4 +212,26 @@ fn a_group_whose_metadata_is_garbage_is_not_taken_over() {
         &[classic("a", &[]), classic("b", &[])],
         1
     ));
+}
+
+#[test]
+fn a_group_left_with_classic_members_only_can_be_handed_back() {
+    let mut g = ConsumerGroup::from_classic("g".into(), 5, "cooperative-sticky", vec![classic("a", &[0, 1, 2, 3])], &Topics, T).unwrap();
+    let join = new_protocol_join("b");
+    g.heartbeat(T, join, &Topics, timing()).unwrap();
+    assert!(g.classic_handover().is_none(), "a member of the new protocol is in");
+    g.heartbeat(T, beat_input("b", LEAVE_EPOCH), &Topics, timing()).unwrap();
+    let (generation, protocol, members) = g.classic_handover().unwrap();
+    assert_eq!((generation, protocol.as_str(), members.len()), (7, "cooperative-sticky", 1));
+    let kept = embedded::decode_assignment(&members[0].assignment).unwrap();
+    assert_eq!(kept, vec![("t".to_string(), vec![0, 1, 2, 3])], "a's last assignment goes with it");
+    // The classic group prepares a rebalance that a's heartbeat is told of.
+    let (mut classic_group, replies) =
+        crate::groups::state_machine::Group::from_members("g".into(), 0, 10, generation, protocol, members, T);
+    assert!(replies.is_empty());
+    assert_eq!(classic_group.state(), crate::groups::state_machine::GroupState::PreparingRebalance);
+    assert_eq!(
+        classic_group.heartbeat(T, "a", None, generation),
+        ResponseError::RebalanceInProgress.code()
+    );
 }
