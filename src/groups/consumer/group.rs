@@ -484,7 +484,12 @@ impl ConsumerGroup {
         self.put(member);
         let (member, updated) = self.advance(now_ms, &id, subscription_changed, input.owned.as_ref(), topics)?;
         let changed = updated.progress.assigned != member.progress.assigned;
-        let full = joining || (input.rebalance_timeout_ms != -1 && input.subscribed_topic_names.is_some() && input.owned.is_some());
+        // Kafka 4.0's "full request" (sent after errors, with every field):
+        // it gets the assignment even when unchanged.
+        let full = joining
+            || (input.rebalance_timeout_ms != -1
+                && (input.subscribed_topic_names.is_some() || input.subscribed_topic_regex.is_some())
+                && input.owned.is_some());
         Ok(HeartbeatOutput {
             member_id: updated.id.clone(),
             member_epoch: updated.progress.epoch,

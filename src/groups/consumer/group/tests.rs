@@ -346,6 +346,21 @@ fn regex_subscriptions_follow_topics_as_they_appear() {
         g.subscribed_topics().into_iter().collect::<Vec<_>>(),
         vec!["orders-eu".to_string(), "orders-us".to_string()]
     );
+    // A full request (as after an error) by regex gets the assignment though
+    // nothing changed; a steady one does not.
+    let epoch = g.describe().members[0].member_epoch;
+    let owned = g.describe().members[0].assignment.clone();
+    let steady = g
+        .heartbeat(T + 2 * REGEX_REFRESH_MS, beat("a", epoch, &owned), &topics, timing())
+        .unwrap();
+    assert_eq!(steady.assignment, None);
+    let full = HeartbeatInput {
+        rebalance_timeout_ms: 10_000,
+        subscribed_topic_regex: Some("orders-.*".into()),
+        ..beat("a", epoch, &owned)
+    };
+    let answered = g.heartbeat(T + 2 * REGEX_REFRESH_MS, full, &topics, timing()).unwrap();
+    assert_eq!(answered.assignment, Some(owned));
 }
 
 #[test]
