@@ -26,6 +26,13 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        // A free port can be taken by another test before etcd binds it; etcd
+        // then exits at once, and new ports are tried.
+        for _ in 0..2 {
+            if let Some(etcd) = Self::try_start_at(None, "127.0.0.1", free_port(), free_port()) {
+                return etcd;
+            }
+        }
         Self::start_at(None, "127.0.0.1", free_port(), free_port())
     }
 
@@ -35,6 +42,11 @@ impl Etcd {
     }
 
     fn start_at(netns: Option<String>, host: &str, client_port: u16, peer_port: u16) -> Etcd {
+        Self::try_start_at(netns, host, client_port, peer_port).expect("etcd exited before it was healthy")
+    }
+
+    /// None if etcd exited before it was healthy (its ports were taken).
+    fn try_start_at(netns: Option<String>, host: &str, client_port: u16, peer_port: u16) -> Option<Etcd> {
         let tmp = tempfile::tempdir().unwrap();
         let mut etcd = Etcd {
             host: host.to_string(),
@@ -45,8 +57,7 @@ impl Etcd {
             child: None,
             _tmp: tmp,
         };
-        etcd.spawn();
-        etcd
+        etcd.try_spawn().then_some(etcd)
     }
 
     pub fn endpoint(&self) -> String {
@@ -54,6 +65,11 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
+        assert!(self.try_spawn(), "etcd exited before it was healthy");
+    }
+
+    /// Starts etcd and waits until it is healthy; false if it exits first.
+    fn try_spawn(&mut self) -> bool {
         let (h, cp, pp) = (self.host.clone(), self.client_port, self.peer_port);
         let mut command = match &self.netns {
             Some(netns) => {
@@ -85,9 +101,15 @@ impl Etcd {
             .expect("etcd runs (Debian: apt-get install etcd-server)");
         self.child = Some(child);
         let health = format!("http://{h}:{cp}/health");
+        let mut exited = false;
         wait_until("etcd is healthy", 20, || {
-            http_get(&health).is_ok_and(|b| b.contains("\"health\":\"true\""))
+            exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            exited || http_get(&health).is_ok_and(|b| b.contains("\"health\":\"true\""))
         });
+        if exited {
+            self.child = None;
+        }
+        !exited
     }
 
     pub fn kill(&mut self) {
