@@ -415,17 +415,9 @@ pub(super) async fn handle_offset_delete(broker: &Arc<Broker>, ctx: &RequestCont
 /// ConsumerProtocolSubscription metadata; `None` if any member's does not
 /// decode.
 fn subscribed_topics(members: &[crate::groups::state_machine::MemberDescription]) -> Option<std::collections::HashSet<String>> {
-    use bytes::Buf;
-    use kafka_protocol::protocol::Decodable;
     let mut topics = std::collections::HashSet::new();
     for member in members {
-        let mut metadata = member.metadata.clone();
-        if metadata.remaining() < 2 {
-            return None;
-        }
-        let version = metadata.get_i16();
-        let subscription = ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3)).ok()?;
-        topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+        topics.extend(crate::groups::consumer::embedded::decode_subscription(&member.metadata)?.topics);
     }
     Some(topics)
 }

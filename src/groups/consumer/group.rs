@@ -460,7 +460,12 @@ impl ConsumerGroup {
         if let Some(names) = &input.subscribed_topic_names {
             member.topic_names = names.iter().cloned().collect();
         }
-        if let Some(regex) = &input.subscribed_topic_regex {
+        // Full heartbeats repeat the regex: compile it only when it changed.
+        if let Some(regex) = input
+            .subscribed_topic_regex
+            .as_ref()
+            .filter(|r| member.regex.as_ref().map(|p| &p.source) != Some(*r))
+        {
             // `validate` compiled it already.
             member.regex = compile(regex)
                 .ok()
@@ -796,29 +801,20 @@ impl ConsumerGroup {
             return Ok(());
         }
         let member = self.member(member_id)?;
-        if member.classic.is_some() {
-            return check_generation(member, epoch);
-        }
-        if !transactional && api_version < 9 {
+        if member.classic.is_none() && !transactional && api_version < 9 {
             return Err(Refusal::new(
                 ResponseError::UnsupportedVersion,
                 "OffsetCommit version 9 or above must be used by members using the modern group protocol",
             ));
         }
-        check_current_epoch(member, epoch)
+        check_member_epoch(member, epoch)
     }
 
     /// OffsetFetch v9 with a member: its current epoch.
     pub fn validate_fetch(&self, member_id: Option<&str>, epoch: i32) -> Result<(), Refusal> {
         match member_id {
             None if epoch < 0 => Ok(()),
-            _ => {
-                let member = self.member(member_id.unwrap_or_default())?;
-                if member.classic.is_some() {
-                    return check_generation(member, epoch);
-                }
-                check_current_epoch(member, epoch)
-            }
+            _ => check_member_epoch(self.member(member_id.unwrap_or_default())?, epoch),
         }
     }
 
@@ -894,31 +890,26 @@ impl ConsumerGroup {
     }
 }
 
-fn check_current_epoch(member: &Member, epoch: i32) -> Result<(), Refusal> {
-    if epoch != member.progress.epoch {
-        return Err(Refusal::new(
-            ResponseError::StaleMemberEpoch,
-            format!(
-                "The received member epoch {epoch} does not match the expected member epoch {}.",
-                member.progress.epoch
-            ),
-        ));
+/// A commit's or offset fetch's epoch must be the member's current one:
+/// STALE_MEMBER_EPOCH for a member of the new protocol, ILLEGAL_GENERATION
+/// for a classic member (whose generation is its member epoch), as in
+/// Kafka's `ConsumerGroup.validateMemberEpoch`.
+fn check_member_epoch(member: &Member, received: i32) -> Result<(), Refusal> {
+    let expected = member.progress.epoch;
+    if received == expected {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// A classic member's generation is its member epoch.
-fn check_generation(member: &Member, generation: i32) -> Result<(), Refusal> {
-    if generation != member.progress.epoch {
-        return Err(Refusal::new(
+    Err(if member.classic.is_some() {
+        Refusal::new(
             ResponseError::IllegalGeneration,
-            format!(
-                "The received generation id {generation} does not match the expected member epoch {}.",
-                member.progress.epoch
-            ),
-        ));
-    }
-    Ok(())
+            format!("The received generation id {received} does not match the expected member epoch {expected}."),
+        )
+    } else {
+        Refusal::new(
+            ResponseError::StaleMemberEpoch,
+            format!("The received member epoch {received} does not match the expected member epoch {expected}."),
+        )
+    })
 }
 
 /// A heartbeat's epoch must be the member's, or its previous one when the
