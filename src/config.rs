@@ -169,6 +169,12 @@ pub struct Config {
     /// Cluster: replicas of `__consumer_offsets`, capped at the live brokers
     /// when it is created (Kafka's offsets.topic.replication.factor).
     pub offsets_topic_replication_factor: i16,
+    /// Cluster: partitions of `__transaction_state` (Kafka's
+    /// transaction.state.log.num.partitions); fixed once the topic exists.
+    pub transaction_state_partitions: i32,
+    /// Cluster: replicas of `__transaction_state`, capped at the live
+    /// brokers when it is created (transaction.state.log.replication.factor).
+    pub transaction_state_replication_factor: i16,
     /// `[[listener]]` entries; when there are none, one PLAINTEXT listener
     /// at `listen`, advertised as `advertise`.
     #[serde(rename = "listener")]
@@ -303,6 +309,8 @@ impl Default for Config {
             default_replication_factor: 3,
             offsets_topic_partitions: 16,
             offsets_topic_replication_factor: 3,
+            transaction_state_partitions: 16,
+            transaction_state_replication_factor: 3,
             listeners: Vec::new(),
             auth: AuthConfig::default(),
             http_tls_cert: None,
@@ -614,8 +622,14 @@ impl Config {
         if self.replica_lag_time_max_ms == 0 || self.replica_lag_time_max_ms > i64::MAX as u64 {
             return invalid("replica_lag_time_max_ms must be >= 1".into());
         }
-        if self.default_replication_factor < 1 || self.offsets_topic_replication_factor < 1 {
-            return invalid("default_replication_factor and offsets_topic_replication_factor must be >= 1".into());
+        if self.default_replication_factor < 1 || self.offsets_topic_replication_factor < 1 || self.transaction_state_replication_factor < 1
+        {
+            return invalid(
+                "default_replication_factor, offsets_topic_replication_factor and transaction_state_replication_factor must be >= 1".into(),
+            );
+        }
+        if !(1..=1000).contains(&self.transaction_state_partitions) {
+            return invalid("transaction_state_partitions must be between 1 and 1000".into());
         }
         if !(1..=1000).contains(&self.offsets_topic_partitions) {
             return invalid("offsets_topic_partitions must be between 1 and 1000".into());

@@ -124,6 +124,7 @@ pub async fn run_on(
     if let Some(link) = cluster {
         background.spawn(follow_security(broker.clone(), link.image.clone()));
         link.offsets.attach(&broker);
+        link.transactions.attach(&broker);
         background.spawn(crate::cluster::replicas::run(broker.clone(), link, background.clone()));
     }
     let _ = http_state.broker.set(broker.clone());

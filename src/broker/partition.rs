@@ -177,7 +177,7 @@ impl Partition {
     /// and, under the `always` policy, asks the flusher for an fsync. The
     /// caller acknowledges after `wait_acknowledged` with the returned term.
     pub fn append(&self, batches: &[(BatchHeader, Bytes)], now_ms: i64) -> Result<(AppendResult, u64), ProduceRefusal> {
-        self.append_verified(batches, now_ms, || Ok(()))
+        self.append_verified(batches, now_ms, |_| Ok(()))
     }
 
     /// `append`, if `verify` passes under the log lock. Transaction markers
@@ -187,10 +187,10 @@ impl Partition {
         &self,
         batches: &[(BatchHeader, Bytes)],
         now_ms: i64,
-        verify: impl FnOnce() -> Result<(), ProduceRefusal>,
+        verify: impl FnOnce(&PartitionLog) -> Result<(), ProduceRefusal>,
     ) -> Result<(AppendResult, u64), ProduceRefusal> {
         self.leader_append(|log, epoch| {
-            verify()?;
+            verify(log)?;
             Ok(log.append(batches, epoch, now_ms)?)
         })
     }

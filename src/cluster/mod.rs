@@ -9,7 +9,10 @@ mod client;
 mod fetcher;
 mod isr;
 pub mod offsets;
+pub mod peers;
 pub mod replicas;
+pub mod shards;
+pub mod transactions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +39,10 @@ pub struct ClusterLink {
     leaving: tokio_util::sync::CancellationToken,
     /// Group coordination on the replicated offsets topic.
     pub offsets: Arc<offsets::ClusterOffsets>,
+    /// Transaction coordination on the replicated transaction state topic.
+    pub transactions: Arc<transactions::ClusterTxns>,
+    /// Connections to other brokers for markers and verification.
+    pub peers: peers::Peers,
     /// How followers connect to leaders (TLS, SASL).
     pub inter_broker: client::InterBrokerSecurity,
 }
@@ -152,6 +159,8 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
         lag_max_ms: config.replica_lag_time_max_ms as i64,
         leaving,
         offsets: Arc::new(offsets::ClusterOffsets::default()),
+        transactions: Arc::new(transactions::ClusterTxns::default()),
+        peers: peers::Peers::default(),
         inter_broker: inter_broker_security(config)?,
     });
     Ok((Arc::new(EtcdCoordinator::new(client, &config.cluster)), link))

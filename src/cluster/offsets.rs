@@ -11,48 +11,42 @@
 //! as `meta/offsets.jsonl`), not Kafka's binary schema: tools that decode
 //! `__consumer_offsets` themselves do not read them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use parking_lot::Mutex;
 
-use crate::archive::records::{decode_batch, encode_batch, Row};
+use super::shards::{append_acknowledged, read_values, Shards};
+use crate::archive::records::Row;
 use crate::broker::{Broker, Partition};
 use crate::clock::now_ms;
 use crate::coordination::BoxFuture;
 use crate::groups::offsets::OffsetReplicator;
-use crate::log::batch;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+pub use super::shards::partition_for;
 
 /// How long a commit waits for the ISR before it fails (retriable).
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Kafka's group placement: `Utils.abs(groupId.hashCode) % partitions`,
-/// with Java's String hash over UTF-16 code units.
-pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    let hash = group
-        .encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
-    (hash & 0x7fff_ffff) % partitions.max(1)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Load {
-    Loading(i32),
-    Loaded(i32),
-}
-
 /// The cluster's side of group coordination on this broker.
-#[derive(Default)]
 pub struct ClusterOffsets {
     broker: OnceLock<Weak<Broker>>,
     /// Offsets partitions this broker leads, with the leader epoch their
     /// groups were (or are being) loaded at.
-    loads: Mutex<HashMap<i32, Load>>,
+    shards: Shards,
+}
+
+impl Default for ClusterOffsets {
+    fn default() -> Self {
+        Self {
+            broker: OnceLock::new(),
+            shards: Shards::new(OFFSETS_TOPIC),
+        }
+    }
 }
 
 impl ClusterOffsets {
@@ -66,12 +60,6 @@ impl ClusterOffsets {
         self.broker.get()?.upgrade()
     }
 
-    /// The group's offsets partition, if the topic exists here.
-    fn partition_of(broker: &Broker, group: &str) -> Option<Arc<Partition>> {
-        let topic = broker.topic(OFFSETS_TOPIC)?;
-        topic.partition(partition_for(group, topic.partition_count()))
-    }
-
     /// `None` if this broker coordinates `group` now, else the error a
     /// group request gets: NOT_COORDINATOR (another broker does, or none
     /// yet), COORDINATOR_LOAD_IN_PROGRESS (loading it).
@@ -79,52 +67,20 @@ impl ClusterOffsets {
         let Some(broker) = self.broker() else {
             return Some(ResponseError::CoordinatorNotAvailable.code());
         };
-        let Some(partition) = Self::partition_of(&broker, group) else {
-            return Some(ResponseError::CoordinatorNotAvailable.code());
-        };
-        let Some(epoch) = partition.leader_epoch() else {
-            return Some(ResponseError::NotCoordinator.code());
-        };
-        match self.loads.lock().get(&partition.index) {
-            Some(Load::Loaded(e)) if *e == epoch => None,
-            Some(Load::Loading(e)) if *e == epoch => Some(ResponseError::CoordinatorLoadInProgress.code()),
-            _ => Some(ResponseError::CoordinatorLoadInProgress.code()),
-        }
+        self.shards.owner_epoch(&broker, group).err()
     }
 
-    /// Offsets partitions to load (newly led) and groups to forget (no
-    /// longer led), given what this broker leads now. Marks the loads as
-    /// started; the caller runs `load` for each.
+    /// Offsets partitions to load (newly led); the groups of those no
+    /// longer led are forgotten. The caller runs `load` for each.
     pub fn reconcile(&self, broker: &Broker) -> Vec<(Arc<Partition>, i32)> {
-        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-            return Vec::new();
-        };
-        let count = topic.partition_count();
-        let mut loads = self.loads.lock();
-        let mut to_load = Vec::new();
-        let mut lost = Vec::new();
-        for partition in topic.partitions() {
-            let led = partition.leader_epoch();
-            let current = loads.get(&partition.index).copied();
-            match (led, current) {
-                (Some(epoch), Some(Load::Loading(e) | Load::Loaded(e))) if e == epoch => {}
-                (Some(epoch), _) => {
-                    loads.insert(partition.index, Load::Loading(epoch));
-                    to_load.push((partition.clone(), epoch));
-                }
-                (None, Some(_)) => {
-                    loads.remove(&partition.index);
-                    lost.push(partition.index);
-                }
-                (None, None) => {}
-            }
-        }
-        drop(loads);
-        if !lost.is_empty() {
+        let moves = self.shards.reconcile(broker);
+        if !moves.lost.is_empty() {
+            let count = self.shards.count(broker);
+            let lost = moves.lost;
             let forgotten = broker.groups.forget(|g| lost.contains(&partition_for(g, count)));
             tracing::info!(partitions = ?lost, groups = forgotten, "no longer coordinating the groups of these offsets partitions");
         }
-        to_load
+        moves.to_load
     }
 
     /// Loads the groups of an offsets partition this broker now leads from
@@ -135,21 +91,18 @@ impl ClusterOffsets {
         let count = topic.partition_count();
         let index = partition.index;
         let limits = broker.validator.limits(topic.config().log_config().max_message_bytes);
-        let lines = match read_lines(&partition, limits).await {
+        let lines = match read_values(&partition, limits).await {
             Ok(lines) => lines,
             Err(e) => {
                 tracing::warn!(partition = index, error = %e, "cannot read an offsets partition; groups stay unavailable until it is read");
-                self.loads.lock().remove(&index);
+                self.shards.failed(index);
                 return;
             }
         };
         let records = lines.len();
         match broker.groups.offsets.reload(move |g| partition_for(g, count) == index, lines).await {
             Ok(_) => {
-                let mut loads = self.loads.lock();
-                if loads.get(&index) == Some(&Load::Loading(epoch)) {
-                    loads.insert(index, Load::Loaded(epoch));
-                }
+                self.shards.loaded(index, epoch);
                 tracing::info!(
                     partition = index,
                     leader_epoch = epoch,
@@ -159,33 +112,10 @@ impl ClusterOffsets {
             }
             Err(e) => {
                 tracing::warn!(partition = index, error = %e, "cannot load an offsets partition");
-                self.loads.lock().remove(&index);
+                self.shards.failed(index);
             }
         }
     }
-}
-
-/// Every record value in the partition's local log, in order.
-async fn read_lines(partition: &Partition, limits: crate::log::records::Limits) -> Result<Vec<Bytes>, crate::log::LogError> {
-    let (start, end) = {
-        let log = partition.lock_log();
-        (log.log_start_offset(), log.next_offset())
-    };
-    let mut lines = Vec::new();
-    let mut offset = start;
-    while offset < end {
-        let bytes = partition.read(offset, 1 << 20, end).await?;
-        if bytes.is_empty() {
-            break;
-        }
-        let mut rows = Vec::new();
-        for batch in batch::split_batches(&bytes)? {
-            offset = batch.0.last_offset() + 1;
-            decode_batch(&batch.1, limits, &mut rows)?;
-        }
-        lines.extend(rows.into_iter().filter_map(|r| r.value));
-    }
-    Ok(lines)
 }
 
 impl OffsetReplicator for ClusterOffsets {
@@ -198,9 +128,7 @@ impl OffsetReplicator for ClusterOffsets {
     }
 
     fn lanes(&self) -> i32 {
-        self.broker()
-            .and_then(|b| b.topic(OFFSETS_TOPIC))
-            .map_or(1, |t| t.partition_count().max(1))
+        self.broker().map_or(1, |b| self.shards.count(&b))
     }
 
     fn replicate(&self, lines: Vec<(String, Vec<u8>)>) -> BoxFuture<'_, std::io::Result<()>> {
@@ -209,7 +137,10 @@ impl OffsetReplicator for ClusterOffsets {
             let mut by_partition: BTreeMap<i32, (Arc<Partition>, Vec<Row>)> = BTreeMap::new();
             let now = now_ms();
             for (group, line) in lines {
-                let partition = Self::partition_of(&broker, &group).ok_or_else(|| std::io::Error::other("no offsets topic"))?;
+                let partition = self
+                    .shards
+                    .shard_of(&broker, &group)
+                    .ok_or_else(|| std::io::Error::other("no offsets topic"))?;
                 let entry = by_partition.entry(partition.index).or_insert_with(|| (partition, Vec::new()));
                 let offset = entry.1.len() as i64;
                 entry.1.push(Row {
@@ -221,41 +152,9 @@ impl OffsetReplicator for ClusterOffsets {
                 });
             }
             for (_, (partition, rows)) in by_partition {
-                let encoded = encode_batch(&rows, 0);
-                let batches = batch::split_batches(&encoded).map_err(std::io::Error::other)?;
-                let (appended, term) = partition.append(&batches, now).map_err(|e| std::io::Error::other(e.to_string()))?;
-                let acked = tokio::time::timeout(REPLICATION_TIMEOUT, partition.wait_acknowledged(appended.next_offset, term, true)).await;
-                match acked {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(std::io::Error::other(e.to_string())),
-                    Err(_) => return Err(std::io::Error::other("the offsets partition's ISR did not acknowledge in time")),
-                }
+                append_acknowledged(&partition, &rows, now, REPLICATION_TIMEOUT).await?;
             }
             Ok(())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_map_to_partitions_as_in_kafka() {
-        // Java: Math.abs("my-group".hashCode()) % 50 and friends, computed
-        // with Kafka's Utils.abs (x & 0x7fffffff).
-        assert_eq!("".encode_utf16().count(), 0);
-        assert_eq!(partition_for("", 50), 0);
-        // "a".hashCode() == 97
-        assert_eq!(partition_for("a", 50), 97 % 50);
-        // "ab".hashCode() == 97 * 31 + 98 == 3105
-        assert_eq!(partition_for("ab", 50), 3105 % 50);
-        // A hash that overflows i32 and is negative: masked, not negated.
-        let long = "a-consumer-group-with-a-long-name";
-        let hash = long.encode_utf16().fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)));
-        assert_eq!(partition_for(long, 16), (hash & 0x7fff_ffff) % 16);
-        for n in 1..64 {
-            assert!((0..n).contains(&partition_for("any", n)));
-        }
     }
 }

@@ -136,6 +136,11 @@ async fn apply(
         let offsets = link.offsets.clone();
         tasks.spawn(async move { offsets.load(partition, epoch).await });
     }
+    // And transaction state partitions, their transactional ids.
+    for (partition, epoch) in link.transactions.reconcile(broker) {
+        let transactions = link.transactions.clone();
+        tasks.spawn(async move { transactions.load(partition, epoch).await });
+    }
     // One fetcher per leader; restarted when its partitions or address change.
     let listener = broker.config.inter_broker_listener_name();
     fetchers.retain(|leader, f| {

@@ -50,12 +50,30 @@ enum Entry {
     DeleteGroup {
         group: String,
     },
+    /// A cluster's TxnOffsetCommit: offsets held for the producer's
+    /// transaction until its marker reaches the group's offsets partition.
+    TxnStage {
+        group: String,
+        producer_id: i64,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
+    /// The producer's transaction ended: its held offsets of the group
+    /// commit, or are dropped.
+    TxnEnd {
+        group: String,
+        producer_id: i64,
+        commit: bool,
+    },
 }
 
 impl Entry {
     fn group(&self) -> &str {
         match self {
-            Entry::Commit { group, .. } | Entry::Delete { group, .. } | Entry::DeleteGroup { group } => group,
+            Entry::Commit { group, .. }
+            | Entry::Delete { group, .. }
+            | Entry::DeleteGroup { group }
+            | Entry::TxnStage { group, .. }
+            | Entry::TxnEnd { group, .. } => group,
         }
     }
 }
@@ -80,6 +98,9 @@ pub trait OffsetReplicator: Send + Sync {
 
 pub(crate) type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 type Table = HashMap<String, GroupOffsets>;
+/// A cluster's transactional offsets not committed yet, by group and
+/// producer id.
+type Held = HashMap<(String, i64), GroupOffsets>;
 
 pub struct OffsetStore {
     path: PathBuf,
@@ -90,6 +111,9 @@ pub struct OffsetStore {
     /// the order their turns were taken.
     turn: Arc<tokio::sync::Mutex<()>>,
     table: Arc<Mutex<Table>>,
+    /// Transactional offsets waiting for their transaction's end (a
+    /// cluster only: a single node's wait in the transaction coordinator).
+    held: Arc<Mutex<Held>>,
     /// Grows with every change (milliseconds-based, so it also grows across
     /// restarts): the archive keeps copies by it.
     version: Arc<AtomicU64>,
@@ -119,8 +143,29 @@ fn compact(table: &HashMap<String, GroupOffsets>) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn apply(table: &mut HashMap<String, GroupOffsets>, entry: Entry) {
+fn apply(table: &mut Table, held: &mut Held, entry: Entry) {
     match entry {
+        Entry::TxnStage {
+            group,
+            producer_id,
+            offsets,
+        } => {
+            let offsets_held = held.entry((group, producer_id)).or_default();
+            for (topic, partition, value) in offsets {
+                offsets_held.insert((topic, partition), value);
+            }
+        }
+        Entry::TxnEnd {
+            group,
+            producer_id,
+            commit,
+        } => {
+            if let Some(offsets) = held.remove(&(group.clone(), producer_id)) {
+                if commit {
+                    table.entry(group).or_default().extend(offsets);
+                }
+            }
+        }
         Entry::Commit {
             group,
             topic,
@@ -145,7 +190,10 @@ impl OffsetStore {
         std::fs::create_dir_all(meta_dir)?;
         let path = meta_dir.join("offsets.jsonl");
         let mut table = HashMap::new();
-        crate::line_file::read_lines(&path, "offsets.jsonl", |entry| apply(&mut table, entry))?;
+        // Held offsets in the file are a cluster's, which loads them again
+        // from `__consumer_offsets` when it coordinates their groups.
+        let mut held = Held::new();
+        crate::line_file::read_lines(&path, "offsets.jsonl", |entry| apply(&mut table, &mut held, entry))?;
         // Compact: the current table, one line per offset.
         let appender = Appender::rewrite_and_open(&path, &compact(&table)?)?;
         Ok(Self {
@@ -153,6 +201,7 @@ impl OffsetStore {
             appender: Arc::new(Mutex::new(appender)),
             turn: Arc::new(tokio::sync::Mutex::new(())),
             table: Arc::new(Mutex::new(table)),
+            held: Arc::new(Mutex::new(Held::new())),
             version: Arc::new(AtomicU64::new(0)),
             replicator: std::sync::OnceLock::new(),
             lanes: Mutex::new(HashMap::new()),
@@ -171,6 +220,7 @@ impl OffsetStore {
     /// with a warning.
     pub async fn reload(&self, belongs: impl Fn(&str) -> bool + Send + 'static, lines: Vec<Bytes>) -> std::io::Result<usize> {
         let turn = self.turn.clone().lock_owned().await;
+        self.held.lock().retain(|(group, _), _| !belongs(group));
         let applied = self
             .apply_durably(turn, move |table| {
                 let mut entries: Vec<Entry> = table
@@ -278,6 +328,7 @@ impl OffsetStore {
     ) -> std::io::Result<Vec<Entry>> {
         let appender = self.appender.clone();
         let table = self.table.clone();
+        let held = self.held.clone();
         let version = self.version.clone();
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
@@ -293,9 +344,11 @@ impl OffsetStore {
             }
             appender.append(&bytes)?;
             let mut table = table.lock();
+            let mut held = held.lock();
             for entry in &entries {
-                apply(&mut table, entry.clone());
+                apply(&mut table, &mut held, entry.clone());
             }
+            drop(held);
             let now = crate::clock::now_ms().max(0) as u64;
             version.fetch_max(now, Ordering::AcqRel);
             version.fetch_add(1, Ordering::AcqRel);
@@ -383,6 +436,44 @@ impl OffsetStore {
                 value,
             })
             .collect();
+        self.persist(entries).await
+    }
+
+    /// A cluster's TxnOffsetCommit: durably holds the offsets for the
+    /// producer's transaction; they commit when its marker reaches the
+    /// group's offsets partition (`end_transaction`).
+    pub async fn hold_for_transaction(
+        &self,
+        group: &str,
+        producer_id: i64,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> std::io::Result<()> {
+        self.persist(vec![Entry::TxnStage {
+            group: group.to_string(),
+            producer_id,
+            offsets,
+        }])
+        .await
+    }
+
+    /// A transaction marker for offsets partition `lane`: the producer's
+    /// held offsets of that partition's groups commit (or are dropped).
+    pub async fn end_transaction(&self, lane: i32, producer_id: i64, commit: bool) -> std::io::Result<()> {
+        let Some(replicator) = self.replicator.get().cloned() else {
+            return Ok(());
+        };
+        let entries: Vec<Entry> = self
+            .held
+            .lock()
+            .keys()
+            .filter(|(group, producer)| *producer == producer_id && replicator.lane(group) == lane)
+            .map(|(group, _)| Entry::TxnEnd {
+                group: group.clone(),
+                producer_id,
+                commit,
+            })
+            .collect();
+        // All in one lane: `persist` replicates them in one append.
         self.persist(entries).await
     }
 
@@ -493,7 +584,7 @@ mod ordering_tests {
     fn replayed_offset(path: &Path, group: &str, topic: &str, partition: i32) -> Option<i64> {
         let mut table = HashMap::new();
         for line in std::fs::read_to_string(path).unwrap().lines() {
-            apply(&mut table, serde_json::from_str(line).unwrap());
+            apply(&mut table, &mut Held::new(), serde_json::from_str(line).unwrap());
         }
         Some(table.get(group)?.get(&(topic.to_string(), partition))?.offset)
     }

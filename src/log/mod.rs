@@ -681,6 +681,11 @@ impl PartitionLog {
         self.txns.is_open(producer_id)
     }
 
+    /// How many transaction markers this log has written since it opened.
+    pub fn markers_seen(&self) -> u64 {
+        self.txns.markers_seen()
+    }
+
     /// Producer state from the newest two segments, as at open.
     fn rebuild_producers(&mut self, now_ms: i64) -> Result<(), LogError> {
         let mut producers = ProducerStateTable::default();

@@ -40,6 +40,9 @@ pub struct PartitionTxns {
     open_by_offset: BTreeSet<(i64, i64)>,
     /// Aborted transactions, in the order of their markers.
     aborted: VecDeque<AbortedTxn>,
+    /// Markers written since the log was opened: a write verified with a
+    /// remote coordinator is appended only if none came meanwhile.
+    markers_seen: u64,
 }
 
 impl PartitionTxns {
@@ -52,6 +55,7 @@ impl PartitionTxns {
         let producer_id = header.producer_id;
         if header.is_control() {
             let Some(commit) = marker else { return };
+            self.markers_seen += 1;
             if let Some(first) = self.open.remove(&producer_id) {
                 self.open_by_offset.remove(&(first, producer_id));
                 if !commit {
@@ -79,6 +83,11 @@ impl PartitionTxns {
     /// The first offset of `producer_id`'s open transaction here.
     pub fn open_since(&self, producer_id: i64) -> Option<i64> {
         self.open.get(&producer_id).copied()
+    }
+
+    /// How many markers were written here since the log was opened.
+    pub fn markers_seen(&self) -> u64 {
+        self.markers_seen
     }
 
     /// Whether `producer_id` has a transaction open here.

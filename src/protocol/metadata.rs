@@ -20,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{encode_response, str_bytes, versions, RequestContext};
 use crate::broker::{Broker, Topic, TopicError};
 use crate::cluster::offsets::{partition_for, OFFSETS_TOPIC};
+use crate::cluster::transactions::TXN_TOPIC;
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
@@ -76,7 +77,7 @@ pub(super) fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponse
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.id)
-        .with_is_internal(topic.name == OFFSETS_TOPIC)
+        .with_is_internal(topic.name == OFFSETS_TOPIC || topic.name == TXN_TOPIC)
         .with_partitions(partitions)
 }
 
@@ -106,21 +107,38 @@ fn controller_id(broker: &Broker) -> BrokerId {
     }
 }
 
-/// Where a group's coordinator is: this broker on a single node; in a
-/// cluster, the leader of the group's `__consumer_offsets` partition (the
-/// topic is created on the first ask, as Kafka does).
-async fn group_coordinator(broker: &Broker, group: &str, listener: &str) -> Result<(i32, String, i32), i16> {
+/// Which coordinator a FindCoordinator key asks for.
+#[derive(Clone, Copy)]
+enum CoordinatorKind {
+    Group,
+    Transaction,
+}
+
+impl CoordinatorKind {
+    fn topic(self) -> &'static str {
+        match self {
+            CoordinatorKind::Group => OFFSETS_TOPIC,
+            CoordinatorKind::Transaction => TXN_TOPIC,
+        }
+    }
+}
+
+/// Where a group's or transactional id's coordinator is: this broker on a
+/// single node; in a cluster, the leader of the key's partition of
+/// `__consumer_offsets` or `__transaction_state` (the topic is created on
+/// the first ask, as Kafka does).
+async fn coordinator_for(broker: &Broker, kind: CoordinatorKind, key: &str, listener: &str) -> Result<(i32, String, i32), i16> {
     let Some(cluster) = &broker.cluster else {
         let (host, port) = broker.config.advertised_on(listener);
         return Ok((broker.config.broker_id, host, port));
     };
     let not_available = ResponseError::CoordinatorNotAvailable.code();
-    let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-        create_offsets_topic(broker, cluster).await;
+    let Some(topic) = broker.topic(kind.topic()) else {
+        create_coordinator_topic(broker, cluster, kind).await;
         return Err(not_available);
     };
     let image = cluster.image();
-    let partition = partition_for(group, topic.partition_count());
+    let partition = partition_for(key, topic.partition_count());
     let Some((state, _)) = image.partitions.get(&(topic.id.to_string(), partition)) else {
         return Err(not_available);
     };
@@ -132,22 +150,33 @@ async fn group_coordinator(broker: &Broker, group: &str, listener: &str) -> Resu
 }
 
 /// Creates `__consumer_offsets` (`offsets_topic_partitions`, with
-/// `offsets_topic_replication_factor` replicas or as many as are live, and
-/// `min.insync.replicas` 2 when it has two or more).
-/// Brokers racing to create it are refused but one, by etcd.
-async fn create_offsets_topic(broker: &Broker, cluster: &crate::cluster::ClusterLink) {
+/// `offsets_topic_replication_factor` replicas) or `__transaction_state`
+/// (`transaction_state_partitions`, `transaction_state_replication_factor`,
+/// compacted by transactional id), with as many replicas as are live at
+/// most, and `min.insync.replicas` 2 when it has two or more. Brokers
+/// racing to create it are refused but one, by etcd.
+async fn create_coordinator_topic(broker: &Broker, cluster: &crate::cluster::ClusterLink, kind: CoordinatorKind) {
     let live = cluster.live_broker_ids().len().max(1) as i16;
-    let factor = broker.config.offsets_topic_replication_factor.min(live);
-    let partitions = broker.config.offsets_topic_partitions;
-    // A commit is acknowledged by two replicas when there are two or more
-    // (a min ISR of 2, as Kafka deployments set for this topic).
-    let configs = [("min.insync.replicas".to_string(), factor.min(2).to_string())].into();
+    let config = &broker.config;
+    let (partitions, factor) = match kind {
+        CoordinatorKind::Group => (config.offsets_topic_partitions, config.offsets_topic_replication_factor),
+        CoordinatorKind::Transaction => (config.transaction_state_partitions, config.transaction_state_replication_factor),
+    };
+    let factor = factor.min(live);
+    // A change is acknowledged by two replicas when there are two or more
+    // (a min ISR of 2, as Kafka deployments set for these topics).
+    let mut configs: std::collections::BTreeMap<String, String> = [("min.insync.replicas".to_string(), factor.min(2).to_string())].into();
+    if let CoordinatorKind::Transaction = kind {
+        // Each record is an id's whole state: the latest per id is enough.
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    }
+    let name = kind.topic();
     match broker
-        .create_topic(OFFSETS_TOPIC, partitions, crate::broker::Placement::Factor(factor), configs, false)
+        .create_topic(name, partitions, crate::broker::Placement::Factor(factor), configs, false)
         .await
     {
-        Ok(_) => tracing::info!(partitions, replication_factor = factor, "created the consumer offsets topic"),
-        Err(e) => tracing::debug!(error = %e, "did not create the consumer offsets topic"),
+        Ok(_) => tracing::info!(topic = name, partitions, replication_factor = factor, "created a coordinator topic"),
+        Err(e) => tracing::debug!(topic = name, error = %e, "did not create a coordinator topic"),
     }
 }
 
@@ -302,9 +331,8 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub(super) async fn handle_find_coordinator(broker: &Broker, ctx: &RequestContext, req: FindCoordinatorRequest) -> Bytes {
-    // A single node coordinates transactions; a cluster does not yet.
     let transaction = req.key_type == KEY_TYPE_TRANSACTION;
-    let unsupported = !(req.key_type == KEY_TYPE_GROUP || (transaction && super::transactions::coordinator_here(broker)));
+    let unsupported = !(req.key_type == KEY_TYPE_GROUP || transaction);
     let keys: Vec<StrBytes> = if ctx.api_version >= 4 {
         req.coordinator_keys.clone()
     } else {
@@ -319,19 +347,24 @@ pub(super) async fn handle_find_coordinator(broker: &Broker, ctx: &RequestContex
         } else if !transaction && !ctx.allowed(broker, Operation::Describe, ResourceType::Group, key.as_str()) {
             Err(ResponseError::GroupAuthorizationFailed.code())
         } else {
-            group_coordinator(broker, key.as_str(), &ctx.listener.name).await
+            let kind = if transaction {
+                CoordinatorKind::Transaction
+            } else {
+                CoordinatorKind::Group
+            };
+            coordinator_for(broker, kind, key.as_str(), &ctx.listener.name).await
         };
         found.push(result);
     }
     let message = |code: i16| {
         Some(str_bytes(if code == ResponseError::InvalidRequest.code() {
-            "transactions are not supported by a cluster yet"
+            "unknown key type"
         } else if code == ResponseError::GroupAuthorizationFailed.code() {
             "Group authorization failed"
         } else if code == ResponseError::TransactionalIdAuthorizationFailed.code() {
             "Transactional Id authorization failed"
         } else {
-            "the group coordinator is not available yet; retry"
+            "the coordinator is not available yet; retry"
         }))
     };
     let mut response = FindCoordinatorResponse::default();

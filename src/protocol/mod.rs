@@ -32,6 +32,7 @@ mod throttle;
 mod topics;
 mod transactions;
 pub mod versions;
+mod write_txn_markers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -399,6 +400,7 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::AddOffsetsToTxn(req) => transactions::handle_add_offsets(broker, &ctx, req).await,
         RequestKind::TxnOffsetCommit(req) => transactions::handle_txn_offset_commit(broker, &ctx, req).await,
         RequestKind::EndTxn(req) => transactions::handle_end(b, &ctx, req).await,
+        RequestKind::WriteTxnMarkers(req) => write_txn_markers::handle(broker, &ctx, req).await,
         RequestKind::DescribeTransactions(req) => transactions::handle_describe(broker, &ctx, req),
         RequestKind::ListTransactions(req) => transactions::handle_list(broker, &ctx, req),
         RequestKind::CreateAcls(req) => acls::handle_create(b, &ctx, req).await,

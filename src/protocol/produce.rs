@@ -34,7 +34,7 @@ async fn validate_and_append(
     topic: &crate::broker::Topic,
     partition: &crate::broker::Partition,
     records: &bytes::Bytes,
-    write: Option<TransactionalWrite<'_>>,
+    write: Option<(TransactionalWrite<'_>, Verified)>,
 ) -> Result<(crate::log::AppendResult, u64), ProduceRefusal> {
     let batches = batch::split_batches(records).map_err(crate::log::LogError::from)?;
     let config = topic.config();
@@ -66,12 +66,71 @@ async fn validate_and_append(
     // time of the append.
     // Again under the partition lock, which markers take too: a write
     // verified there lands before its transaction's marker.
-    let verify = || match write {
-        None => Ok(()),
-        Some(write) => verify_write(broker, write, &partition.topic, partition.index)
-            .map_err(|(code, message)| ProduceRefusal::Refused { code, message }),
+    let verify = |log: &crate::log::PartitionLog| {
+        let checked = match write {
+            None => Ok(()),
+            Some((write, Verified::Here)) => verify_write(broker, write, &partition.topic, partition.index),
+            Some((write, Verified::Elsewhere { markers_seen })) => {
+                if log.markers_seen() == markers_seen || log.has_open_txn(write.producer_id) {
+                    Ok(())
+                } else {
+                    // A marker came while the coordinator was asked: it may
+                    // have ended this producer's transaction.
+                    Err((
+                        ResponseError::NotEnoughReplicas.code(),
+                        "a transaction ended while the write was verified; retry".to_string(),
+                    ))
+                }
+            }
+        };
+        checked.map_err(|(code, message)| ProduceRefusal::Refused { code, message })
     };
     partition.append_verified(&batches, now_ms(), verify)
+}
+
+/// How a transactional write was verified before its append; checked again
+/// under the partition lock.
+#[derive(Clone, Copy)]
+enum Verified {
+    /// This broker coordinates the transactional id: its table is read
+    /// again under the lock.
+    Here,
+    /// In a cluster, another broker coordinates it: the producer's
+    /// transaction was open in this partition, or the coordinator said the
+    /// partition is in it, when the log had seen `markers_seen` markers.
+    /// The write stands if no marker came since, or the transaction is open.
+    Elsewhere { markers_seen: u64 },
+}
+
+/// Verifies a transactional write before its append (KIP-890 part 1).
+async fn verify_before_append(
+    broker: &Broker,
+    write: TransactionalWrite<'_>,
+    partition: &crate::broker::Partition,
+) -> Result<Verified, (i16, String)> {
+    let cluster = match (broker.transactions.here(write.transactional_id), &broker.cluster) {
+        (Ok(_), _) | (Err(_), None) => {
+            return verify_write(broker, write, &partition.topic, partition.index).map(|()| Verified::Here);
+        }
+        (Err(_), Some(cluster)) => cluster,
+    };
+    let (open, markers_seen) = {
+        let log = partition.lock_log();
+        (log.has_open_txn(write.producer_id), log.markers_seen())
+    };
+    // The producer's transaction is open here already: the coordinator
+    // added this partition; the log checks the epoch.
+    if !open {
+        crate::cluster::transactions::verify_remotely(
+            broker,
+            cluster,
+            (write.transactional_id, write.producer_id, write.producer_epoch),
+            &partition.topic,
+            partition.index,
+        )
+        .await?;
+    }
+    Ok(Verified::Elsewhere { markers_seen })
 }
 
 /// A transactional write: the producer's transactional id, id and epoch.
@@ -145,9 +204,6 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
         let topic = broker.topic(&name);
         let topic_err = if !matches!(acks, -1..=1) {
             Some(ResponseError::InvalidRequiredAcks.code())
-        } else if req.transactional_id.is_some() && !super::transactions::coordinator_here(broker) {
-            // A cluster has no transaction coordinator yet (docs/compatibility.md).
-            Some(ResponseError::UnsupportedVersion.code())
         } else if req
             .transactional_id
             .as_ref()
@@ -190,8 +246,13 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
                         let transactional_id = req.transactional_id.as_ref().map(|id| id.0.as_str());
                         // Verified before validation too, so a fenced
                         // producer's data is refused before it is decompressed.
-                        let checked = transactional_write(transactional_id, &records)
-                            .and_then(|write| write.map_or(Ok(()), |w| verify_write(broker, w, &name, pd.index)).map(|()| write));
+                        let checked = match transactional_write(transactional_id, &records) {
+                            Ok(Some(write)) => verify_before_append(broker, write, &partition)
+                                .await
+                                .map(|verified| Some((write, verified))),
+                            Ok(None) => Ok(None),
+                            Err(e) => Err(e),
+                        };
                         match checked {
                             Err((code, message)) => Err((code, Some(message))),
                             Ok(write) => match validate_and_append(broker, topic, &partition, &records, write).await {

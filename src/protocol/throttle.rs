@@ -79,6 +79,8 @@ throttle_time_field!(
 // The SASL exchange comes before a client is known: never throttled.
 impl ThrottleTime for SaslHandshakeResponse {}
 impl ThrottleTime for SaslAuthenticateResponse {}
+// Broker to broker, and without the field.
+impl ThrottleTime for kafka_protocol::messages::WriteTxnMarkersResponse {}
 
 fn client(ctx: &RequestContext) -> Client<'_> {
     Client {

@@ -2,14 +2,19 @@
 //! AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn,
 //! DescribeTransactions and ListTransactions. The rules are in
 //! `txn::state`; this module decodes, authorizes and maps errors to
-//! Kafka's codes. Transactions are served on a single node; a cluster
-//! answers that they are not supported yet (docs/compatibility.md).
+//! Kafka's codes. In a cluster each transactional id has one coordinator
+//! (`cluster::transactions`); other brokers answer NOT_COORDINATOR. There,
+//! TxnOffsetCommit goes to the group's coordinator, which holds the offsets
+//! until the transaction's marker reaches the group's offsets partition.
+//! AddPartitionsToTxn v4 is the brokers' produce verification (KIP-890).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::add_partitions_to_txn_response::{AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult};
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
 use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTransaction;
 use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
@@ -23,6 +28,7 @@ use kafka_protocol::ResponseError;
 use super::{encode_response, str_bytes, RequestContext};
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::cluster::offsets::{partition_for, OFFSETS_TOPIC};
 use crate::groups::coordinator::CommitFrom;
 use crate::groups::offsets::CommittedOffset;
 use crate::security::acl::{Operation, ResourceType};
@@ -42,12 +48,13 @@ pub(super) fn code_of(error: &CoordinatorError, fenced_is_new: bool) -> i16 {
         CoordinatorError::Txn(TxnError::Concurrent) => ResponseError::ConcurrentTransactions.code(),
         CoordinatorError::Txn(TxnError::InvalidTimeout) => ResponseError::InvalidTransactionTimeout.code(),
         CoordinatorError::Full | CoordinatorError::Unavailable(_) => ResponseError::CoordinatorNotAvailable.code(),
+        CoordinatorError::NotHere(code) => *code,
     }
 }
 
-/// Transactions need the single node's coordinator; a cluster has none yet.
-pub(super) fn coordinator_here(broker: &Broker) -> bool {
-    broker.cluster.is_none()
+/// `None` if this broker coordinates the id now, else the code to answer.
+fn not_here(broker: &Broker, transactional_id: &str) -> Option<i16> {
+    broker.transactions.here(transactional_id).err().map(|e| code_of(&e, true))
 }
 
 fn may_write(broker: &Broker, ctx: &RequestContext, transactional_id: &str) -> bool {
@@ -59,10 +66,10 @@ pub(super) async fn handle_init(broker: &Arc<Broker>, ctx: &RequestContext, req:
     let mut response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    response.error_code = if !coordinator_here(broker) {
-        ResponseError::UnsupportedVersion.code()
-    } else if !may_write(broker, ctx, transactional_id) {
+    response.error_code = if !may_write(broker, ctx, transactional_id) {
         ResponseError::TransactionalIdAuthorizationFailed.code()
+    } else if let Some(code) = not_here(broker, transactional_id) {
+        code
     } else {
         let expected = (req.producer_id.0 >= 0 && req.producer_epoch >= 0).then_some((req.producer_id.0, req.producer_epoch));
         match broker
@@ -82,6 +89,9 @@ pub(super) async fn handle_init(broker: &Arc<Broker>, ctx: &RequestContext, req:
 }
 
 pub(super) async fn handle_add_partitions(broker: &Broker, ctx: &RequestContext, req: AddPartitionsToTxnRequest) -> Bytes {
+    if ctx.api_version >= 4 {
+        return handle_verify(broker, ctx, req);
+    }
     let mut response = AddPartitionsToTxnResponse::default();
     let id = req.v3_and_below_transactional_id.0.to_string();
     // Every partition gets the same answer unless one is refused on its
@@ -104,13 +114,10 @@ pub(super) async fn handle_add_partitions(broker: &Broker, ctx: &RequestContext,
             wanted.push((name.clone(), partition));
         }
     }
-    let common = if !coordinator_here(broker) {
-        ResponseError::UnsupportedVersion.code()
-    } else if ctx.api_version >= 4 {
-        // v4+ is the brokers' batched form (KIP-890), never sent by clients.
-        ResponseError::UnsupportedVersion.code()
-    } else if !may_write(broker, ctx, &id) {
+    let common = if !may_write(broker, ctx, &id) {
         ResponseError::TransactionalIdAuthorizationFailed.code()
+    } else if let Some(code) = not_here(broker, &id) {
+        code
     } else if own.values().any(|c| *c != 0) {
         ResponseError::OperationNotAttempted.code()
     } else {
@@ -149,19 +156,92 @@ pub(super) async fn handle_add_partitions(broker: &Broker, ctx: &RequestContext,
     encode_response(ctx, &response)
 }
 
+/// AddPartitionsToTxn v4+ from a partition leader (KIP-890 part 1): are
+/// these partitions in the producers' open transactions? Nothing is added;
+/// a request that asks to add (`verify_only` false, KIP-890 part 2) gets
+/// INVALID_REQUEST.
+fn handle_verify(broker: &Broker, ctx: &RequestContext, req: AddPartitionsToTxnRequest) -> Bytes {
+    let mut response = AddPartitionsToTxnResponse::default();
+    if !ctx.on_cluster(broker, Operation::ClusterAction) {
+        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        return encode_response(ctx, &response);
+    }
+    if req.transactions.iter().any(|t| !t.verify_only) {
+        response.error_code = ResponseError::InvalidRequest.code();
+        return encode_response(ctx, &response);
+    }
+    for txn in &req.transactions {
+        let id = txn.transactional_id.0.as_str();
+        let topic_results = txn
+            .topics
+            .iter()
+            .map(|topic| {
+                let results = topic
+                    .partitions
+                    .iter()
+                    .map(|&partition| {
+                        let code = match broker.transactions.verify_write(
+                            id,
+                            txn.producer_id.0,
+                            txn.producer_epoch,
+                            topic.name.0.as_str(),
+                            partition,
+                        ) {
+                            Ok(()) => 0,
+                            Err(CoordinatorError::Txn(TxnError::Fenced)) => ResponseError::InvalidProducerEpoch.code(),
+                            Err(CoordinatorError::NotHere(code)) => code,
+                            Err(_) => ResponseError::InvalidTxnState.code(),
+                        };
+                        AddPartitionsToTxnPartitionResult::default()
+                            .with_partition_index(partition)
+                            .with_partition_error_code(code)
+                    })
+                    .collect();
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(topic.name.clone())
+                    .with_results_by_partition(results)
+            })
+            .collect();
+        response.results_by_transaction.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(txn.transactional_id.clone())
+                .with_topic_results(topic_results),
+        );
+    }
+    encode_response(ctx, &response)
+}
+
+/// The `__consumer_offsets` partition of a group, which a cluster's
+/// transaction adds for its offsets (the marker there commits them). The
+/// topic's partition count, or the one it will be created with.
+fn offsets_partition_of(broker: &Broker, group: &str) -> Option<(String, i32)> {
+    broker.cluster.as_ref()?;
+    let count = broker
+        .topic(OFFSETS_TOPIC)
+        .map_or(broker.config.offsets_topic_partitions, |t| t.partition_count());
+    Some((OFFSETS_TOPIC.to_string(), partition_for(group, count)))
+}
+
 pub(super) async fn handle_add_offsets(broker: &Broker, ctx: &RequestContext, req: AddOffsetsToTxnRequest) -> Bytes {
     let id = req.transactional_id.0.to_string();
     let group = req.group_id.0.to_string();
-    let error_code = if !coordinator_here(broker) {
-        ResponseError::UnsupportedVersion.code()
-    } else if !may_write(broker, ctx, &id) {
+    let error_code = if !may_write(broker, ctx, &id) {
         ResponseError::TransactionalIdAuthorizationFailed.code()
     } else if !ctx.allowed(broker, Operation::Read, ResourceType::Group, &group) {
         ResponseError::GroupAuthorizationFailed.code()
+    } else if let Some(code) = not_here(broker, &id) {
+        code
     } else {
         match broker
             .transactions
-            .add_group(&id, req.producer_id.0, req.producer_epoch, &group, now_ms())
+            .add_group(
+                &id,
+                req.producer_id.0,
+                req.producer_epoch,
+                &group,
+                offsets_partition_of(broker, &group),
+                now_ms(),
+            )
             .await
         {
             Ok(()) => 0,
@@ -176,12 +256,13 @@ pub(super) async fn handle_txn_offset_commit(broker: &Broker, ctx: &RequestConte
     let group = req.group_id.0.to_string();
     let metadata_max = broker.groups.offset_metadata_max_bytes();
     let now = now_ms();
-    let mut common = if !coordinator_here(broker) {
-        ResponseError::UnsupportedVersion.code()
-    } else if !may_write(broker, ctx, &id) {
+    let mut common = if !may_write(broker, ctx, &id) {
         ResponseError::TransactionalIdAuthorizationFailed.code()
     } else if !ctx.allowed(broker, Operation::Read, ResourceType::Group, &group) {
         ResponseError::GroupAuthorizationFailed.code()
+    } else if let Some(code) = broker.cluster.as_ref().and_then(|c| c.offsets.group_error(&group)) {
+        // A cluster: the group's coordinator holds the offsets.
+        code
     } else if !req.member_id.is_empty() || req.generation_id >= 0 {
         // v3+: a group member's commit is checked against its generation.
         broker
@@ -230,7 +311,15 @@ pub(super) async fn handle_txn_offset_commit(broker: &Broker, ctx: &RequestConte
         own.push((topic.name.clone(), codes));
     }
     if common == 0 && !staged.is_empty() {
-        if let Err(e) = broker
+        if broker.cluster.is_some() {
+            // Held by the group's coordinator until the transaction's marker
+            // reaches the group's offsets partition.
+            let offsets = staged.into_iter().map(|o| (o.topic, o.partition, o.offset)).collect();
+            if let Err(e) = broker.groups.offsets.hold_for_transaction(&group, req.producer_id.0, offsets).await {
+                tracing::warn!(group = %group, error = %e, "cannot hold transactional offsets");
+                common = ResponseError::CoordinatorNotAvailable.code();
+            }
+        } else if let Err(e) = broker
             .transactions
             .stage_offsets(&id, req.producer_id.0, req.producer_epoch, &group, staged, now)
             .await
@@ -259,10 +348,10 @@ pub(super) async fn handle_txn_offset_commit(broker: &Broker, ctx: &RequestConte
 
 pub(super) async fn handle_end(broker: &Arc<Broker>, ctx: &RequestContext, req: EndTxnRequest) -> Bytes {
     let id = req.transactional_id.0.to_string();
-    let error_code = if !coordinator_here(broker) {
-        ResponseError::UnsupportedVersion.code()
-    } else if !may_write(broker, ctx, &id) {
+    let error_code = if !may_write(broker, ctx, &id) {
         ResponseError::TransactionalIdAuthorizationFailed.code()
+    } else if let Some(code) = not_here(broker, &id) {
+        code
     } else {
         match broker
             .transactions
@@ -291,8 +380,8 @@ pub(super) fn handle_describe(broker: &Broker, ctx: &RequestContext, req: Descri
             .with_transaction_start_time_ms(-1);
         if !ctx.allowed(broker, Operation::Describe, ResourceType::TransactionalId, id.0.as_str()) {
             state.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-        } else if !coordinator_here(broker) {
-            state.error_code = ResponseError::NotCoordinator.code();
+        } else if let Some(code) = not_here(broker, id.0.as_str()) {
+            state.error_code = code;
         } else if let Some(txn) = broker.transactions.describe(id.0.as_str()) {
             let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
             for (topic, partition) in &txn.partitions {
@@ -344,7 +433,9 @@ pub(super) fn handle_list(broker: &Broker, ctx: &RequestContext, req: ListTransa
         .cloned()
         .collect();
     let now = now_ms();
-    if coordinator_here(broker) {
+    // In a cluster, the ids this broker coordinates (admin clients ask
+    // every broker and merge the answers).
+    {
         let mut txns = broker.transactions.list();
         txns.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
         for txn in txns {

@@ -51,10 +51,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
-    // Transactions. AddPartitionsToTxn v4+ is the brokers' batched form and
+    // Transactions. AddPartitionsToTxn v4 is the brokers' batched form,
+    // served for produce verification (`verify_only`); v5 and
     // EndTxn/AddOffsetsToTxn/TxnOffsetCommit past v3 bring KIP-890 part 2
     // (an epoch bump per transaction), not implemented.
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddPartitionsToTxn, 0, 4),
+    // Broker to broker: a coordinator's markers to partition leaders.
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
@@ -114,6 +117,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
         ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
         ApiKey::EndTxn => "EndTxn",
+        ApiKey::WriteTxnMarkers => "WriteTxnMarkers",
         ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
         ApiKey::DescribeTransactions => "DescribeTransactions",
         ApiKey::ListTransactions => "ListTransactions",

@@ -37,9 +37,10 @@ pub struct TxnConfig {
 
 /// What completing a transaction needs from the broker.
 pub trait TxnSink: Send + Sync {
-    /// Appends the marker to the partition and waits until its ISR holds
-    /// it. A partition that no longer exists needs no marker.
-    fn write_marker(&self, topic: &str, partition: i32, marker: Marker) -> BoxFuture<'_, Result<(), String>>;
+    /// Appends the marker to each partition (through its leader) and waits
+    /// until their ISRs hold it. A partition that no longer exists needs no
+    /// marker.
+    fn write_markers<'a>(&'a self, partitions: &'a [(String, i32)], marker: Marker) -> BoxFuture<'a, Result<(), String>>;
     /// Commits a transaction's offsets in their group.
     fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, CommittedOffset)>) -> BoxFuture<'_, Result<(), String>>;
     /// A producer id never issued before.
@@ -58,6 +59,21 @@ pub enum CoordinatorError {
     Full,
     /// The state could not be persisted, or an id could not be issued.
     Unavailable(String),
+    /// In a cluster: another broker coordinates the id (NOT_COORDINATOR),
+    /// or this one is loading it (COORDINATOR_LOAD_IN_PROGRESS); the code.
+    NotHere(i16),
+}
+
+/// Where a cluster makes transaction state durable before it is applied:
+/// the id's partition of the replicated `__transaction_state` topic
+/// (`cluster::transactions`). The table then holds the ids of the
+/// partitions this broker leads, loaded from their logs.
+pub trait TxnReplicator: Send + Sync {
+    /// The coordinator epoch (the shard's leader epoch) if this broker
+    /// coordinates the id now, else the error code a request gets.
+    fn owner_epoch(&self, transactional_id: &str) -> Result<i32, i16>;
+    /// Makes the line durable on the ISR of the id's partition.
+    fn replicate(&self, transactional_id: &str, line: Vec<u8>) -> BoxFuture<'_, std::io::Result<()>>;
 }
 
 impl From<TxnError> for CoordinatorError {
@@ -83,6 +99,8 @@ pub struct TxnCoordinator {
     /// One turn per transactional id: its requests change it one at a time,
     /// from the decision through persistence and completion.
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// A cluster's replicated log of changes; unset on a single node.
+    replicator: std::sync::OnceLock<Arc<dyn TxnReplicator>>,
 }
 
 fn compact(table: &Table) -> std::io::Result<Vec<u8>> {
@@ -115,7 +133,63 @@ impl TxnCoordinator {
             table: Arc::new(Mutex::new(table)),
             file: Arc::new(Mutex::new(file)),
             turns: Mutex::new(HashMap::new()),
+            replicator: std::sync::OnceLock::new(),
         })
+    }
+
+    /// In a cluster: changes replicate through `replicator`, and the table
+    /// holds only the ids this broker coordinates (see `reload`).
+    pub fn set_replicator(&self, replicator: Arc<dyn TxnReplicator>) {
+        if self.replicator.set(replicator).is_ok() {
+            // What a single node left in the file is not this cluster's.
+            self.table.lock().clear();
+        }
+    }
+
+    /// The coordinator epoch if this broker coordinates the id now (0 on a
+    /// single node), else `NotHere` with the code to answer.
+    pub fn here(&self, transactional_id: &str) -> Result<i32, CoordinatorError> {
+        match self.replicator.get() {
+            None => Ok(0),
+            Some(r) => r.owner_epoch(transactional_id).map_err(CoordinatorError::NotHere),
+        }
+    }
+
+    /// A coordinator taking over a shard: forgets the ids `belongs` selects
+    /// and applies `lines` (the shard's replicated changes, in order). A
+    /// line that does not parse is skipped with a warning. Returns the ids
+    /// loaded.
+    pub fn reload(&self, belongs: impl Fn(&str) -> bool, lines: &[bytes::Bytes]) -> usize {
+        let mut loaded = Table::new();
+        for line in lines {
+            match serde_json::from_slice::<Line>(line) {
+                Ok(Line::Put { txn }) if belongs(&txn.transactional_id) => {
+                    loaded.insert(txn.transactional_id.clone(), txn);
+                }
+                Ok(Line::Remove { transactional_id }) if belongs(&transactional_id) => {
+                    loaded.remove(&transactional_id);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable transaction state record"),
+            }
+        }
+        let count = loaded.len();
+        let mut table = self.table.lock();
+        table.retain(|id, _| !belongs(id));
+        table.extend(loaded);
+        count
+    }
+
+    /// A coordinator losing shards: forgets the ids `belongs` selects.
+    /// Returns how many.
+    pub fn forget(&self, belongs: impl Fn(&str) -> bool) -> usize {
+        let mut table = self.table.lock();
+        let before = table.len();
+        table.retain(|id, _| !belongs(id));
+        let forgotten = before - table.len();
+        drop(table);
+        self.turns.lock().retain(|id, _| !belongs(id));
+        forgotten
     }
 
     fn turn(&self, transactional_id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -125,6 +199,7 @@ impl TxnCoordinator {
     /// The id's turn if the id is known: requests naming unknown ids
     /// (any string a client sends) must not leave turns behind.
     fn known_turn(&self, transactional_id: &str) -> Result<Arc<tokio::sync::Mutex<()>>, CoordinatorError> {
+        self.here(transactional_id)?;
         if !self.table.lock().contains_key(transactional_id) {
             return Err(CoordinatorError::UnknownId);
         }
@@ -138,6 +213,27 @@ impl TxnCoordinator {
     /// Appends the line durably, then applies it to the table, in a blocking
     /// thread that runs to the end even if the caller goes away.
     async fn persist(&self, line: Line) -> Result<(), CoordinatorError> {
+        if let Some(replicator) = self.replicator.get() {
+            let id = match &line {
+                Line::Put { txn } => txn.transactional_id.clone(),
+                Line::Remove { transactional_id } => transactional_id.clone(),
+            };
+            let bytes = serde_json::to_vec(&line).map_err(|e| CoordinatorError::Unavailable(e.to_string()))?;
+            replicator.replicate(&id, bytes).await.map_err(|e| {
+                tracing::warn!(transactional_id = %id, error = %e, "cannot replicate transaction state");
+                CoordinatorError::Unavailable(e.to_string())
+            })?;
+            let mut table = self.table.lock();
+            match line {
+                Line::Put { txn } => {
+                    table.insert(id, txn);
+                }
+                Line::Remove { .. } => {
+                    table.remove(&id);
+                }
+            }
+            return Ok(());
+        }
         let file = self.file.clone();
         let table = self.table.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -185,6 +281,7 @@ impl TxnCoordinator {
         expected: Option<(i64, i16)>,
         now_ms: i64,
     ) -> Result<(i64, i16), CoordinatorError> {
+        self.here(transactional_id)?;
         {
             let table = self.table.lock();
             if !table.contains_key(transactional_id) && table.len() >= self.config.max_ids {
@@ -266,17 +363,24 @@ impl TxnCoordinator {
         .await
     }
 
-    /// AddOffsetsToTxn.
+    /// AddOffsetsToTxn. In a cluster, `offsets_partition` is the group's
+    /// `__consumer_offsets` partition: the transaction's marker there
+    /// commits the offsets its coordinator holds.
     pub async fn add_group(
         &self,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
         group: &str,
+        offsets_partition: Option<(String, i32)>,
         now_ms: i64,
     ) -> Result<(), CoordinatorError> {
         self.change(transactional_id, |txn| {
-            Ok(((), txn.add_group(producer_id, producer_epoch, group, now_ms)?))
+            let mut changed = txn.add_group(producer_id, producer_epoch, group, now_ms)?;
+            if let Some(partition) = offsets_partition {
+                changed |= txn.add_partitions(producer_id, producer_epoch, &[partition], now_ms)?;
+            }
+            Ok(((), changed))
         })
         .await
     }
@@ -329,20 +433,15 @@ impl TxnCoordinator {
 
     /// Writes every marker (side by side), then, for a commit, the offsets.
     async fn carry_out(&self, sink: &dyn TxnSink, completion: &Completion) -> Result<(), String> {
+        let coordinator_epoch = self.here(&completion.transactional_id).map_err(|e| format!("{e:?}"))?;
         let marker = Marker {
             producer_id: completion.producer_id,
             producer_epoch: completion.producer_epoch,
             commit: completion.commit,
-            coordinator_epoch: 0,
+            coordinator_epoch,
         };
-        let writes = completion
-            .partitions
-            .iter()
-            .map(|(topic, partition)| sink.write_marker(topic, *partition, marker));
-        for result in futures::future::join_all(writes).await {
-            result?;
-        }
-        for (group, offsets) in &completion.offsets {
+        sink.write_markers(&completion.partitions, marker).await?;
+        for (group, offsets) in completion.offsets.iter().filter(|(_, o)| !o.is_empty()) {
             let offsets = offsets.iter().map(|o| (o.topic.clone(), o.partition, o.offset.clone())).collect();
             sink.commit_offsets(group, offsets).await?;
         }
@@ -366,6 +465,7 @@ impl TxnCoordinator {
         topic: &str,
         partition: i32,
     ) -> Result<(), CoordinatorError> {
+        self.here(transactional_id)?;
         let table = self.table.lock();
         let txn = table.get(transactional_id).ok_or(CoordinatorError::UnknownId)?;
         Ok(txn.verify_write(producer_id, producer_epoch, topic, partition)?)
@@ -378,6 +478,9 @@ impl TxnCoordinator {
         let ids: Vec<String> = self.table.lock().keys().cloned().collect();
         let mut timed_out = 0;
         for id in ids {
+            if self.here(&id).is_err() {
+                continue;
+            }
             let turn = self.turn(&id);
             let _turn = turn.lock().await;
             let Some(mut txn) = self.get(&id) else { continue };
@@ -464,11 +567,12 @@ mod tests {
     type GroupOffsets = Vec<(String, i32, CommittedOffset)>;
 
     impl TxnSink for Recorder {
-        fn write_marker(&self, topic: &str, partition: i32, marker: Marker) -> BoxFuture<'_, Result<(), String>> {
+        fn write_markers<'a>(&'a self, partitions: &'a [(String, i32)], marker: Marker) -> BoxFuture<'a, Result<(), String>> {
             let result = if self.down.load(Ordering::SeqCst) {
                 Err("partition unavailable".to_string())
             } else {
-                self.markers.lock().push((topic.to_string(), partition, marker));
+                let mut markers = self.markers.lock();
+                markers.extend(partitions.iter().map(|(topic, partition)| (topic.clone(), *partition, marker)));
                 Ok(())
             };
             Box::pin(async move { result })
@@ -501,7 +605,7 @@ mod tests {
         let (pid, epoch) = coordinator.init_producer_id(&sink, "t", 60_000, None, 0).await.unwrap();
         let parts = vec![("out".to_string(), 0), ("out".to_string(), 1)];
         coordinator.add_partitions("t", pid, epoch, &parts, 1).await.unwrap();
-        coordinator.add_group("t", pid, epoch, "g", 2).await.unwrap();
+        coordinator.add_group("t", pid, epoch, "g", None, 2).await.unwrap();
         let staged = PendingOffset {
             topic: "in".into(),
             partition: 0,
@@ -566,7 +670,10 @@ mod tests {
         // Unknown ids leave nothing behind.
         for i in 0..100 {
             let id = format!("unknown-{i}");
-            assert_eq!(coordinator.add_group(&id, 1, 0, "g", 0).await, Err(CoordinatorError::UnknownId));
+            assert_eq!(
+                coordinator.add_group(&id, 1, 0, "g", None, 0).await,
+                Err(CoordinatorError::UnknownId)
+            );
             assert_eq!(coordinator.end(&sink, &id, 1, 0, true, 0).await, Err(CoordinatorError::UnknownId));
         }
         assert_eq!(coordinator.turns.lock().len(), 1);

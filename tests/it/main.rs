@@ -7,6 +7,7 @@ mod archive;
 mod bad_input;
 mod clients;
 mod cluster;
+mod cluster_transactions;
 mod common;
 mod compaction;
 mod consumer_groups;

@@ -66,7 +66,7 @@ fn values(consumed: &std::collections::BTreeMap<i32, Vec<(i64, TestRecord)>>) ->
         .collect()
 }
 
-fn transactional_producer(bootstrap: &str, id: &str, timeout_ms: &str) -> FutureProducer {
+pub(crate) fn transactional_producer(bootstrap: &str, id: &str, timeout_ms: &str) -> FutureProducer {
     let producer = kafka::producer(
         bootstrap,
         &[
@@ -79,7 +79,7 @@ fn transactional_producer(bootstrap: &str, id: &str, timeout_ms: &str) -> Future
     producer
 }
 
-async fn send_values(producer: &FutureProducer, topic: &str, prefix: &str, count: usize) {
+pub(crate) async fn send_values(producer: &FutureProducer, topic: &str, prefix: &str, count: usize) {
     for i in 0..count {
         let value = format!("{prefix}-{i}");
         let key = i.to_string();
@@ -113,7 +113,7 @@ fn open_transactions(broker: &Broker, topic: &str, partitions: i32) -> Vec<(i32,
     open
 }
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 const READ_COMMITTED: &[(&str, &str)] = &[("isolation.level", "read_committed")];
 const READ_UNCOMMITTED: &[(&str, &str)] = &[("isolation.level", "read_uncommitted")];
 
