@@ -269,7 +269,9 @@ async fn apply_local_retention(broker: &Broker, topic: &Topic, partition: &Parti
     // A compacted log stays local: it is the compacted view consumers read
     // (the archive holds every version). Only the disk budget evicts it.
     let local_retention = config.compaction.is_none();
-    let mut over_budget = broker.over_disk_budget();
+    // Nor does it evict a coordinator topic: a new coordinator loads its
+    // state from the local log.
+    let mut over_budget = broker.over_disk_budget() && !crate::cluster::shards::is_coordinator_topic(&topic.name);
     let removed = partition.lock_log().delete_archived(archived_end, |segment, remaining| {
         let by_time = local_retention && config.local_retention_ms >= 0 && now - segment.last_append_ms > config.local_retention_ms;
         let by_size = local_retention && config.local_retention_bytes >= 0 && remaining as i64 > config.local_retention_bytes;

@@ -9,7 +9,10 @@
 //!
 //! Records hold the committed-offset changes as JSON lines (the same lines
 //! as `meta/offsets.jsonl`), not Kafka's binary schema: tools that decode
-//! `__consumer_offsets` themselves do not read them.
+//! `__consumer_offsets` themselves do not read them. Their keys name what
+//! they change (a group's partition, a group, a transaction's held offset),
+//! and the topic is compacted, as Kafka's is: the log keeps every change a
+//! new coordinator needs, and nothing expires it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};
@@ -23,7 +26,7 @@ use crate::archive::records::Row;
 use crate::broker::{Broker, Partition};
 use crate::clock::now_ms;
 use crate::coordination::BoxFuture;
-use crate::groups::offsets::OffsetReplicator;
+use crate::groups::offsets::{OffsetReplicator, ReplicatedChange};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -131,12 +134,12 @@ impl OffsetReplicator for ClusterOffsets {
         self.broker().map_or(1, |b| self.shards.count(&b))
     }
 
-    fn replicate(&self, lines: Vec<(String, Vec<u8>)>) -> BoxFuture<'_, std::io::Result<()>> {
+    fn replicate(&self, changes: Vec<ReplicatedChange>) -> BoxFuture<'_, std::io::Result<()>> {
         Box::pin(async move {
             let broker = self.broker().ok_or_else(|| std::io::Error::other("the broker is shutting down"))?;
             let mut by_partition: BTreeMap<i32, (Arc<Partition>, Vec<Row>)> = BTreeMap::new();
             let now = now_ms();
-            for (group, line) in lines {
+            for ReplicatedChange { group, key, line } in changes {
                 let partition = self
                     .shards
                     .shard_of(&broker, &group)
@@ -146,7 +149,7 @@ impl OffsetReplicator for ClusterOffsets {
                 entry.1.push(Row {
                     offset,
                     timestamp: now,
-                    key: Some(Bytes::from(group.into_bytes())),
+                    key: Some(Bytes::from(key)),
                     value: Some(Bytes::from(line)),
                     headers: Vec::new(),
                 });

@@ -25,6 +25,12 @@ pub fn partition_for(key: &str, partitions: i32) -> i32 {
     (hash & 0x7fff_ffff) % partitions.max(1)
 }
 
+/// Whether `topic` is one of the internal topics coordinators keep their
+/// state in.
+pub fn is_coordinator_topic(topic: &str) -> bool {
+    topic == super::offsets::OFFSETS_TOPIC || topic == super::transactions::TXN_TOPIC
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Load {
     Loading(i32),

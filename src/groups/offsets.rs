@@ -50,19 +50,20 @@ enum Entry {
     DeleteGroup {
         group: String,
     },
-    /// A cluster's TxnOffsetCommit: offsets held for the producer's
+    /// A cluster's TxnOffsetCommit: an offset held for the producer's
     /// transaction until its marker reaches the group's offsets partition.
     TxnStage {
         group: String,
         producer_id: i64,
-        offsets: Vec<(String, i32, CommittedOffset)>,
+        topic: String,
+        partition: i32,
+        value: CommittedOffset,
     },
-    /// The producer's transaction ended: its held offsets of the group
-    /// commit, or are dropped.
+    /// The producer's transaction ended: its held offsets of the group are
+    /// let go (a commit writes them as `Commit`s just before).
     TxnEnd {
         group: String,
         producer_id: i64,
-        commit: bool,
     },
 }
 
@@ -76,6 +77,50 @@ impl Entry {
             | Entry::TxnEnd { group, .. } => group,
         }
     }
+
+    /// The record key in a cluster's compacted `__consumer_offsets`: a
+    /// later record with the same key makes an earlier one needless, so
+    /// the cleaner keeps what a replay needs (Kafka keys its records the
+    /// same way: by group, topic and partition).
+    fn compaction_key(&self) -> Vec<u8> {
+        let key = match self {
+            Entry::Commit {
+                group, topic, partition, ..
+            }
+            | Entry::Delete { group, topic, partition } => serde_json::json!(["offset", group, topic, partition]),
+            Entry::DeleteGroup { group } => serde_json::json!(["group", group]),
+            Entry::TxnStage {
+                group,
+                producer_id,
+                topic,
+                partition,
+                ..
+            } => serde_json::json!(["held", group, producer_id, topic, partition]),
+            Entry::TxnEnd { group, producer_id } => serde_json::json!(["ended", group, producer_id]),
+        };
+        key.to_string().into_bytes()
+    }
+}
+
+/// One change as a cluster replicates it: the group (which places it),
+/// its compaction key, and its JSON line.
+pub struct ReplicatedChange {
+    pub group: String,
+    pub key: Vec<u8>,
+    pub line: Vec<u8>,
+}
+
+fn replicated(entries: &[Entry]) -> std::io::Result<Vec<ReplicatedChange>> {
+    entries
+        .iter()
+        .map(|e| {
+            Ok(ReplicatedChange {
+                group: e.group().to_string(),
+                key: e.compaction_key(),
+                line: serde_json::to_vec(e).map_err(std::io::Error::other)?,
+            })
+        })
+        .collect()
 }
 
 /// Where a cluster makes committed-offset changes durable before they are
@@ -86,9 +131,9 @@ pub trait OffsetReplicator: Send + Sync {
     /// Whether this broker coordinates `group` now (leads its partition and
     /// has loaded it).
     fn owns(&self, group: &str) -> bool;
-    /// Makes the changes (group, JSON line) durable on the ISR of each
-    /// group's partition; an error means some may not be.
-    fn replicate(&self, lines: Vec<(String, Vec<u8>)>) -> crate::coordination::BoxFuture<'_, std::io::Result<()>>;
+    /// Makes the changes durable on the ISR of each group's partition; an
+    /// error means some may not be.
+    fn replicate(&self, changes: Vec<ReplicatedChange>) -> crate::coordination::BoxFuture<'_, std::io::Result<()>>;
     /// The lane (offsets partition) of a group: changes replicate in order
     /// within a lane, and lanes side by side.
     fn lane(&self, group: &str) -> i32;
@@ -100,7 +145,7 @@ pub(crate) type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 type Table = HashMap<String, GroupOffsets>;
 /// A cluster's transactional offsets not committed yet, by group and
 /// producer id.
-type Held = HashMap<(String, i64), GroupOffsets>;
+type HeldOffsets = HashMap<(String, i64), GroupOffsets>;
 
 pub struct OffsetStore {
     path: PathBuf,
@@ -113,7 +158,7 @@ pub struct OffsetStore {
     table: Arc<Mutex<Table>>,
     /// Transactional offsets waiting for their transaction's end (a
     /// cluster only: a single node's wait in the transaction coordinator).
-    held: Arc<Mutex<Held>>,
+    held: Arc<Mutex<HeldOffsets>>,
     /// Grows with every change (milliseconds-based, so it also grows across
     /// restarts): the archive keeps copies by it.
     version: Arc<AtomicU64>,
@@ -143,28 +188,19 @@ fn compact(table: &HashMap<String, GroupOffsets>) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn apply(table: &mut Table, held: &mut Held, entry: Entry) {
+fn apply(table: &mut Table, held: &mut HeldOffsets, entry: Entry) {
     match entry {
         Entry::TxnStage {
             group,
             producer_id,
-            offsets,
+            topic,
+            partition,
+            value,
         } => {
-            let offsets_held = held.entry((group, producer_id)).or_default();
-            for (topic, partition, value) in offsets {
-                offsets_held.insert((topic, partition), value);
-            }
+            held.entry((group, producer_id)).or_default().insert((topic, partition), value);
         }
-        Entry::TxnEnd {
-            group,
-            producer_id,
-            commit,
-        } => {
-            if let Some(offsets) = held.remove(&(group.clone(), producer_id)) {
-                if commit {
-                    table.entry(group).or_default().extend(offsets);
-                }
-            }
+        Entry::TxnEnd { group, producer_id } => {
+            held.remove(&(group, producer_id));
         }
         Entry::Commit {
             group,
@@ -177,6 +213,11 @@ fn apply(table: &mut Table, held: &mut Held, entry: Entry) {
         Entry::Delete { group, topic, partition } => {
             if let Some(g) = table.get_mut(&group) {
                 g.remove(&(topic, partition));
+                // A group left with no offsets is gone, as a replay of the
+                // compacted log (which may have dropped its commits) sees it.
+                if g.is_empty() {
+                    table.remove(&group);
+                }
             }
         }
         Entry::DeleteGroup { group } => {
@@ -192,7 +233,7 @@ impl OffsetStore {
         let mut table = HashMap::new();
         // Held offsets in the file are a cluster's, which loads them again
         // from `__consumer_offsets` when it coordinates their groups.
-        let mut held = Held::new();
+        let mut held = HeldOffsets::new();
         crate::line_file::read_lines(&path, "offsets.jsonl", |entry| apply(&mut table, &mut held, entry))?;
         // Compact: the current table, one line per offset.
         let appender = Appender::rewrite_and_open(&path, &compact(&table)?)?;
@@ -201,7 +242,7 @@ impl OffsetStore {
             appender: Arc::new(Mutex::new(appender)),
             turn: Arc::new(tokio::sync::Mutex::new(())),
             table: Arc::new(Mutex::new(table)),
-            held: Arc::new(Mutex::new(Held::new())),
+            held: Arc::new(Mutex::new(HeldOffsets::new())),
             version: Arc::new(AtomicU64::new(0)),
             replicator: std::sync::OnceLock::new(),
             lanes: Mutex::new(HashMap::new()),
@@ -275,11 +316,7 @@ impl OffsetStore {
         if !replicator.owns(&group) {
             return Err(std::io::Error::other(format!("this broker no longer coordinates group {group}")));
         }
-        let lines = entries
-            .iter()
-            .map(|e| Ok((e.group().to_string(), serde_json::to_vec(e).map_err(std::io::Error::other)?)))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        replicator.replicate(lines).await?;
+        replicator.replicate(replicated(&entries)?).await?;
         let turn = self.turn.clone().lock_owned().await;
         self.apply_durably(turn, move |_| entries).await.map(|_| ())
     }
@@ -311,11 +348,7 @@ impl OffsetStore {
         if entries.is_empty() {
             return Ok(entries);
         }
-        let lines = entries
-            .iter()
-            .map(|e| Ok((e.group().to_string(), serde_json::to_vec(e).map_err(std::io::Error::other)?)))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        replicator.replicate(lines).await?;
+        replicator.replicate(replicated(&entries)?).await?;
         self.apply_durably(turn, move |_| entries).await
     }
 
@@ -448,12 +481,17 @@ impl OffsetStore {
         producer_id: i64,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> std::io::Result<()> {
-        self.persist(vec![Entry::TxnStage {
-            group: group.to_string(),
-            producer_id,
-            offsets,
-        }])
-        .await
+        let entries = offsets
+            .into_iter()
+            .map(|(topic, partition, value)| Entry::TxnStage {
+                group: group.to_string(),
+                producer_id,
+                topic,
+                partition,
+                value,
+            })
+            .collect();
+        self.persist(entries).await
     }
 
     /// A transaction marker for offsets partition `lane`: the producer's
@@ -462,17 +500,24 @@ impl OffsetStore {
         let Some(replicator) = self.replicator.get().cloned() else {
             return Ok(());
         };
-        let entries: Vec<Entry> = self
-            .held
-            .lock()
-            .keys()
-            .filter(|(group, producer)| *producer == producer_id && replicator.lane(group) == lane)
-            .map(|(group, _)| Entry::TxnEnd {
+        let mut entries = Vec::new();
+        for ((group, producer), offsets) in self.held.lock().iter() {
+            if *producer != producer_id || replicator.lane(group) != lane {
+                continue;
+            }
+            if commit {
+                entries.extend(offsets.iter().map(|((topic, partition), value)| Entry::Commit {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: value.clone(),
+                }));
+            }
+            entries.push(Entry::TxnEnd {
                 group: group.clone(),
                 producer_id,
-                commit,
-            })
-            .collect();
+            });
+        }
         // All in one lane: `persist` replicates them in one append.
         self.persist(entries).await
     }
@@ -584,7 +629,7 @@ mod ordering_tests {
     fn replayed_offset(path: &Path, group: &str, topic: &str, partition: i32) -> Option<i64> {
         let mut table = HashMap::new();
         for line in std::fs::read_to_string(path).unwrap().lines() {
-            apply(&mut table, &mut Held::new(), serde_json::from_str(line).unwrap());
+            apply(&mut table, &mut HeldOffsets::new(), serde_json::from_str(line).unwrap());
         }
         Some(table.get(group)?.get(&(topic.to_string(), partition))?.offset)
     }
@@ -720,9 +765,9 @@ mod lane_tests {
         fn owns(&self, group: &str) -> bool {
             group != "gone"
         }
-        fn replicate(&self, lines: Vec<(String, Vec<u8>)>) -> crate::coordination::BoxFuture<'_, std::io::Result<()>> {
+        fn replicate(&self, changes: Vec<ReplicatedChange>) -> crate::coordination::BoxFuture<'_, std::io::Result<()>> {
             Box::pin(async move {
-                let group = lines[0].0.clone();
+                let group = changes[0].group.clone();
                 if self.lane(&group) == 0 {
                     self.release.notified().await;
                 }
@@ -777,5 +822,120 @@ mod lane_tests {
         assert_eq!(*held.replicated.lock(), vec!["fast", "slow-a", "slow-a"]);
         assert!(store.commit("gone", vec![("t".into(), 0, value(1))]).await.is_err());
         assert!(store.fetch("gone", "t", 0).is_none());
+    }
+}
+
+#[cfg(test)]
+mod replicated_log_tests {
+    use super::tests::value;
+    use super::*;
+
+    fn random_entry(rng: &mut crate::seeded::Seeded) -> Entry {
+        let group = format!("g{}", rng.below(3));
+        let topic = format!("t{}", rng.below(2));
+        let partition = rng.below(2) as i32;
+        let producer_id = rng.below(2) as i64;
+        match rng.below(10) {
+            0..=3 => Entry::Commit {
+                group,
+                topic,
+                partition,
+                value: value(rng.below(1000) as i64),
+            },
+            4 => Entry::Delete { group, topic, partition },
+            5 => Entry::DeleteGroup { group },
+            6..=8 => Entry::TxnStage {
+                group,
+                producer_id,
+                topic,
+                partition,
+                value: value(rng.below(1000) as i64),
+            },
+            _ => Entry::TxnEnd { group, producer_id },
+        }
+    }
+
+    fn replay(entries: &[Entry]) -> (Table, HeldOffsets) {
+        let (mut table, mut held) = (Table::new(), HeldOffsets::new());
+        for entry in entries {
+            apply(&mut table, &mut held, entry.clone());
+        }
+        (table, held)
+    }
+
+    /// What the log cleaner leaves of a log whose first `cleanable`
+    /// records it may clean: each of those records stays unless a later
+    /// one among them has its key.
+    fn compacted(entries: &[Entry], cleanable: usize) -> Vec<Entry> {
+        let keys: Vec<Vec<u8>> = entries.iter().map(Entry::compaction_key).collect();
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i >= cleanable || !keys[i + 1..cleanable].contains(&keys[*i]))
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// `__consumer_offsets` is compacted by these keys: whatever part of
+    /// the log was cleaned, a new coordinator replaying it loads the same
+    /// committed and held offsets as from the whole log.
+    #[test]
+    fn cleaning_the_replicated_log_never_changes_what_a_coordinator_loads() {
+        let mut rng = crate::seeded::Seeded::new(848);
+        for _ in 0..2000 {
+            let length = 1 + rng.below(40) as usize;
+            let entries: Vec<Entry> = (0..length).map(|_| random_entry(&mut rng)).collect();
+            let cleanable = rng.below(length as u64 + 1) as usize;
+            let cleaned = compacted(&entries, cleanable);
+            assert_eq!(replay(&cleaned), replay(&entries), "{entries:?} cleaned to {cleanable}");
+        }
+    }
+
+    /// A cluster's replicator that owns every group, in one lane, and
+    /// keeps the lines it replicates.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<Bytes>>);
+
+    impl OffsetReplicator for Recorded {
+        fn owns(&self, _group: &str) -> bool {
+            true
+        }
+        fn replicate(&self, changes: Vec<ReplicatedChange>) -> crate::coordination::BoxFuture<'_, std::io::Result<()>> {
+            self.0.lock().extend(changes.into_iter().map(|c| Bytes::from(c.line)));
+            Box::pin(async { Ok(()) })
+        }
+        fn lane(&self, _group: &str) -> i32 {
+            0
+        }
+        fn lanes(&self) -> i32 {
+            1
+        }
+    }
+
+    #[tokio::test]
+    async fn transactional_offsets_wait_for_their_marker_even_across_a_coordinator_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        let replicator = Arc::new(Recorded::default());
+        store.set_replicator(replicator.clone());
+        store.commit("g", vec![("t".into(), 0, value(1))]).await.unwrap();
+        store.hold_for_transaction("g", 7, vec![("t".into(), 0, value(5))]).await.unwrap();
+        assert_eq!(store.fetch("g", "t", 0).map(|o| o.offset), Some(1), "held, not committed");
+        store.end_transaction(0, 8, true).await.unwrap();
+        assert_eq!(store.fetch("g", "t", 0).map(|o| o.offset), Some(1), "another producer's marker");
+        store.end_transaction(0, 7, false).await.unwrap();
+        assert_eq!(store.fetch("g", "t", 0).map(|o| o.offset), Some(1), "an abort drops them");
+        store.hold_for_transaction("g", 7, vec![("t".into(), 0, value(9))]).await.unwrap();
+
+        // Another broker loads the group from the replicated lines, and the
+        // marker there commits what was held.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = OffsetStore::open(other_dir.path()).unwrap();
+        other.set_replicator(Arc::new(Recorded::default()));
+        let lines = replicator.0.lock().clone();
+        other.reload(|_| true, lines).await.unwrap();
+        assert_eq!(other.fetch("g", "t", 0).map(|o| o.offset), Some(1));
+        other.end_transaction(0, 7, true).await.unwrap();
+        assert_eq!(other.fetch("g", "t", 0).map(|o| o.offset), Some(9));
     }
 }

@@ -77,7 +77,7 @@ pub(super) fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponse
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.id)
-        .with_is_internal(topic.name == OFFSETS_TOPIC || topic.name == TXN_TOPIC)
+        .with_is_internal(crate::cluster::shards::is_coordinator_topic(&topic.name))
         .with_partitions(partitions)
 }
 
@@ -151,10 +151,12 @@ async fn coordinator_for(broker: &Broker, kind: CoordinatorKind, key: &str, list
 
 /// Creates `__consumer_offsets` (`offsets_topic_partitions`, with
 /// `offsets_topic_replication_factor` replicas) or `__transaction_state`
-/// (`transaction_state_partitions`, `transaction_state_replication_factor`,
-/// compacted by transactional id), with as many replicas as are live at
-/// most, and `min.insync.replicas` 2 when it has two or more. Brokers
-/// racing to create it are refused but one, by etcd.
+/// (`transaction_state_partitions`, `transaction_state_replication_factor`),
+/// with as many replicas as are live at most, `min.insync.replicas` 2 when
+/// it has two or more, and compacted: records are keyed by what they
+/// change, so the latest per key is all a new coordinator needs, and
+/// neither time nor local retention removes state. Brokers racing to
+/// create it are refused but one, by etcd.
 async fn create_coordinator_topic(broker: &Broker, cluster: &crate::cluster::ClusterLink, kind: CoordinatorKind) {
     let live = cluster.live_broker_ids().len().max(1) as i16;
     let config = &broker.config;
@@ -165,11 +167,11 @@ async fn create_coordinator_topic(broker: &Broker, cluster: &crate::cluster::Clu
     let factor = factor.min(live);
     // A change is acknowledged by two replicas when there are two or more
     // (a min ISR of 2, as Kafka deployments set for these topics).
-    let mut configs: std::collections::BTreeMap<String, String> = [("min.insync.replicas".to_string(), factor.min(2).to_string())].into();
-    if let CoordinatorKind::Transaction = kind {
-        // Each record is an id's whole state: the latest per id is enough.
-        configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    }
+    let configs = [
+        ("min.insync.replicas".to_string(), factor.min(2).to_string()),
+        ("cleanup.policy".to_string(), "compact".to_string()),
+    ]
+    .into();
     let name = kind.topic();
     match broker
         .create_topic(name, partitions, crate::broker::Placement::Factor(factor), configs, false)

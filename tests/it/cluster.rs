@@ -70,6 +70,15 @@ impl Cluster {
         self.brokers.iter().map(|b| b.bootstrap()).collect::<Vec<_>>().join(",")
     }
 
+    /// The addresses of the brokers still running, for a client's bootstrap list.
+    pub fn live_bootstrap(&mut self) -> String {
+        self.brokers
+            .iter_mut()
+            .filter_map(|b| b.is_running().then(|| b.bootstrap()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// (leader, ISR) of a partition as Metadata tells librdkafka.
     pub fn partition_state(&self, topic: &str, partition: i32) -> Option<(i32, Vec<i32>)> {
         let consumer: BaseConsumer = kafka::config(&self.bootstrap()).create().ok()?;
@@ -125,12 +134,7 @@ async fn a_killed_leader_loses_no_acknowledged_record() {
     assert_ne!(new_leader, leader);
     assert!(!isr.contains(&leader), "the dead broker left the ISR: {isr:?}");
 
-    let survivors: String = cluster
-        .brokers
-        .iter_mut()
-        .filter_map(|b| b.is_running().then(|| b.bootstrap()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let survivors = cluster.live_bootstrap();
     let consumed = kafka::consume_all(&survivors, "replicated", 1, records.len(), &[]);
     let got: Vec<_> = consumed[&0].iter().map(|(_, r)| r.clone()).collect();
     assert_eq!(got.len(), records.len(), "every acknowledged record, once");
@@ -495,6 +499,41 @@ async fn a_group_survives_the_loss_of_its_coordinator() {
     }
 }
 
+/// `__consumer_offsets` is compacted, as Kafka's is: with segments that
+/// roll, are archived, and would expire by time and local retention at
+/// once (so that a topic with `cleanup.policy=delete` loses them), and a
+/// cleaner that runs all the time, a new coordinator still loads every
+/// group's latest offsets. (The keys that make compaction safe are checked
+/// by `groups::offsets` unit tests: the new leader's log here is a
+/// follower's copy, which only its leader cleans.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_coordinator_loads_offsets_committed_long_ago() {
+    let extra = "offsets_topic_partitions = 2\nlog_maintenance_interval_ms = 200\ntiering_interval_ms = 200\ncleaner_interval_ms = 200\n\
+                 [topic_defaults]\n\"segment.ms\" = \"200\"\n\"retention.ms\" = \"300\"\n\"local.retention.ms\" = \"0\"\n\
+                 \"min.cleanable.dirty.ratio\" = \"0.01\"\n";
+    let mut cluster = Cluster::start(3, extra);
+    let bootstrap = cluster.bootstrap();
+    cluster.create_topic("kept", 2, &[]).await;
+    kafka::commit_offsets(&bootstrap, "old", "kept", &[(0, 100)]);
+    // Later commits to the other partition, superseding each other, across
+    // segments that roll, reach the archive and are cleaned.
+    for offset in 1..=20 {
+        kafka::commit_offsets(&bootstrap, "old", "kept", &[(1, offset)]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (coordinator, _) = cluster
+        .partition_state("__consumer_offsets", sediment::cluster::offsets::partition_for("old", 2))
+        .expect("the offsets topic exists");
+    cluster.broker(coordinator).kill();
+    let survivors = cluster.live_bootstrap();
+    let mut committed = Vec::new();
+    wait_until("a new coordinator answers with the group's offsets", 60, || {
+        committed = std::panic::catch_unwind(|| kafka::committed_offsets(&survivors, "old", "kept", 2)).unwrap_or_default();
+        committed == [100, 20]
+    });
+}
+
 /// Three brokers archiving to S3 through two failovers (a SIGKILL and a
 /// SIGTERM): pyarrow, listing the bucket as any engine would, finds every
 /// committed record exactly once.
@@ -785,12 +824,7 @@ async fn kafka_python_and_kcat_fail_over_without_a_restart() {
     }
     drop(kcat.stdin.take());
     assert!(kcat.wait().unwrap().success(), "kcat delivered everything");
-    let survivors: String = cluster
-        .brokers
-        .iter_mut()
-        .filter_map(|b| b.is_running().then(|| b.bootstrap()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let survivors = cluster.live_bootstrap();
     let read = std::process::Command::new("timeout")
         .args(["60", "kcat"])
         .args([

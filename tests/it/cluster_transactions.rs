@@ -142,12 +142,7 @@ async fn cluster_transactions_survive_a_killed_coordinator() {
     send_values(&open, "ctx-out", "open", 50).await;
     cluster.broker(coordinator).kill();
     drop(open);
-    let survivors: String = cluster
-        .brokers
-        .iter_mut()
-        .filter_map(|b| b.is_running().then(|| b.bootstrap()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let survivors = cluster.live_bootstrap();
     // Another broker takes the id over once the lease of the dead one ends.
     transaction_coordinator(&mut cluster, "ctx-open", coordinator);
 
