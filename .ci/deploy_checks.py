@@ -356,6 +356,7 @@ def main():
                    # broker.cluster.*
                    "etcd_lease_ttl_ms", "replica_lag_time_max_ms", "default_replication_factor",
                    "offsets_topic_partitions", "offsets_topic_replication_factor",
+                   "transaction_state_partitions", "transaction_state_replication_factor",
                    # tls, sasl, auth, metrics.tokenSecretName
                    "listener", "auth", "inter_broker_listener", "http_token_file",
                    # The admin port's TLS: the chart's probes and ServiceMonitor

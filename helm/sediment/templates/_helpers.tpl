@@ -227,6 +227,8 @@ replica_lag_time_max_ms = {{ int64 .replicaLagTimeMaxMs }}
 default_replication_factor = {{ int64 .defaultReplicationFactor }}
 offsets_topic_partitions = {{ int64 .offsetsTopicPartitions }}
 offsets_topic_replication_factor = {{ int64 .offsetsTopicReplicationFactor }}
+transaction_state_partitions = {{ int64 .transactionStatePartitions }}
+transaction_state_replication_factor = {{ int64 .transactionStateReplicationFactor }}
 {{- end }}
 {{- end }}
 {{- range $key, $value := $v.broker.config }}
