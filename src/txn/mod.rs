@@ -678,4 +678,78 @@ mod tests {
         }
         assert_eq!(coordinator.turns.lock().len(), 1);
     }
+
+    /// A cluster's replicator: owns every id but `elsewhere`, at
+    /// coordinator epoch 4, and keeps the lines it replicates.
+    #[derive(Default)]
+    struct Shard {
+        lines: Mutex<Vec<bytes::Bytes>>,
+    }
+
+    impl TxnReplicator for Shard {
+        fn owner_epoch(&self, transactional_id: &str) -> Result<i32, i16> {
+            if transactional_id == "elsewhere" {
+                Err(kafka_protocol::ResponseError::NotCoordinator.code())
+            } else {
+                Ok(4)
+            }
+        }
+        fn replicate(&self, _transactional_id: &str, line: Vec<u8>) -> BoxFuture<'_, std::io::Result<()>> {
+            self.lines.lock().push(bytes::Bytes::from(line));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_coordinator_loads_the_replicated_state_and_completes_a_prepared_commit() {
+        let sink = Recorder::default();
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = TxnCoordinator::open(dir.path(), config()).unwrap();
+        let shard = Arc::new(Shard::default());
+        coordinator.set_replicator(shard.clone());
+        let not_here = CoordinatorError::NotHere(kafka_protocol::ResponseError::NotCoordinator.code());
+        assert_eq!(
+            coordinator.init_producer_id(&sink, "elsewhere", 1_000, None, 0).await,
+            Err(not_here.clone())
+        );
+        let (pid, epoch) = coordinator.init_producer_id(&sink, "t", 60_000, None, 0).await.unwrap();
+        let partitions = [("out".to_string(), 0), ("__consumer_offsets".to_string(), 3)];
+        coordinator.add_partitions("t", pid, epoch, &partitions[..1], 1).await.unwrap();
+        coordinator
+            .add_group("t", pid, epoch, "g", Some(partitions[1].clone()), 2)
+            .await
+            .unwrap();
+        assert_eq!(coordinator.verify_write("elsewhere", pid, epoch, "out", 0), Err(not_here));
+        sink.down.store(true, Ordering::SeqCst);
+        assert!(
+            coordinator.end(&sink, "t", pid, epoch, true, 3).await.is_err(),
+            "markers cannot be written yet"
+        );
+        assert!(
+            std::fs::read_to_string(dir.path().join("transactions.jsonl")).unwrap().is_empty(),
+            "nothing in the single node's file"
+        );
+
+        // Another broker leads the shard: it loads the replicated lines and
+        // its timer completes the commit, with its coordinator epoch.
+        let other_dir = tempfile::tempdir().unwrap();
+        let successor = TxnCoordinator::open(other_dir.path(), config()).unwrap();
+        successor.set_replicator(Arc::new(Shard::default()));
+        let lines = shard.lines.lock().clone();
+        assert_eq!(successor.reload(|id| id == "t", &lines), 1);
+        assert_eq!(successor.describe("t").unwrap().state, state::TxnState::PrepareCommit);
+        sink.down.store(false, Ordering::SeqCst);
+        successor.check(&sink, 4).await;
+        assert_eq!(successor.describe("t").unwrap().state, state::TxnState::CompleteCommit);
+        let markers = sink.markers.lock().clone();
+        let mut marked: Vec<_> = markers.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        marked.sort();
+        let mut expected = partitions.to_vec();
+        expected.sort();
+        assert_eq!(marked, expected, "the data partition and the group's offsets partition");
+        assert!(markers.iter().all(|(_, _, m)| m.commit && m.coordinator_epoch == 4));
+        // Losing the shard forgets its ids.
+        assert_eq!(successor.forget(|id| id == "t"), 1);
+        assert!(successor.describe("t").is_none());
+    }
 }
