@@ -272,7 +272,7 @@ impl Partition {
         }
         drop(log);
         let before = state.high_watermark();
-        let proposal = state.on_follower_fetch(replica, fetch_offset, now_ms);
+        let proposal = state.on_follower_fetch(replica, fetch_offset, log_end, now_ms);
         let high_watermark = state.high_watermark();
         drop(role);
         self.publish_high_watermark(high_watermark);

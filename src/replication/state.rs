@@ -115,13 +115,18 @@ impl LeaderState {
     }
 
     /// A follower fetched from `fetch_offset`: it holds everything below.
+    /// `leader_appended` is the leader's log end, fsynced or not: followers
+    /// copy what the leader has appended while the leader fsyncs it, so a
+    /// follower may hold more than the leader's durable end, and that
+    /// counts (the watermark still waits for the leader's own fsync).
     /// Returns an expansion to record if it just caught up.
-    pub fn on_follower_fetch(&mut self, follower: i32, fetch_offset: i64, now_ms: i64) -> Option<IsrProposal> {
+    pub fn on_follower_fetch(&mut self, follower: i32, fetch_offset: i64, leader_appended: i64, now_ms: i64) -> Option<IsrProposal> {
         let leader_end = self.log_end;
+        let appended = leader_appended.max(leader_end);
         let progress = self.followers.get_mut(&follower)?;
         // A fetch offset past the leader's end is a confused follower; it
         // acknowledges no more than the leader has.
-        progress.log_end = progress.log_end.max(fetch_offset.min(leader_end));
+        progress.log_end = progress.log_end.max(fetch_offset.min(appended));
         if progress.log_end >= leader_end {
             progress.caught_up_ms = now_ms;
         }
@@ -219,19 +224,37 @@ mod tests {
         let mut s = leader(2);
         s.on_leader_durable(10);
         assert_eq!(s.high_watermark(), 0, "no follower has anything");
-        s.on_follower_fetch(2, 10, 1);
+        s.on_follower_fetch(2, 10, 10, 1);
         assert_eq!(s.high_watermark(), 0, "replica 3 is in sync and has nothing");
-        s.on_follower_fetch(3, 4, 1);
+        s.on_follower_fetch(3, 4, 10, 1);
         assert_eq!(s.high_watermark(), 4);
-        s.on_follower_fetch(3, 10, 2);
+        s.on_follower_fetch(3, 10, 10, 2);
         assert_eq!(s.high_watermark(), 10);
+    }
+
+    /// Followers copy what the leader appended while the leader fsyncs it:
+    /// a follower's fetch past the leader's durable end counts, so the
+    /// watermark moves as soon as the leader's own fsync lands, without
+    /// waiting for the followers' next fetches (which a follower with
+    /// nothing new to read would send only after its long poll, 500 ms).
+    #[test]
+    fn followers_ahead_of_the_leaders_fsync_count_once_it_lands() {
+        let mut s = leader(2);
+        s.on_follower_fetch(2, 10, 10, 1);
+        s.on_follower_fetch(3, 10, 10, 1);
+        assert_eq!(s.high_watermark(), 0, "the leader has not fsynced yet");
+        s.on_leader_durable(10);
+        assert_eq!(s.high_watermark(), 10);
+        // Never more than the leader has appended.
+        s.on_follower_fetch(2, 50, 12, 2);
+        assert_eq!(s.log_end_of(2), Some(12));
     }
 
     #[test]
     fn a_lagging_follower_holds_the_watermark_until_its_removal_is_recorded() {
         let mut s = leader(2);
         s.on_leader_durable(10);
-        s.on_follower_fetch(2, 10, 500);
+        s.on_follower_fetch(2, 10, 10, 500);
         assert_eq!(s.lagging(900), None);
         assert_eq!(s.lagging(1500), Some(IsrProposal::Shrink([1, 2].into())));
         assert_eq!(s.high_watermark(), 0, "replica 3 still counts");
@@ -246,9 +269,9 @@ mod tests {
         s.on_leader_durable(10);
         assert_eq!(s.high_watermark(), 0, "the leader alone is not enough");
         // Replica 2 catches up to the watermark: it joins at once.
-        assert_eq!(s.on_follower_fetch(2, 0, 1), Some(IsrProposal::Expand([1, 2].into())));
+        assert_eq!(s.on_follower_fetch(2, 0, 10, 1), Some(IsrProposal::Expand([1, 2].into())));
         assert!(s.enough_in_sync());
-        s.on_follower_fetch(2, 10, 2);
+        s.on_follower_fetch(2, 10, 10, 2);
         assert_eq!(s.high_watermark(), 10);
     }
 
@@ -265,21 +288,27 @@ mod tests {
             let min_insync = 1 + next(3) as usize;
             let mut s = LeaderState::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0, rules(min_insync, 50), 0);
             let mut now = 0;
+            // The leader's log end, appended but maybe not fsynced yet.
+            let mut appended = 0;
             let mut pending: Option<IsrProposal> = None;
             for _ in 0..60 {
                 let before = s.high_watermark();
                 now += next(20) as i64;
-                match next(5) {
-                    0 => s.on_leader_durable(before.max(s.log_end_of(1).unwrap_or(0)) + next(5) as i64),
+                match next(6) {
+                    0 => {
+                        let durable = s.log_end_of(1).unwrap_or(0);
+                        s.on_leader_durable(durable + next((appended - durable + 1).max(1) as u64) as i64);
+                    }
                     1 | 2 => {
                         let follower = 2 + next(2) as i32;
                         let have = s.log_end_of(follower).unwrap_or(0);
-                        let leader_end = s.log_end_of(1).unwrap_or(0);
-                        let offset = have + next((leader_end - have + 1).max(1) as u64) as i64;
-                        if let Some(p) = s.on_follower_fetch(follower, offset, now) {
+                        // Sometimes a confused follower asks past the end.
+                        let offset = have + next((appended - have + 3).max(1) as u64) as i64;
+                        if let Some(p) = s.on_follower_fetch(follower, offset, appended, now) {
                             pending = Some(p);
                         }
                     }
+                    5 => appended += next(5) as i64,
                     3 => {
                         if let Some(p) = s.lagging(now) {
                             pending = Some(p);
@@ -296,7 +325,10 @@ mod tests {
                 }
                 let hw = s.high_watermark();
                 assert!(hw >= before, "the watermark moved back");
-                assert!(hw <= s.log_end_of(1).unwrap_or(0));
+                assert!(hw <= s.log_end_of(1).unwrap_or(0), "past the leader's durable end");
+                for r in [2, 3] {
+                    assert!(s.log_end_of(r).unwrap_or(0) <= appended, "a follower counted past the leader's log");
+                }
                 if hw > before {
                     assert!(s.isr().len() >= min_insync, "moved with too few in sync");
                     advanced += 1;
