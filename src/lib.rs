@@ -21,6 +21,7 @@
 pub mod archive;
 pub mod broker;
 pub mod cleaner;
+pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod coordination;
 pub mod fetch_session;
 pub mod groups;
 pub mod http;
+pub mod kafka_client;
 pub mod line_file;
 pub mod log;
 pub mod memory;

@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sediment::cli::topic::TopicCommand;
+use sediment::cli::{CliError, Globals};
 use sediment::config::{Config, Overrides};
 
 #[derive(Parser)]
@@ -19,16 +21,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker. With no flags: a complete single-node broker under ./data.
-    Serve(Overrides),
+    Serve(Box<Overrides>),
+    /// Create, list, describe, change and delete topics on a running broker.
+    Topic {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A broker logs at INFO; a client command only what goes wrong.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Topic { globals, command } => client_command(sediment::cli::topic::run(&globals, command)),
         Command::Serve(overrides) => {
             let config = match Config::load(&overrides) {
                 Ok(c) => c,
@@ -51,6 +63,25 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+/// Runs a client subcommand on a small runtime: success, or its error as
+/// one line on stderr and its exit code.
+fn client_command(command: impl std::future::Future<Output = Result<(), CliError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sediment: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.line());
+            ExitCode::from(e.exit_code())
         }
     }
 }

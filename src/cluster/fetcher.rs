@@ -14,10 +14,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio_util::sync::CancellationToken;
 
-use super::client::Connection;
 use crate::broker::{Broker, Partition};
 use crate::clock::now_ms;
 use crate::config::FlushPolicy;
+use crate::kafka_client::Connection;
 use crate::log::batch;
 
 /// Fetch v12: replica id in the body, last fetched epoch, diverging epoch.

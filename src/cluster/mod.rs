@@ -5,7 +5,6 @@
 //!
 //! `join` is called by the composition root (`node`), which owns the tasks.
 
-mod client;
 mod fetcher;
 mod isr;
 pub mod offsets;
@@ -44,7 +43,7 @@ pub struct ClusterLink {
     /// Connections to other brokers for markers and verification.
     pub peers: peers::Peers,
     /// How followers connect to leaders (TLS, SASL).
-    pub inter_broker: client::InterBrokerSecurity,
+    pub inter_broker: crate::kafka_client::InterBrokerSecurity,
 }
 
 impl ClusterLink {
@@ -169,7 +168,7 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
 /// What followers need to reach leaders on the inter-broker listener:
 /// a TLS client config, and a SASL login (files read now, so a missing one
 /// stops the start with its reason).
-fn inter_broker_security(config: &Config) -> anyhow::Result<client::InterBrokerSecurity> {
+fn inter_broker_security(config: &Config) -> anyhow::Result<crate::kafka_client::InterBrokerSecurity> {
     let name = config.inter_broker_listener_name();
     let Some(listener) = config.effective_listeners().into_iter().find(|l| l.name == name) else {
         return Ok(Default::default());
@@ -190,7 +189,7 @@ fn inter_broker_security(config: &Config) -> anyhow::Result<client::InterBrokerS
         (Some(mechanism), Some(user), Some(file)) if listener.protocol.sasl() => {
             let password = std::fs::read_to_string(file)
                 .map_err(|e| anyhow::anyhow!("cannot read inter_broker_password_file {}: {e}", file.display()))?;
-            Some(client::SaslLogin {
+            Some(crate::kafka_client::SaslLogin {
                 mechanism: *mechanism,
                 user: user.clone(),
                 password: password.trim_end_matches(['\n', '\r']).to_string(),
@@ -199,7 +198,7 @@ fn inter_broker_security(config: &Config) -> anyhow::Result<client::InterBrokerS
         }
         _ => None,
     };
-    Ok(client::InterBrokerSecurity { tls, sasl })
+    Ok(crate::kafka_client::InterBrokerSecurity { tls, sasl })
 }
 
 /// A name for this data dir, kept in it: a broker that comes back with

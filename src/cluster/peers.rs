@@ -11,8 +11,8 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
-use super::client::{Connection, InterBrokerSecurity};
 use super::ClusterLink;
+use crate::kafka_client::{Connection, InterBrokerSecurity};
 
 /// Connect and answer bounds for a peer request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -5,6 +5,7 @@
 mod admin;
 mod archive;
 mod bad_input;
+mod cli;
 mod clients;
 mod cluster;
 mod cluster_transactions;

@@ -1,8 +1,8 @@
-//! A minimal Kafka client connection for broker-to-broker requests (the
-//! followers' fetches), on the same codec as the server side. Responses are
-//! read with a bound on their size. It speaks the inter-broker listener's
-//! protocol: TLS (verifying the leader against `inter_broker_tls_ca`) and
-//! SASL PLAIN or SCRAM as `inter_broker_user`.
+//! A minimal Kafka client connection on the same codec as the server side:
+//! brokers use it for each other (followers' fetches, transaction markers
+//! and verification), and the command line for its requests. Responses are
+//! read with a bound on their size. It speaks TLS (verifying the server
+//! against a CA) and SASL PLAIN or SCRAM.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,138 @@
+//! The command line's Kafka client: bootstraps from `--brokers`, learns
+//! the brokers and the controller from Metadata, and sends each request to
+//! the broker that must answer it, over one connection per broker. Every
+//! connect and every request is bounded by `--timeout-ms`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use super::CliError;
+use crate::kafka_client::{Connection, InterBrokerSecurity};
+
+/// The largest answer read (a Metadata of many topics, a big describe).
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+/// Metadata v12: topic ids, and no deprecated fields (Kafka 2.8+).
+const METADATA_VERSION: i16 = 12;
+
+pub struct Client {
+    timeout: Duration,
+    /// Broker id → address, from the last Metadata.
+    brokers: BTreeMap<i32, String>,
+    controller: Option<i32>,
+    /// Address → open connection.
+    connections: BTreeMap<String, Connection>,
+    /// The address the bootstrap connection reached.
+    bootstrap: String,
+}
+
+impl Client {
+    /// Connects to the first answering address of `bootstrap` and reads the
+    /// cluster's brokers and controller.
+    pub async fn connect(bootstrap: &str, timeout: Duration) -> Result<Self, CliError> {
+        let addresses: Vec<&str> = bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+        if addresses.is_empty() {
+            return Err(CliError::Invalid("--brokers names no address".to_string()));
+        }
+        let mut last_error = String::new();
+        for address in &addresses {
+            if !address.contains(':') {
+                return Err(CliError::Invalid(format!("--brokers: {address} is not HOST:PORT")));
+            }
+            match Connection::connect(address, client_id(), timeout, MAX_RESPONSE_BYTES, &InterBrokerSecurity::default()).await {
+                Ok(connection) => {
+                    let mut client = Self {
+                        timeout,
+                        brokers: BTreeMap::new(),
+                        controller: None,
+                        connections: BTreeMap::from([(address.to_string(), connection)]),
+                        bootstrap: address.to_string(),
+                    };
+                    client.metadata(Some(Vec::new())).await?;
+                    return Ok(client);
+                }
+                Err(e) => last_error = format!("{address}: {e}"),
+            }
+        }
+        Err(CliError::Unreachable(format!(
+            "cannot reach any broker of {bootstrap} ({last_error})"
+        )))
+    }
+
+    /// Metadata for `topics` (`None`: every topic), never creating one. It
+    /// also refreshes the brokers and the controller.
+    pub async fn metadata(&mut self, topics: Option<Vec<String>>) -> Result<MetadataResponse, CliError> {
+        let request = MetadataRequest::default()
+            .with_topics(topics.map(|names| {
+                names
+                    .into_iter()
+                    .map(|name| {
+                        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                            .with_name(Some(kafka_protocol::messages::TopicName(StrBytes::from_string(name))))
+                    })
+                    .collect()
+            }))
+            .with_allow_auto_topic_creation(false);
+        let response: MetadataResponse = self.call(None, ApiKey::Metadata, METADATA_VERSION, &request).await?;
+        self.brokers = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+            .collect();
+        self.controller = (response.controller_id.0 >= 0).then_some(response.controller_id.0);
+        Ok(response)
+    }
+
+    /// The controller, where topic changes go (as Kafka's admin client
+    /// sends them); `None` while the cluster has none.
+    pub fn controller(&self) -> Option<i32> {
+        self.controller
+    }
+
+    /// Sends one request to broker `node` (`None`: the bootstrap broker)
+    /// and reads its answer, within the timeout.
+    pub async fn call<Req, Resp>(&mut self, node: Option<i32>, api: ApiKey, version: i16, request: &Req) -> Result<Resp, CliError>
+    where
+        Req: Encodable + HeaderVersion,
+        Resp: Decodable + HeaderVersion,
+    {
+        let address = match node {
+            None => self.bootstrap.clone(),
+            Some(id) => self
+                .brokers
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| CliError::Unreachable(format!("broker {id} is not in the cluster's metadata")))?,
+        };
+        if !self.connections.contains_key(&address) {
+            let connection = Connection::connect(
+                &address,
+                client_id(),
+                self.timeout,
+                MAX_RESPONSE_BYTES,
+                &InterBrokerSecurity::default(),
+            )
+            .await
+            .map_err(|e| CliError::Unreachable(format!("cannot reach {address}: {e}")))?;
+            self.connections.insert(address.clone(), connection);
+        }
+        let Some(connection) = self.connections.get_mut(&address) else {
+            return Err(CliError::Unreachable(format!("no connection to {address}")));
+        };
+        match connection.call(api, version, request, self.timeout).await {
+            Ok(response) => Ok(response),
+            Err(e) => {
+                // The stream may be mid-frame: never reuse it.
+                self.connections.remove(&address);
+                Err(CliError::Unreachable(format!("{address} did not answer {api:?}: {e}")))
+            }
+        }
+    }
+}
+
+fn client_id() -> String {
+    format!("sediment-cli/{}", env!("CARGO_PKG_VERSION"))
+}

@@ -1,0 +1,162 @@
+//! The operator's command line against a live broker: every `topic`
+//! subcommand, its JSON output parsed, and bad input answered with one line
+//! and a meaningful exit code, never a panic or a hang.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, Broker};
+
+fn sediment(brokers: &str, args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_sediment"))
+        .args(args)
+        .env("SEDIMENT_BROKERS", brokers)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("sediment runs");
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("panicked"),
+        "{args:?} panicked: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn ok(brokers: &str, args: &[&str]) -> String {
+    let output = sediment(brokers, args);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+fn json(brokers: &str, args: &[&str]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.extend(["--format", "json"]);
+    let out = ok(brokers, &args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
+
+/// Runs a command that must fail: its exit code and its stderr, one line.
+fn fails(brokers: &str, args: &[&str]) -> (i32, String) {
+    let output = sediment(brokers, args);
+    let stderr = String::from_utf8_lossy(&output.stderr).trim_end().to_string();
+    assert!(!output.status.success(), "{args:?} succeeded");
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn topic_subcommands_against_a_live_broker() {
+    let broker = Broker::start("");
+    let b = broker.bootstrap();
+
+    let created = json(&b, &["topic", "create", "cli-orders", "-p", "3", "-c", "retention.ms=3600000"]);
+    assert_eq!(created["partitions"], 3);
+    assert_eq!(created["replication_factor"], 1);
+    assert!(ok(&b, &["topic", "create", "cli-dry", "--dry-run"]).contains("would create topic cli-dry"));
+
+    let listed = json(&b, &["topic", "list"]);
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|t| t["topic"].as_str().unwrap()).collect();
+    assert!(names.contains(&"cli-orders") && !names.contains(&"cli-dry"), "{names:?}");
+    assert!(ok(&b, &["topic", "list"]).starts_with("NAME"), "a text table");
+
+    let described = json(&b, &["topic", "describe", "cli-orders"]);
+    let topic = &described[0];
+    assert_eq!(topic["partitions"].as_array().unwrap().len(), 3);
+    assert_eq!(topic["partitions"][0]["leader"], 0, "the single node's broker id");
+    assert_eq!(topic["partitions"][2]["high_watermark"], 0);
+    assert_eq!(topic["configs"]["retention.ms"]["value"], "3600000");
+    assert_eq!(topic["configs"]["retention.ms"]["default"], false);
+    assert_eq!(topic["configs"]["cleanup.policy"]["default"], true);
+
+    ok(
+        &b,
+        &[
+            "topic",
+            "alter-config",
+            "cli-orders",
+            "--set",
+            "retention.ms=7200000",
+            "--set",
+            "segment.ms=600000",
+        ],
+    );
+    ok(&b, &["topic", "alter-config", "cli-orders", "--delete", "segment.ms"]);
+    let configs = &json(&b, &["topic", "describe", "cli-orders"])[0]["configs"];
+    assert_eq!(configs["retention.ms"]["value"], "7200000");
+    assert_eq!(configs["segment.ms"]["default"], true, "deleted back to its default");
+
+    let grown = json(&b, &["topic", "add-partitions", "cli-orders", "-n", "2"]);
+    assert_eq!(grown["partitions"], 5);
+    let text = ok(&b, &["topic", "describe", "cli-orders"]);
+    assert!(text.contains("partitions 5") && text.contains("retention.ms"), "{text}");
+
+    assert_eq!(json(&b, &["topic", "delete", "cli-orders"])["deleted"][0], "cli-orders");
+    let (code, line) = fails(&b, &["topic", "describe", "cli-orders"]);
+    assert_eq!(code, 1);
+    assert!(line.starts_with("sediment: UNKNOWN_TOPIC_OR_PARTITION: topic cli-orders"), "{line}");
+    assert_eq!(line.lines().count(), 1);
+}
+
+#[test]
+fn bad_input_gets_one_line_and_an_exit_code() {
+    let broker = Broker::start("");
+    let b = broker.bootstrap();
+    ok(&b, &["topic", "create", "cli-bad"]);
+
+    let refused = [
+        (vec!["topic", "create", "cli-bad"], "TOPIC_ALREADY_EXISTS"),
+        (vec!["topic", "create", "bad name!"], "INVALID_TOPIC_EXCEPTION"),
+        (vec!["topic", "create", "cli-x", "-c", "retention.ms=soon"], "INVALID_CONFIG"),
+        (
+            vec!["topic", "alter-config", "cli-bad", "--set", "no.such.config=1"],
+            "INVALID_CONFIG",
+        ),
+        (vec!["topic", "delete", "cli-missing"], "UNKNOWN_TOPIC_OR_PARTITION"),
+        (
+            vec!["topic", "add-partitions", "cli-missing", "-n", "1"],
+            "UNKNOWN_TOPIC_OR_PARTITION",
+        ),
+    ];
+    for (args, name) in refused {
+        let (code, line) = fails(&b, &args);
+        assert_eq!(code, 1, "{args:?}: {line}");
+        assert!(line.starts_with(&format!("sediment: {name}")), "{args:?}: {line}");
+        assert_eq!(line.lines().count(), 1, "{line}");
+    }
+
+    let usage = [
+        vec!["topic", "create"],
+        vec!["topic", "frobnicate"],
+        vec!["topic", "create", "t", "-p", "many"],
+        vec!["topic", "create", "t", "-c", "novalue"],
+        vec!["topic", "alter-config", "cli-bad"],
+        vec!["topic", "add-partitions", "cli-bad", "-n", "0"],
+        vec!["topic", "list", "--format", "yaml"],
+    ];
+    for args in usage {
+        let (code, line) = fails(&b, &args);
+        assert_eq!(code, 2, "{args:?}: {line}");
+    }
+    let (code, line) = fails("not-an-address", &["topic", "list"]);
+    assert_eq!((code, line.lines().count()), (2, 1), "{line}");
+
+    // Nothing listens there: refused at once.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (code, line) = fails(&closed, &["topic", "list"]);
+    assert_eq!(code, 3, "{line}");
+    assert!(line.contains("cannot reach any broker") && line.lines().count() == 1, "{line}");
+
+    // Something listens and never answers: the timeout ends it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_address = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let (code, line) = fails(&silent_address, &["topic", "list", "--timeout-ms", "1000"]);
+    assert_eq!(code, 3, "{line}");
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded by --timeout-ms");
+    drop(silent);
+}
