@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sediment::cli::cluster::ClusterCommand;
 use sediment::cli::topic::TopicCommand;
 use sediment::cli::{CliError, Globals};
 use sediment::config::{Config, Overrides};
@@ -29,6 +30,13 @@ enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
+    /// Brokers, controller and partition health of a running cluster.
+    Cluster {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +49,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Topic { globals, command } => client_command(sediment::cli::topic::run(&globals, command)),
+        Command::Cluster { globals, command } => client_command(sediment::cli::cluster::run(&globals, command)),
         Command::Serve(overrides) => {
             let config = match Config::load(&overrides) {
                 Ok(c) => c,

@@ -6,6 +6,7 @@
 //! what kind of failure it was (see `CliError::exit_code`).
 
 pub mod client;
+pub mod cluster;
 pub mod output;
 pub mod topic;
 
@@ -46,6 +47,8 @@ pub enum CliError {
     Unreachable(String),
     /// The command line asks for something that cannot be done.
     Invalid(String),
+    /// `cluster health` found partitions under-replicated or offline.
+    Unhealthy(String),
 }
 
 /// Exit codes: what a script can tell apart.
@@ -56,6 +59,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// No broker reachable, or no answer within `--timeout-ms`.
     pub const UNREACHABLE: u8 = 3;
+    /// `cluster health`: a partition is under-replicated or offline.
+    pub const UNHEALTHY: u8 = 4;
 }
 
 impl CliError {
@@ -71,6 +76,7 @@ impl CliError {
             CliError::Kafka { .. } => exit::REFUSED,
             CliError::Invalid(_) => exit::USAGE,
             CliError::Unreachable(_) => exit::UNREACHABLE,
+            CliError::Unhealthy(_) => exit::UNHEALTHY,
         }
     }
 
@@ -88,7 +94,16 @@ impl CliError {
                 format!("sediment: {why} (is a broker running there? set --brokers or SEDIMENT_BROKERS)")
             }
             CliError::Invalid(why) => format!("sediment: {why}"),
+            CliError::Unhealthy(why) => format!("sediment: unhealthy: {why}"),
         }
+    }
+}
+
+/// Prints `text()` or `json()` as `format` asks.
+pub fn print(format: Format, text: impl FnOnce() -> String, json: impl FnOnce() -> serde_json::Value) {
+    match format {
+        Format::Text => print!("{}", text()),
+        Format::Json => println!("{}", json()),
     }
 }
 

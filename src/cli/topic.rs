@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::client::Client;
 use super::output::{ids, table};
-use super::{CliError, Format, Globals};
+use super::{print, CliError, Globals};
 
 /// Kafka's resource type for a topic (DescribeConfigs, IncrementalAlterConfigs).
 const TOPIC_RESOURCE: i8 = 2;
@@ -329,14 +329,6 @@ pub async fn run(globals: &Globals, command: TopicCommand) -> Result<(), CliErro
         }
     }
     Ok(())
-}
-
-/// Prints `text()` or `json()` as `format` asks.
-fn print(format: Format, text: impl FnOnce() -> String, json: impl FnOnce() -> serde_json::Value) {
-    match format {
-        Format::Text => print!("{}", text()),
-        Format::Json => println!("{}", json()),
-    }
 }
 
 /// One partition as `topic describe` shows it.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{free_port, Broker};
 
-fn sediment(brokers: &str, args: &[&str]) -> Output {
+pub(crate) fn sediment(brokers: &str, args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_sediment"))
         .args(args)
         .env("SEDIMENT_BROKERS", brokers)
@@ -94,6 +94,12 @@ fn topic_subcommands_against_a_live_broker() {
     assert_eq!(grown["partitions"], 5);
     let text = ok(&b, &["topic", "describe", "cli-orders"]);
     assert!(text.contains("partitions 5") && text.contains("retention.ms"), "{text}");
+
+    let cluster = json(&b, &["cluster", "info"]);
+    assert_eq!(cluster["brokers"].as_array().unwrap().len(), 1);
+    assert_eq!(cluster["partitions"], 5);
+    assert_eq!(cluster["healthy"], true);
+    assert!(ok(&b, &["cluster", "health"]).starts_with("healthy"));
 
     assert_eq!(json(&b, &["topic", "delete", "cli-orders"])["deleted"][0], "cli-orders");
     let (code, line) = fails(&b, &["topic", "describe", "cli-orders"]);

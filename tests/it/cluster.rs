@@ -133,6 +133,19 @@ async fn a_killed_leader_loses_no_acknowledged_record() {
     let (new_leader, isr) = cluster.partition_state("replicated", 0).unwrap();
     assert_ne!(new_leader, leader);
     assert!(!isr.contains(&leader), "the dead broker left the ISR: {isr:?}");
+    // `sediment cluster health` says so, with its own exit code.
+    let survivors = cluster.live_bootstrap();
+    let health = crate::cli::sediment(&survivors, &["cluster", "health", "--format", "json"]);
+    assert_eq!(health.status.code(), Some(4), "{health:?}");
+    let report: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert!(
+        report["under_replicated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["topic"] == "replicated"),
+        "{report}"
+    );
 
     let survivors = cluster.live_bootstrap();
     let consumed = kafka::consume_all(&survivors, "replicated", 1, records.len(), &[]);
@@ -149,6 +162,10 @@ async fn a_killed_leader_loses_no_acknowledged_record() {
     });
     let expands: f64 = cluster.brokers.iter().map(|b| metric(b, "sediment_isr_expands_total")).sum();
     assert!(expands >= 1.0, "the leader recorded the expansion");
+    let bootstrap = cluster.bootstrap();
+    wait_until("every partition is fully replicated again", 30, || {
+        crate::cli::sediment(&bootstrap, &["cluster", "health"]).status.success()
+    });
 }
 
 /// With both followers gone, acks=all is refused with NOT_ENOUGH_REPLICAS
