@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use sediment::cli::cluster::ClusterCommand;
 use sediment::cli::topic::TopicCommand;
 use sediment::cli::{CliError, Globals};
@@ -30,6 +30,11 @@ enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
+    /// Print a shell completion script: `source <(sediment completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Brokers, controller and partition health of a running cluster.
     Cluster {
         #[command(flatten)]
@@ -50,6 +55,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Topic { globals, command } => client_command(sediment::cli::topic::run(&globals, command)),
         Command::Cluster { globals, command } => client_command(sediment::cli::cluster::run(&globals, command)),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sediment", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Serve(overrides) => {
             let config = match Config::load(&overrides) {
                 Ok(c) => c,

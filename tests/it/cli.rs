@@ -166,3 +166,22 @@ fn bad_input_gets_one_line_and_an_exit_code() {
     assert!(started.elapsed() < Duration::from_secs(20), "bounded by --timeout-ms");
     drop(silent);
 }
+
+#[test]
+fn shell_completions_cover_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok("127.0.0.1:1", &["completion", shell]);
+        assert!(
+            script.contains("topic") && script.contains("add-partitions") && script.contains("health"),
+            "{shell}"
+        );
+    }
+    // The bash script parses.
+    let script = ok("127.0.0.1:1", &["completion", "bash"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    let status = Command::new("bash").arg("-n").arg(file.path()).status().unwrap();
+    assert!(status.success());
+    let (code, _) = fails("127.0.0.1:1", &["completion", "powershell-9"]);
+    assert_eq!(code, 2);
+}
