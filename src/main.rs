@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use sediment::cli::cluster::ClusterCommand;
+use sediment::cli::group::GroupCommand;
 use sediment::cli::topic::TopicCommand;
 use sediment::cli::{CliError, Globals};
 use sediment::config::{Config, Overrides};
@@ -30,6 +31,13 @@ enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
+    /// List, describe (members, offsets, lag), delete and seek consumer groups.
+    Group {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     /// Print a shell completion script: `source <(sediment completion bash)`.
     Completion {
         #[arg(value_enum)]
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Topic { globals, command } => client_command(sediment::cli::topic::run(&globals, command)),
         Command::Cluster { globals, command } => client_command(sediment::cli::cluster::run(&globals, command)),
+        Command::Group { globals, command } => client_command(sediment::cli::group::run(&globals, command)),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sediment", &mut std::io::stdout());
             ExitCode::SUCCESS

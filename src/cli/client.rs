@@ -6,7 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
 use super::CliError;
@@ -130,6 +134,111 @@ impl Client {
                 Err(CliError::Unreachable(format!("{address} did not answer {api:?}: {e}")))
             }
         }
+    }
+}
+
+/// ListOffsets' special timestamps.
+pub const EARLIEST: i64 = -2;
+pub const LATEST: i64 = -1;
+
+impl Client {
+    /// The broker that coordinates `group` (FindCoordinator v4, key type 0).
+    pub async fn group_coordinator(&mut self, group: &str) -> Result<i32, CliError> {
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
+        let response: FindCoordinatorResponse = self.call(None, ApiKey::FindCoordinator, 4, &request).await?;
+        let found = response
+            .coordinators
+            .first()
+            .ok_or_else(|| CliError::Invalid("the broker answered for no group".to_string()))?;
+        if found.error_code != 0 {
+            return Err(CliError::kafka(
+                found.error_code,
+                format!("cannot find the coordinator of group {group}"),
+            ));
+        }
+        self.brokers.insert(found.node_id.0, format!("{}:{}", found.host, found.port));
+        Ok(found.node_id.0)
+    }
+
+    /// The partition indexes of an existing topic, in order; a missing one
+    /// is Kafka's error (UNKNOWN_TOPIC_OR_PARTITION).
+    pub async fn partitions_of(&mut self, topic: &str) -> Result<Vec<i32>, CliError> {
+        let metadata = self.metadata(Some(vec![topic.to_string()])).await?;
+        let found = metadata
+            .topics
+            .first()
+            .ok_or_else(|| CliError::Invalid("the broker answered for no topic".to_string()))?;
+        if found.error_code != 0 {
+            return Err(CliError::kafka(found.error_code, format!("topic {topic}")));
+        }
+        let mut partitions: Vec<i32> = found.partitions.iter().map(|p| p.partition_index).collect();
+        partitions.sort_unstable();
+        Ok(partitions)
+    }
+
+    /// The offsets for `timestamp` (EARLIEST, LATEST, or a time in ms) of
+    /// each partition, asked of its leader: one request per leader. A
+    /// partition whose leader is unknown, unreachable or refuses is left
+    /// out; so is one with no record at or after a timestamp.
+    pub async fn list_offsets(&mut self, partitions: &[(String, i32)], timestamp: i64) -> Result<BTreeMap<(String, i32), i64>, CliError> {
+        let topics: Vec<String> = partitions
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let metadata = self.metadata(Some(topics)).await?;
+        let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
+        for topic in &metadata.topics {
+            let name = topic.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            for p in topic.partitions.iter().filter(|p| p.leader_id.0 >= 0) {
+                if partitions.iter().any(|(t, i)| *t == name && *i == p.partition_index) {
+                    by_leader
+                        .entry(p.leader_id.0)
+                        .or_default()
+                        .entry(name.clone())
+                        .or_default()
+                        .push(p.partition_index);
+                }
+            }
+        }
+        let mut offsets = BTreeMap::new();
+        for (leader, topics) in by_leader {
+            let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(
+                topics
+                    .into_iter()
+                    .map(|(name, indexes)| {
+                        ListOffsetsTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(name)))
+                            .with_partitions(
+                                indexes
+                                    .into_iter()
+                                    .map(|i| {
+                                        ListOffsetsPartition::default()
+                                            .with_partition_index(i)
+                                            .with_current_leader_epoch(-1)
+                                            .with_timestamp(timestamp)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+            let Ok(response) = self
+                .call::<_, ListOffsetsResponse>(Some(leader), ApiKey::ListOffsets, 7, &request)
+                .await
+            else {
+                continue;
+            };
+            for topic in &response.topics {
+                for answer in topic.partitions.iter().filter(|a| a.error_code == 0 && a.offset >= 0) {
+                    offsets.insert((topic.name.0.to_string(), answer.partition_index), answer.offset);
+                }
+            }
+        }
+        Ok(offsets)
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod group;
 pub mod output;
 pub mod topic;
 

@@ -9,17 +9,16 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    ListOffsetsRequest, ListOffsetsResponse, TopicName,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
-use super::client::Client;
+use super::client::{Client, EARLIEST, LATEST};
 use super::output::{ids, table};
 use super::{print, CliError, Globals};
 
@@ -298,15 +297,8 @@ pub async fn run(globals: &Globals, command: TopicCommand) -> Result<(), CliErro
             if num < 1 {
                 return Err(CliError::Invalid("--num must be at least 1".to_string()));
             }
-            let metadata = client.metadata(Some(vec![topic.clone()])).await?;
-            let found = metadata
-                .topics
-                .first()
-                .ok_or_else(|| CliError::Invalid("the broker answered for no topic".to_string()))?;
-            if found.error_code != 0 {
-                return Err(CliError::kafka(found.error_code, format!("topic {topic}")));
-            }
-            let count = i32::try_from(found.partitions.len()).unwrap_or(i32::MAX).saturating_add(num);
+            let existing = client.partitions_of(&topic).await?;
+            let count = i32::try_from(existing.len()).unwrap_or(i32::MAX).saturating_add(num);
             let request = CreatePartitionsRequest::default()
                 .with_topics(vec![CreatePartitionsTopic::default().with_name(name(&topic)).with_count(count)])
                 .with_timeout_ms(timeout_ms)
@@ -451,45 +443,15 @@ async fn describe(client: &mut Client, names: &[String]) -> Result<Vec<Described
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);
-        // Earliest (-2) and latest (-1) from each leader: one request per
-        // leader and timestamp. A leader that cannot be reached leaves -1.
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for p in &partitions {
-            by_leader.entry(p.leader).or_default().push(p.partition);
-        }
-        for (leader, indexes) in by_leader.into_iter().filter(|(l, _)| *l >= 0) {
-            for timestamp in [-2i64, -1] {
-                let request = ListOffsetsRequest::default()
-                    .with_replica_id(BrokerId(-1))
-                    .with_topics(vec![ListOffsetsTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(name.clone())))
-                        .with_partitions(
-                            indexes
-                                .iter()
-                                .map(|&i| {
-                                    ListOffsetsPartition::default()
-                                        .with_partition_index(i)
-                                        .with_current_leader_epoch(-1)
-                                        .with_timestamp(timestamp)
-                                })
-                                .collect(),
-                        )]);
-                let Ok(response) = client
-                    .call::<_, ListOffsetsResponse>(Some(leader), ApiKey::ListOffsets, 7, &request)
-                    .await
-                else {
-                    continue;
-                };
-                for answer in response.topics.iter().flat_map(|t| &t.partitions).filter(|a| a.error_code == 0) {
-                    if let Some(view) = partitions.iter_mut().find(|p| p.partition == answer.partition_index) {
-                        if timestamp == -2 {
-                            view.log_start = answer.offset;
-                        } else {
-                            view.high_watermark = answer.offset;
-                        }
-                    }
-                }
-            }
+        // Earliest and latest from each leader; a leader that cannot be
+        // reached leaves -1.
+        let keys: Vec<(String, i32)> = partitions.iter().map(|p| (name.clone(), p.partition)).collect();
+        let starts = client.list_offsets(&keys, EARLIEST).await?;
+        let ends = client.list_offsets(&keys, LATEST).await?;
+        for view in &mut partitions {
+            let key = (name.clone(), view.partition);
+            view.log_start = starts.get(&key).copied().unwrap_or(-1);
+            view.high_watermark = ends.get(&key).copied().unwrap_or(-1);
         }
         let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(TOPIC_RESOURCE)

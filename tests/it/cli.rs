@@ -185,3 +185,127 @@ fn shell_completions_cover_the_subcommands() {
     let (code, _) = fails("127.0.0.1:1", &["completion", "powershell-9"]);
     assert_eq!(code, 2);
 }
+
+/// A librdkafka group consumes part of a topic, commits and stops: `group
+/// describe` shows the lag it left; `group seek` moves its offsets and a
+/// restarted consumer starts there; a group with a live member refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_subcommands_show_lag_and_seek_a_stopped_group() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::Message;
+
+    let broker = Broker::start("");
+    let b = broker.bootstrap();
+    crate::kafka::create_topic(&b, "cli-lag", 2, &[]).await;
+    let records: Vec<_> = (0..100).map(|i| crate::kafka::record(i, 10)).collect();
+    let placed = crate::kafka::produce(&crate::kafka::producer(&b, &[]), "cli-lag", &records).await;
+    let per_partition = |p: i32| placed.iter().filter(|(q, _)| *q == p).count() as i64;
+
+    let member = || -> BaseConsumer {
+        let consumer: BaseConsumer = crate::kafka::config(&b)
+            .set("group.id", "cli-group")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["cli-lag"]).unwrap();
+        consumer
+    };
+    let consumer = member();
+    let mut consumed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumed < 30 {
+        assert!(Instant::now() < deadline, "consumed {consumed}");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            message.unwrap();
+            consumed += 1;
+        }
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+    let committed = crate::kafka::committed_offsets(&b, "cli-group", "cli-lag", 2);
+    let active = json(&b, &["group", "describe", "cli-group"]);
+    assert_eq!(active["state"], "Stable");
+    assert_eq!(active["members"], 1);
+    assert!(active["partitions"][0]["member_id"].is_string(), "{active}");
+    let (code, line) = fails(&b, &["group", "seek", "cli-group", "-t", "cli-lag", "--to", "earliest"]);
+    assert_eq!(code, 1, "a group with members refuses: {line}");
+    drop(consumer);
+
+    wait_until_empty(&b);
+    let described = json(&b, &["group", "describe", "cli-group"]);
+    // As kafka-consumer-groups.sh, an empty group shows the partitions it
+    // committed, each with its lag.
+    let lag: i64 = (0..2)
+        .filter(|p| committed[*p as usize] >= 0)
+        .map(|p| per_partition(p) - committed[p as usize])
+        .sum();
+    assert_eq!(described["total_lag"], lag, "{described}");
+    assert_eq!(
+        lag + 30,
+        (0..2).filter(|p| committed[*p as usize] >= 0).map(per_partition).sum::<i64>()
+    );
+    for row in described["partitions"].as_array().unwrap() {
+        let p = row["partition"].as_i64().unwrap() as i32;
+        assert_eq!(row["log_end_offset"], per_partition(p));
+        assert_eq!(row["committed_offset"], committed[p as usize]);
+    }
+    let listed = json(&b, &["group", "list"]);
+    assert!(listed.as_array().unwrap().iter().any(|g| g["group"] == "cli-group"), "{listed}");
+
+    let planned = json(
+        &b,
+        &[
+            "group",
+            "seek",
+            "cli-group",
+            "-t",
+            "cli-lag",
+            "--to",
+            "offset:5",
+            "-p",
+            "0",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(planned["partitions"][0]["new_offset"], 5);
+    assert_eq!(
+        crate::kafka::committed_offsets(&b, "cli-group", "cli-lag", 2),
+        committed,
+        "a dry run moves nothing"
+    );
+    ok(&b, &["group", "seek", "cli-group", "-t", "cli-lag", "--to", "earliest"]);
+    assert_eq!(
+        crate::kafka::committed_offsets(&b, "cli-group", "cli-lag", 2),
+        vec![0, 0],
+        "every partition of the topic"
+    );
+
+    // A restarted member starts where the seek put the group.
+    let consumer = member();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        assert!(Instant::now() < deadline, "nothing consumed after the seek");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            break message.unwrap().offset();
+        }
+    };
+    assert_eq!(first, 0);
+    drop(consumer);
+    wait_until_empty(&b);
+    assert_eq!(json(&b, &["group", "delete", "cli-group"])["deleted"][0], "cli-group");
+    // As in Kafka, a group that does not exist is described as Dead.
+    let gone = json(&b, &["group", "describe", "cli-group"]);
+    assert_eq!(
+        (gone["state"].as_str(), gone["partitions"].as_array().map(Vec::len)),
+        (Some("Dead"), Some(0)),
+        "{gone}"
+    );
+}
+
+/// Waits until the group has no member (a closed consumer leaves it).
+fn wait_until_empty(brokers: &str) {
+    crate::common::wait_until("the group is empty", 60, || {
+        let out = sediment(brokers, &["group", "describe", "cli-group", "--format", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|g| g["members"] == 0)
+    });
+}
