@@ -126,12 +126,8 @@ impl Connection {
         Ok(answer.auth_bytes)
     }
 
-    /// Sends one request and reads its response, within `timeout`.
-    pub async fn call<Req, Resp>(&mut self, api_key: ApiKey, version: i16, request: &Req, timeout: Duration) -> anyhow::Result<Resp>
-    where
-        Req: Encodable + HeaderVersion,
-        Resp: Decodable + HeaderVersion,
-    {
+    /// The request's frame, with the next correlation id.
+    fn frame<Req: Encodable + HeaderVersion>(&mut self, api_key: ApiKey, version: i16, request: &Req) -> anyhow::Result<(i32, BytesMut)> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
@@ -143,8 +139,38 @@ impl Connection {
         buf.put_i32(0);
         header.encode(&mut buf, Req::header_version(version))?;
         request.encode(&mut buf, version)?;
-        let len = (buf.len() - 4) as i32;
+        let len = i32::try_from(buf.len() - 4)?;
         buf[0..4].copy_from_slice(&len.to_be_bytes());
+        Ok((correlation_id, buf))
+    }
+
+    /// Sends a request that gets no response (Produce with acks=0), within
+    /// `timeout`.
+    pub async fn send<Req: Encodable + HeaderVersion>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        request: &Req,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let (_, buf) = self.frame(api_key, version, request)?;
+        let write = async {
+            self.stream.write_all(&buf).await?;
+            self.stream.flush().await
+        };
+        tokio::time::timeout(timeout, write)
+            .await
+            .map_err(|_| anyhow::anyhow!("request timed out"))??;
+        Ok(())
+    }
+
+    /// Sends one request and reads its response, within `timeout`.
+    pub async fn call<Req, Resp>(&mut self, api_key: ApiKey, version: i16, request: &Req, timeout: Duration) -> anyhow::Result<Resp>
+    where
+        Req: Encodable + HeaderVersion,
+        Resp: Decodable + HeaderVersion,
+    {
+        let (correlation_id, buf) = self.frame(api_key, version, request)?;
         let exchange = async {
             self.stream.write_all(&buf).await?;
             self.stream.flush().await?;

@@ -38,6 +38,20 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
+    /// Write lines of a file or of standard input to a topic, one record each.
+    Produce {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(flatten)]
+        args: sediment::cli::produce::ProduceArgs,
+    },
+    /// Print a topic's records, from the beginning, the end, an offset or a time.
+    Consume {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(flatten)]
+        args: sediment::cli::consume::ConsumeArgs,
+    },
     /// Print a shell completion script: `source <(sediment completion bash)`.
     Completion {
         #[arg(value_enum)]
@@ -64,6 +78,8 @@ fn main() -> ExitCode {
         Command::Topic { globals, command } => client_command(sediment::cli::topic::run(&globals, command)),
         Command::Cluster { globals, command } => client_command(sediment::cli::cluster::run(&globals, command)),
         Command::Group { globals, command } => client_command(sediment::cli::group::run(&globals, command)),
+        Command::Produce { globals, args } => client_command(sediment::cli::produce::run(&globals, args)),
+        Command::Consume { globals, args } => client_command(sediment::cli::consume::run(&globals, args)),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sediment", &mut std::io::stdout());
             ExitCode::SUCCESS

@@ -96,13 +96,9 @@ impl Client {
         self.controller
     }
 
-    /// Sends one request to broker `node` (`None`: the bootstrap broker)
-    /// and reads its answer, within the timeout.
-    pub async fn call<Req, Resp>(&mut self, node: Option<i32>, api: ApiKey, version: i16, request: &Req) -> Result<Resp, CliError>
-    where
-        Req: Encodable + HeaderVersion,
-        Resp: Decodable + HeaderVersion,
-    {
+    /// The address of broker `node` (`None`: the bootstrap broker), with a
+    /// connection open to it.
+    async fn connected(&mut self, node: Option<i32>) -> Result<String, CliError> {
         let address = match node {
             None => self.bootstrap.clone(),
             Some(id) => self
@@ -123,6 +119,17 @@ impl Client {
             .map_err(|e| CliError::Unreachable(format!("cannot reach {address}: {e}")))?;
             self.connections.insert(address.clone(), connection);
         }
+        Ok(address)
+    }
+
+    /// Sends one request to broker `node` (`None`: the bootstrap broker)
+    /// and reads its answer, within the timeout.
+    pub async fn call<Req, Resp>(&mut self, node: Option<i32>, api: ApiKey, version: i16, request: &Req) -> Result<Resp, CliError>
+    where
+        Req: Encodable + HeaderVersion,
+        Resp: Decodable + HeaderVersion,
+    {
+        let address = self.connected(node).await?;
         let Some(connection) = self.connections.get_mut(&address) else {
             return Err(CliError::Unreachable(format!("no connection to {address}")));
         };
@@ -134,6 +141,25 @@ impl Client {
                 Err(CliError::Unreachable(format!("{address} did not answer {api:?}: {e}")))
             }
         }
+    }
+
+    /// Sends a request that gets no answer (Produce with acks=0).
+    pub async fn send<Req: Encodable + HeaderVersion>(
+        &mut self,
+        node: Option<i32>,
+        api: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<(), CliError> {
+        let address = self.connected(node).await?;
+        let Some(connection) = self.connections.get_mut(&address) else {
+            return Err(CliError::Unreachable(format!("no connection to {address}")));
+        };
+        if let Err(e) = connection.send(api, version, request, self.timeout).await {
+            self.connections.remove(&address);
+            return Err(CliError::Unreachable(format!("cannot send {api:?} to {address}: {e}")));
+        }
+        Ok(())
     }
 }
 

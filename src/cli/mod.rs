@@ -7,8 +7,10 @@
 
 pub mod client;
 pub mod cluster;
+pub mod consume;
 pub mod group;
 pub mod output;
+pub mod produce;
 pub mod topic;
 
 use std::time::Duration;

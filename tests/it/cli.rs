@@ -309,3 +309,102 @@ fn wait_until_empty(brokers: &str) {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|g| g["members"] == 0)
     });
 }
+
+/// 100,000 lines with keys and a header, produced from a file and consumed
+/// back as JSON: every line once, keyed lines where Kafka's partitioner
+/// puts them (as librdkafka's murmur2 partitioner does), in order per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_a_file_and_consume_it_back_exactly() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+
+    let broker = Broker::start("");
+    let b = broker.bootstrap();
+    ok(&b, &["topic", "create", "cli-lines", "-p", "4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lines.txt");
+    let lines: Vec<String> = (0..100_000).map(|i| format!("key-{}\tvalue {i} ünïcode", i % 1000)).collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let summary = json(
+        &b,
+        &[
+            "produce",
+            "cli-lines",
+            "-f",
+            path.to_str().unwrap(),
+            "-k",
+            "\t",
+            "-H",
+            "origin=cli",
+            "-z",
+            "lz4",
+        ],
+    );
+    assert_eq!(summary["records"], 100_000);
+
+    let out = ok(&b, &["consume", "cli-lines", "--format", "json"]);
+    let records: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), lines.len(), "every line once");
+    let mut seen: Vec<String> = records
+        .iter()
+        .map(|r| format!("{}\t{}", r["key"].as_str().unwrap(), r["value"].as_str().unwrap()))
+        .collect();
+    seen.sort();
+    let mut expected = lines.clone();
+    expected.sort();
+    assert!(seen == expected, "the same lines");
+    assert!(records
+        .iter()
+        .all(|r| r["headers"][0]["key"] == "origin" && r["headers"][0]["value"] == "cli"));
+    // Each key's values in the order produced, in one partition.
+    let mut last: std::collections::HashMap<String, (i64, i64)> = Default::default();
+    for r in &records {
+        let value = r["value"].as_str().unwrap();
+        let index: i64 = value.split(' ').nth(1).unwrap().parse().unwrap();
+        let entry = last
+            .entry(r["key"].as_str().unwrap().to_string())
+            .or_insert((r["partition"].as_i64().unwrap(), -1));
+        assert_eq!(entry.0, r["partition"].as_i64().unwrap(), "a key stays in one partition");
+        assert!(index > entry.1, "in order");
+        entry.1 = index;
+    }
+    // librdkafka's murmur2 partitioner agrees on where a key goes.
+    let producer: ThreadedProducer<DefaultProducerContext> = crate::kafka::config(&b).set("partitioner", "murmur2").create().unwrap();
+    for i in 0..20 {
+        let key = format!("key-{i}");
+        producer.send(BaseRecord::to("cli-lines").key(&key).payload("librdkafka")).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let tail = ok(&b, &["consume", "cli-lines", "--format", "json", "-s", "offset:0"]);
+    for r in tail.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()) {
+        if r["value"] == "librdkafka" {
+            assert_eq!(last[r["key"].as_str().unwrap()].0, r["partition"].as_i64().unwrap(), "{r}");
+        }
+    }
+
+    // Text formats, counts and starts.
+    let kv = ok(&b, &["consume", "cli-lines", "-K", "-n", "3", "-p", "0"]);
+    assert_eq!(kv.lines().count(), 3);
+    assert!(kv.lines().all(|l| l.starts_with("key-") && l.contains("=value ")), "{kv}");
+    let templated = ok(
+        &b,
+        &[
+            "consume",
+            "cli-lines",
+            "-n",
+            "1",
+            "-p",
+            "1",
+            "-t",
+            "{partition}/{offset}: {headers}",
+        ],
+    );
+    assert_eq!(templated.trim_end(), "1/0: origin=cli");
+    assert_eq!(ok(&b, &["consume", "cli-lines", "-s", "end"]), "", "nothing after the end");
+    let (code, line) = fails(&b, &["consume", "cli-lines", "-t", "{nope}"]);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("unknown field {nope}") && line.lines().count() == 1, "{line}");
+    let (code, _) = fails(&b, &["consume", "cli-missing"]);
+    assert_eq!(code, 1);
+    let (code, _) = fails(&b, &["produce", "cli-lines", "-f", "/no/such/file"]);
+    assert_eq!(code, 2);
+}
