@@ -144,16 +144,17 @@ impl Connection {
         Ok((correlation_id, buf))
     }
 
-    /// Sends a request that gets no response (Produce with acks=0), within
-    /// `timeout`.
-    pub async fn send<Req: Encodable + HeaderVersion>(
+    /// Writes a request without waiting for its answer, within `timeout`;
+    /// returns its correlation id for `read_response`. Answers come in the
+    /// order requests were written (Kafka's rule for one connection).
+    pub async fn write_request<Req: Encodable + HeaderVersion>(
         &mut self,
         api_key: ApiKey,
         version: i16,
         request: &Req,
         timeout: Duration,
-    ) -> anyhow::Result<()> {
-        let (_, buf) = self.frame(api_key, version, request)?;
+    ) -> anyhow::Result<i32> {
+        let (correlation_id, buf) = self.frame(api_key, version, request)?;
         let write = async {
             self.stream.write_all(&buf).await?;
             self.stream.flush().await
@@ -161,19 +162,18 @@ impl Connection {
         tokio::time::timeout(timeout, write)
             .await
             .map_err(|_| anyhow::anyhow!("request timed out"))??;
-        Ok(())
+        Ok(correlation_id)
     }
 
-    /// Sends one request and reads its response, within `timeout`.
-    pub async fn call<Req, Resp>(&mut self, api_key: ApiKey, version: i16, request: &Req, timeout: Duration) -> anyhow::Result<Resp>
-    where
-        Req: Encodable + HeaderVersion,
-        Resp: Decodable + HeaderVersion,
-    {
-        let (correlation_id, buf) = self.frame(api_key, version, request)?;
-        let exchange = async {
-            self.stream.write_all(&buf).await?;
-            self.stream.flush().await?;
+    /// Reads the answer to the request written with `correlation_id` (the
+    /// oldest one not read yet), within `timeout`.
+    pub async fn read_response<Resp: Decodable + HeaderVersion>(
+        &mut self,
+        version: i16,
+        correlation_id: i32,
+        timeout: Duration,
+    ) -> anyhow::Result<Resp> {
+        let read = async {
             let len = self.stream.read_i32().await?;
             if len < 0 || len as usize > self.max_response_bytes {
                 anyhow::bail!("response of {len} bytes is over the {} byte bound", self.max_response_bytes);
@@ -182,7 +182,7 @@ impl Connection {
             self.stream.read_exact(&mut frame).await?;
             Ok::<_, anyhow::Error>(Bytes::from(frame))
         };
-        let mut frame = tokio::time::timeout(timeout, exchange)
+        let mut frame = tokio::time::timeout(timeout, read)
             .await
             .map_err(|_| anyhow::anyhow!("request timed out"))??;
         let response_header = ResponseHeader::decode(&mut frame, Resp::header_version(version))?;
@@ -193,5 +193,26 @@ impl Connection {
             );
         }
         Resp::decode(&mut frame, version)
+    }
+
+    /// Sends a request that gets no response (Produce with acks=0).
+    pub async fn send<Req: Encodable + HeaderVersion>(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        request: &Req,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.write_request(api_key, version, request, timeout).await.map(|_| ())
+    }
+
+    /// Sends one request and reads its response, within `timeout` each.
+    pub async fn call<Req, Resp>(&mut self, api_key: ApiKey, version: i16, request: &Req, timeout: Duration) -> anyhow::Result<Resp>
+    where
+        Req: Encodable + HeaderVersion,
+        Resp: Decodable + HeaderVersion,
+    {
+        let correlation_id = self.write_request(api_key, version, request, timeout).await?;
+        self.read_response(version, correlation_id, timeout).await
     }
 }

@@ -151,16 +151,58 @@ impl Client {
         version: i16,
         request: &Req,
     ) -> Result<(), CliError> {
+        self.write(node, api, version, request).await.map(|_| ())
+    }
+
+    /// Writes a request to broker `node` without waiting: its answer is
+    /// read with `read`, in the order requests were written to that broker.
+    pub async fn write<Req: Encodable + HeaderVersion>(
+        &mut self,
+        node: Option<i32>,
+        api: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<InFlight, CliError> {
         let address = self.connected(node).await?;
         let Some(connection) = self.connections.get_mut(&address) else {
             return Err(CliError::Unreachable(format!("no connection to {address}")));
         };
-        if let Err(e) = connection.send(api, version, request, self.timeout).await {
-            self.connections.remove(&address);
-            return Err(CliError::Unreachable(format!("cannot send {api:?} to {address}: {e}")));
+        match connection.write_request(api, version, request, self.timeout).await {
+            Ok(correlation_id) => Ok(InFlight {
+                address,
+                correlation_id,
+                version,
+            }),
+            Err(e) => {
+                self.connections.remove(&address);
+                Err(CliError::Unreachable(format!("cannot send {api:?} to {address}: {e}")))
+            }
         }
-        Ok(())
     }
+
+    /// Reads the answer to a request `write` sent.
+    pub async fn read<Resp: Decodable + HeaderVersion>(&mut self, in_flight: &InFlight) -> Result<Resp, CliError> {
+        let Some(connection) = self.connections.get_mut(&in_flight.address) else {
+            return Err(CliError::Unreachable(format!("the connection to {} closed", in_flight.address)));
+        };
+        match connection
+            .read_response(in_flight.version, in_flight.correlation_id, self.timeout)
+            .await
+        {
+            Ok(response) => Ok(response),
+            Err(e) => {
+                self.connections.remove(&in_flight.address);
+                Err(CliError::Unreachable(format!("{} did not answer: {e}", in_flight.address)))
+            }
+        }
+    }
+}
+
+/// A request written and not answered yet.
+pub struct InFlight {
+    address: String,
+    correlation_id: i32,
+    version: i16,
 }
 
 /// ListOffsets' special timestamps.

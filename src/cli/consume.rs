@@ -156,35 +156,31 @@ fn lossy(bytes: &Option<Bytes>) -> Option<String> {
     bytes.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
-fn headers_text(row: &Row) -> String {
-    row.headers
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}={}",
-                v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// One record as the template says, without a newline.
-pub fn render(pieces: &[Piece], topic: &str, partition: i32, row: &Row) -> String {
-    let mut out = String::new();
+/// Writes one record as the template says, and a newline. Keys, values
+/// and headers are written as their bytes, as kcat does.
+pub fn render(out: &mut impl Write, pieces: &[Piece], topic: &str, partition: i32, row: &Row) -> std::io::Result<()> {
     for piece in pieces {
         match piece {
-            Piece::Text(t) => out.push_str(t),
-            Piece::Topic => out.push_str(topic),
-            Piece::Partition => out.push_str(&partition.to_string()),
-            Piece::Offset => out.push_str(&row.offset.to_string()),
-            Piece::Timestamp => out.push_str(&row.timestamp.to_string()),
-            Piece::Key => out.push_str(&lossy(&row.key).unwrap_or_default()),
-            Piece::Value => out.push_str(&lossy(&row.value).unwrap_or_default()),
-            Piece::Headers => out.push_str(&headers_text(row)),
+            Piece::Text(t) => out.write_all(t.as_bytes())?,
+            Piece::Topic => out.write_all(topic.as_bytes())?,
+            Piece::Partition => write!(out, "{partition}")?,
+            Piece::Offset => write!(out, "{}", row.offset)?,
+            Piece::Timestamp => write!(out, "{}", row.timestamp)?,
+            Piece::Key => out.write_all(row.key.as_deref().unwrap_or_default())?,
+            Piece::Value => out.write_all(row.value.as_deref().unwrap_or_default())?,
+            Piece::Headers => {
+                for (i, (k, v)) in row.headers.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    out.write_all(k.as_bytes())?;
+                    out.write_all(b"=")?;
+                    out.write_all(v.as_deref().unwrap_or_default())?;
+                }
+            }
         }
     }
-    out
+    out.write_all(b"\n")
 }
 
 /// One record as a JSON object (docs/cli.md; ../DESIGN.md's contract).
@@ -368,11 +364,11 @@ pub async fn run(globals: &Globals, args: ConsumeArgs) -> Result<(), CliError> {
                     decode_batch(&batch, limits, &mut rows)
                         .map_err(|e| CliError::Invalid(format!("{}-{partition}: a batch does not decode: {e}", args.topic)))?;
                     for row in rows.iter().filter(|r| r.offset >= position) {
-                        let line = match globals.format {
-                            Format::Text => render(&template, &args.topic, partition, row),
-                            Format::Json => record_json(&args.topic, partition, row).to_string(),
+                        let written = match globals.format {
+                            Format::Text => render(&mut stdout, &template, &args.topic, partition, row),
+                            Format::Json => writeln!(stdout, "{}", record_json(&args.topic, partition, row)),
                         };
-                        if writeln!(stdout, "{line}").is_err() {
+                        if written.is_err() {
                             // The reader went away (a closed pipe): stop quietly.
                             return Ok(());
                         }
@@ -423,8 +419,13 @@ mod tests {
             value: Some(Bytes::from_static(b"v")),
             headers: vec![("h".into(), Some(Bytes::from_static(b"1")))],
         };
-        assert_eq!(render(&pieces, "t", 2, &row), "2:7 k=v\t{x}");
-        assert_eq!(render(&parse_template("{headers}").unwrap(), "t", 0, &row), "h=1");
+        let text = |pieces: &[Piece]| {
+            let mut out = Vec::new();
+            render(&mut out, pieces, "t", 2, &row).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text(&pieces), "2:7 k=v\t{x}\n");
+        assert_eq!(text(&parse_template("{headers}").unwrap()), "h=1\n");
         for bad in ["{nope}", "{value", "}", "a } b"] {
             assert!(matches!(parse_template(bad), Err(CliError::Invalid(_))), "{bad}");
         }

@@ -2,9 +2,10 @@
 //! input, in batches sent to each partition's leader. Keyed records go to
 //! the partition Kafka's default partitioner picks (murmur2 of the key),
 //! keyless ones stick to one partition per batch; `--partition` overrides
-//! both. Retriable refusals (a leader that moved) refresh the metadata and
-//! are sent again, at most `RETRIES` times: a batch may then be written
-//! twice, as with any producer that is not idempotent.
+//! both. Up to `MAX_IN_FLIGHT` requests are unanswered at once. Retriable
+//! refusals (a leader that moved) refresh the metadata and are sent again,
+//! at most `RETRIES` times: a batch may then be written twice, and land
+//! after later ones, as with any producer that is not idempotent.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -18,11 +19,13 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use serde_json::json;
 
-use super::client::Client;
+use super::client::{Client, InFlight};
 use super::{CliError, Format, Globals};
 
 /// Sends of one batch after a retriable refusal.
 const RETRIES: u32 = 5;
+/// Produce requests written and not answered yet.
+const MAX_IN_FLIGHT: usize = 5;
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +154,9 @@ struct Producer<'a> {
     timeout_ms: i32,
     /// Partition → its leader.
     leaders: BTreeMap<i32, i32>,
+    /// Requests written and not answered yet, oldest first, with their
+    /// batches (sent again on a retriable refusal).
+    in_flight: std::collections::VecDeque<(i32, Bytes, InFlight)>,
 }
 
 impl Producer<'_> {
@@ -167,9 +173,49 @@ impl Producer<'_> {
         Ok(())
     }
 
-    /// Encodes and sends one partition's records, retrying retriable
-    /// refusals after a metadata refresh.
-    async fn send(&mut self, partition: i32, records: &[Record]) -> Result<(), CliError> {
+    fn request(&self, partition: i32, batch: Bytes) -> ProduceRequest {
+        ProduceRequest::default()
+            .with_acks(self.acks)
+            .with_timeout_ms(self.timeout_ms)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(self.topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch))])])
+    }
+
+    fn leader(&self, partition: i32) -> Result<i32, CliError> {
+        self.leaders.get(&partition).copied().filter(|l| *l >= 0).ok_or_else(|| {
+            CliError::kafka(
+                kafka_protocol::ResponseError::LeaderNotAvailable.code(),
+                format!("{}-{partition} has no leader", self.topic),
+            )
+        })
+    }
+
+    /// The first partition error of a produce answer, as a `CliError`.
+    fn refusal(&self, partition: i32, response: &ProduceResponse) -> Result<(), CliError> {
+        match response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .find(|p| p.error_code != 0)
+        {
+            None => Ok(()),
+            Some(p) => Err(CliError::kafka(
+                p.error_code,
+                match &p.error_message {
+                    Some(m) => format!("cannot write to {}-{partition}: {m}", self.topic),
+                    None => format!("cannot write to {}-{partition}", self.topic),
+                },
+            )),
+        }
+    }
+
+    /// Encodes one partition's records and writes them to its leader,
+    /// keeping up to `MAX_IN_FLIGHT` requests unanswered so that reading
+    /// and encoding go on while the broker writes.
+    async fn dispatch(&mut self, partition: i32, records: &[Record]) -> Result<(), CliError> {
         let mut encoded = BytesMut::new();
         let options = RecordEncodeOptions {
             version: 2,
@@ -178,54 +224,68 @@ impl Producer<'_> {
         RecordBatchEncoder::encode(&mut encoded, records, &options)
             .map_err(|e| CliError::Invalid(format!("cannot encode a batch: {e}")))?;
         let batch: Bytes = encoded.freeze();
-        let request = ProduceRequest::default()
-            .with_acks(self.acks)
-            .with_timeout_ms(self.timeout_ms)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(self.topic.to_string())))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(partition)
-                    .with_records(Some(batch))])]);
+        let leader = match self.leader(partition) {
+            Ok(leader) => leader,
+            Err(_) => return self.send_again(partition, batch).await,
+        };
+        let request = self.request(partition, batch.clone());
+        if self.acks == 0 {
+            return self.client.send(Some(leader), ApiKey::Produce, 9, &request).await;
+        }
+        let in_flight = self.client.write(Some(leader), ApiKey::Produce, 9, &request).await?;
+        self.in_flight.push_back((partition, batch, in_flight));
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.complete_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the oldest answer; a retriable refusal sends the batch again.
+    async fn complete_oldest(&mut self) -> Result<(), CliError> {
+        let Some((partition, batch, in_flight)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let response: ProduceResponse = self.client.read(&in_flight).await?;
+        match self.refusal(partition, &response) {
+            Err(CliError::Kafka { code, .. }) if retriable(code) => self.send_again(partition, batch).await,
+            other => other,
+        }
+    }
+
+    /// Every answer read.
+    async fn drain(&mut self) -> Result<(), CliError> {
+        while !self.in_flight.is_empty() {
+            self.complete_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a batch and waits for its answer, after a metadata refresh,
+    /// up to `RETRIES` times while the refusal is retriable.
+    async fn send_again(&mut self, partition: i32, batch: Bytes) -> Result<(), CliError> {
+        let request = self.request(partition, batch);
         let mut attempt = 0;
         loop {
-            let leader = self.leaders.get(&partition).copied().filter(|l| *l >= 0);
-            let outcome = match leader {
-                None => Err(CliError::kafka(
-                    kafka_protocol::ResponseError::LeaderNotAvailable.code(),
-                    format!("{}-{partition} has no leader", self.topic),
-                )),
-                Some(leader) if self.acks == 0 => self.client.send(Some(leader), ApiKey::Produce, 9, &request).await,
-                Some(leader) => {
+            attempt += 1;
+            tokio::time::sleep(RETRY_BACKOFF).await;
+            self.refresh().await?;
+            let outcome = match self.leader(partition) {
+                Err(e) => Err(e),
+                Ok(leader) => {
                     let response: ProduceResponse = self.client.call(Some(leader), ApiKey::Produce, 9, &request).await?;
-                    match response
-                        .responses
-                        .iter()
-                        .flat_map(|t| &t.partition_responses)
-                        .find(|p| p.error_code != 0)
-                    {
-                        None => Ok(()),
-                        Some(p) => Err(CliError::kafka(
-                            p.error_code,
-                            match &p.error_message {
-                                Some(m) => format!("cannot write to {}-{partition}: {m}", self.topic),
-                                None => format!("cannot write to {}-{partition}", self.topic),
-                            },
-                        )),
-                    }
+                    self.refusal(partition, &response)
                 }
             };
             match outcome {
-                Err(CliError::Kafka { code, .. })
-                    if attempt < RETRIES && kafka_protocol::ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable()) =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                    self.refresh().await?;
-                }
+                Err(CliError::Kafka { code, .. }) if attempt < RETRIES && retriable(code) => continue,
                 other => return other,
             }
         }
     }
+}
+
+fn retriable(code: i16) -> bool {
+    kafka_protocol::ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable())
 }
 
 pub async fn run(globals: &Globals, args: ProduceArgs) -> Result<(), CliError> {
@@ -250,6 +310,7 @@ pub async fn run(globals: &Globals, args: ProduceArgs) -> Result<(), CliError> {
         compression: args.compression.compression(),
         timeout_ms: i32::try_from(globals.timeout_ms).unwrap_or(i32::MAX),
         leaders: BTreeMap::new(),
+        in_flight: Default::default(),
     };
     producer.refresh().await?;
     let partitions = i32::try_from(producer.leaders.len()).unwrap_or(i32::MAX);
@@ -286,7 +347,10 @@ pub async fn run(globals: &Globals, args: ProduceArgs) -> Result<(), CliError> {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: slot.records.len() as i64,
-            sequence: -1,
+            // The codec's encoder starts a new batch wherever offset minus
+            // sequence changes; offset - 1 keeps one batch, with the base
+            // sequence -1 of a producer that is not idempotent.
+            sequence: slot.records.len() as i32 - 1,
             timestamp: crate::clock::now_ms(),
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
@@ -295,7 +359,7 @@ pub async fn run(globals: &Globals, args: ProduceArgs) -> Result<(), CliError> {
         records += 1;
         if slot.bytes >= batch_bytes {
             let full = std::mem::take(slot);
-            producer.send(partition, &full.records).await?;
+            producer.dispatch(partition, &full.records).await?;
             if key.is_none() && args.partition.is_none() {
                 // Keyless records move on to the next partition per batch.
                 sticky = (sticky + 1) % partitions.max(1);
@@ -315,9 +379,10 @@ pub async fn run(globals: &Globals, args: ProduceArgs) -> Result<(), CliError> {
     }
     for (partition, slot) in std::mem::take(&mut pending) {
         if !slot.records.is_empty() {
-            producer.send(partition, &slot.records).await?;
+            producer.dispatch(partition, &slot.records).await?;
         }
     }
+    producer.drain().await?;
     let seconds = started.elapsed().as_secs_f64();
     let rate = records as f64 / seconds.max(0.001);
     if progress.is_some() {
