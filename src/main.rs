@@ -52,6 +52,13 @@ enum Command {
         #[command(flatten)]
         args: sediment::cli::consume::ConsumeArgs,
     },
+    /// What the archive holds, read from the bucket directly (no broker needed).
+    Archive {
+        #[command(flatten)]
+        args: sediment::cli::archive::ArchiveArgs,
+        #[command(subcommand)]
+        command: sediment::cli::archive::ArchiveCommand,
+    },
     /// Print a shell completion script: `source <(sediment completion bash)`.
     Completion {
         #[arg(value_enum)]
@@ -78,6 +85,7 @@ fn main() -> ExitCode {
         Command::Topic { globals, command } => client_command(sediment::cli::topic::run(&globals, command)),
         Command::Cluster { globals, command } => client_command(sediment::cli::cluster::run(&globals, command)),
         Command::Group { globals, command } => client_command(sediment::cli::group::run(&globals, command)),
+        Command::Archive { args, command } => client_command(sediment::cli::archive::run(&args, command)),
         Command::Produce { globals, args } => client_command(sediment::cli::produce::run(&globals, args)),
         Command::Consume { globals, args } => client_command(sediment::cli::consume::run(&globals, args)),
         Command::Completion { shell } => {

@@ -5,6 +5,7 @@
 //! stderr naming Kafka's error, with a hint, and an exit code that says
 //! what kind of failure it was (see `CliError::exit_code`).
 
+pub mod archive;
 pub mod client;
 pub mod cluster;
 pub mod consume;

@@ -408,3 +408,43 @@ async fn produce_a_file_and_consume_it_back_exactly() {
     let (code, _) = fails(&b, &["produce", "cli-lines", "-f", "/no/such/file"]);
     assert_eq!(code, 2);
 }
+
+/// `archive ls|inspect` read the archive a broker tiered to, with no broker.
+#[test]
+fn archive_subcommands_read_the_bucket_directly() {
+    let broker =
+        Broker::start("log_maintenance_interval_ms = 200\ntiering_interval_ms = 200\n[topic_defaults]\n\"segment.ms\" = \"500\"\n");
+    let b = broker.bootstrap();
+    ok(&b, &["topic", "create", "cli-arch", "-p", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("lines.txt");
+    std::fs::write(&lines, (0..500).map(|i| format!("line {i}\n")).collect::<String>()).unwrap();
+    ok(&b, &["produce", "cli-arch", "-f", lines.to_str().unwrap(), "-p", "0"]);
+    // The next append after segment.ms rolls the segment, which is archived.
+    std::thread::sleep(Duration::from_millis(700));
+    ok(&b, &["produce", "cli-arch", "-f", lines.to_str().unwrap(), "-p", "0"]);
+    let archive = format!("file://{}/archive", broker.data_dir.display());
+    let mut inspected = serde_json::Value::Null;
+    crate::common::wait_until("the first segment is archived", 30, || {
+        inspected = json("", &["archive", "inspect", "cli-arch", "--archive", &archive]);
+        inspected["partitions"][0]["records"].as_i64().unwrap_or(0) >= 500
+    });
+    let p0 = &inspected["partitions"][0];
+    assert_eq!(p0["start_offset"], 0);
+    assert_eq!(p0["records"], 500, "{inspected}");
+    assert!(p0["bytes"].as_u64().unwrap() > 0 && p0["min_timestamp"].as_i64().unwrap() > 0);
+    let with_objects = json("", &["archive", "inspect", "cli-arch", "-o", "--archive", &archive]);
+    assert!(with_objects["partitions"][0]["object_list"][0]["key"]
+        .as_str()
+        .unwrap()
+        .ends_with(".parquet"));
+    let topics = json("", &["archive", "ls", "--archive", &archive]);
+    assert!(topics.as_array().unwrap().iter().any(|t| t == "cli-arch"), "{topics}");
+    assert!(ok("", &["archive", "inspect", "cli-arch", "--archive", &archive]).contains("PARTITION"));
+
+    let (code, line) = fails("", &["archive", "inspect", "cli-none", "--archive", &archive]);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains("UNKNOWN_TOPIC_OR_PARTITION") && line.contains("cli-none"), "{line}");
+    let (code, line) = fails("", &["archive", "ls", "--archive", "no scheme here"]);
+    assert_eq!(code, 2, "{line}");
+}
