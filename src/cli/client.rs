@@ -209,6 +209,54 @@ pub struct InFlight {
 pub const EARLIEST: i64 = -2;
 pub const LATEST: i64 = -1;
 
+/// A place in each partition, as `consume --from` and `group seek --to`
+/// name it: the log's start, its end, an offset, or the first offset at or
+/// after a time (ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    Start,
+    End,
+    Offset(i64),
+    Timestamp(i64),
+}
+
+impl Position {
+    /// Parses `s`, given to `flag`, whose words for the start and the end
+    /// are `start` and `end` (`beginning`/`end`, `earliest`/`latest`).
+    pub fn parse(flag: &str, s: &str, start: &str, end: &str) -> Result<Self, CliError> {
+        let bad = || CliError::Invalid(format!("{flag} {s}: give {start}, {end}, offset:N or timestamp:MS"));
+        let non_negative = |n: &str| n.parse().ok().filter(|n: &i64| *n >= 0);
+        match s.split_once(':') {
+            None if s == start => Ok(Position::Start),
+            None if s == end => Ok(Position::End),
+            Some(("offset", n)) => non_negative(n).map(Position::Offset).ok_or_else(bad),
+            Some(("timestamp", ms)) => non_negative(ms).map(Position::Timestamp).ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Where this position is in a partition whose log runs from `start`
+    /// to `end`; `at_time` is its leader's answer for a timestamp. No
+    /// record at or after the time: the end.
+    pub fn resolve(self, start: i64, end: i64, at_time: Option<i64>) -> i64 {
+        match self {
+            Position::Start => start,
+            Position::End => end,
+            Position::Offset(n) => n,
+            Position::Timestamp(_) => at_time.unwrap_or(end),
+        }
+    }
+}
+
+/// A partition's log start and end, and the offset its leader gave for a
+/// `Position::Timestamp`; `None` where the leader did not say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Located {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub at_time: Option<i64>,
+}
+
 impl Client {
     /// The broker that coordinates `group` (FindCoordinator v4, key type 0).
     pub async fn group_coordinator(&mut self, group: &str) -> Result<i32, CliError> {
@@ -233,6 +281,12 @@ impl Client {
     /// The partition indexes of an existing topic, in order; a missing one
     /// is Kafka's error (UNKNOWN_TOPIC_OR_PARTITION).
     pub async fn partitions_of(&mut self, topic: &str) -> Result<Vec<i32>, CliError> {
+        Ok(self.leaders(topic).await?.into_keys().collect())
+    }
+
+    /// Each partition of an existing topic with its leader (-1: none now);
+    /// a missing topic is Kafka's error (UNKNOWN_TOPIC_OR_PARTITION).
+    pub async fn leaders(&mut self, topic: &str) -> Result<BTreeMap<i32, i32>, CliError> {
         let metadata = self.metadata(Some(vec![topic.to_string()])).await?;
         let found = metadata
             .topics
@@ -241,9 +295,29 @@ impl Client {
         if found.error_code != 0 {
             return Err(CliError::kafka(found.error_code, format!("topic {topic}")));
         }
-        let mut partitions: Vec<i32> = found.partitions.iter().map(|p| p.partition_index).collect();
-        partitions.sort_unstable();
-        Ok(partitions)
+        Ok(found.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect())
+    }
+
+    /// The log start and end of each partition, and for a timestamp
+    /// position the first offset at or after it, from the leaders.
+    pub async fn locate(&mut self, partitions: &[(String, i32)], position: Position) -> Result<BTreeMap<(String, i32), Located>, CliError> {
+        let starts = self.list_offsets(partitions, EARLIEST).await?;
+        let ends = self.list_offsets(partitions, LATEST).await?;
+        let at_time = match position {
+            Position::Timestamp(ms) => self.list_offsets(partitions, ms).await?,
+            _ => BTreeMap::new(),
+        };
+        Ok(partitions
+            .iter()
+            .map(|key| {
+                let located = Located {
+                    start: starts.get(key).copied(),
+                    end: ends.get(key).copied(),
+                    at_time: at_time.get(key).copied(),
+                };
+                (key.clone(), located)
+            })
+            .collect())
     }
 
     /// The offsets for `timestamp` (EARLIEST, LATEST, or a time in ms) of

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, To
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
-use super::client::{Client, EARLIEST, LATEST};
+use super::client::{Client, Position};
 use super::{CliError, Format, Globals};
 use crate::archive::records::{decode_batch, Row};
 use crate::log::batch::{BatchHeader, HEADER_LEN};
@@ -53,29 +53,6 @@ pub struct ConsumeArgs {
     /// Include the records of aborted transactions.
     #[arg(long)]
     pub read_uncommitted: bool,
-}
-
-/// Where reading starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    Beginning,
-    End,
-    Offset(i64),
-    Timestamp(i64),
-}
-
-impl std::str::FromStr for Start {
-    type Err = CliError;
-    fn from_str(s: &str) -> Result<Self, CliError> {
-        let bad = || CliError::Invalid(format!("--from {s}: give beginning, end, offset:N or timestamp:MS"));
-        match s.split_once(':') {
-            None if s == "beginning" => Ok(Start::Beginning),
-            None if s == "end" => Ok(Start::End),
-            Some(("offset", n)) => n.parse().ok().filter(|n: &i64| *n >= 0).map(Start::Offset).ok_or_else(bad),
-            Some(("timestamp", ms)) => ms.parse().ok().filter(|ms: &i64| *ms >= 0).map(Start::Timestamp).ok_or_else(bad),
-            _ => Err(bad()),
-        }
-    }
 }
 
 /// A piece of a template.
@@ -246,7 +223,7 @@ impl Aborted {
 }
 
 pub async fn run(globals: &Globals, args: ConsumeArgs) -> Result<(), CliError> {
-    let start: Start = args.from.parse()?;
+    let start = Position::parse("--from", &args.from, "beginning", "end")?;
     let template = match (&args.template, args.key_value) {
         (Some(_), true) => return Err(CliError::Invalid("give --template or --key-value, not both".to_string())),
         (Some(t), false) => parse_template(t)?,
@@ -267,22 +244,10 @@ pub async fn run(globals: &Globals, args: ConsumeArgs) -> Result<(), CliError> {
         return Err(CliError::Invalid(format!("topic {} has no partition {missing}", args.topic)));
     }
     let keys: Vec<(String, i32)> = chosen.iter().map(|p| (args.topic.clone(), *p)).collect();
-    let starts = client.list_offsets(&keys, EARLIEST).await?;
-    let ends = client.list_offsets(&keys, LATEST).await?;
-    let at_time = match start {
-        Start::Timestamp(ms) => client.list_offsets(&keys, ms).await?,
-        _ => BTreeMap::new(),
-    };
     let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
-    for key in &keys {
-        let end = ends.get(key).copied().unwrap_or(0);
-        let position = match start {
-            Start::Beginning => starts.get(key).copied().unwrap_or(0),
-            Start::End => end,
-            Start::Offset(n) => n,
-            Start::Timestamp(_) => at_time.get(key).copied().unwrap_or(end),
-        };
-        positions.insert(key.1, position);
+    for ((_, partition), located) in client.locate(&keys, start).await? {
+        let position = start.resolve(located.start.unwrap_or(0), located.end.unwrap_or(0), located.at_time);
+        positions.insert(partition, position);
     }
     let isolation: i8 = if args.read_uncommitted { 0 } else { 1 };
     let limits = crate::log::records::Limits {
@@ -294,14 +259,9 @@ pub async fn run(globals: &Globals, args: ConsumeArgs) -> Result<(), CliError> {
     let mut leaders: BTreeMap<i32, i32> = BTreeMap::new();
     loop {
         if leaders.is_empty() {
-            let metadata = client.metadata(Some(vec![args.topic.clone()])).await?;
-            leaders = metadata
-                .topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .filter(|p| positions.contains_key(&p.partition_index))
-                .map(|p| (p.partition_index, p.leader_id.0))
-                .collect();
+            // A topic deleted meanwhile ends the command with Kafka's error.
+            leaders = client.leaders(&args.topic).await?;
+            leaders.retain(|partition, _| positions.contains_key(partition));
         }
         let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
         for (&partition, &leader) in &leaders {
@@ -438,13 +398,22 @@ mod tests {
 
     #[test]
     fn starts_parse() {
-        assert_eq!("beginning".parse::<Start>(), Ok(Start::Beginning));
-        assert_eq!("end".parse::<Start>(), Ok(Start::End));
-        assert_eq!("offset:3".parse::<Start>(), Ok(Start::Offset(3)));
-        assert_eq!("timestamp:9".parse::<Start>(), Ok(Start::Timestamp(9)));
+        let parse = |s| Position::parse("--from", s, "beginning", "end");
+        assert_eq!(parse("beginning"), Ok(Position::Start));
+        assert_eq!(parse("end"), Ok(Position::End));
+        assert_eq!(parse("offset:3"), Ok(Position::Offset(3)));
+        assert_eq!(parse("timestamp:9"), Ok(Position::Timestamp(9)));
         for bad in ["", "start", "offset:-2", "timestamp:x"] {
-            assert!(bad.parse::<Start>().is_err(), "{bad}");
+            assert!(parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse("first"),
+            Err(CliError::Invalid(
+                "--from first: give beginning, end, offset:N or timestamp:MS".into()
+            ))
+        );
+        assert_eq!(Position::Timestamp(5).resolve(0, 9, None), 9, "no record after the time: the end");
+        assert_eq!(Position::Timestamp(5).resolve(0, 9, Some(4)), 4);
     }
 
     #[test]

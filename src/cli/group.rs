@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
-use super::client::{Client, EARLIEST, LATEST};
+use super::client::{Client, Position, LATEST};
 use super::output::table;
 use super::{print, CliError, Globals};
 
@@ -46,34 +46,6 @@ pub enum GroupCommand {
         #[arg(long)]
         dry_run: bool,
     },
-}
-
-/// Where `seek` moves each partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeekTarget {
-    Earliest,
-    Latest,
-    Offset(i64),
-    Timestamp(i64),
-}
-
-impl std::str::FromStr for SeekTarget {
-    type Err = CliError;
-    fn from_str(s: &str) -> Result<Self, CliError> {
-        let bad = || CliError::Invalid(format!("--to {s}: give earliest, latest, offset:N or timestamp:MS"));
-        match s.split_once(':') {
-            None if s == "earliest" => Ok(SeekTarget::Earliest),
-            None if s == "latest" => Ok(SeekTarget::Latest),
-            Some(("offset", n)) => n.parse().ok().filter(|n: &i64| *n >= 0).map(SeekTarget::Offset).ok_or_else(bad),
-            Some(("timestamp", ms)) => ms
-                .parse()
-                .ok()
-                .filter(|ms: &i64| *ms >= 0)
-                .map(SeekTarget::Timestamp)
-                .ok_or_else(bad),
-            _ => Err(bad()),
-        }
-    }
 }
 
 /// One partition's row in `group describe`.
@@ -240,7 +212,7 @@ pub async fn run(globals: &Globals, command: GroupCommand) -> Result<(), CliErro
             to,
             dry_run,
         } => {
-            let target: SeekTarget = to.parse()?;
+            let target = Position::parse("--to", &to, "earliest", "latest")?;
             seek(&mut client, globals, &group, &topic, partitions, target, dry_run).await?;
         }
     }
@@ -311,7 +283,7 @@ async fn seek(
     group: &str,
     topic: &str,
     partitions: Vec<i32>,
-    target: SeekTarget,
+    target: Position,
     dry_run: bool,
 ) -> Result<(), CliError> {
     let all = client.partitions_of(topic).await?;
@@ -322,24 +294,17 @@ async fn seek(
     let keys: Vec<(String, i32)> = chosen.iter().map(|p| (topic.to_string(), *p)).collect();
     let coordinator = client.group_coordinator(group).await?;
     let before = committed_offsets(client, coordinator, group).await?;
-    let starts = client.list_offsets(&keys, EARLIEST).await?;
-    let ends = client.list_offsets(&keys, LATEST).await?;
-    let at_time = match target {
-        SeekTarget::Timestamp(ms) => client.list_offsets(&keys, ms).await?,
-        _ => BTreeMap::new(),
-    };
+    let located = client.locate(&keys, target).await?;
     let mut plan = Vec::new();
     for key in &keys {
-        let (Some(start), Some(end)) = (starts.get(key).copied(), ends.get(key).copied()) else {
+        let located = located.get(key).copied().unwrap_or_default();
+        let (Some(start), Some(end)) = (located.start, located.end) else {
             return Err(CliError::Unreachable(format!("no offsets for {}-{} from its leader", key.0, key.1)));
         };
         let new = match target {
-            SeekTarget::Earliest => start,
-            SeekTarget::Latest => end,
             // Kafka's rule: an offset out of range is clamped to it.
-            SeekTarget::Offset(n) => n.clamp(start, end),
-            // No record at or after the time: the end.
-            SeekTarget::Timestamp(_) => at_time.get(key).copied().unwrap_or(end),
+            Position::Offset(n) => n.clamp(start, end),
+            other => other.resolve(start, end, located.at_time),
         };
         plan.push((key.1, before.get(key).copied().unwrap_or(-1), new));
     }
@@ -401,15 +366,13 @@ mod tests {
 
     #[test]
     fn seek_targets_parse_and_lag_needs_both_ends() {
-        assert_eq!("earliest".parse::<SeekTarget>(), Ok(SeekTarget::Earliest));
-        assert_eq!("latest".parse::<SeekTarget>(), Ok(SeekTarget::Latest));
-        assert_eq!("offset:42".parse::<SeekTarget>(), Ok(SeekTarget::Offset(42)));
-        assert_eq!(
-            "timestamp:1700000000000".parse::<SeekTarget>(),
-            Ok(SeekTarget::Timestamp(1_700_000_000_000))
-        );
-        for bad in ["", "first", "offset:", "offset:-1", "offset:x", "timestamp:soon", "latest:1"] {
-            assert!(matches!(bad.parse::<SeekTarget>(), Err(CliError::Invalid(_))), "{bad}");
+        let parse = |s| Position::parse("--to", s, "earliest", "latest");
+        assert_eq!(parse("earliest"), Ok(Position::Start));
+        assert_eq!(parse("latest"), Ok(Position::End));
+        assert_eq!(parse("offset:42"), Ok(Position::Offset(42)));
+        assert_eq!(parse("timestamp:1700000000000"), Ok(Position::Timestamp(1_700_000_000_000)));
+        for bad in ["", "first", "offset:", "offset:-1", "offset:x", "timestamp:soon", "latest:1", "end"] {
+            assert!(matches!(parse(bad), Err(CliError::Invalid(_))), "{bad}");
         }
         let row = |committed, log_end| OffsetRow {
             topic: "t".into(),

@@ -161,15 +161,7 @@ struct Producer<'a> {
 
 impl Producer<'_> {
     async fn refresh(&mut self) -> Result<(), CliError> {
-        let metadata = self.client.metadata(Some(vec![self.topic.to_string()])).await?;
-        let found = metadata
-            .topics
-            .first()
-            .ok_or_else(|| CliError::Invalid("the broker answered for no topic".to_string()))?;
-        if found.error_code != 0 {
-            return Err(CliError::kafka(found.error_code, format!("topic {}", self.topic)));
-        }
-        self.leaders = found.partitions.iter().map(|p| (p.partition_index, p.leader_id.0)).collect();
+        self.leaders = self.client.leaders(self.topic).await?;
         Ok(())
     }
 
