@@ -144,9 +144,10 @@ impl Connection {
         Ok((correlation_id, buf))
     }
 
-    /// Writes a request without waiting for its answer, within `timeout`;
-    /// returns its correlation id for `read_response`. Answers come in the
-    /// order requests were written (Kafka's rule for one connection).
+    /// Writes a request without waiting for its answer (or one that gets
+    /// none: Produce with acks=0), within `timeout`; returns its correlation
+    /// id for `read_response`. Answers come in the order requests were
+    /// written (Kafka's rule for one connection).
     pub async fn write_request<Req: Encodable + HeaderVersion>(
         &mut self,
         api_key: ApiKey,
@@ -193,17 +194,6 @@ impl Connection {
             );
         }
         Resp::decode(&mut frame, version)
-    }
-
-    /// Sends a request that gets no response (Produce with acks=0).
-    pub async fn send<Req: Encodable + HeaderVersion>(
-        &mut self,
-        api_key: ApiKey,
-        version: i16,
-        request: &Req,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        self.write_request(api_key, version, request, timeout).await.map(|_| ())
     }
 
     /// Sends one request and reads its response, within `timeout` each.
