@@ -92,6 +92,27 @@ enum Line {
 
 type Table = HashMap<String, TxnMetadata>;
 
+impl Line {
+    fn id(&self) -> &str {
+        match self {
+            Line::Put { txn } => &txn.transactional_id,
+            Line::Remove { transactional_id } => transactional_id,
+        }
+    }
+
+    /// The change the line records, made to `table`.
+    fn apply_to(self, table: &mut Table) {
+        match self {
+            Line::Put { txn } => {
+                table.insert(txn.transactional_id.clone(), txn);
+            }
+            Line::Remove { transactional_id } => {
+                table.remove(&transactional_id);
+            }
+        }
+    }
+}
+
 pub struct TxnCoordinator {
     config: TxnConfig,
     table: Arc<Mutex<Table>>,
@@ -119,14 +140,7 @@ impl TxnCoordinator {
         std::fs::create_dir_all(meta_dir)?;
         let path = meta_dir.join("transactions.jsonl");
         let mut table = Table::new();
-        crate::line_file::read_lines(&path, "transactions.jsonl", |line| match line {
-            Line::Put { txn } => {
-                table.insert(txn.transactional_id.clone(), txn);
-            }
-            Line::Remove { transactional_id } => {
-                table.remove(&transactional_id);
-            }
-        })?;
+        crate::line_file::read_lines(&path, "transactions.jsonl", |line: Line| line.apply_to(&mut table))?;
         let file = LineFile::rewrite_and_open(&path, &compact(&table)?)?;
         Ok(Self {
             config,
@@ -163,12 +177,7 @@ impl TxnCoordinator {
         let mut loaded = Table::new();
         for line in lines {
             match serde_json::from_slice::<Line>(line) {
-                Ok(Line::Put { txn }) if belongs(&txn.transactional_id) => {
-                    loaded.insert(txn.transactional_id.clone(), txn);
-                }
-                Ok(Line::Remove { transactional_id }) if belongs(&transactional_id) => {
-                    loaded.remove(&transactional_id);
-                }
+                Ok(line) if belongs(line.id()) => line.apply_to(&mut loaded),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable transaction state record"),
             }
@@ -214,24 +223,12 @@ impl TxnCoordinator {
     /// thread that runs to the end even if the caller goes away.
     async fn persist(&self, line: Line) -> Result<(), CoordinatorError> {
         if let Some(replicator) = self.replicator.get() {
-            let id = match &line {
-                Line::Put { txn } => txn.transactional_id.clone(),
-                Line::Remove { transactional_id } => transactional_id.clone(),
-            };
             let bytes = serde_json::to_vec(&line).map_err(|e| CoordinatorError::Unavailable(e.to_string()))?;
-            replicator.replicate(&id, bytes).await.map_err(|e| {
-                tracing::warn!(transactional_id = %id, error = %e, "cannot replicate transaction state");
+            replicator.replicate(line.id(), bytes).await.map_err(|e| {
+                tracing::warn!(transactional_id = %line.id(), error = %e, "cannot replicate transaction state");
                 CoordinatorError::Unavailable(e.to_string())
             })?;
-            let mut table = self.table.lock();
-            match line {
-                Line::Put { txn } => {
-                    table.insert(id, txn);
-                }
-                Line::Remove { .. } => {
-                    table.remove(&id);
-                }
-            }
+            line.apply_to(&mut self.table.lock());
             return Ok(());
         }
         let file = self.file.clone();
@@ -242,14 +239,7 @@ impl TxnCoordinator {
             bytes.push(b'\n');
             file.append(&bytes)?;
             let mut table = table.lock();
-            match line {
-                Line::Put { txn } => {
-                    table.insert(txn.transactional_id.clone(), txn);
-                }
-                Line::Remove { transactional_id } => {
-                    table.remove(&transactional_id);
-                }
-            }
+            line.apply_to(&mut table);
             if file.needs_compaction() {
                 let compacted = compact(&table);
                 drop(table);
