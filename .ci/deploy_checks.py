@@ -56,6 +56,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "sediment"
 NAMESPACE = "streaming"
 
+# metrics.prometheusRule.runbookBaseUrl in the value sets that set one.
+RUNBOOKS = "https://github.com/example/sediment/blob/main/docs/operations.md"
+
 # Value sets that must render. Each is a dict of overrides on values.yaml.
 GOOD = {
     "defaults": {},
@@ -97,7 +100,8 @@ GOOD = {
         },
         "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
         "updatePartition": 2,
-        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+        "metrics": {"serviceMonitor": {"enabled": True},
+                    "prometheusRule": {"enabled": True, "runbookBaseUrl": RUNBOOKS},
                     "grafanaDashboard": {"enabled": True, "namespace": "monitoring",
                                          "labels": {"team": "streaming"},
                                          "annotations": {"grafana_folder": "Kafka"}}},
@@ -125,7 +129,10 @@ GOOD = {
                                "defaultReplicationFactor": 3, "offsetsTopicPartitions": 4,
                                "offsetsTopicReplicationFactor": 3}},
         "persistence": {"storageClass": "gp3", "size": "200Gi"},
-        "metrics": {"prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}},
+        # The alert tests (.ci/alert-tests.yaml) run on this set's rules.
+        "metrics": {"prometheusRule": {"enabled": True, "runbookBaseUrl": RUNBOOKS,
+                                       "consumerGroupLag": {"enabled": True, "records": 1000}},
+                    "grafanaDashboard": {"enabled": True}},
     },
     "cluster-nodeport-etcd-1": {
         "replicas": 1,
@@ -248,6 +255,14 @@ BAD_SCHEMA = {
     "a metrics token Secret name that is not a DNS name": {"metrics": {"tokenSecretName": "Token"}},
     "an empty Secret key": {"metrics": {"tokenSecretName": "token", "tokenSecretKey": ""}},
     "an INTERNAL port above 65535": {"broker": {"internalPort": 70000}},
+    "a runbook base URL that is not a URL": {"metrics": {"prometheusRule": {"runbookBaseUrl": "docs/operations.md"}}},
+    "a runbook base URL with its own #anchor": {
+        "metrics": {"prometheusRule": {"runbookBaseUrl": "https://example.com/operations.md#alerts"}}},
+    "a consumer group lag threshold of 0 records": {
+        "metrics": {"prometheusRule": {"consumerGroupLag": {"enabled": True, "records": 0}}}},
+    "a consumer group lag duration without a unit": {
+        "metrics": {"prometheusRule": {"consumerGroupLag": {"for": "15"}}}},
+    "a slow request rate of 0": {"metrics": {"prometheusRule": {"slowRequestsPerSecond": 0}}},
 }
 
 # Values the schema allows but the templates refuse, with the message expected.
@@ -424,20 +439,9 @@ def main():
     print("ok   SEDIMENT_* env names, per-pod advertised address and broker id, etcd, termination grace period")
     check_security_objects(rendered, notes)
 
-    # The alert rules' metric names; run_rendered_cluster checks them
-    # against a live scrape.
-    alert_metrics = set()
-    for docs in rendered.values():
-        for d in docs:
-            if d["kind"] == "PrometheusRule":
-                for group in d["spec"]["groups"]:
-                    for rule in group["rules"]:
-                        alert_metrics |= set(re.findall(r"\b(sediment_[a-z_]+)", rule["expr"]))
-    for needed in ("sediment_under_replicated_partitions", "sediment_etcd_session_up"):
-        if needed not in alert_metrics:
-            fail(f"no alert uses {needed}")
-    if not alert_metrics:
-        fail("no PrometheusRule was rendered")
+    # The alert rules: promtool, their unit tests, their runbooks; their
+    # metric names are checked by run_rendered_cluster against a live scrape.
+    alert_metrics = check_alert_rules(rendered)
 
     # The Grafana dashboard: well formed, rendered where enabled; its
     # metric names are checked against the same live scrape.
@@ -480,6 +484,128 @@ def main():
     if failures:
         print(f"0 passed, {len(failures)} failed")
         sys.exit(1)
+
+
+OPERATIONS = ROOT / "docs" / "operations.md"
+RUNBOOK_SECTION = "## Alerts and runbooks"
+ALERT_TESTS = ROOT / ".ci" / "alert-tests.yaml"
+# The value set whose rules .ci/alert-tests.yaml tests (its selector labels
+# and thresholds are the ones the tests' series carry).
+ALERT_TEST_SET = "cluster-external-etcd-irsa"
+
+
+def github_anchors(markdown):
+    """The anchors GitHub gives a markdown file's headings: the text in
+    lowercase, punctuation other than '-' and '_' dropped, spaces turned to
+    '-', a repeated anchor suffixed -1, -2, ... Fenced code is skipped (a
+    shell comment there is not a heading)."""
+    anchors, seen, fenced = [], {}, False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        match = None if fenced else re.match(r"^#{1,6} +(.*?) *#*$", line)
+        if not match:
+            continue
+        anchor = re.sub(r"[^\w\- ]", "", match.group(1).lower()).replace(" ", "-")
+        count = seen.get(anchor, 0)
+        seen[anchor] = count + 1
+        anchors.append(anchor if count == 0 else f"{anchor}-{count}")
+    return anchors
+
+
+def promtool(*args):
+    """Runs promtool; returns (ok, output), or None when it is missing."""
+    if shutil.which("promtool") is None:
+        fail("promtool is missing (.ci/test.sh installs it from Debian's prometheus package)")
+        return None
+    proc = subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=120)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+def check_alert_rules(rendered):
+    """The rendered PrometheusRules: promtool check rules accepts each set's
+    groups; promtool test rules runs .ci/alert-tests.yaml on ALERT_TEST_SET's
+    rules (annotations left out: the tests are about when alerts fire);
+    every alert has a "### <AlertName>" runbook under "## Alerts and
+    runbooks" in docs/operations.md, and nothing else is there; where
+    metrics.prometheusRule.runbookBaseUrl is set, every alert's runbook_url
+    is that URL with the anchor of its runbook heading. Returns the metric
+    names the rules use."""
+    already_failed = len(failures)
+    operations = OPERATIONS.read_text()
+    anchors = set(github_anchors(operations))
+    if RUNBOOK_SECTION not in operations:
+        fail(f"docs/operations.md has no '{RUNBOOK_SECTION}' section")
+        runbooks = set()
+    else:
+        section = operations.split(RUNBOOK_SECTION, 1)[1].split("\n## ", 1)[0]
+        runbooks = set(re.findall(r"^### (\w+)$", section, re.M))
+    alert_metrics, alerts = set(), set()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        for name, docs in rendered.items():
+            rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+            wanted = GOOD[name].get("metrics", {}).get("prometheusRule", {})
+            if len(rules) != (1 if wanted.get("enabled") else 0):
+                fail(f"{name}: {len(rules)} PrometheusRules rendered, enabled={wanted.get('enabled', False)}")
+                continue
+            for d in rules:
+                groups = d["spec"]["groups"]
+                base = wanted.get("runbookBaseUrl", "")
+                for group in groups:
+                    for rule in group["rules"]:
+                        alert = rule["alert"]
+                        alerts.add(alert)
+                        alert_metrics |= set(re.findall(r"\b(sediment_[a-z0-9_]+)", rule["expr"]))
+                        url = rule.get("annotations", {}).get("runbook_url")
+                        if not base:
+                            if url is not None:
+                                fail(f"{name}: {alert} has runbook_url {url} without runbookBaseUrl")
+                        elif url != f"{base}#{alert.lower()}":
+                            fail(f"{name}: {alert}'s runbook_url is {url}, not {base}#{alert.lower()}")
+                        elif url.split("#", 1)[1] not in anchors:
+                            fail(f"{name}: {alert}'s runbook_url points to #{url.split('#', 1)[1]}, "
+                                 "which is no heading of docs/operations.md")
+                        if not rule.get("annotations", {}).get("summary"):
+                            fail(f"{name}: {alert} has no summary")
+                rules_file = scratch / f"{name}.yaml"
+                rules_file.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+                result = promtool("check", "rules", str(rules_file))
+                if result is None:
+                    return alert_metrics
+                if not result[0]:
+                    fail(f"{name}: promtool check rules: {result[1]}")
+                if name == ALERT_TEST_SET:
+                    bare = [{**group, "rules": [{k: v for k, v in rule.items() if k != "annotations"}
+                                                for rule in group["rules"]]} for group in groups]
+                    (scratch / "alert-rules.yaml").write_text(yaml.safe_dump({"groups": bare}, sort_keys=False))
+        tests = yaml.safe_load(ALERT_TESTS.read_text())
+        if tests.get("rule_files") != ["alert-rules.yaml"]:
+            fail(f"{ALERT_TESTS.name}: rule_files must be [alert-rules.yaml] (the rendered rules)")
+        shutil.copy(ALERT_TESTS, scratch / "alert-tests.yaml")
+        result = promtool("test", "rules", str(scratch / "alert-tests.yaml"))
+        if result is not None and not result[0]:
+            fail(f"promtool test rules {ALERT_TESTS.name}: {result[1]}")
+        tested = {t["alertname"] for case in tests.get("tests", []) for t in case.get("alert_rule_test", [])}
+    for needed in ("SedimentUnderReplicatedPartitions", "SedimentOfflinePartitions",
+                   "SedimentTieringStalled", "SedimentSlowRequests"):
+        if needed not in tested:
+            fail(f"{ALERT_TESTS.name} does not test {needed}")
+    if not alerts:
+        fail("no PrometheusRule was rendered")
+    for needed in ("sediment_under_replicated_partitions", "sediment_etcd_session_up"):
+        if needed not in alert_metrics:
+            fail(f"no alert uses {needed}")
+    if alerts - runbooks:
+        fail(f"alerts without a runbook (### <AlertName> under '{RUNBOOK_SECTION}'): {sorted(alerts - runbooks)}")
+    if runbooks - alerts:
+        fail(f"runbooks of alerts no value set renders: {sorted(runbooks - alerts)}")
+    if len(failures) == already_failed:
+        print(f"ok   alert rules: {len(alerts)} alerts, promtool check rules for each set, "
+              f"promtool test rules {ALERT_TESTS.name} ({len(tested)} alerts tested), "
+              "a runbook for each, runbook_url anchors in docs/operations.md")
+    return alert_metrics
 
 
 def config_keys():
