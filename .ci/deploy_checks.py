@@ -33,6 +33,7 @@ there.
 Usage: python deploy_checks.py OUT_DIR KUBE_VERSION...
 """
 
+import importlib.metadata
 import json
 import os
 import re
@@ -1255,10 +1256,161 @@ def check_dashboards(rendered):
         {"type": "timeseries", "targets": [{"expr": "rate(sediment_fetch_records_total[5m])"}]}]}]}
     if "sediment_fetch_records_total" not in dashboard_metrics(probe):
         fail("dashboard_metrics misses a query inside a collapsed row")
+
+    # Grafana's schema: the dashboard must pass, and the check must catch a
+    # real violation (a number where the schema wants a string, a legend
+    # placement it does not list, a key it does not name).
+    schema_errors = grafana_schema_errors(dashboard)
+    for error in schema_errors:
+        fail(f"the dashboard does not fit Grafana's schema: {error}")
+    broken = json.loads(source)
+    first = next(p for p in iter_panels(broken["panels"]) if p["type"] == "timeseries")
+    first["fieldConfig"]["defaults"]["unit"] = 5
+    first["options"]["legend"]["placement"] = "middle"
+    first["gridpos"] = first.pop("gridPos")
+    caught = grafana_schema_errors(broken)
+    if len(caught) != 3:
+        fail(f"the Grafana schema check misses violations: {caught}")
+
     rows = sum(1 for panel in panels if panel["type"] == "row")
-    print(f"ok   Grafana dashboard: {len(panels) - rows} panels in {rows} rows, {len(names)} metric names, "
+    sdk = importlib.metadata.version("grafana-foundation-sdk")
+    print(f"ok   Grafana dashboard: fits Grafana's schema (grafana-foundation-sdk {sdk}), {len(panels) - rows} panels in {rows} rows, {len(names)} metric names, "
           "a data source variable, rendered where enabled")
     return names
+
+
+# Keys Grafana itself writes into a dashboard that the schema of
+# grafana-foundation-sdk does not name: a template variable's `definition`
+# is the query as the variable editor shows it.
+SCHEMA_UNNAMED_KEYS = {("templating", "list", "definition")}
+
+
+def grafana_schema_errors(dashboard):
+    """The dashboard checked against Grafana's dashboard schema, offline:
+    grafana-foundation-sdk's Python models are generated from the schema
+    Grafana publishes (the CUE kinds: the dashboard, each core panel's
+    options and field config, each data source's query). The SDK decodes
+    without checking (from_json copies values and drops unknown keys), so
+    this checks what it decoded against the models' type annotations:
+    strings, numbers, booleans, enums and literals (a legend placement, a
+    draw style, a variable's refresh), nested objects, lists; and a
+    round trip through to_json finds every key the schema does not name (a
+    misspelt gridPos, a query's exp). Returns the errors, each with its
+    JSON path."""
+    import enum
+    import types
+    import typing
+    from grafana_foundation_sdk.cog import plugins
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    plugins.register_default_plugins()
+    errors = []
+
+    def is_model(value):
+        return callable(getattr(type(value), "to_json", None)) and \
+            callable(getattr(type(value), "from_json", None)) and not isinstance(value, type)
+
+    def json_name(attribute):
+        # The models' attribute names: snake_case, with _val after names
+        # Python reserves (type_val, id_val, list_val).
+        words = attribute.removesuffix("_val").split("_")
+        return words[0] + "".join(w.capitalize() for w in words[1:])
+
+    def walk(obj, path):
+        if type(obj).__name__ == "UnknownDataquery":
+            errors.append(f"{path}: a query for a data source type the schema does not know")
+            return
+        module = sys.modules[type(obj).__module__]
+        for attribute, hint in typing.get_type_hints(type(obj), vars(module)).items():
+            if hasattr(obj, attribute):
+                check(getattr(obj, attribute), hint, f"{path}.{json_name(attribute)}", module)
+
+    def check(value, hint, path, module, report=True):
+        """True when value fits hint; reports why not when report."""
+        def no(why):
+            if report:
+                errors.append(f"{path}: {why}")
+            return False
+        hint = resolve(hint, module)
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if hint in (typing.Any, object):
+            return walk_fits(value, path, report) if is_model(value) else True
+        if origin in (typing.Union, types.UnionType):
+            options = [a for a in args if a is not type(None)]
+            if value is None:
+                return type(None) in args or no("null")
+            if len(options) == 1:
+                return check(value, options[0], path, module, report)
+            for option in map(lambda o: resolve(o, module), options):
+                # A model decoded as one of the union's types is checked as that.
+                if isinstance(option, type) and is_model(value) and isinstance(value, option):
+                    return check(value, option, path, module, report)
+            for option in options:
+                if check(value, option, path, module, report=False):
+                    return check(value, option, path, module, report)
+            return no(f"{json.dumps(value, cls=JSONEncoder)[:80]} fits none of {hint}")
+        if origin is typing.Literal:
+            return value in args or no(f"{value!r} is not one of {list(args)}")
+        if origin is list:
+            if not isinstance(value, list):
+                return no(f"{type(value).__name__}, not a list")
+            return all([check(v, args[0], f"{path}[{i}]", module, report) for i, v in enumerate(value)])
+        if origin is dict:
+            if not isinstance(value, dict):
+                return no(f"{type(value).__name__}, not an object")
+            return all([check(v, args[1], f"{path}.{k}", module, report) for k, v in value.items()])
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            if value in {m.value for m in hint} and not isinstance(value, bool):
+                return True
+            return no(f"{value!r} is not one of {[m.value for m in hint]}")
+        if hint is bool:
+            return isinstance(value, bool) or no(f"{value!r} is not a boolean")
+        if hint in (int, float):
+            if isinstance(value, bool) or not isinstance(value, int if hint is int else (int, float)):
+                return no(f"{value!r} is not {'an integer' if hint is int else 'a number'}")
+            return True
+        if hint is str:
+            return isinstance(value, str) or no(f"{value!r} is not a string")
+        if isinstance(hint, type):
+            if not isinstance(value, hint):
+                return no(f"{type(value).__name__}, not {hint.__name__}")
+            return walk_fits(value, path, report) if is_model(value) else True
+        return no(f"a type this check does not know: {hint}")
+
+    def resolve(hint, module):
+        if isinstance(hint, typing.ForwardRef):
+            return eval(hint.__forward_arg__, vars(module))
+        return eval(hint, vars(module)) if isinstance(hint, str) else hint
+
+    def walk_fits(obj, path, report):
+        before = len(errors)
+        walk(obj, path)
+        ok = len(errors) == before
+        if not report:
+            del errors[before:]
+        return ok
+
+    def dropped(original, back, path, keys):
+        if isinstance(original, dict) and isinstance(back, dict):
+            for key, value in original.items():
+                where = (*keys, key)
+                if key not in back:
+                    if where[-3:] not in SCHEMA_UNNAMED_KEYS:
+                        errors.append(f"{path}.{key}: a key the schema does not name")
+                else:
+                    dropped(value, back[key], f"{path}.{key}", (*keys, key))
+        elif isinstance(original, list) and isinstance(back, list):
+            for i, (a, b) in enumerate(zip(original, back)):
+                dropped(a, b, f"{path}[{i}]", keys)
+
+    try:
+        model = Dashboard.from_json(dashboard)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        return [f"the SDK cannot decode it: {type(e).__name__} {e}"]
+    walk(model, "dashboard")
+    dropped(dashboard, json.loads(json.dumps(model, cls=JSONEncoder)), "dashboard", ())
+    return errors
 
 
 def iter_panels(panels):

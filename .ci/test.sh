@@ -21,6 +21,22 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# promtool: the deploy checks run it on the chart's alert rules (check rules,
+# and test rules with .ci/alert-tests.yaml). It comes from Debian's
+# prometheus package, unpacked rather than installed: installing the package
+# would start a Prometheus server on :9090, and its recommended
+# prometheus-node-exporter another on :9100.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing: promtool (Debian's prometheus 2.42, /usr/local/bin/promtool only)"
+  dl="$(mktemp -d)"
+  chmod 755 "$dl"
+  (cd "$dl" && { apt-get download -qq prometheus 2>/dev/null \
+                 || { apt-get update -qq && apt-get download -qq prometheus; }; })
+  dpkg-deb --fsys-tarfile "$dl"/prometheus_*.deb | tar -xO ./usr/bin/promtool >/usr/local/bin/promtool
+  chmod 755 /usr/local/bin/promtool
+  rm -rf "$dl"
+fi
+
 # Python clients under test (kafka-python with its compression codecs) and
 # pyarrow, which reads the archive straight from the S3 test server.
 if ! python3 -c "import kafka, snappy, lz4.frame, zstandard, pyarrow" 2>/dev/null; then
