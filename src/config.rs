@@ -61,6 +61,10 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Requests read ahead of their responses on one connection.
     pub max_inflight_requests_per_connection: usize,
+    /// A request that takes longer (less a Fetch's long poll and a
+    /// rebalance's wait) is logged at INFO with its timings; 0 logs every
+    /// request.
+    pub slow_request_threshold_ms: u64,
     /// Kafka's group.initial.rebalance.delay.ms.
     pub group_initial_rebalance_delay_ms: i64,
     pub group_min_session_timeout_ms: i64,
@@ -273,6 +277,7 @@ impl Default for Config {
             connections_max_idle_ms: 600_000,
             shutdown_timeout_ms: 15_000,
             max_inflight_requests_per_connection: 64,
+            slow_request_threshold_ms: 1000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,

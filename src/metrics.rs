@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// A follower of a partition, as its leader sees it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +86,8 @@ pub struct Metrics {
     pub requests: Family<ApiLabels, Counter>,
     pub produce_errors: Family<ApiLabels, Counter>,
     pub request_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    /// Requests over `slow_request_threshold_ms`, by API.
+    pub slow_requests: Family<ApiLabels, Counter>,
     pub bytes_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
     pub records_in: Family<TopicLabels, Counter>,
@@ -99,8 +102,8 @@ pub struct Metrics {
     pub fetch_memory_waits: Counter,
     /// Responses that asked their client to wait, by quota (`quota::`).
     pub quota_throttled: Family<QuotaLabels, Counter>,
-    /// Milliseconds of throttle asked for, by quota.
-    pub quota_throttle_ms: Family<QuotaLabels, Counter>,
+    /// Seconds of throttle asked for, by quota.
+    pub quota_throttle_seconds: Family<QuotaLabels, Counter<f64, AtomicU64>>,
     /// Client budgets the quota limiter holds.
     pub quota_budgets: Gauge,
     pub response_memory_bytes: Gauge,
@@ -200,6 +203,7 @@ impl Metrics {
             requests: Family::default(),
             produce_errors: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
+            slow_requests: Family::default(),
             bytes_in: Family::default(),
             bytes_out: Family::default(),
             records_in: Family::default(),
@@ -211,7 +215,7 @@ impl Metrics {
             fetch_session_partitions: Gauge::default(),
             fetch_memory_waits: Counter::default(),
             quota_throttled: Family::default(),
-            quota_throttle_ms: Family::default(),
+            quota_throttle_seconds: Family::default(),
             quota_budgets: Gauge::default(),
             response_memory_bytes: Gauge::default(),
             request_memory_bytes: Gauge::default(),
@@ -288,6 +292,11 @@ impl Metrics {
             "Time from a request's arrival to its response, by API",
             m.request_duration.clone(),
         );
+        registry.register(
+            "slow_requests",
+            "Requests that took longer than slow_request_threshold_ms, not counting a Fetch's long poll or a rebalance's wait; each is logged at INFO with its timings",
+            m.slow_requests.clone(),
+        );
         registry.register("produce_bytes", "Record batch bytes appended, by topic", m.bytes_in.clone());
         registry.register(
             "fetch_bytes",
@@ -322,9 +331,9 @@ impl Metrics {
             m.quota_throttled.clone(),
         );
         registry.register(
-            "quota_throttle_milliseconds",
-            "Milliseconds of throttle responses asked for, by quota",
-            m.quota_throttle_ms.clone(),
+            "quota_throttle_seconds",
+            "Seconds of throttle responses asked for, by quota",
+            m.quota_throttle_seconds.clone(),
         );
         registry.register(
             "quota_budgets",

@@ -20,6 +20,14 @@ use crate::metrics::Metrics;
 
 pub use super::replica::{AckError, ProduceRefusal, Role};
 
+/// Time a produce waited for its acknowledgement: for the local fsync, and
+/// beyond it for the in-sync replicas.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AckWaits {
+    pub local: std::time::Duration,
+    pub replication: std::time::Duration,
+}
+
 /// What produce waiters watch: how far the log is durable here and
 /// committed (the high watermark), or why they must stop waiting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,20 +287,26 @@ impl Partition {
 
     /// Waits until the append that ended at `offset`, made in `term`, may be
     /// acknowledged: durable here (acks=1) or committed by the ISR (acks=all).
-    pub async fn wait_acknowledged(&self, offset: i64, term: u64, acks_all: bool) -> Result<(), AckError> {
+    /// Adds the time it waited for each to `waited`.
+    pub async fn wait_acknowledged(&self, offset: i64, term: u64, acks_all: bool, waited: &mut AckWaits) -> Result<(), AckError> {
         if self.flush_policy == FlushPolicy::Interval && !acks_all {
             return Ok(());
         }
+        let reached = |d: &Durability| if acks_all { d.high_watermark } else { d.durable_offset } >= offset;
+        let ended = |d: &Durability| d.failed.is_some() || d.term != term || (acks_all && !d.enough_in_sync);
+        let closed = |_| AckError::Storage("partition closed".to_string());
         let mut rx = self.durability.subscribe();
-        let state = rx
-            .wait_for(|d| {
-                let reached = if acks_all { d.high_watermark } else { d.durable_offset } >= offset;
-                reached || d.failed.is_some() || d.term != term || (acks_all && !d.enough_in_sync)
-            })
+        let started = tokio::time::Instant::now();
+        // The local fsync first, then the ISR: timed apart for the
+        // slow-request log.
+        rx.wait_for(|d| d.durable_offset >= offset || reached(d) || ended(d))
             .await
-            .map_err(|_| AckError::Storage("partition closed".to_string()))?;
-        let reached = if acks_all { state.high_watermark } else { state.durable_offset } >= offset;
-        if reached {
+            .map_err(closed)?;
+        let durable_here = tokio::time::Instant::now();
+        waited.local += durable_here - started;
+        let state = rx.wait_for(|d| reached(d) || ended(d)).await.map_err(closed)?;
+        waited.replication += durable_here.elapsed();
+        if reached(&state) {
             return Ok(());
         }
         if let Some(e) = &state.failed {

@@ -50,7 +50,12 @@ impl Broker {
             super::replica::ProduceRefusal::NotLeader => (ResponseError::NotLeaderOrFollower.code(), format!("not the leader of {name}")),
             other => (ResponseError::KafkaStorageError.code(), format!("marker for {name}: {other}")),
         })?;
-        match tokio::time::timeout(MARKER_TIMEOUT, partition.wait_acknowledged(appended.next_offset, term, true)).await {
+        match tokio::time::timeout(
+            MARKER_TIMEOUT,
+            partition.wait_acknowledged(appended.next_offset, term, true, &mut Default::default()),
+        )
+        .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(AckError::Storage(e))) => Err((ResponseError::KafkaStorageError.code(), format!("marker for {name}: {e}"))),
             Ok(Err(AckError::NotLeader)) => Err((

@@ -168,7 +168,12 @@ pub async fn append_acknowledged(partition: &Partition, rows: &[Row], now_ms: i6
     let (appended, term) = partition
         .append(&batches, now_ms)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    match tokio::time::timeout(timeout, partition.wait_acknowledged(appended.next_offset, term, true)).await {
+    match tokio::time::timeout(
+        timeout,
+        partition.wait_acknowledged(appended.next_offset, term, true, &mut Default::default()),
+    )
+    .await
+    {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
         Err(_) => Err(std::io::Error::other(format!(

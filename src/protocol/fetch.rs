@@ -10,6 +10,7 @@ use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopi
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
+use super::timing::Waits;
 use super::{encode_response, error_code, RequestContext, Response};
 use crate::broker::{Broker, Partition, Topic};
 use crate::log::LogError;
@@ -44,6 +45,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
             frame: encode_response(ctx, &response),
             memory: Reservation::none(),
             throttle_ms: owed_ms,
+            waits: Waits::default(),
         };
     }
     let req = &plan.request;
@@ -68,6 +70,8 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
     } else {
         requested_partitions(broker, req, &denied)
     };
+    // The long poll for data: waiting the client asked for.
+    let mut polled = Duration::ZERO;
     loop {
         // Register for wake-ups before reading, so an append (or a release
         // of response memory) between the read and the wait is not missed.
@@ -102,6 +106,10 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
                 frame,
                 memory,
                 throttle_ms,
+                waits: Waits {
+                    by_design: polled,
+                    ..Waits::default()
+                },
             };
         }
         let memory_short = pass.memory_short;
@@ -113,6 +121,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
             }
             futures::future::select_all(wakeups).await;
         };
+        let waiting = tokio::time::Instant::now();
         tokio::select! {
             _ = data_arrived => {
                 broker.metrics.fetch_wakeups.inc();
@@ -121,6 +130,11 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
             _ = tokio::time::sleep_until(deadline) => {}
             // Shutting down: answer now rather than hold the drain up.
             _ = broker.stopping.cancelled() => deadline = tokio::time::Instant::now(),
+        }
+        // Waiting for response memory is the broker's slowness, not the
+        // client's wish.
+        if !memory_short {
+            polled += waiting.elapsed();
         }
     }
 }

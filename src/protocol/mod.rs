@@ -29,6 +29,7 @@ mod quotas;
 mod replica_fetch;
 mod sasl;
 mod throttle;
+pub mod timing;
 mod topics;
 mod transactions;
 pub mod versions;
@@ -38,7 +39,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
@@ -52,6 +55,8 @@ use crate::security::acl::{Operation, Requester, ResourceType, CLUSTER_NAME};
 use crate::security::sasl::{Admission, ListenerSecurity, Session};
 use crate::security::Principal;
 use throttle::ThrottleTime;
+use timing::{millis, Timeline, Timings, Waits};
+use tracing::Instrument;
 
 /// A response frame, with the share of `max_response_memory_bytes` it
 /// holds until the connection has written it.
@@ -61,6 +66,8 @@ pub struct Response {
     /// The throttle (ms) the frame tells its client, when the handler set
     /// one of its own (Fetch's consumer byte rate).
     pub throttle_ms: i32,
+    /// What its handler waited for, for the slow-request log.
+    pub waits: Waits,
 }
 
 impl From<Bytes> for Response {
@@ -69,6 +76,7 @@ impl From<Bytes> for Response {
             frame,
             memory: Reservation::none(),
             throttle_ms: 0,
+            waits: Waits::default(),
         }
     }
 }
@@ -287,10 +295,95 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
     })
 }
 
+/// The target of request spans and of the slow-request log.
+pub const REQUEST_TARGET: &str = "sediment::request";
+
+/// How a request frame arrived, as the connection read it.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival {
+    /// Its length prefix was read.
+    pub at: Instant,
+    /// Waiting for a share of `max_request_memory_bytes`.
+    pub memory_wait: Duration,
+    /// Its whole frame was read.
+    pub read: Instant,
+}
+
+/// A request handed to the connection's writer: its response to come,
+/// and its trace.
+pub struct Queued {
+    pub response: ResponseFuture,
+    pub trace: RequestTrace,
+}
+
+/// One request's span and the instants it passed, finished by the writer
+/// once the response is out: a request over `slow_request_threshold_ms`
+/// is logged and counted there.
+pub struct RequestTrace {
+    span: tracing::Span,
+    api: &'static str,
+    request_bytes: usize,
+    arrival: Arrival,
+    handled: Instant,
+}
+
+/// The writer's side of a request: when it began to wait for the
+/// response, when the response was complete, and when it was written.
+#[derive(Clone, Copy, Debug)]
+pub struct Written {
+    pub dequeued: Instant,
+    pub completed: Instant,
+    pub written: Instant,
+    pub response_bytes: usize,
+    pub waits: Waits,
+    pub throttle_ms: i32,
+}
+
+impl RequestTrace {
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Logs the request at INFO with its timings if it was slow.
+    pub fn finish(self, broker: &Broker, out: Written) {
+        let timeline = Timeline {
+            arrived: self.arrival.at,
+            memory_wait: self.arrival.memory_wait,
+            read: self.arrival.read,
+            handled: self.handled,
+            dequeued: out.dequeued,
+            completed: out.completed,
+            written: out.written,
+        };
+        let t = Timings::of(&timeline, out.waits);
+        if !t.is_slow(Duration::from_millis(broker.config.slow_request_threshold_ms)) {
+            return;
+        }
+        broker.metrics.slow_requests.get_or_create(&ApiLabels { api: self.api }).inc();
+        tracing::info!(
+            target: REQUEST_TARGET,
+            parent: &self.span,
+            total_ms = millis(t.total()),
+            memory_wait_ms = millis(t.memory_wait),
+            read_ms = millis(t.read),
+            local_ms = millis(t.local),
+            fsync_ms = millis(t.fsync),
+            replication_ms = millis(t.replication),
+            wait_ms = millis(t.by_design),
+            response_queue_ms = millis(t.response_queue),
+            response_write_ms = millis(t.response_write),
+            request_bytes = self.request_bytes,
+            response_bytes = out.response_bytes,
+            throttle_ms = out.throttle_ms,
+            "slow request"
+        );
+    }
+}
+
 /// Handles one request frame (without its length prefix): applies its
 /// effect, and returns what is left to wait for before the response.
-pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut Connection) -> Result<ResponseFuture, FrameError> {
-    let frame_len = frame.len();
+pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, arrival: Arrival, connection: &mut Connection) -> Result<Queued, FrameError> {
+    let request_bytes = frame.len();
     let (api_key, version, correlation_id, client_id, request) = match decode_request(frame)? {
         Decoded::Request {
             api_key,
@@ -304,10 +397,25 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut C
             // version we share.
             let response = metadata::api_versions_response(kafka_protocol::ResponseError::UnsupportedVersion.code());
             broker.metrics.requests.get_or_create(&ApiLabels { api: "ApiVersions" }).inc();
-            return Ok(ready(encode_with_header_version(correlation_id, 0, 0, &response)));
+            let span = tracing::info_span!(target: REQUEST_TARGET, "request", api = "ApiVersions", correlation_id);
+            return Ok(Queued {
+                response: ready(encode_with_header_version(correlation_id, 0, 0, &response)),
+                trace: RequestTrace {
+                    span,
+                    api: "ApiVersions",
+                    request_bytes,
+                    arrival,
+                    handled: Instant::now(),
+                },
+            });
         }
     };
     let api = api_name(api_key);
+    // Every event while the request is handled carries these fields. Its
+    // own target lets an operator turn request spans off
+    // (`RUST_LOG=info,sediment::request=off`): they cost about 1.7 µs of CPU
+    // per request under the text log.
+    let span = tracing::info_span!(target: REQUEST_TARGET, "request", api, version, client_id = %client_id, correlation_id);
     if let Admission::Close(reason) = connection.session.admit(api_key, crate::clock::now_ms()) {
         return Err(FrameError::NotAuthenticated(reason));
     }
@@ -325,33 +433,53 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, connection: &mut C
     let started = Instant::now();
     let metrics = broker.metrics.clone();
     // Whether a client quota could apply to this request.
-    let quotas_apply = !throttle::is_quota_exempt(&request) && throttle::before(broker, &mut ctx, &request, frame_len);
+    let quotas_apply = !throttle::is_quota_exempt(&request) && throttle::before(broker, &mut ctx, &request, request_bytes);
     // Kafka leaves acks=0 produce out of the request-time quota.
     let timed = !matches!(&*request, RequestKind::Produce(req) if req.acks == 0);
-    let response = match *request {
-        // The SASL exchange changes the connection's state.
-        RequestKind::SaslHandshake(req) => ready(sasl::handle_handshake(&ctx, connection, req)),
-        RequestKind::SaslAuthenticate(req) => ready(sasl::handle_authenticate(broker, &ctx, connection, req).await),
-        request if quotas_apply => {
-            let quota_ctx = ctx.clone();
-            let ((response, handler_throttle), busy) = quota::Busy::new(dispatch(broker, ctx, request)).await;
-            if timed {
-                throttle::after(broker, &quota_ctx, busy);
+    // The first step yields the rest of the request, which the writer awaits.
+    #[allow(clippy::async_yields_async)]
+    let response = async {
+        match *request {
+            // The SASL exchange changes the connection's state.
+            RequestKind::SaslHandshake(req) => ready(sasl::handle_handshake(&ctx, connection, req)),
+            RequestKind::SaslAuthenticate(req) => ready(sasl::handle_authenticate(broker, &ctx, connection, req).await),
+            request if quotas_apply => {
+                let quota_ctx = ctx.clone();
+                let ((response, handler_throttle), busy) = quota::Busy::new(dispatch(broker, ctx, request)).await;
+                if timed {
+                    throttle::after(broker, &quota_ctx, busy);
+                }
+                connection.throttle_ms = quota_ctx.throttle_time_ms.max(handler_throttle);
+                response
             }
-            connection.throttle_ms = quota_ctx.throttle_time_ms.max(handler_throttle);
-            response
+            request => dispatch(broker, ctx, request).await.0,
         }
-        request => dispatch(broker, ctx, request).await.0,
-    };
-    Ok(Box::pin(async move {
-        let out = response.await;
-        metrics.requests.get_or_create(&ApiLabels { api }).inc();
-        metrics
-            .request_duration
-            .get_or_create(&ApiLabels { api })
-            .observe(started.elapsed().as_secs_f64());
-        out
-    }))
+    }
+    .instrument(span.clone())
+    .await;
+    let handled = Instant::now();
+    let response = Box::pin(
+        async move {
+            let out = response.await;
+            metrics.requests.get_or_create(&ApiLabels { api }).inc();
+            metrics
+                .request_duration
+                .get_or_create(&ApiLabels { api })
+                .observe(started.elapsed().as_secs_f64());
+            out
+        }
+        .instrument(span.clone()),
+    );
+    Ok(Queued {
+        response,
+        trace: RequestTrace {
+            span,
+            api,
+            request_bytes,
+            arrival,
+            handled,
+        },
+    })
 }
 
 /// Handles a request other than SASL's; returns its response, and the
@@ -384,8 +512,8 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         RequestKind::DescribeConfigs(req) => configs::handle_describe_configs(broker, &ctx, req),
         RequestKind::AlterConfigs(req) => configs::handle_alter_configs(b, &ctx, req).await,
         RequestKind::IncrementalAlterConfigs(req) => configs::handle_incremental_alter_configs(b, &ctx, req).await,
-        RequestKind::JoinGroup(req) => groups::handle_join(b, &ctx, req).await,
-        RequestKind::SyncGroup(req) => groups::handle_sync(b, &ctx, req).await,
+        RequestKind::JoinGroup(req) => return (held_for_rebalance(groups::handle_join(b, &ctx, req)).await, 0),
+        RequestKind::SyncGroup(req) => return (held_for_rebalance(groups::handle_sync(b, &ctx, req)).await, 0),
         RequestKind::Heartbeat(req) => groups::handle_heartbeat(broker, &ctx, req),
         RequestKind::LeaveGroup(req) => groups::handle_leave(broker, &ctx, req),
         RequestKind::OffsetCommit(req) => groups::handle_offset_commit(b, &ctx, req).await,
@@ -415,6 +543,16 @@ async fn dispatch(broker: &Arc<Broker>, ctx: RequestContext, request: RequestKin
         _ => return (Box::pin(std::future::ready(None)), 0),
     };
     (ready(bytes), 0)
+}
+
+/// JoinGroup and SyncGroup are held until their group's rebalance
+/// completes, as the client asked: all their time is waiting by design,
+/// not slowness.
+async fn held_for_rebalance(handling: impl Future<Output = Bytes>) -> ResponseFuture {
+    let started = Instant::now();
+    let mut response = Response::from(handling.await);
+    response.waits.by_design = started.elapsed();
+    Box::pin(std::future::ready(Some(response)))
 }
 
 /// `StrBytes` from an owned string, for response fields.

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use super::{encode_response, error_code, str_bytes, RequestContext, ResponseFuture};
+use crate::broker::partition::AckWaits;
 use crate::broker::replica::{AckError, ProduceRefusal};
 use crate::broker::{Broker, TopicError};
 use crate::clock::now_ms;
@@ -300,11 +301,13 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     Box::pin(async move {
         let mut response = ProduceResponse::default();
+        let mut waited = AckWaits::default();
         for (name, pendings) in topics {
             let mut partition_responses = Vec::with_capacity(pendings.len());
             for mut p in pendings {
                 if let (Some((partition, offset, term)), true) = (p.wait, acks != 0) {
-                    let waited = tokio::time::timeout_at(deadline, partition.wait_acknowledged(offset, term, acks == -1)).await;
+                    let waited =
+                        tokio::time::timeout_at(deadline, partition.wait_acknowledged(offset, term, acks == -1, &mut waited)).await;
                     let refusal = match waited {
                         Ok(Ok(())) => None,
                         Ok(Err(AckError::Storage(message))) => Some((ResponseError::KafkaStorageError, Some(message))),
@@ -329,6 +332,9 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
         if acks == 0 {
             return None;
         }
-        Some(encode_response(&ctx, &response).into())
+        let mut response: super::Response = encode_response(&ctx, &response).into();
+        response.waits.fsync = waited.local;
+        response.waits.replication = waited.replication;
+        Some(response)
     })
 }

@@ -13,6 +13,7 @@ use kafka_protocol::messages::fetch_response::{EpochEndOffset, FetchableTopicRes
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
+use super::timing::Waits;
 use super::{encode_response, error_code, RequestContext, Response};
 use crate::broker::replica::ReplicaFetch;
 use crate::broker::Broker;
@@ -30,6 +31,8 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
     let deadline = tokio::time::Instant::now() + max_wait;
     let want = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
     let watched = super::fetch::requested_partitions(broker, &req, &Default::default());
+    // The long poll for data: waiting the follower asked for.
+    let mut polled = Duration::ZERO;
     loop {
         let mut wakeups: Vec<_> = watched.iter().map(|p| Box::pin(p.appended())).collect();
         for w in &mut wakeups {
@@ -45,14 +48,20 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, req: Fetc
                 frame,
                 memory,
                 throttle_ms: 0,
+                waits: Waits {
+                    by_design: polled,
+                    ..Waits::default()
+                },
             };
         }
         drop(memory);
+        let waiting = tokio::time::Instant::now();
         tokio::select! {
             _ = futures::future::select_all(wakeups) => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = broker.stopping.cancelled() => {}
         }
+        polled += waiting.elapsed();
     }
 }
 

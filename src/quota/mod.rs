@@ -81,7 +81,10 @@ pub fn count_throttle(metrics: &Metrics, kind: QuotaKind, throttle_ms: i32) {
     }
     let labels = QuotaLabels { quota: kind.name() };
     metrics.quota_throttled.get_or_create(&labels).inc();
-    metrics.quota_throttle_ms.get_or_create(&labels).inc_by(throttle_ms as u64);
+    metrics
+        .quota_throttle_seconds
+        .get_or_create(&labels)
+        .inc_by(f64::from(throttle_ms) / 1000.0);
 }
 
 /// A future that adds up the time spent inside its `poll` calls: the time

@@ -12,11 +12,13 @@ use bytes::BytesMut;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::metrics::{AuthLabels, KindLabels};
-use crate::protocol::{self, Connection, ResponseFuture};
+use crate::protocol::timing::Waits;
+use crate::protocol::{self, Arrival, Connection, Queued, Written};
 use crate::security::sasl::{ListenerSecurity, Session};
 use crate::security::Principal;
 use crate::tasks::Tasks;
@@ -152,14 +154,20 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     let (read_half, write_half) = halves;
-    let (tx, mut rx) = mpsc::channel::<ResponseFuture>(broker.config.max_inflight_requests_per_connection);
+    let (tx, mut rx) = mpsc::channel::<Queued>(broker.config.max_inflight_requests_per_connection);
     let stall = Duration::from_millis(broker.config.connections_max_idle_ms);
     // The writer runs beside the reader in this task, so cancelling the
     // connection stops both.
     let writer = async move {
         let mut out = BufWriter::with_capacity(WRITE_CHUNK, write_half);
-        while let Some(response) = rx.recv().await {
-            if let Some(response) = response.await {
+        while let Some(Queued { response, trace }) = rx.recv().await {
+            let dequeued = Instant::now();
+            let response = response.await;
+            let completed = Instant::now();
+            let (response_bytes, waits, throttle_ms) = response
+                .as_ref()
+                .map_or((0, Waits::default(), 0), |r| (r.frame.len(), r.waits, r.throttle_ms));
+            if let Some(response) = response {
                 // An empty response is one we could not encode: closing
                 // tells the client at once instead of leaving it to time out.
                 if response.frame.is_empty() || !write_frame(&mut out, &response.frame, stall).await {
@@ -173,6 +181,17 @@ where
             if rx.is_empty() && !matches!(tokio::time::timeout(stall, out.flush()).await, Ok(Ok(()))) {
                 return;
             }
+            trace.finish(
+                broker,
+                Written {
+                    dequeued,
+                    completed,
+                    written: Instant::now(),
+                    response_bytes,
+                    waits,
+                    throttle_ms,
+                },
+            );
         }
         let _ = tokio::time::timeout(stall, out.flush()).await;
         // TLS: a close_notify, so the client reads a clean end.
@@ -190,7 +209,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
     read_half: R,
     mut connection: Connection,
     broker: &Arc<Broker>,
-    tx: mpsc::Sender<ResponseFuture>,
+    tx: mpsc::Sender<Queued>,
     draining: CancellationToken,
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
@@ -201,6 +220,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
             _ = draining.cancelled() => break,
             next = tokio::time::timeout(idle, reader.read_i32()) => next,
         };
+        let arrived = Instant::now();
         let len = match next {
             Ok(Ok(len)) => len,
             Ok(Err(_)) => break, // closed by the client
@@ -234,12 +254,15 @@ async fn read_requests<R: AsyncRead + Unpin>(
         // readers cannot deadlock each other.
         let budget = &broker.request_memory;
         let mut memory = budget.empty();
+        let mut memory_wait = Duration::ZERO;
         if !budget.try_grow(&mut memory, len) {
             broker.metrics.request_memory_waits.inc();
+            let waiting = Instant::now();
             tokio::select! {
                 _ = draining.cancelled() => break,
                 _ = budget.grow(&mut memory, len) => {}
             }
+            memory_wait = waiting.elapsed();
         }
         // The buffer itself grows as bytes arrive rather than trusting the
         // length prefix: a client that claims 100 MiB and sends nothing holds
@@ -258,7 +281,12 @@ async fn read_requests<R: AsyncRead + Unpin>(
         if frame.len() < len {
             break;
         }
-        let handled = protocol::handle_frame(broker, frame.freeze(), &mut connection).await;
+        let arrival = Arrival {
+            at: arrived,
+            memory_wait,
+            read: Instant::now(),
+        };
+        let handled = protocol::handle_frame(broker, frame.freeze(), arrival, &mut connection).await;
         // The request's effect is done; its bytes are no longer held.
         drop(memory);
         match handled {
@@ -270,7 +298,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 // wait, and nothing more is read from it meanwhile (Kafka's
                 // mute, KIP-219), also if it does not wait as told.
                 if connection.throttle_ms > 0 {
-                    let until = tokio::time::Instant::now() + Duration::from_millis(connection.throttle_ms as u64);
+                    let until = Instant::now() + Duration::from_millis(connection.throttle_ms as u64);
                     connection.throttle_ms = 0;
                     // A client that goes meanwhile frees its connection
                     // slot at once, not when the mute ends.

@@ -23,6 +23,7 @@ mod hardening;
 mod kafka;
 mod partition;
 mod quotas;
+mod request_tracing;
 mod s3;
 mod security;
 mod shutdown;
