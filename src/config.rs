@@ -11,6 +11,15 @@ use serde::Deserialize;
 use crate::security::listener::{self, ListenerConfig, SaslMechanism, SecurityProtocol};
 use crate::topic_config::TopicConfig;
 
+/// The encoding of exported spans: OTLP/HTTP's two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
 /// How an acknowledgement relates to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +74,12 @@ pub struct Config {
     /// rebalance's wait) is logged at INFO with its timings; 0 logs every
     /// request.
     pub slow_request_threshold_ms: u64,
+    /// OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`) that
+    /// request spans are exported to; none: no export.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
+    /// The share of requests whose spans are exported, 0.0 to 1.0.
+    pub otlp_sample_ratio: f64,
     /// Kafka's group.initial.rebalance.delay.ms.
     pub group_initial_rebalance_delay_ms: i64,
     pub group_min_session_timeout_ms: i64,
@@ -278,6 +293,9 @@ impl Default for Config {
             shutdown_timeout_ms: 15_000,
             max_inflight_requests_per_connection: 64,
             slow_request_threshold_ms: 1000,
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
+            otlp_sample_ratio: 1.0,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -585,6 +603,17 @@ impl Config {
         if self.connections_max_idle_ms == 0 {
             return invalid("connections_max_idle_ms must be >= 1".into());
         }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            if !matches!(
+                url::Url::parse(endpoint).map(|u| u.scheme().to_string()).as_deref(),
+                Ok("http" | "https")
+            ) {
+                return invalid(format!("otlp_endpoint must be an http:// or https:// URL, not {endpoint:?}"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.otlp_sample_ratio) {
+            return invalid(format!("otlp_sample_ratio must be 0.0 to 1.0, not {}", self.otlp_sample_ratio));
+        }
         if self.max_request_bytes < 1024 {
             return invalid("max_request_bytes must be >= 1024".into());
         }
@@ -853,6 +882,30 @@ mod tests {
             },
         ] {
             assert!(bad.validate().is_err());
+        }
+    }
+
+    #[test]
+    fn otlp_export_takes_an_http_url_a_protocol_and_a_ratio() {
+        let parsed = Config::from_toml(
+            "otlp_endpoint = \"http://collector:4318/v1/traces\"\notlp_protocol = \"http/json\"\notlp_sample_ratio = 0.25\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.otlp_protocol, OtlpProtocol::HttpJson);
+        assert!(parsed.validate().is_ok());
+        assert!(Config::from_toml("otlp_protocol = \"grpc\"").is_err());
+        for (endpoint, ratio) in [
+            ("collector:4318", 1.0),
+            ("ftp://collector/v1/traces", 1.0),
+            ("http://c:4318", 1.5),
+            ("http://c:4318", f64::NAN),
+        ] {
+            let bad = Config {
+                otlp_endpoint: Some(endpoint.into()),
+                otlp_sample_ratio: ratio,
+                ..Config::default()
+            };
+            assert!(bad.validate().is_err(), "{endpoint} {ratio}");
         }
     }
 

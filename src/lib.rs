@@ -43,6 +43,7 @@ pub mod security;
 mod seeded;
 pub mod server;
 pub mod tasks;
+pub mod telemetry;
 pub mod tiering;
 pub mod topic_config;
 pub mod txn;

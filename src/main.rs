@@ -75,14 +75,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A broker logs at INFO; a client command only what goes wrong.
-    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // A client command logs only what goes wrong; a broker installs its
+    // log once its config is read.
+    if !matches!(cli.command, Command::Serve(_)) {
+        if let Err(e) = sediment::telemetry::init("warn", None) {
+            eprintln!("sediment: {e}");
+        }
+    }
     match cli.command {
         Command::Topic { globals, command } => client_command(sediment::cli::topic::run(&globals, command)),
         Command::Cluster { globals, command } => client_command(sediment::cli::cluster::run(&globals, command)),
@@ -94,28 +93,41 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "sediment", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Serve(overrides) => {
-            let config = match Config::load(&overrides) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("sediment: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("sediment: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(sediment::node::run(config, shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sediment: {e:#}");
-                    ExitCode::from(2)
-                }
-            }
+        Command::Serve(overrides) => serve(&overrides),
+    }
+}
+
+/// Runs a broker until a shutdown signal, then sends the spans still queued.
+fn serve(overrides: &Overrides) -> ExitCode {
+    let config = match Config::load(overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sediment: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let telemetry = match sediment::telemetry::init("info", Some(&config)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sediment: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sediment: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(sediment::node::run(config, shutdown_signal()));
+    drop(runtime);
+    telemetry.shutdown();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sediment: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

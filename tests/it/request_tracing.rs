@@ -110,3 +110,132 @@ async fn a_long_poll_is_not_slow_but_a_slowly_sent_request_is() {
     assert!(ms(metadata, "read_ms") >= 350.0, "{metadata:?}");
     assert!(metric(&broker, "sediment_slow_requests_total{api=\"Fetch\"}").is_nan());
 }
+
+/// An OTLP/HTTP collector on a free port: it answers every export with
+/// success and keeps the spans, as JSON.
+struct Collector {
+    address: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        use std::io::{BufRead, BufReader, Read};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut stream = stream;
+                    // One export per request, on a kept-alive connection.
+                    loop {
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some((name, value)) = line.split_once(':') {
+                                if name.eq_ignore_ascii_case("content-length") {
+                                    length = value.trim().parse().unwrap();
+                                }
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let export: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+                            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                                for span in scope["spans"].as_array().into_iter().flatten() {
+                                    let mut span = span.clone();
+                                    span["resource"] = resource["resource"].clone();
+                                    kept.lock().unwrap().push(span);
+                                }
+                            }
+                        }
+                        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                        if stream.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Collector { address, spans }
+    }
+
+    fn spans(&self) -> Vec<serde_json::Value> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// An OTLP attribute list as key → value text.
+fn attributes(list: &serde_json::Value) -> BTreeMap<String, String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| {
+            let value = kv["value"].as_object()?.values().next()?;
+            let text = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            Some((kv["key"].as_str()?.to_string(), text))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_are_exported_over_otlp_as_traces_of_their_own() {
+    let collector = Collector::start();
+    let config = format!(
+        "otlp_endpoint = \"http://{}/v1/traces\"\notlp_protocol = \"http/json\"\nslow_request_threshold_ms = 0\nbroker_id = 7\n",
+        collector.address
+    );
+    let broker = Broker::start_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string())]);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "exported", 1, &[]).await;
+    let sent: Vec<_> = (0..20).map(|i| record(i, 100)).collect();
+    produce(&producer(&bootstrap, &[("client.id", "otel-probe")]), "exported", &sent).await;
+
+    let produce_span = |spans: &[serde_json::Value]| {
+        spans
+            .iter()
+            .find(|s| {
+                let a = attributes(&s["attributes"]);
+                s["name"] == "request"
+                    && a.get("api").map(String::as_str) == Some("Produce")
+                    && a.get("client_id").map(String::as_str) == Some("otel-probe")
+            })
+            .cloned()
+    };
+    tokio::task::block_in_place(|| {
+        crate::common::wait_until("a Produce span at the collector", 30, || produce_span(&collector.spans()).is_some())
+    });
+    let spans = collector.spans();
+    let span = produce_span(&spans).unwrap();
+    let fields = attributes(&span["attributes"]);
+    assert!(fields.get("correlation_id").is_some_and(|c| c.parse::<i32>().is_ok()), "{span}");
+    assert!(fields.get("version").is_some_and(|v| v.parse::<i16>().is_ok()), "{span}");
+    // A trace of its own: no parent, not the connection's child.
+    assert!(span["parentSpanId"].as_str().unwrap_or("").is_empty(), "{span}");
+    assert!(!spans.iter().any(|s| s["name"] == "connection"), "a connection span was exported");
+    let resource = attributes(&span["resource"]["attributes"]);
+    assert_eq!(resource.get("service.name").map(String::as_str), Some("sediment"));
+    assert_eq!(resource.get("service.instance.id").map(String::as_str), Some("7"));
+    // The slow-request line (threshold 0) is the span's event, with its timings.
+    let slow = span["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "slow request")
+        .unwrap_or_else(|| panic!("no slow request event: {span}"));
+    let timings = attributes(&slow["attributes"]);
+    assert!(timings.get("total_ms").is_some_and(|t| t.parse::<f64>().is_ok()), "{slow}");
+    assert!(timings.contains_key("fsync_ms"), "{slow}");
+}
