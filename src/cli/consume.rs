@@ -53,7 +53,42 @@ pub struct ConsumeArgs {
     /// Include the records of aborted transactions.
     #[arg(long)]
     pub read_uncommitted: bool,
+    /// Start from this consumer group's committed offsets (--from where it
+    /// has none) and commit what was printed. It does not join the group,
+    /// and a group with members refuses its commits.
+    #[arg(short, long)]
+    pub group: Option<String>,
 }
+
+/// A group whose offsets `consume --group` starts from and commits.
+struct GroupProgress {
+    group: String,
+    coordinator: i32,
+    /// What was last committed, per partition.
+    committed: BTreeMap<i32, i64>,
+    last_commit: tokio::time::Instant,
+}
+
+impl GroupProgress {
+    /// Commits the positions that moved since the last commit.
+    async fn commit(&mut self, client: &mut Client, topic: &str, positions: &BTreeMap<i32, i64>) -> Result<(), CliError> {
+        let moved: Vec<(i32, i64)> = positions
+            .iter()
+            .filter(|(p, offset)| self.committed.get(p) != Some(offset))
+            .map(|(p, offset)| (*p, *offset))
+            .collect();
+        self.last_commit = tokio::time::Instant::now();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        super::group::commit_offsets(client, self.coordinator, &self.group, topic, &moved).await?;
+        self.committed.extend(moved);
+        Ok(())
+    }
+}
+
+/// How often `--follow --group` commits while it reads.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,11 +279,55 @@ pub async fn run(globals: &Globals, args: ConsumeArgs) -> Result<(), CliError> {
         return Err(CliError::Invalid(format!("topic {} has no partition {missing}", args.topic)));
     }
     let keys: Vec<(String, i32)> = chosen.iter().map(|p| (args.topic.clone(), *p)).collect();
+    let mut progress = match &args.group {
+        None => None,
+        Some(group) => {
+            let coordinator = client.group_coordinator(group).await?;
+            let committed = super::group::committed_offsets(&mut client, coordinator, group).await?;
+            let committed = committed
+                .into_iter()
+                .filter(|((topic, partition), _)| *topic == args.topic && chosen.contains(partition))
+                .map(|((_, partition), offset)| (partition, offset))
+                .collect();
+            Some(GroupProgress {
+                group: group.clone(),
+                coordinator,
+                committed,
+                last_commit: tokio::time::Instant::now(),
+            })
+        }
+    };
     let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
     for ((_, partition), located) in client.locate(&keys, start).await? {
-        let position = start.resolve(located.start.unwrap_or(0), located.end.unwrap_or(0), located.at_time);
-        positions.insert(partition, position);
+        let from = start.resolve(located.start.unwrap_or(0), located.end.unwrap_or(0), located.at_time);
+        let committed = progress.as_ref().and_then(|g| g.committed.get(&partition).copied());
+        positions.insert(partition, committed.unwrap_or(from));
     }
+    // Committing where it starts refuses a group with members before
+    // anything is printed.
+    if let Some(progress) = &mut progress {
+        progress.committed.clear();
+        progress.commit(&mut client, &args.topic, &positions).await?;
+    }
+    let read = read_records(&mut client, globals, &args, &template, &mut positions, &mut progress).await;
+    // What was printed is committed, also when reading failed.
+    let committed = match &mut progress {
+        Some(progress) => progress.commit(&mut client, &args.topic, &positions).await,
+        None => Ok(()),
+    };
+    read.and(committed)
+}
+
+/// Fetches and prints records from `positions` on, moving them past what
+/// was printed, until `-n` records, the end (unless `--follow`), or an error.
+async fn read_records(
+    client: &mut Client,
+    globals: &Globals,
+    args: &ConsumeArgs,
+    template: &[Piece],
+    positions: &mut BTreeMap<i32, i64>,
+    progress: &mut Option<GroupProgress>,
+) -> Result<(), CliError> {
     let isolation: i8 = if args.read_uncommitted { 0 } else { 1 };
     let limits = crate::log::records::Limits {
         max_decoded_bytes: MAX_DECODED_BYTES,
@@ -325,15 +404,17 @@ pub async fn run(globals: &Globals, args: ConsumeArgs) -> Result<(), CliError> {
                         .map_err(|e| CliError::Invalid(format!("{}-{partition}: a batch does not decode: {e}", args.topic)))?;
                     for row in rows.iter().filter(|r| r.offset >= position) {
                         let written = match globals.format {
-                            Format::Text => render(&mut stdout, &template, &args.topic, partition, row),
+                            Format::Text => render(&mut stdout, template, &args.topic, partition, row),
                             Format::Json => writeln!(stdout, "{}", record_json(&args.topic, partition, row)),
                         };
                         if written.is_err() {
                             // The reader went away (a closed pipe): stop quietly.
+                            positions.insert(partition, row.offset);
                             return Ok(());
                         }
                         printed += 1;
                         if args.count.is_some_and(|n| printed >= n) {
+                            positions.insert(partition, row.offset + 1);
                             let _ = stdout.flush();
                             return Ok(());
                         }
@@ -357,6 +438,9 @@ pub async fn run(globals: &Globals, args: ConsumeArgs) -> Result<(), CliError> {
         let _ = stdout.flush();
         if !args.follow && args.count.is_none() && at_end.len() == positions.len() {
             return Ok(());
+        }
+        if let Some(progress) = progress.as_mut().filter(|g| g.last_commit.elapsed() >= COMMIT_INTERVAL) {
+            progress.commit(client, &args.topic, positions).await?;
         }
         if refresh {
             leaders.clear();

@@ -220,7 +220,11 @@ pub async fn run(globals: &Globals, command: GroupCommand) -> Result<(), CliErro
 }
 
 /// Every committed offset of the group (OffsetFetch v7, all topics).
-async fn committed_offsets(client: &mut Client, coordinator: i32, group: &str) -> Result<BTreeMap<(String, i32), i64>, CliError> {
+pub(crate) async fn committed_offsets(
+    client: &mut Client,
+    coordinator: i32,
+    group: &str,
+) -> Result<BTreeMap<(String, i32), i64>, CliError> {
     let request = OffsetFetchRequest::default().with_group_id(group_id(group)).with_topics(None);
     let response: OffsetFetchResponse = client.call(Some(coordinator), ApiKey::OffsetFetch, 7, &request).await?;
     if response.error_code != 0 {
@@ -277,6 +281,45 @@ fn describe_text(group: &str, state: &str, members: usize, rows: &[OffsetRow]) -
 /// Commits new offsets for a group without members, as an admin tool does
 /// (generation -1, no member id): the coordinator refuses it while the
 /// group has members.
+/// Commits offsets for a group with no members (OffsetCommit v8 as a
+/// simple consumer: generation -1, no member id). Kafka refuses it while
+/// the group has members.
+pub(crate) async fn commit_offsets(
+    client: &mut Client,
+    coordinator: i32,
+    group: &str,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Result<(), CliError> {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(StrBytes::from_static_str(""))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                offsets
+                    .iter()
+                    .map(|(p, offset)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(*p)
+                            .with_committed_offset(*offset)
+                            .with_committed_leader_epoch(-1)
+                    })
+                    .collect(),
+            )]);
+    let response: OffsetCommitResponse = client.call(Some(coordinator), ApiKey::OffsetCommit, 8, &request).await?;
+    if let Some(p) = response.topics.iter().flat_map(|t| &t.partitions).find(|p| p.error_code != 0) {
+        let why = if p.error_code == kafka_protocol::ResponseError::UnknownMemberId.code() {
+            format!("cannot commit the offsets of group {group}: it has members; stop its consumers first")
+        } else {
+            format!("cannot commit the offsets of group {group}")
+        };
+        return Err(CliError::kafka(p.error_code, why));
+    }
+    Ok(())
+}
+
 async fn seek(
     client: &mut Client,
     globals: &Globals,
@@ -309,31 +352,8 @@ async fn seek(
         plan.push((key.1, before.get(key).copied().unwrap_or(-1), new));
     }
     if !dry_run {
-        let request = OffsetCommitRequest::default()
-            .with_group_id(group_id(group))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(StrBytes::from_static_str(""))
-            .with_topics(vec![OffsetCommitRequestTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(
-                    plan.iter()
-                        .map(|(p, _, new)| {
-                            OffsetCommitRequestPartition::default()
-                                .with_partition_index(*p)
-                                .with_committed_offset(*new)
-                                .with_committed_leader_epoch(-1)
-                        })
-                        .collect(),
-                )]);
-        let response: OffsetCommitResponse = client.call(Some(coordinator), ApiKey::OffsetCommit, 8, &request).await?;
-        if let Some(p) = response.topics.iter().flat_map(|t| &t.partitions).find(|p| p.error_code != 0) {
-            let why = if p.error_code == kafka_protocol::ResponseError::UnknownMemberId.code() {
-                format!("cannot move the offsets of group {group}: stop its consumers first")
-            } else {
-                format!("cannot move the offsets of group {group}")
-            };
-            return Err(CliError::kafka(p.error_code, why));
-        }
+        let offsets: Vec<(i32, i64)> = plan.iter().map(|(p, _, new)| (*p, *new)).collect();
+        commit_offsets(client, coordinator, group, topic, &offsets).await?;
     }
     print(
         globals.format,

@@ -448,3 +448,54 @@ fn archive_subcommands_read_the_bucket_directly() {
     let (code, line) = fails("", &["archive", "ls", "--archive", "no scheme here"]);
     assert_eq!(code, 2, "{line}");
 }
+
+/// `consume --group` starts from the group's committed offsets and commits
+/// what it printed: two runs print every record once, a third nothing, and
+/// a group with members refuses before anything is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_with_a_group_resumes_where_it_committed() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let broker = Broker::start("");
+    let b = broker.bootstrap();
+    crate::kafka::create_topic(&b, "cli-resume", 2, &[]).await;
+    let records: Vec<_> = (0..40).map(|i| crate::kafka::record(i, 10)).collect();
+    crate::kafka::produce(&crate::kafka::producer(&b, &[]), "cli-resume", &records).await;
+    let printed = |args: &[&str]| -> Vec<(i64, i64)> {
+        let mut args = args.to_vec();
+        args.extend(["--format", "json"]);
+        ok(&b, &args)
+            .lines()
+            .map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                (record["partition"].as_i64().unwrap(), record["offset"].as_i64().unwrap())
+            })
+            .collect()
+    };
+    let first = printed(&["consume", "cli-resume", "--group", "resumer", "-n", "15"]);
+    let rest = printed(&["consume", "cli-resume", "-g", "resumer"]);
+    assert_eq!((first.len(), rest.len()), (15, 25), "{first:?} {rest:?}");
+    let all: std::collections::BTreeSet<_> = first.iter().chain(&rest).collect();
+    assert_eq!(all.len(), 40, "every record once over the two runs");
+    let described = json(&b, &["group", "describe", "resumer"]);
+    assert_eq!(described["total_lag"], 0, "{described}");
+    assert!(printed(&["consume", "cli-resume", "-g", "resumer"]).is_empty());
+    // Without the group, from the beginning as before.
+    assert_eq!(printed(&["consume", "cli-resume"]).len(), 40);
+
+    let member: BaseConsumer = crate::kafka::config(&b)
+        .set("group.id", "cli-busy")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    member.subscribe(&["cli-resume"]).unwrap();
+    crate::common::wait_until("the member is assigned", 60, || {
+        let _ = member.poll(Duration::from_millis(100));
+        member.assignment().is_ok_and(|a| a.count() > 0)
+    });
+    let output = sediment(&b, &["consume", "cli-resume", "-g", "cli-busy", "-n", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stop its consumers first"), "{stderr}");
+    assert!(output.stdout.is_empty(), "printed before refusing");
+}
