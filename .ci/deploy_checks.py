@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import signal
+import random
 import socket
 import struct
 import subprocess
@@ -778,9 +779,25 @@ def broker_binary():
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768-60999): a port the
+    kernel picked for us (bind to 0) comes from that range, and an outgoing
+    connection (etcd members dialling each other) can take it before the
+    process meant to listen on it binds it."""
+    while True:
+        port = random.randint(20000, 32000)
+        if port in HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            HANDED_OUT.add(port)
+            return port
+
+
+# Ports free_port returned, not all bound yet: never handed out twice.
+HANDED_OUT = set()
 
 
 def run_rendered_broker(docs, values, secrets=None):

@@ -402,6 +402,10 @@ async fn read_records(
                     let mut rows = Vec::new();
                     decode_batch(&batch, limits, &mut rows)
                         .map_err(|e| CliError::Invalid(format!("{}-{partition}: a batch does not decode: {e}", args.topic)))?;
+                    // With a group, a batch is flushed before its rows count as
+                    // printed: what is committed reached the output. A failed write
+                    // commits from the batch's start (at least once).
+                    let unflushed = position;
                     for row in rows.iter().filter(|r| r.offset >= position) {
                         let written = match globals.format {
                             Format::Text => render(&mut stdout, template, &args.topic, partition, row),
@@ -409,15 +413,19 @@ async fn read_records(
                         };
                         if written.is_err() {
                             // The reader went away (a closed pipe): stop quietly.
-                            positions.insert(partition, row.offset);
+                            positions.insert(partition, unflushed);
                             return Ok(());
                         }
                         printed += 1;
                         if args.count.is_some_and(|n| printed >= n) {
-                            positions.insert(partition, row.offset + 1);
-                            let _ = stdout.flush();
+                            let flushed = stdout.flush().is_ok();
+                            positions.insert(partition, if flushed { row.offset + 1 } else { unflushed });
                             return Ok(());
                         }
+                    }
+                    if progress.is_some() && stdout.flush().is_err() {
+                        positions.insert(partition, unflushed);
+                        return Ok(());
                     }
                     position = position.max(next);
                 }

@@ -31,6 +31,7 @@ mod sasl;
 mod throttle;
 pub mod timing;
 mod topics;
+mod trace;
 mod transactions;
 pub mod versions;
 mod write_txn_markers;
@@ -39,7 +40,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -55,7 +55,8 @@ use crate::security::acl::{Operation, Requester, ResourceType, CLUSTER_NAME};
 use crate::security::sasl::{Admission, ListenerSecurity, Session};
 use crate::security::Principal;
 use throttle::ThrottleTime;
-use timing::{millis, Timeline, Timings, Waits};
+use timing::Waits;
+pub use trace::{Arrival, Queued, RequestTrace, Written, REQUEST_TARGET};
 use tracing::Instrument;
 
 /// A response frame, with the share of `max_response_memory_bytes` it
@@ -295,91 +296,6 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
     })
 }
 
-/// The target of request spans and of the slow-request log.
-pub const REQUEST_TARGET: &str = "sediment::request";
-
-/// How a request frame arrived, as the connection read it.
-#[derive(Clone, Copy, Debug)]
-pub struct Arrival {
-    /// Its length prefix was read.
-    pub at: Instant,
-    /// Waiting for a share of `max_request_memory_bytes`.
-    pub memory_wait: Duration,
-    /// Its whole frame was read.
-    pub read: Instant,
-}
-
-/// A request handed to the connection's writer: its response to come,
-/// and its trace.
-pub struct Queued {
-    pub response: ResponseFuture,
-    pub trace: RequestTrace,
-}
-
-/// One request's span and the instants it passed, finished by the writer
-/// once the response is out: a request over `slow_request_threshold_ms`
-/// is logged and counted there.
-pub struct RequestTrace {
-    span: tracing::Span,
-    api: &'static str,
-    request_bytes: usize,
-    arrival: Arrival,
-    handled: Instant,
-}
-
-/// The writer's side of a request: when it began to wait for the
-/// response, when the response was complete, and when it was written.
-#[derive(Clone, Copy, Debug)]
-pub struct Written {
-    pub dequeued: Instant,
-    pub completed: Instant,
-    pub written: Instant,
-    pub response_bytes: usize,
-    pub waits: Waits,
-    pub throttle_ms: i32,
-}
-
-impl RequestTrace {
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
-    }
-
-    /// Logs the request at INFO with its timings if it was slow.
-    pub fn finish(self, broker: &Broker, out: Written) {
-        let timeline = Timeline {
-            arrived: self.arrival.at,
-            memory_wait: self.arrival.memory_wait,
-            read: self.arrival.read,
-            handled: self.handled,
-            dequeued: out.dequeued,
-            completed: out.completed,
-            written: out.written,
-        };
-        let t = Timings::of(&timeline, out.waits);
-        if !t.is_slow(Duration::from_millis(broker.config.slow_request_threshold_ms)) {
-            return;
-        }
-        broker.metrics.slow_requests.get_or_create(&ApiLabels { api: self.api }).inc();
-        tracing::info!(
-            target: REQUEST_TARGET,
-            parent: &self.span,
-            total_ms = millis(t.total()),
-            memory_wait_ms = millis(t.memory_wait),
-            read_ms = millis(t.read),
-            local_ms = millis(t.local),
-            fsync_ms = millis(t.fsync),
-            replication_ms = millis(t.replication),
-            wait_ms = millis(t.by_design),
-            response_queue_ms = millis(t.response_queue),
-            response_write_ms = millis(t.response_write),
-            request_bytes = self.request_bytes,
-            response_bytes = out.response_bytes,
-            throttle_ms = out.throttle_ms,
-            "slow request"
-        );
-    }
-}
-
 /// Handles one request frame (without its length prefix): applies its
 /// effect, and returns what is left to wait for before the response.
 pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, arrival: Arrival, connection: &mut Connection) -> Result<Queued, FrameError> {
@@ -400,13 +316,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, arrival: Arrival, 
             let span = tracing::info_span!(target: REQUEST_TARGET, "request", api = "ApiVersions", correlation_id);
             return Ok(Queued {
                 response: ready(encode_with_header_version(correlation_id, 0, 0, &response)),
-                trace: RequestTrace {
-                    span,
-                    api: "ApiVersions",
-                    request_bytes,
-                    arrival,
-                    handled: Instant::now(),
-                },
+                trace: RequestTrace::new(span, "ApiVersions", request_bytes, arrival, Instant::now()),
             });
         }
     };
@@ -472,13 +382,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, arrival: Arrival, 
     );
     Ok(Queued {
         response,
-        trace: RequestTrace {
-            span,
-            api,
-            request_bytes,
-            arrival,
-            handled,
-        },
+        trace: RequestTrace::new(span, api, request_bytes, arrival, handled),
     })
 }
 

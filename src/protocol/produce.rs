@@ -306,9 +306,9 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
             let mut partition_responses = Vec::with_capacity(pendings.len());
             for mut p in pendings {
                 if let (Some((partition, offset, term)), true) = (p.wait, acks != 0) {
-                    let waited =
+                    let acknowledged =
                         tokio::time::timeout_at(deadline, partition.wait_acknowledged(offset, term, acks == -1, &mut waited)).await;
-                    let refusal = match waited {
+                    let refusal = match acknowledged {
                         Ok(Ok(())) => None,
                         Ok(Err(AckError::Storage(message))) => Some((ResponseError::KafkaStorageError, Some(message))),
                         Ok(Err(AckError::NotLeader)) => Some((ResponseError::NotLeaderOrFollower, None)),
