@@ -110,12 +110,10 @@ impl Broker {
                     })
                     .collect(),
             )]);
-        let listener = self.config.inter_broker_listener_name();
         let response: WriteTxnMarkersResponse = cluster
             .peers
             .call(
                 cluster,
-                &listener,
                 leader,
                 (ApiKey::WriteTxnMarkers, 1),
                 &request,

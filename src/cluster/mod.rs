@@ -44,6 +44,8 @@ pub struct ClusterLink {
     pub peers: peers::Peers,
     /// How followers connect to leaders (TLS, SASL).
     pub inter_broker: crate::kafka_client::InterBrokerSecurity,
+    /// The listener whose address other brokers are reached on.
+    pub inter_broker_listener: String,
 }
 
 impl ClusterLink {
@@ -161,6 +163,7 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
         transactions: Arc::new(transactions::ClusterTxns::default()),
         peers: peers::Peers::default(),
         inter_broker: inter_broker_security(config)?,
+        inter_broker_listener: config.inter_broker_listener_name(),
     });
     Ok((Arc::new(EtcdCoordinator::new(client, &config.cluster)), link))
 }

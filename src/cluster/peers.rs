@@ -36,7 +36,6 @@ impl Peers {
     pub async fn call<Req, Resp>(
         &self,
         link: &ClusterLink,
-        listener: &str,
         broker_id: i32,
         api: (ApiKey, i16),
         request: &Req,
@@ -50,7 +49,7 @@ impl Peers {
             .image()
             .brokers
             .get(&broker_id)
-            .map(|(registration, _)| registration.address_on(listener).to_string())
+            .map(|(registration, _)| registration.address_on(&link.inter_broker_listener).to_string())
             .ok_or_else(|| anyhow::anyhow!("broker {broker_id} is not live"))?;
         let slot = self.slot(broker_id);
         let mut held = tokio::time::timeout(timeout, slot.lock())

@@ -142,10 +142,10 @@ async fn apply(
         tasks.spawn(async move { transactions.load(partition, epoch).await });
     }
     // One fetcher per leader; restarted when its partitions or address change.
-    let listener = broker.config.inter_broker_listener_name();
+    let listener = &link.inter_broker_listener;
     fetchers.retain(|leader, f| {
-        let keep = wanted.follow.get(leader) == Some(&f.partitions)
-            && address_of(image, *leader, &listener).as_deref() == Some(f.address.as_str());
+        let keep =
+            wanted.follow.get(leader) == Some(&f.partitions) && address_of(image, *leader, listener).as_deref() == Some(f.address.as_str());
         if !keep {
             f.stop.cancel();
         }
@@ -155,7 +155,7 @@ async fn apply(
         if fetchers.contains_key(&leader) {
             continue;
         }
-        let Some(address) = address_of(image, leader, &listener) else {
+        let Some(address) = address_of(image, leader, listener) else {
             continue;
         };
         let stop = CancellationToken::new();

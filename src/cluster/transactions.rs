@@ -164,17 +164,9 @@ pub async fn verify_remotely(
         .with_topics(vec![AddPartitionsToTxnTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partitions(vec![partition])])]);
-    let listener = broker.config.inter_broker_listener_name();
     let response: AddPartitionsToTxnResponse = link
         .peers
-        .call(
-            link,
-            &listener,
-            coordinator,
-            (ApiKey::AddPartitionsToTxn, 4),
-            &request,
-            VERIFY_TIMEOUT,
-        )
+        .call(link, coordinator, (ApiKey::AddPartitionsToTxn, 4), &request, VERIFY_TIMEOUT)
         .await
         .map_err(|e| retriable(format!("cannot verify the transaction with broker {coordinator}: {e}")))?;
     if response.error_code != 0 {
