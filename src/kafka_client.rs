@@ -22,9 +22,10 @@ use crate::security::scram::{client as scram_client, ScramAlgorithm};
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-/// How this broker connects to other brokers' inter-broker listener.
+/// How a client reaches a listener: a broker the other brokers'
+/// inter-broker listener, the command line the listener it is pointed at.
 #[derive(Clone, Default)]
-pub struct InterBrokerSecurity {
+pub struct ClientSecurity {
     /// Set when that listener serves TLS.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Set when it serves SASL.
@@ -40,6 +41,23 @@ pub struct SaslLogin {
     pub entropy: Arc<dyn Entropy>,
 }
 
+/// The broker refused the login: its Kafka error code (for example
+/// SASL_AUTHENTICATION_FAILED or UNSUPPORTED_SASL_MECHANISM) and message.
+#[derive(Debug, thiserror::Error)]
+#[error("authentication failed ({code}): {message}")]
+pub struct AuthenticationRefused {
+    pub code: i16,
+    pub message: String,
+}
+
+/// Whether a response's length prefix is the start of a TLS record (an
+/// alert or a handshake, version 3.x): what a TLS listener sends back to a
+/// client that spoke plain text to it.
+fn speaks_tls(length_prefix: i32) -> bool {
+    let [record_type, major, minor, _] = length_prefix.to_be_bytes();
+    matches!(record_type, 0x15 | 0x16) && major == 0x03 && minor <= 0x04
+}
+
 pub struct Connection {
     stream: Box<dyn Stream>,
     next_correlation_id: i32,
@@ -53,7 +71,7 @@ impl Connection {
         client_id: String,
         timeout: Duration,
         max_response_bytes: usize,
-        security: &InterBrokerSecurity,
+        security: &ClientSecurity,
     ) -> anyhow::Result<Self> {
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
@@ -82,7 +100,7 @@ impl Connection {
             connection
                 .authenticate(login, timeout)
                 .await
-                .map_err(|e| anyhow::anyhow!("SASL {} as {} at {address}: {e}", login.mechanism, login.user))?;
+                .map_err(|e| e.context(format!("SASL {} as {} at {address}", login.mechanism, login.user)))?;
         }
         Ok(connection)
     }
@@ -90,7 +108,14 @@ impl Connection {
     async fn authenticate(&mut self, login: &SaslLogin, timeout: Duration) -> anyhow::Result<()> {
         let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(login.mechanism.name()));
         let answer: SaslHandshakeResponse = self.call(ApiKey::SaslHandshake, 1, &handshake, timeout).await?;
-        anyhow::ensure!(answer.error_code == 0, "handshake refused with error {}", answer.error_code);
+        if answer.error_code != 0 {
+            let enabled: Vec<String> = answer.mechanisms.iter().map(|m| m.to_string()).collect();
+            return Err(AuthenticationRefused {
+                code: answer.error_code,
+                message: format!("the listener offers {}", enabled.join(", ")),
+            }
+            .into());
+        }
         let Some(alg) = ScramAlgorithm::of(login.mechanism) else {
             self.token(format!("\0{}\0{}", login.user, login.password).into_bytes(), timeout)
                 .await?;
@@ -121,7 +146,11 @@ impl Connection {
         let answer: SaslAuthenticateResponse = self.call(ApiKey::SaslAuthenticate, 2, &request, timeout).await?;
         if answer.error_code != 0 {
             let message = answer.error_message.map(|m| m.to_string()).unwrap_or_default();
-            anyhow::bail!("authentication failed ({}): {message}", answer.error_code);
+            return Err(AuthenticationRefused {
+                code: answer.error_code,
+                message,
+            }
+            .into());
         }
         Ok(answer.auth_bytes)
     }
@@ -176,6 +205,9 @@ impl Connection {
     ) -> anyhow::Result<Resp> {
         let read = async {
             let len = self.stream.read_i32().await?;
+            if speaks_tls(len) {
+                anyhow::bail!("the listener answered with TLS: connect with TLS");
+            }
             if len < 0 || len as usize > self.max_response_bytes {
                 anyhow::bail!("response of {len} bytes is over the {} byte bound", self.max_response_bytes);
             }
@@ -204,5 +236,22 @@ impl Connection {
     {
         let correlation_id = self.write_request(api_key, version, request, timeout).await?;
         self.read_response(version, correlation_id, timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_record_is_told_from_a_length_prefix() {
+        // A TLS 1.2 alert (0x15 0x03 0x03) and handshake, as sent to a
+        // plain-text client.
+        assert!(speaks_tls(i32::from_be_bytes([0x15, 0x03, 0x03, 0x00])));
+        assert!(speaks_tls(i32::from_be_bytes([0x16, 0x03, 0x01, 0x02])));
+        // Lengths a broker sends: small, or large but not a TLS record.
+        assert!(!speaks_tls(352));
+        assert!(!speaks_tls(0x0315_0303));
+        assert!(!speaks_tls(i32::from_be_bytes([0x15, 0x04, 0x03, 0x00])));
     }
 }

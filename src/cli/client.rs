@@ -4,6 +4,7 @@
 //! connect and every request is bounded by `--timeout-ms`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
@@ -13,8 +14,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-use super::CliError;
-use crate::kafka_client::{Connection, InterBrokerSecurity};
+use super::{CliError, Globals};
+use crate::kafka_client::{AuthenticationRefused, ClientSecurity, Connection};
+use crate::security::runtime::SystemEntropy;
 
 /// The largest answer read (a Metadata of many topics, a big describe).
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -24,6 +26,8 @@ const METADATA_VERSION: i16 = 12;
 
 pub struct Client {
     timeout: Duration,
+    /// TLS and SASL for every connection.
+    security: ClientSecurity,
     /// Broker id → address, from the last Metadata.
     brokers: BTreeMap<i32, String>,
     controller: Option<i32>,
@@ -34,10 +38,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the first answering address of `bootstrap` and reads the
-    /// cluster's brokers and controller.
-    pub async fn connect(bootstrap: &str, timeout: Duration) -> Result<Self, CliError> {
-        let addresses: Vec<&str> = bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    /// Connects to the first answering address of `--brokers`, with the
+    /// TLS and SASL settings of `globals`, and reads the cluster's brokers
+    /// and controller.
+    pub async fn connect(globals: &Globals) -> Result<Self, CliError> {
+        let security = globals.security(Arc::new(SystemEntropy))?;
+        let timeout = globals.timeout();
+        let addresses: Vec<&str> = globals.brokers.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
         if addresses.is_empty() {
             return Err(CliError::Invalid("--brokers names no address".to_string()));
         }
@@ -46,10 +53,11 @@ impl Client {
             if !address.contains(':') {
                 return Err(CliError::Invalid(format!("--brokers: {address} is not HOST:PORT")));
             }
-            match Connection::connect(address, client_id(), timeout, MAX_RESPONSE_BYTES, &InterBrokerSecurity::default()).await {
+            match Connection::connect(address, client_id(), timeout, MAX_RESPONSE_BYTES, &security).await {
                 Ok(connection) => {
                     let mut client = Self {
                         timeout,
+                        security,
                         brokers: BTreeMap::new(),
                         controller: None,
                         connections: BTreeMap::from([(address.to_string(), connection)]),
@@ -58,11 +66,19 @@ impl Client {
                     client.metadata(Some(Vec::new())).await?;
                     return Ok(client);
                 }
-                Err(e) => last_error = format!("{address}: {e}"),
+                Err(e) => {
+                    // A refused login is the broker's answer, not an
+                    // unreachable broker.
+                    if let Some(refused) = refused_login(&e, address) {
+                        return Err(refused);
+                    }
+                    last_error = format!("{address}: {e:#}");
+                }
             }
         }
         Err(CliError::Unreachable(format!(
-            "cannot reach any broker of {bootstrap} ({last_error})"
+            "cannot reach any broker of {} ({last_error})",
+            globals.brokers
         )))
     }
 
@@ -108,15 +124,11 @@ impl Client {
                 .ok_or_else(|| CliError::Unreachable(format!("broker {id} is not in the cluster's metadata")))?,
         };
         if !self.connections.contains_key(&address) {
-            let connection = Connection::connect(
-                &address,
-                client_id(),
-                self.timeout,
-                MAX_RESPONSE_BYTES,
-                &InterBrokerSecurity::default(),
-            )
-            .await
-            .map_err(|e| CliError::Unreachable(format!("cannot reach {address}: {e}")))?;
+            let connection = Connection::connect(&address, client_id(), self.timeout, MAX_RESPONSE_BYTES, &self.security)
+                .await
+                .map_err(|e| {
+                    refused_login(&e, &address).unwrap_or_else(|| CliError::Unreachable(format!("cannot reach {address}: {e:#}")))
+                })?;
             self.connections.insert(address.clone(), connection);
         }
         Ok(address)
@@ -386,4 +398,13 @@ impl Client {
 
 fn client_id() -> String {
     format!("sediment-cli/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Kafka's refusal of a SASL login, as the error it is.
+fn refused_login(e: &anyhow::Error, address: &str) -> Option<CliError> {
+    let refused = e.downcast_ref::<AuthenticationRefused>()?;
+    Some(CliError::kafka(
+        refused.code,
+        format!("{address} refused the login: {}", refused.message),
+    ))
 }

@@ -155,7 +155,7 @@ impl ClusterView {
 }
 
 pub async fn run(globals: &Globals, command: ClusterCommand) -> Result<(), CliError> {
-    let mut client = Client::connect(&globals.brokers, globals.timeout()).await?;
+    let mut client = Client::connect(globals).await?;
     let view = ClusterView::of(&client.metadata(None).await?);
     match command {
         ClusterCommand::Info => print(globals.format, || view.text(), || view.json()),

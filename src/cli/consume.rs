@@ -268,7 +268,7 @@ pub async fn run(globals: &Globals, args: ConsumeArgs) -> Result<(), CliError> {
     if args.count == Some(0) {
         return Ok(());
     }
-    let mut client = Client::connect(&globals.brokers, globals.timeout()).await?;
+    let mut client = Client::connect(globals).await?;
     let all = client.partitions_of(&args.topic).await?;
     let chosen: Vec<i32> = if args.partitions.is_empty() {
         all.clone()

@@ -79,7 +79,7 @@ fn group_id(s: &str) -> GroupId {
 }
 
 pub async fn run(globals: &Globals, command: GroupCommand) -> Result<(), CliError> {
-    let mut client = Client::connect(&globals.brokers, globals.timeout()).await?;
+    let mut client = Client::connect(globals).await?;
     match command {
         GroupCommand::List => {
             let metadata = client.metadata(Some(Vec::new())).await?;

@@ -14,7 +14,13 @@ pub mod output;
 pub mod produce;
 pub mod topic;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::kafka_client::{ClientSecurity, SaslLogin};
+use crate::security::listener::SaslMechanism;
+use crate::security::runtime::Entropy;
 
 /// Settings every client subcommand takes.
 #[derive(clap::Args, Debug, Clone)]
@@ -28,11 +34,100 @@ pub struct Globals {
     /// Bound on connecting and on each request, in milliseconds.
     #[arg(long, default_value_t = 10_000, global = true)]
     pub timeout_ms: u64,
+    /// Connect with TLS, verifying brokers against --tls-ca (default: the
+    /// system's CA bundle).
+    #[arg(long, env = "SEDIMENT_TLS", global = true)]
+    pub tls: bool,
+    /// The CA certificates (PEM) brokers are verified against; implies --tls.
+    #[arg(long, env = "SEDIMENT_TLS_CA", value_name = "FILE", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS, with --tls-key.
+    #[arg(long, env = "SEDIMENT_TLS_CERT", value_name = "FILE", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "SEDIMENT_TLS_KEY", value_name = "FILE", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Log in with SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(
+        long,
+        env = "SEDIMENT_SASL_MECHANISM",
+        value_name = "MECHANISM",
+        global = true,
+        requires = "sasl_user"
+    )]
+    pub sasl_mechanism: Option<String>,
+    /// The SASL user name.
+    #[arg(long, env = "SEDIMENT_SASL_USER", value_name = "USER", global = true, requires = "sasl_mechanism")]
+    pub sasl_user: Option<String>,
+    /// A file holding the SASL password (its trailing newline ignored).
+    #[arg(long, env = "SEDIMENT_SASL_PASSWORD_FILE", value_name = "FILE", global = true)]
+    pub sasl_password_file: Option<PathBuf>,
+    /// The SASL password. Prefer the environment or a file: a flag's value
+    /// shows in the process list.
+    #[arg(
+        long,
+        env = "SEDIMENT_SASL_PASSWORD",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "sasl_password_file"
+    )]
+    pub sasl_password: Option<String>,
 }
+
+/// Where --tls looks for CA certificates without --tls-ca (Debian's and
+/// Ubuntu's bundle, which RHEL also links to).
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The names of the TLS flags, for error messages.
+const TLS_FLAGS: crate::security::tls::SettingNames = crate::security::tls::SettingNames {
+    ca: "--tls-ca",
+    cert: "--tls-cert",
+    key: "--tls-key",
+};
 
 impl Globals {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms.max(1))
+    }
+
+    /// How to reach the brokers: TLS and SASL as the flags say. Files are
+    /// read now, so a missing one is a usage error before any connection.
+    pub fn security(&self, entropy: Arc<dyn Entropy>) -> Result<ClientSecurity, CliError> {
+        let tls = if self.tls || self.tls_ca.is_some() {
+            let ca = self.tls_ca.clone().unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
+            let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+            Some(crate::security::tls::client_config(&ca, identity, &TLS_FLAGS).map_err(CliError::Invalid)?)
+        } else if self.tls_cert.is_some() {
+            return Err(CliError::Invalid("--tls-cert needs --tls or --tls-ca".to_string()));
+        } else {
+            None
+        };
+        let sasl = match (&self.sasl_mechanism, &self.sasl_user) {
+            (Some(mechanism), Some(user)) => {
+                let mechanism = SaslMechanism::parse(mechanism).ok_or_else(|| {
+                    CliError::Invalid(format!("--sasl-mechanism {mechanism}: give PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"))
+                })?;
+                let password = match (&self.sasl_password, &self.sasl_password_file) {
+                    (Some(password), _) => password.clone(),
+                    (None, Some(file)) => std::fs::read_to_string(file)
+                        .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+                        .map_err(|e| CliError::Invalid(format!("--sasl-password-file {}: {e}", file.display())))?,
+                    (None, None) => {
+                        return Err(CliError::Invalid(
+                            "--sasl-user needs a password: SEDIMENT_SASL_PASSWORD or --sasl-password-file".to_string(),
+                        ))
+                    }
+                };
+                Some(SaslLogin {
+                    mechanism,
+                    user: user.clone(),
+                    password,
+                    entropy,
+                })
+            }
+            _ => None,
+        };
+        Ok(ClientSecurity { tls, sasl })
     }
 }
 
@@ -147,6 +242,9 @@ fn hint(code: i16) -> Option<&'static str> {
         E::InvalidTopicException => "names are 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'",
         E::NotController | E::NotLeaderOrFollower | E::LeaderNotAvailable => "the cluster is moving leaders; retry",
         E::UnsupportedVersion => "the broker does not support this request",
+        E::SaslAuthenticationFailed => "check --sasl-user and the password (SEDIMENT_SASL_PASSWORD or --sasl-password-file)",
+        E::UnsupportedSaslMechanism => "choose one the listener offers with --sasl-mechanism",
+        E::IllegalSaslState => "this listener may not take SASL; drop --sasl-mechanism or use the SASL listener",
         _ => return None,
     })
 }

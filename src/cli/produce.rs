@@ -294,7 +294,7 @@ pub async fn run(globals: &Globals, args: ProduceArgs) -> Result<(), CliError> {
         }
         None => (Box::new(std::io::BufReader::new(std::io::stdin().lock())), None),
     };
-    let client = Client::connect(&globals.brokers, globals.timeout()).await?;
+    let client = Client::connect(globals).await?;
     let mut producer = Producer {
         client,
         topic: &args.topic,

@@ -114,7 +114,7 @@ fn refused(code: i16, what: String, message: Option<&StrBytes>) -> CliError {
 }
 
 pub async fn run(globals: &Globals, command: TopicCommand) -> Result<(), CliError> {
-    let mut client = Client::connect(&globals.brokers, globals.timeout()).await?;
+    let mut client = Client::connect(globals).await?;
     let timeout_ms = i32::try_from(globals.timeout_ms).unwrap_or(i32::MAX);
     match command {
         TopicCommand::Create {

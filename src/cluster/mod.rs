@@ -43,7 +43,7 @@ pub struct ClusterLink {
     /// Connections to other brokers for markers and verification.
     pub peers: peers::Peers,
     /// How followers connect to leaders (TLS, SASL).
-    pub inter_broker: crate::kafka_client::InterBrokerSecurity,
+    pub inter_broker: crate::kafka_client::ClientSecurity,
     /// The listener whose address other brokers are reached on.
     pub inter_broker_listener: String,
 }
@@ -171,7 +171,7 @@ pub async fn join(config: &Config, tasks: &Tasks) -> anyhow::Result<(Arc<EtcdCoo
 /// What followers need to reach leaders on the inter-broker listener:
 /// a TLS client config, and a SASL login (files read now, so a missing one
 /// stops the start with its reason).
-fn inter_broker_security(config: &Config) -> anyhow::Result<crate::kafka_client::InterBrokerSecurity> {
+fn inter_broker_security(config: &Config) -> anyhow::Result<crate::kafka_client::ClientSecurity> {
     let name = config.inter_broker_listener_name();
     let Some(listener) = config.effective_listeners().into_iter().find(|l| l.name == name) else {
         return Ok(Default::default());
@@ -179,8 +179,12 @@ fn inter_broker_security(config: &Config) -> anyhow::Result<crate::kafka_client:
     let auth = &config.auth;
     let tls = match (&auth.inter_broker_tls_ca, listener.protocol.tls()) {
         (Some(ca), true) => Some(
-            crate::security::tls::client_config(ca, auth.inter_broker_tls_cert.as_deref().zip(auth.inter_broker_tls_key.as_deref()))
-                .map_err(|e| anyhow::anyhow!(e))?,
+            crate::security::tls::client_config(
+                ca,
+                auth.inter_broker_tls_cert.as_deref().zip(auth.inter_broker_tls_key.as_deref()),
+                &crate::security::tls::INTER_BROKER_SETTINGS,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
         ),
         _ => None,
     };
@@ -201,7 +205,7 @@ fn inter_broker_security(config: &Config) -> anyhow::Result<crate::kafka_client:
         }
         _ => None,
     };
-    Ok(crate::kafka_client::InterBrokerSecurity { tls, sasl })
+    Ok(crate::kafka_client::ClientSecurity { tls, sasl })
 }
 
 /// A name for this data dir, kept in it: a broker that comes back with

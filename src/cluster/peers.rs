@@ -12,7 +12,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::ClusterLink;
-use crate::kafka_client::{Connection, InterBrokerSecurity};
+use crate::kafka_client::{ClientSecurity, Connection};
 
 /// Connect and answer bounds for a peer request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,7 +59,7 @@ impl Peers {
             *held = None;
         }
         if held.is_none() {
-            let security: &InterBrokerSecurity = &link.inter_broker;
+            let security: &ClientSecurity = &link.inter_broker;
             let connection = Connection::connect(
                 &address,
                 format!("sediment-broker-{}", link.broker_id),

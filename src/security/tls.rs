@@ -119,22 +119,38 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
     Ok((Arc::new(config), resolver))
 }
 
+/// What the settings naming a client's CA, certificate and key are
+/// called where they were given, for error messages.
+pub struct SettingNames {
+    pub ca: &'static str,
+    pub cert: &'static str,
+    pub key: &'static str,
+}
+
+/// The broker's config keys for its inter-broker client.
+pub const INTER_BROKER_SETTINGS: SettingNames = SettingNames {
+    ca: "inter_broker_tls_ca",
+    cert: "inter_broker_tls_cert",
+    key: "inter_broker_tls_key",
+};
+
 /// A client config trusting the CA in `ca` (PEM), presenting `identity`
-/// (certificate and key files) when given: how a follower reaches a leader.
-pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Arc<rustls::ClientConfig>, String> {
+/// (certificate and key files) when given: how a follower reaches a leader, and
+/// the command line a broker.
+pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>, names: &SettingNames) -> Result<Arc<rustls::ClientConfig>, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots(ca, "inter_broker_tls_ca")?);
+        .with_root_certificates(roots(ca, names.ca)?);
     let config = match identity {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain = certificates(&read(cert, "inter_broker_tls_cert")?, cert, "inter_broker_tls_cert")?;
-            let private = PrivateKeyDer::from_pem_slice(&read(key, "inter_broker_tls_key")?)
-                .map_err(|e| format!("inter_broker_tls_key {}: {e}", key.display()))?;
+            let chain = certificates(&read(cert, names.cert)?, cert, names.cert)?;
+            let private =
+                PrivateKeyDer::from_pem_slice(&read(key, names.key)?).map_err(|e| format!("{} {}: {e}", names.key, key.display()))?;
             builder
                 .with_client_auth_cert(chain, private)
-                .map_err(|e| format!("inter_broker_tls_cert {}: {e}", cert.display()))?
+                .map_err(|e| format!("{} {}: {e}", names.cert, cert.display()))?
         }
     };
     Ok(Arc::new(config))

@@ -1118,3 +1118,162 @@ fn consumer_group_heartbeats_assign_only_topics_the_member_may_describe() {
     let seen_by_admin: ConsumerGroupDescribeResponse = admin.call(ApiKey::ConsumerGroupDescribe, 1, &describe);
     assert_eq!((seen_by_admin.groups[0].error_code, seen_by_admin.groups[0].members.len()), (0, 2));
 }
+
+/// The command line reaches a secured broker: SASL PLAIN over TLS, and
+/// mutual TLS with a certificate as its identity. A wrong password, a
+/// missing TLS and bad flags each end in one line and a meaningful exit
+/// code.
+#[test]
+fn the_command_line_speaks_tls_mutual_tls_and_sasl() {
+    use crate::cli::sediment;
+
+    let ca = Ca::new();
+    let (cert, key) = ca.issue("server", "localhost");
+    let (admin_cert, admin_key) = ca.issue("admin", "admin-client");
+    let (user_cert, user_key) = ca.issue("user", "nobody-special");
+    let users = users_file(ca.dir.path());
+    let password = ca.path("password");
+    std::fs::write(&password, "admin-secret\n").unwrap();
+    let wrong = ca.path("wrong");
+    std::fs::write(&wrong, "guess").unwrap();
+    let mtls_port = crate::common::free_port();
+    let broker = Broker::start(&format!(
+        r#"
+[[listener]]
+name = "SASL_SSL"
+listen = "127.0.0.1:0"
+protocol = "SASL_SSL"
+tls_cert = "{cert}"
+tls_key = "{key}"
+sasl_mechanisms = ["PLAIN"]
+
+[[listener]]
+name = "MTLS"
+listen = "127.0.0.1:{mtls_port}"
+protocol = "SSL"
+tls_cert = "{cert}"
+tls_key = "{key}"
+tls_client_ca = "{ca}"
+
+[auth]
+authorizer = true
+super_users = ["User:admin", "User:CN=admin-client"]
+plain_users_file = "{users}"
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        ca = ca.path("ca.pem").display(),
+        users = users.display(),
+    ));
+    let sasl_ssl = broker.bootstrap();
+    let mtls = format!("127.0.0.1:{mtls_port}");
+    let ca_pem = ca.path("ca.pem").display().to_string();
+    let (password, wrong) = (password.display().to_string(), wrong.display().to_string());
+    let login = |file: &str| -> Vec<String> {
+        [
+            "--tls-ca",
+            &ca_pem,
+            "--sasl-mechanism",
+            "PLAIN",
+            "--sasl-user",
+            "admin",
+            "--sasl-password-file",
+            file,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |brokers: &str, args: &[&str], extra: &[String]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(extra.iter().map(String::as_str));
+        sediment(brokers, &all)
+    };
+    let text = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+
+    // SASL PLAIN over TLS: create, produce and consume back.
+    let created = run(&sasl_ssl, &["topic", "create", "secured", "-p", "2"], &login(&password));
+    assert!(created.status.success(), "{}", text(&created));
+    let lines = ca.path("lines.txt");
+    std::fs::write(&lines, "one\ntwo\nthree\n").unwrap();
+    let produced = run(
+        &sasl_ssl,
+        &["produce", "secured", "-f", &lines.display().to_string()],
+        &login(&password),
+    );
+    assert!(produced.status.success(), "{}", text(&produced));
+    let consumed = run(&sasl_ssl, &["consume", "secured", "-n", "3"], &login(&password));
+    assert!(consumed.status.success(), "{}", text(&consumed));
+    let mut values: Vec<String> = String::from_utf8_lossy(&consumed.stdout).lines().map(String::from).collect();
+    values.sort();
+    assert_eq!(values, ["one", "three", "two"]);
+
+    // Mutual TLS: the certificate is the principal, a super user here.
+    let identity = |cert: &Path, key: &Path| -> Vec<String> {
+        vec![
+            "--tls-ca".into(),
+            ca_pem.clone(),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--format".into(),
+            "json".into(),
+        ]
+    };
+    let listed = run(&mtls, &["topic", "list"], &identity(&admin_cert, &admin_key));
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"secured\""), "{}", text(&listed));
+    // Another certificate is another principal, with no ACL: the topic
+    // is not listed to it, and creating one is refused.
+    let hidden = run(&mtls, &["topic", "list"], &identity(&user_cert, &user_key));
+    assert!(hidden.status.success(), "{}", text(&hidden));
+    assert!(
+        !String::from_utf8_lossy(&hidden.stdout).contains("\"secured\""),
+        "{}",
+        text(&hidden)
+    );
+    let refused = run(&mtls, &["topic", "create", "nope"], &identity(&user_cert, &user_key));
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("CLUSTER_AUTHORIZATION_FAILED") || text(&refused).contains("TOPIC_AUTHORIZATION_FAILED"),
+        "{}",
+        text(&refused)
+    );
+
+    // A wrong password is Kafka's refusal (exit 1), named.
+    let denied = run(&sasl_ssl, &["topic", "list"], &login(&wrong));
+    assert_eq!(denied.status.code(), Some(1), "{}", text(&denied));
+    let line = String::from_utf8_lossy(&denied.stderr).trim_end().to_string();
+    assert!(line.contains("SASL_AUTHENTICATION_FAILED") && !line.contains('\n'), "{line}");
+    // Plain text to a TLS listener: unreachable (exit 3), within the timeout.
+    let started = Instant::now();
+    let plain = sediment(&sasl_ssl, &["topic", "list", "--timeout-ms", "3000"]);
+    assert_eq!(plain.status.code(), Some(3), "{}", text(&plain));
+    assert!(text(&plain).contains("answered with TLS"), "{}", text(&plain));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Bad flags: usage errors (exit 2) before any connection.
+    for bad in [
+        vec!["topic", "list", "--tls-cert", "x.pem"],
+        vec!["topic", "list", "--tls-ca", "/no/such/ca.pem"],
+        vec![
+            "topic",
+            "list",
+            "--sasl-mechanism",
+            "GSSAPI",
+            "--sasl-user",
+            "u",
+            "--sasl-password",
+            "p",
+        ],
+        vec!["topic", "list", "--sasl-mechanism", "PLAIN", "--sasl-user", "u"],
+    ] {
+        let output = sediment(&sasl_ssl, &bad);
+        assert_eq!(output.status.code(), Some(2), "{bad:?}: {}", text(&output));
+    }
+}
