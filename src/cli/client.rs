@@ -10,7 +10,8 @@ use std::time::Duration;
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
@@ -24,10 +25,15 @@ const MAX_RESPONSE_BYTES: usize = 256 << 20;
 /// Metadata v12: topic ids, and no deprecated fields (Kafka 2.8+).
 const METADATA_VERSION: i16 = 12;
 
+/// ApiVersions v3 (Kafka 2.4+): the versions a broker offers.
+const API_VERSIONS_VERSION: i16 = 3;
+
 pub struct Client {
     timeout: Duration,
     /// TLS and SASL for every connection.
     security: ClientSecurity,
+    /// API key → the versions the bootstrap broker offers (ApiVersions).
+    offered: BTreeMap<i16, (i16, i16)>,
     /// Broker id → address, from the last Metadata.
     brokers: BTreeMap<i32, String>,
     controller: Option<i32>,
@@ -54,10 +60,22 @@ impl Client {
                 return Err(CliError::Invalid(format!("--brokers: {address} is not HOST:PORT")));
             }
             match Connection::connect(address, client_id(), timeout, MAX_RESPONSE_BYTES, &security).await {
-                Ok(connection) => {
+                Ok(mut connection) => {
+                    let versions: ApiVersionsResponse = connection
+                        .call(ApiKey::ApiVersions, API_VERSIONS_VERSION, &ApiVersionsRequest::default(), timeout)
+                        .await
+                        .map_err(|e| CliError::Unreachable(format!("{address} did not answer ApiVersions: {e:#}")))?;
+                    if versions.error_code != 0 {
+                        return Err(CliError::kafka(versions.error_code, format!("{address} refused ApiVersions")));
+                    }
                     let mut client = Self {
                         timeout,
                         security,
+                        offered: versions
+                            .api_keys
+                            .iter()
+                            .map(|v| (v.api_key, (v.min_version, v.max_version)))
+                            .collect(),
                         brokers: BTreeMap::new(),
                         controller: None,
                         connections: BTreeMap::from([(address.to_string(), connection)]),
@@ -141,6 +159,7 @@ impl Client {
         Req: Encodable + HeaderVersion,
         Resp: Decodable + HeaderVersion,
     {
+        offers(&self.offered, api, version)?;
         let address = self.connected(node).await?;
         let Some(connection) = self.connections.get_mut(&address) else {
             return Err(CliError::Unreachable(format!("no connection to {address}")));
@@ -175,6 +194,7 @@ impl Client {
         version: i16,
         request: &Req,
     ) -> Result<InFlight, CliError> {
+        offers(&self.offered, api, version)?;
         let address = self.connected(node).await?;
         let Some(connection) = self.connections.get_mut(&address) else {
             return Err(CliError::Unreachable(format!("no connection to {address}")));
@@ -400,6 +420,18 @@ fn client_id() -> String {
     format!("sediment-cli/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Whether the broker offers `api` at `version`. Every request is checked
+/// before it is sent, so a broker without it is told apart from one that
+/// fails (a Kafka-compatible broker may lack an API or a version).
+fn offers(offered: &BTreeMap<i16, (i16, i16)>, api: ApiKey, version: i16) -> Result<(), CliError> {
+    let refusal = match offered.get(&(api as i16)) {
+        Some((min, max)) if (*min..=*max).contains(&version) => return Ok(()),
+        Some((min, max)) => format!("the broker offers {api:?} v{min} to v{max}; this command needs v{version}"),
+        None => format!("the broker does not offer {api:?}; this command needs v{version}"),
+    };
+    Err(CliError::kafka(kafka_protocol::ResponseError::UnsupportedVersion.code(), refusal))
+}
+
 /// Kafka's refusal of a SASL login, as the error it is.
 fn refused_login(e: &anyhow::Error, address: &str) -> Option<CliError> {
     let refused = e.downcast_ref::<AuthenticationRefused>()?;
@@ -407,4 +439,80 @@ fn refused_login(e: &anyhow::Error, address: &str) -> Option<CliError> {
         refused.code,
         format!("{address} refused the login: {}", refused.message),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_the_broker_does_not_offer_is_refused_before_it_is_sent() {
+        let offered = BTreeMap::from([(ApiKey::Fetch as i16, (4, 11))]);
+        assert_eq!(offers(&offered, ApiKey::Fetch, 11), Ok(()));
+        assert_eq!(offers(&offered, ApiKey::Fetch, 4), Ok(()));
+        for (api, version) in [(ApiKey::Fetch, 12), (ApiKey::Fetch, 3), (ApiKey::Produce, 9)] {
+            let refused = offers(&offered, api, version).unwrap_err();
+            assert_eq!(refused.exit_code(), super::super::exit::REFUSED);
+            assert!(refused.line().contains("UNSUPPORTED_VERSION"), "{}", refused.line());
+        }
+    }
+
+    /// Every request version the command line sends is one a Kafka 4.0
+    /// broker offers. Kafka 4.0 dropped the versions older than Kafka 2.1
+    /// (KIP-896); its ranges, from the 4.0.0 message definitions.
+    #[test]
+    fn every_request_is_one_a_kafka_4_0_broker_offers() {
+        let kafka_4_0: BTreeMap<&str, (i16, i16)> = BTreeMap::from([
+            ("ApiVersions", (0, 4)),
+            ("CreatePartitions", (0, 3)),
+            ("CreateTopics", (2, 7)),
+            ("DeleteGroups", (0, 2)),
+            ("DeleteTopics", (1, 6)),
+            ("DescribeConfigs", (1, 4)),
+            ("DescribeGroups", (0, 6)),
+            ("Fetch", (4, 17)),
+            ("FindCoordinator", (0, 6)),
+            ("IncrementalAlterConfigs", (0, 1)),
+            ("ListGroups", (0, 5)),
+            ("ListOffsets", (1, 10)),
+            ("Metadata", (0, 13)),
+            ("OffsetCommit", (2, 9)),
+            ("OffsetFetch", (1, 9)),
+            ("Produce", (3, 12)),
+        ]);
+        let sources = [
+            include_str!("client.rs"),
+            include_str!("cluster.rs"),
+            include_str!("consume.rs"),
+            include_str!("group.rs"),
+            include_str!("produce.rs"),
+            include_str!("topic.rs"),
+        ];
+        let constants = [
+            ("METADATA_VERSION", METADATA_VERSION),
+            ("API_VERSIONS_VERSION", API_VERSIONS_VERSION),
+        ];
+        let sent = regex::Regex::new(r"ApiKey::(\w+),\s*(\w+)\)?").unwrap();
+        let mut checked = 0;
+        for source in sources {
+            // The code, not its tests.
+            let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+            for found in sent.captures_iter(code) {
+                let (api, version) = (&found[1], &found[2]);
+                let version = version
+                    .parse::<i16>()
+                    .ok()
+                    .or_else(|| constants.iter().find(|(name, _)| *name == version).map(|(_, v)| *v));
+                // `offers` passes a version through: it names none.
+                let Some(version) = version else { continue };
+                let (min, max) = kafka_4_0.get(api).unwrap_or_else(|| panic!("{api} is not in the table"));
+                assert!(
+                    (*min..=*max).contains(&version),
+                    "{api} v{version} is outside Kafka 4.0's {min}..={max}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 16, "found only {checked} requests");
+    }
 }
