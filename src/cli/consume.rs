@@ -1,6 +1,6 @@
 //! `sediment consume TOPIC`: reads partitions from a start (beginning,
-//! end, an offset or a time) with Fetch to each leader, without a group,
-//! and prints each record: its value by default, a template of its fields,
+//! end, an offset or a time), or those its group assigns it
+//! (`consume_group.rs`), with Fetch to each leader, and prints each record: its value by default, a template of its fields,
 //! or JSON. It stops after `-n` records, or at the end of every partition,
 //! unless `--follow`. Batches are checked and decoded with the broker's own
 //! decoder, bounded like a produce (`MAX_DECODED_BYTES`); read_committed
@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
 use super::client::{Client, Position};
+use super::consume_group::GroupReader;
 use super::{CliError, Format, Globals};
 use crate::archive::records::{decode_batch, Row};
 use crate::log::batch::{BatchHeader, HEADER_LEN};
@@ -53,42 +54,12 @@ pub struct ConsumeArgs {
     /// Include the records of aborted transactions.
     #[arg(long)]
     pub read_uncommitted: bool,
-    /// Start from this consumer group's committed offsets (--from where it
-    /// has none) and commit what was printed. It does not join the group,
-    /// and a group with members refuses its commits.
-    #[arg(short, long)]
+    /// Read as a member of this consumer group (KIP-848): the partitions
+    /// the group assigns, from its committed offsets (--from where it has
+    /// none), committing what was printed.
+    #[arg(short, long, conflicts_with = "partitions")]
     pub group: Option<String>,
 }
-
-/// A group whose offsets `consume --group` starts from and commits.
-struct GroupProgress {
-    group: String,
-    coordinator: i32,
-    /// What was last committed, per partition.
-    committed: BTreeMap<i32, i64>,
-    last_commit: tokio::time::Instant,
-}
-
-impl GroupProgress {
-    /// Commits the positions that moved since the last commit.
-    async fn commit(&mut self, client: &mut Client, topic: &str, positions: &BTreeMap<i32, i64>) -> Result<(), CliError> {
-        let moved: Vec<(i32, i64)> = positions
-            .iter()
-            .filter(|(p, offset)| self.committed.get(p) != Some(offset))
-            .map(|(p, offset)| (*p, *offset))
-            .collect();
-        self.last_commit = tokio::time::Instant::now();
-        if moved.is_empty() {
-            return Ok(());
-        }
-        super::group::commit_offsets(client, self.coordinator, &self.group, topic, &moved).await?;
-        self.committed.extend(moved);
-        Ok(())
-    }
-}
-
-/// How often `--follow --group` commits while it reads.
-const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,44 +249,30 @@ pub async fn run(globals: &Globals, args: ConsumeArgs) -> Result<(), CliError> {
     if let Some(missing) = chosen.iter().find(|p| !all.contains(p)) {
         return Err(CliError::Invalid(format!("topic {} has no partition {missing}", args.topic)));
     }
-    let keys: Vec<(String, i32)> = chosen.iter().map(|p| (args.topic.clone(), *p)).collect();
-    let mut progress = match &args.group {
-        None => None,
-        Some(group) => {
-            let coordinator = client.group_coordinator(group).await?;
-            let committed = super::group::committed_offsets(&mut client, coordinator, group).await?;
-            let committed = committed
-                .into_iter()
-                .filter(|((topic, partition), _)| *topic == args.topic && chosen.contains(partition))
-                .map(|((_, partition), offset)| (partition, offset))
-                .collect();
-            Some(GroupProgress {
-                group: group.clone(),
-                coordinator,
-                committed,
-                last_commit: tokio::time::Instant::now(),
-            })
+    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut group = match &args.group {
+        // The group's coordinator assigns the partitions as it goes.
+        Some(group) => Some(GroupReader::new(&mut client, group, &args.topic).await?),
+        None => {
+            let keys: Vec<(String, i32)> = chosen.iter().map(|p| (args.topic.clone(), *p)).collect();
+            for ((_, partition), located) in client.locate(&keys, start).await? {
+                let position = start.resolve(located.start.unwrap_or(0), located.end.unwrap_or(0), located.at_time);
+                positions.insert(partition, position);
+            }
+            None
         }
     };
-    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
-    for ((_, partition), located) in client.locate(&keys, start).await? {
-        let from = start.resolve(located.start.unwrap_or(0), located.end.unwrap_or(0), located.at_time);
-        let committed = progress.as_ref().and_then(|g| g.committed.get(&partition).copied());
-        positions.insert(partition, committed.unwrap_or(from));
-    }
-    // Committing where it starts refuses a group with members before
-    // anything is printed.
-    if let Some(progress) = &mut progress {
-        progress.committed.clear();
-        progress.commit(&mut client, &args.topic, &positions).await?;
-    }
-    let read = read_records(&mut client, globals, &args, &template, &mut positions, &mut progress).await;
-    // What was printed is committed, also when reading failed.
-    let committed = match &mut progress {
-        Some(progress) => progress.commit(&mut client, &args.topic, &positions).await,
+    // Ctrl-C stops reading between requests: what was printed is still
+    // committed, and the member leaves its group.
+    let read = tokio::select! {
+        read = read_records(&mut client, globals, &args, &template, start, &mut positions, &mut group) => read,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    let finished = match &mut group {
+        Some(group) => group.finish(&mut client, &args.topic, &positions).await,
         None => Ok(()),
     };
-    read.and(committed)
+    read.and(finished)
 }
 
 /// Fetches and prints records from `positions` on, moving them past what
@@ -325,8 +282,9 @@ async fn read_records(
     globals: &Globals,
     args: &ConsumeArgs,
     template: &[Piece],
+    start: Position,
     positions: &mut BTreeMap<i32, i64>,
-    progress: &mut Option<GroupProgress>,
+    group: &mut Option<GroupReader>,
 ) -> Result<(), CliError> {
     let isolation: i8 = if args.read_uncommitted { 0 } else { 1 };
     let limits = crate::log::records::Limits {
@@ -336,7 +294,35 @@ async fn read_records(
     let mut printed = 0u64;
     let mut at_end: BTreeSet<i32> = BTreeSet::new();
     let mut leaders: BTreeMap<i32, i32> = BTreeMap::new();
+    let joined = tokio::time::Instant::now();
     loop {
+        if let Some(group) = group.as_mut() {
+            if group.heartbeat_due() {
+                group.heartbeat(client, &args.topic, start, positions).await?;
+                // Partitions came or went: their leaders and ends anew.
+                leaders.clear();
+                at_end.retain(|p| positions.contains_key(p));
+            }
+            if !group.assigned() {
+                if joined.elapsed() > globals.timeout() {
+                    return Err(CliError::Unreachable(format!(
+                        "group {} assigned no partitions within --timeout-ms",
+                        args.group.as_deref().unwrap_or_default()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            if positions.is_empty() {
+                // Nothing assigned to this member: wait for a rebalance, or
+                // stop at once without --follow.
+                if !args.follow && args.count.is_none() {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
         if leaders.is_empty() {
             // A topic deleted meanwhile ends the command with Kafka's error.
             leaders = client.leaders(&args.topic).await?;
@@ -423,7 +409,7 @@ async fn read_records(
                             return Ok(());
                         }
                     }
-                    if progress.is_some() && stdout.flush().is_err() {
+                    if group.is_some() && stdout.flush().is_err() {
                         positions.insert(partition, unflushed);
                         return Ok(());
                     }
@@ -447,8 +433,8 @@ async fn read_records(
         if !args.follow && args.count.is_none() && at_end.len() == positions.len() {
             return Ok(());
         }
-        if let Some(progress) = progress.as_mut().filter(|g| g.last_commit.elapsed() >= COMMIT_INTERVAL) {
-            progress.commit(client, &args.topic, positions).await?;
+        if let Some(group) = group.as_mut().filter(|g| g.commit_due()) {
+            group.commit(client, &args.topic, positions).await?;
         }
         if refresh {
             leaders.clear();

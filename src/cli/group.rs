@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::{
-    ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, GroupId, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
@@ -120,28 +121,12 @@ pub async fn run(globals: &Globals, command: GroupCommand) -> Result<(), CliErro
         }
         GroupCommand::Describe { group } => {
             let coordinator = client.group_coordinator(&group).await?;
-            let request = DescribeGroupsRequest::default().with_groups(vec![group_id(&group)]);
-            let described: DescribeGroupsResponse = client.call(Some(coordinator), ApiKey::DescribeGroups, 5, &request).await?;
-            let Some(info) = described.groups.first() else {
-                return Err(CliError::Invalid("the broker described no group".to_string()));
+            // A KIP-848 group is described by ConsumerGroupDescribe, a
+            // classic one by DescribeGroups, as Kafka's tools do.
+            let (state, members, owners) = match describe_consumer_group(&mut client, coordinator, &group).await? {
+                Some(described) => described,
+                None => describe_classic_group(&mut client, coordinator, &group).await?,
             };
-            if info.error_code != 0 {
-                return Err(CliError::kafka(info.error_code, format!("cannot describe group {group}")));
-            }
-            let mut owners: BTreeMap<(String, i32), Member> = BTreeMap::new();
-            for m in &info.members {
-                let member = Member {
-                    member_id: m.member_id.to_string(),
-                    client_id: m.client_id.to_string(),
-                    host: m.client_host.to_string(),
-                };
-                let assigned = crate::groups::consumer::embedded::decode_assignment(&m.member_assignment).unwrap_or_default();
-                for (topic, partitions) in assigned {
-                    for p in partitions {
-                        owners.insert((topic.clone(), p), member.clone());
-                    }
-                }
-            }
             let committed = committed_offsets(&mut client, coordinator, &group).await?;
             let mut keys: Vec<(String, i32)> = committed.keys().cloned().chain(owners.keys().cloned()).collect();
             keys.sort();
@@ -157,8 +142,6 @@ pub async fn run(globals: &Globals, command: GroupCommand) -> Result<(), CliErro
                     partition: key.1,
                 })
                 .collect();
-            let state = info.group_state.to_string();
-            let members = info.members.len();
             print(
                 globals.format,
                 || describe_text(&group, &state, members, &rows),
@@ -217,6 +200,69 @@ pub async fn run(globals: &Globals, command: GroupCommand) -> Result<(), CliErro
         }
     }
     Ok(())
+}
+
+/// A group's state, its member count and who owns each partition.
+type Described = (String, usize, BTreeMap<(String, i32), Member>);
+
+/// A KIP-848 group (ConsumerGroupDescribe v0); `None` when the group is
+/// not one (or the broker has no such API).
+async fn describe_consumer_group(client: &mut Client, coordinator: i32, group: &str) -> Result<Option<Described>, CliError> {
+    if !client.offers_api(ApiKey::ConsumerGroupDescribe) {
+        return Ok(None);
+    }
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]);
+    let described: ConsumerGroupDescribeResponse = client.call(Some(coordinator), ApiKey::ConsumerGroupDescribe, 0, &request).await?;
+    let Some(info) = described.groups.first() else {
+        return Ok(None);
+    };
+    if info.error_code == kafka_protocol::ResponseError::GroupAuthorizationFailed.code() {
+        return Err(CliError::kafka(info.error_code, format!("cannot describe group {group}")));
+    }
+    if info.error_code != 0 {
+        return Ok(None);
+    }
+    let mut owners = BTreeMap::new();
+    for m in &info.members {
+        let member = Member {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+        };
+        for tp in &m.assignment.topic_partitions {
+            for p in &tp.partitions {
+                owners.insert((tp.topic_name.0.to_string(), *p), member.clone());
+            }
+        }
+    }
+    Ok(Some((info.group_state.to_string(), info.members.len(), owners)))
+}
+
+/// A classic group (DescribeGroups v5): its members' assignments decoded.
+async fn describe_classic_group(client: &mut Client, coordinator: i32, group: &str) -> Result<Described, CliError> {
+    let request = DescribeGroupsRequest::default().with_groups(vec![group_id(group)]);
+    let described: DescribeGroupsResponse = client.call(Some(coordinator), ApiKey::DescribeGroups, 5, &request).await?;
+    let Some(info) = described.groups.first() else {
+        return Err(CliError::Invalid("the broker described no group".to_string()));
+    };
+    if info.error_code != 0 {
+        return Err(CliError::kafka(info.error_code, format!("cannot describe group {group}")));
+    }
+    let mut owners = BTreeMap::new();
+    for m in &info.members {
+        let member = Member {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+        };
+        let assigned = crate::groups::consumer::embedded::decode_assignment(&m.member_assignment).unwrap_or_default();
+        for (topic, partitions) in assigned {
+            for p in partitions {
+                owners.insert((topic.clone(), p), member.clone());
+            }
+        }
+    }
+    Ok((info.group_state.to_string(), info.members.len(), owners))
 }
 
 /// Every committed offset of the group (OffsetFetch v7, all topics).
@@ -281,20 +327,22 @@ fn describe_text(group: &str, state: &str, members: usize, rows: &[OffsetRow]) -
 /// Commits new offsets for a group without members, as an admin tool does
 /// (generation -1, no member id): the coordinator refuses it while the
 /// group has members.
-/// Commits offsets for a group with no members (OffsetCommit v8 as a
-/// simple consumer: generation -1, no member id). Kafka refuses it while
-/// the group has members.
+/// Commits offsets: as a member of the group (its id and epoch, OffsetCommit
+/// v9), or with no member for a group that has none (generation -1, v8),
+/// which Kafka refuses while the group has members.
 pub(crate) async fn commit_offsets(
     client: &mut Client,
     coordinator: i32,
     group: &str,
     topic: &str,
     offsets: &[(i32, i64)],
+    member: Option<(&str, i32)>,
 ) -> Result<(), CliError> {
+    let (member_id, epoch) = member.unwrap_or(("", -1));
     let request = OffsetCommitRequest::default()
         .with_group_id(group_id(group))
-        .with_generation_id_or_member_epoch(-1)
-        .with_member_id(StrBytes::from_static_str(""))
+        .with_generation_id_or_member_epoch(epoch)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
         .with_topics(vec![OffsetCommitRequestTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partitions(
@@ -308,9 +356,12 @@ pub(crate) async fn commit_offsets(
                     })
                     .collect(),
             )]);
-    let response: OffsetCommitResponse = client.call(Some(coordinator), ApiKey::OffsetCommit, 8, &request).await?;
+    let response: OffsetCommitResponse = match member {
+        Some(_) => client.call(Some(coordinator), ApiKey::OffsetCommit, 9, &request).await?,
+        None => client.call(Some(coordinator), ApiKey::OffsetCommit, 8, &request).await?,
+    };
     if let Some(p) = response.topics.iter().flat_map(|t| &t.partitions).find(|p| p.error_code != 0) {
-        let why = if p.error_code == kafka_protocol::ResponseError::UnknownMemberId.code() {
+        let why = if member.is_none() && p.error_code == kafka_protocol::ResponseError::UnknownMemberId.code() {
             format!("cannot commit the offsets of group {group}: it has members; stop its consumers first")
         } else {
             format!("cannot commit the offsets of group {group}")
@@ -353,7 +404,7 @@ async fn seek(
     }
     if !dry_run {
         let offsets: Vec<(i32, i64)> = plan.iter().map(|(p, _, new)| (*p, *new)).collect();
-        commit_offsets(client, coordinator, group, topic, &offsets).await?;
+        commit_offsets(client, coordinator, group, topic, &offsets, None).await?;
     }
     print(
         globals.format,

@@ -449,28 +449,29 @@ fn archive_subcommands_read_the_bucket_directly() {
     assert_eq!(code, 2, "{line}");
 }
 
-/// `consume --group` starts from the group's committed offsets and commits
-/// what it printed: two runs print every record once, a third nothing, and
-/// a group with members refuses before anything is printed.
+/// `consume --group` reads as a member of the group: a second run resumes
+/// where the first committed, a third prints nothing, and two members
+/// share the partitions, each record printed once between them, before
+/// Ctrl-C commits and leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consume_with_a_group_resumes_where_it_committed() {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+async fn consume_with_a_group_resumes_and_shares_partitions() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
 
-    let broker = Broker::start("");
+    // Heartbeats every 300 ms, so that partitions move quickly.
+    let broker = Broker::start("group_consumer_heartbeat_interval_ms = 300");
     let b = broker.bootstrap();
     crate::kafka::create_topic(&b, "cli-resume", 2, &[]).await;
     let records: Vec<_> = (0..40).map(|i| crate::kafka::record(i, 10)).collect();
     crate::kafka::produce(&crate::kafka::producer(&b, &[]), "cli-resume", &records).await;
+    let parse = |line: &str| -> (i64, i64) {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        (record["partition"].as_i64().unwrap(), record["offset"].as_i64().unwrap())
+    };
     let printed = |args: &[&str]| -> Vec<(i64, i64)> {
         let mut args = args.to_vec();
         args.extend(["--format", "json"]);
-        ok(&b, &args)
-            .lines()
-            .map(|line| {
-                let record: serde_json::Value = serde_json::from_str(line).unwrap();
-                (record["partition"].as_i64().unwrap(), record["offset"].as_i64().unwrap())
-            })
-            .collect()
+        ok(&b, &args).lines().map(parse).collect()
     };
     let first = printed(&["consume", "cli-resume", "--group", "resumer", "-n", "15"]);
     let rest = printed(&["consume", "cli-resume", "-g", "resumer"]);
@@ -478,24 +479,83 @@ async fn consume_with_a_group_resumes_where_it_committed() {
     let all: std::collections::BTreeSet<_> = first.iter().chain(&rest).collect();
     assert_eq!(all.len(), 40, "every record once over the two runs");
     let described = json(&b, &["group", "describe", "resumer"]);
-    assert_eq!(described["total_lag"], 0, "{described}");
+    assert_eq!(
+        (described["total_lag"].as_i64(), described["members"].as_i64()),
+        (Some(0), Some(0)),
+        "{described}"
+    );
     assert!(printed(&["consume", "cli-resume", "-g", "resumer"]).is_empty());
     // Without the group, from the beginning as before.
     assert_eq!(printed(&["consume", "cli-resume"]).len(), 40);
+    let (code, line) = fails(&b, &["consume", "cli-resume", "-g", "x", "-p", "0"]);
+    assert_eq!(code, 2, "{line}");
 
-    let member: BaseConsumer = crate::kafka::config(&b)
-        .set("group.id", "cli-busy")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    member.subscribe(&["cli-resume"]).unwrap();
-    crate::common::wait_until("the member is assigned", 60, || {
-        let _ = member.poll(Duration::from_millis(100));
-        member.assignment().is_ok_and(|a| a.count() > 0)
+    // Two members following one topic of 4 partitions.
+    crate::kafka::create_topic(&b, "cli-shared", 4, &[]).await;
+    let member = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sediment"))
+            .args(["consume", "cli-shared", "-g", "sharers", "--follow", "--format", "json"])
+            .env("SEDIMENT_BROKERS", &b)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(parse(&line));
+            }
+        });
+        (child, lines)
+    };
+    let members = |n: i64| {
+        crate::common::wait_until(&format!("{n} members"), 60, || {
+            let out = sediment(&b, &["group", "describe", "sharers", "--format", "json"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|g| g["members"] == n)
+        })
+    };
+    let (mut one, one_printed) = member();
+    tokio::task::block_in_place(|| members(1));
+    let (mut two, two_printed) = member();
+    tokio::task::block_in_place(|| members(2));
+    // Records go on coming until both members print some: by then the
+    // first has handed partitions to the second.
+    let producer = crate::kafka::producer(&b, &[]);
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while one_printed.lock().unwrap().is_empty() || two_printed.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the partitions were not shared");
+        let batch: Vec<_> = (sent..sent + 20).map(|i| crate::kafka::record(i, 10)).collect();
+        crate::kafka::produce(&producer, "cli-shared", &batch).await;
+        sent += 20;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::task::block_in_place(|| {
+        crate::common::wait_until("every record printed", 60, || {
+            one_printed.lock().unwrap().len() + two_printed.lock().unwrap().len() >= sent
+        })
     });
-    let output = sediment(&b, &["consume", "cli-resume", "-g", "cli-busy", "-n", "1"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("stop its consumers first"), "{stderr}");
-    assert!(output.stdout.is_empty(), "printed before refusing");
+    let (a, b_side) = (one_printed.lock().unwrap().clone(), two_printed.lock().unwrap().clone());
+    let union: std::collections::BTreeSet<_> = a.iter().chain(&b_side).collect();
+    assert_eq!(
+        (union.len(), a.len() + b_side.len()),
+        (sent, sent),
+        "each record once between the two"
+    );
+    // Ctrl-C: each commits what it printed and leaves.
+    for child in [&mut one, &mut two] {
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status}: {stderr}");
+    }
+    let described = json(&b, &["group", "describe", "sharers"]);
+    assert_eq!(
+        (described["total_lag"].as_i64(), described["members"].as_i64()),
+        (Some(0), Some(0)),
+        "{described}"
+    );
 }
