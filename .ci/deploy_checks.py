@@ -1265,14 +1265,14 @@ def check_dashboards(rendered):
     for needed in ("sediment_under_replicated_partitions", "sediment_offline_partitions",
                    "sediment_etcd_session_up", "sediment_produce_bytes_total",
                    "sediment_request_duration_seconds_bucket", "sediment_fsync_duration_seconds_bucket",
-                   "sediment_tiering_backlog_bytes", "sediment_consumer_group_lag",
+                   "sediment_tiering_backlog_bytes", "sediment_consumer_group_lag_records",
                    "sediment_slow_requests_total", "sediment_quota_throttled_responses_total",
                    "sediment_quota_throttle_seconds_total", "sediment_transactions_open",
                    "sediment_transactions_timed_out_total", "sediment_cleaner_errors_total",
                    "sediment_fetch_sessions", "sediment_authentication_failures_total",
                    "sediment_authorization_denials_total", "sediment_controller",
                    "sediment_coordination_writes_total", "sediment_log_size_bytes",
-                   "sediment_archive_cache_hits_total", "sediment_tiering_last_upload_age_seconds"):
+                   "sediment_archive_cache_hits_total", "sediment_tiering_last_upload_timestamp_seconds"):
         if needed not in names:
             fail(f"the dashboard does not show {needed}")
     # The extraction finds a name in a panel of a collapsed row too, so a

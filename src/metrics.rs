@@ -22,6 +22,12 @@ pub struct ApiLabels {
     pub api: &'static str,
 }
 
+/// A Kafka error, by the name Kafka's docs give it (`NOT_LEADER_OR_FOLLOWER`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
     pub topic: String,
@@ -84,7 +90,8 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<ApiLabels, Counter>,
-    pub produce_errors: Family<ApiLabels, Counter>,
+    /// Produce partitions answered with an error, by Kafka's error name.
+    pub produce_errors: Family<ErrorLabels, Counter>,
     pub request_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
     /// Requests over `slow_request_threshold_ms`, by API.
     pub slow_requests: Family<ApiLabels, Counter>,
@@ -141,7 +148,8 @@ pub struct Metrics {
     pub tiering_uploaded_records: Counter,
     pub tiering_backlog_bytes: Gauge,
     pub tiering_backlog_segments: Gauge,
-    pub tiering_last_upload_age_seconds: Gauge,
+    /// Unix time of the last successful archive upload; 0: none yet.
+    pub tiering_last_upload_timestamp_seconds: Gauge,
     pub archive_read_bytes: Counter,
     pub archive_read_duration: Histogram,
     pub archive_cache_hits: Counter,
@@ -249,7 +257,7 @@ impl Metrics {
             tiering_uploaded_records: Counter::default(),
             tiering_backlog_bytes: Gauge::default(),
             tiering_backlog_segments: Gauge::default(),
-            tiering_last_upload_age_seconds: Gauge::default(),
+            tiering_last_upload_timestamp_seconds: Gauge::default(),
             archive_read_bytes: Counter::default(),
             archive_read_duration: latency_histogram(),
             archive_cache_hits: Counter::default(),
@@ -284,7 +292,7 @@ impl Metrics {
         registry.register("requests", "Kafka requests handled, by API", m.requests.clone());
         registry.register(
             "produce_errors",
-            "Produce partitions answered with an error code",
+            "Produce partitions answered with an error, by Kafka's error name",
             m.produce_errors.clone(),
         );
         registry.register(
@@ -395,7 +403,11 @@ impl Metrics {
         );
         registry.register("log_size_bytes", "Bytes of the local log, per partition", m.log_size_bytes.clone());
         registry.register("log_segments", "Segments of the local log, per partition", m.log_segments.clone());
-        registry.register("consumer_group_lag", "High watermark minus committed offset", m.group_lag.clone());
+        registry.register(
+            "consumer_group_lag_records",
+            "Records between a group's committed offset and the high watermark",
+            m.group_lag.clone(),
+        );
         registry.register("consumer_group_members", "Members of each consumer group", m.group_members.clone());
         registry.register(
             "consumer_groups",
@@ -495,9 +507,9 @@ impl Metrics {
             m.tiering_backlog_segments.clone(),
         );
         registry.register(
-            "tiering_last_upload_age_seconds",
-            "Seconds since the last successful archive upload (-1: none yet)",
-            m.tiering_last_upload_age_seconds.clone(),
+            "tiering_last_upload_timestamp_seconds",
+            "Unix time of the last successful archive upload (0: none since the broker started); time() minus it is the upload age",
+            m.tiering_last_upload_timestamp_seconds.clone(),
         );
         registry.register(
             "archive_read_bytes",

@@ -26,7 +26,6 @@ use crate::metrics::PartitionLabels;
 /// Runs until its task is cancelled (shutdown).
 pub async fn run(broker: Arc<Broker>) {
     let mut attempt = 0u32;
-    let mut last_upload: Option<Instant> = None;
     let mut mirrored_versions = (0u64, 0u64);
     // When each follower partition's manifest was last read.
     let mut manifest_reads: HashMap<(String, i32), Instant> = HashMap::new();
@@ -48,7 +47,7 @@ pub async fn run(broker: Arc<Broker>) {
                     outcome = bump_epoch(&broker, &topic, &partition, epoch).await;
                 }
                 let outcome = match outcome {
-                    Ok(()) => tier_partition(&broker, &topic, &partition, epoch, &mut last_upload).await,
+                    Ok(()) => tier_partition(&broker, &topic, &partition, epoch).await,
                     err => err,
                 };
                 let outcome = match outcome {
@@ -68,7 +67,7 @@ pub async fn run(broker: Arc<Broker>) {
             result = Err(e);
         }
         broker.refresh_local_bytes();
-        update_metrics(&broker, last_upload);
+        update_metrics(&broker);
         let pause = match result {
             Ok(()) => {
                 attempt = 0;
@@ -139,13 +138,7 @@ async fn refresh_follower_manifest(broker: &Broker, topic: &Topic, partition: &P
 }
 
 /// Archives every sealed, durable segment past the archive's end, in order.
-async fn tier_partition(
-    broker: &Broker,
-    topic: &Topic,
-    partition: &Partition,
-    epoch: i32,
-    last_upload: &mut Option<Instant>,
-) -> Result<(), ArchiveError> {
+async fn tier_partition(broker: &Broker, topic: &Topic, partition: &Partition, epoch: i32) -> Result<(), ArchiveError> {
     // Below the last stable offset every transaction is decided, so the
     // uploader knows which records were aborted.
     let stable = partition.last_stable_offset();
@@ -173,8 +166,8 @@ async fn tier_partition(
             remove_unpublished(broker, topic, partition, &entry).await;
             return Err(e);
         }
-        *last_upload = Some(Instant::now());
         broker.metrics.tiering_uploads.inc();
+        broker.metrics.tiering_last_upload_timestamp_seconds.set(now_ms() / 1000);
         broker.metrics.tiering_uploaded_bytes.inc_by(bytes);
         broker.metrics.tiering_uploaded_records.inc_by(records as u64);
         tracing::info!(
@@ -344,7 +337,7 @@ async fn mirror(
     Ok(())
 }
 
-fn update_metrics(broker: &Broker, last_upload: Option<Instant>) {
+fn update_metrics(broker: &Broker) {
     let m = &broker.metrics;
     let (mut backlog_bytes, mut backlog_segments) = (0u64, 0usize);
     for family in [&m.archive_bytes, &m.archive_start_offset, &m.archive_end_offset] {
@@ -370,7 +363,5 @@ fn update_metrics(broker: &Broker, last_upload: Option<Instant>) {
     }
     m.tiering_backlog_bytes.set(backlog_bytes as i64);
     m.tiering_backlog_segments.set(backlog_segments as i64);
-    m.tiering_last_upload_age_seconds
-        .set(last_upload.map_or(-1, |t| t.elapsed().as_secs() as i64));
     m.archive_cache_bytes.set(broker.archive.cache_bytes() as i64);
 }

@@ -208,25 +208,7 @@ pub fn print(format: Format, text: impl FnOnce() -> String, json: impl FnOnce() 
     }
 }
 
-/// Kafka's name for an error code, as its docs and tools write it
-/// (`UNKNOWN_TOPIC_OR_PARTITION`).
-pub fn error_name(code: i16) -> String {
-    let Some(error) = kafka_protocol::ResponseError::try_from_code(code) else {
-        return "NONE".to_string();
-    };
-    if let kafka_protocol::ResponseError::Unknown(code) = error {
-        return format!("UNKNOWN_ERROR_CODE_{code}");
-    }
-    let camel = error.to_string();
-    let mut out = String::with_capacity(camel.len() + 8);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
-}
+pub use crate::protocol::error_code::name as error_name;
 
 /// What to do about the errors an operator meets most.
 fn hint(code: i16) -> Option<&'static str> {

@@ -6,6 +6,26 @@ use crate::log::batch::BatchError;
 use crate::log::records::RecordError;
 use crate::log::LogError;
 
+/// Kafka's name for an error code, as its docs and tools write it
+/// (`UNKNOWN_TOPIC_OR_PARTITION`).
+pub fn name(code: i16) -> String {
+    let Some(error) = kafka_protocol::ResponseError::try_from_code(code) else {
+        return "NONE".to_string();
+    };
+    if let kafka_protocol::ResponseError::Unknown(code) = error {
+        return format!("UNKNOWN_ERROR_CODE_{code}");
+    }
+    let camel = error.to_string();
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 pub fn log_error(e: &LogError) -> i16 {
     match e {
         LogError::Io(_) => ResponseError::KafkaStorageError.code(),

@@ -15,7 +15,7 @@ use crate::broker::{Broker, TopicError};
 use crate::clock::now_ms;
 use crate::log::batch;
 use crate::log::records::RecordRules;
-use crate::metrics::ApiLabels;
+use crate::metrics::{ErrorLabels, Metrics};
 use crate::security::acl::{Operation, ResourceType};
 use crate::topic_config::TopicCompression;
 use crate::txn::state::TxnError;
@@ -191,12 +191,21 @@ fn verify_write(broker: &Broker, write: TransactionalWrite<'_>, topic: &str, par
         })
 }
 
+/// Counts a partition answered with an error, by the error's name.
+fn count_error(metrics: &Metrics, code: i16) {
+    metrics
+        .produce_errors
+        .get_or_create(&ErrorLabels {
+            error: error_code::name(code),
+        })
+        .inc();
+}
+
 /// Validates and appends every partition's batches now, in the order the
 /// request arrived; the returned future waits for durability and answers.
 pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: ProduceRequest) -> ResponseFuture {
     let acks = req.acks;
     let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Pending>)> = Vec::with_capacity(req.topic_data.len());
-    let mut errors = 0u64;
     for topic_data in req.topic_data {
         let name = topic_data.name.0.to_string();
         // Produce never creates topics, as in Kafka: the producer's Metadata
@@ -281,20 +290,13 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
                 (None, None) => Err((ResponseError::UnknownTopicOrPartition.code(), None)),
             };
             if let Err((code, message)) = result {
-                errors += 1;
+                count_error(&broker.metrics, code);
                 response.error_code = code;
                 response.error_message = message.map(str_bytes);
             }
             pendings.push(Pending { response, wait });
         }
         topics.push((topic_data.name, pendings));
-    }
-    if errors > 0 {
-        broker
-            .metrics
-            .produce_errors
-            .get_or_create(&ApiLabels { api: "Produce" })
-            .inc_by(errors);
     }
     let broker = broker.clone();
     // Produce's timeout_ms bounds the wait for acknowledgements (REQUEST_TIMED_OUT).
@@ -318,7 +320,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, ctx: RequestContext, req: Produ
                     if let Some((error, message)) = refusal {
                         p.response.error_code = error.code();
                         p.response.error_message = message.map(str_bytes);
-                        broker.metrics.produce_errors.get_or_create(&ApiLabels { api: "Produce" }).inc();
+                        count_error(&broker.metrics, error.code());
                     }
                 }
                 partition_responses.push(p.response);

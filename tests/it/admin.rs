@@ -175,7 +175,7 @@ async fn http_endpoints_report_health_metrics_and_topics() {
         "sediment_produce_records_total{topic=\"watched\"} 100",
         "sediment_log_end_offset{topic=\"watched\",partition=\"0\"} 100",
         "sediment_high_watermark{topic=\"watched\",partition=\"0\"} 100",
-        "sediment_consumer_group_lag{group=\"watchers\",topic=\"watched\",partition=\"0\"} 40",
+        "sediment_consumer_group_lag_records{group=\"watchers\",topic=\"watched\",partition=\"0\"} 40",
         "sediment_fsync_duration_seconds_count",
         "sediment_connections ",
     ] {

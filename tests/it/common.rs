@@ -276,6 +276,15 @@ pub fn metric(broker: &Broker, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The sum of every series of a metric.
+pub fn metric_sum(broker: &Broker, name: &str) -> f64 {
+    let text = http_get(&broker.http("/metrics")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Polls `check` until it holds or `secs` pass.
 pub fn wait_until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -125,7 +125,16 @@ async fn batches_whose_records_lie_are_refused_and_nothing_acknowledged_is_lost(
         .unwrap();
     let offsets: Vec<i64> = consumed[&0].iter().map(|(o, _)| *o).collect();
     assert_eq!(offsets, (0..53).collect::<Vec<_>>());
-    assert_eq!(metric(&broker, "sediment_produce_errors_total"), cases.len() as f64);
+    // Every refusal is counted, under the name of its error.
+    assert_eq!(
+        crate::common::metric_sum(&broker, "sediment_produce_errors_total"),
+        cases.len() as f64
+    );
+    for (error, code) in [("CORRUPT_MESSAGE", 2), ("INVALID_RECORD", 87)] {
+        let refused = cases.iter().filter(|c| c.2 == code).count();
+        let series = format!("sediment_produce_errors_total{{error=\"{error}\"}}");
+        assert_eq!(metric(&broker, &series), refused as f64, "{series}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use rdkafka::Message;
 use sediment::security::scram::{client as scram_client, ScramAlgorithm};
 
 use crate::bad_input::{encode_batch, request};
-use crate::common::{metric, wait_until, Broker};
+use crate::common::{metric, metric_sum, wait_until, Broker};
 use crate::kafka::{config, produce, producer, record};
 
 /// A test certificate authority (rcgen): issues server and client certificates.
@@ -330,15 +330,6 @@ fn sasl(mechanism: &str, user: &str, password: &str) -> Vec<(&'static str, Strin
 
 fn as_pairs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     v.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-/// The sum of every series of a metric.
-fn metric_sum(broker: &Broker, name: &str) -> f64 {
-    let text = crate::common::http_get(&broker.http("/metrics")).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Subscribes as a member of `group` and reads `expected` records of `topic`.
