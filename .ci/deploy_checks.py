@@ -169,9 +169,12 @@ GOOD = {
             "env": {"AWS_REGION": "us-east-1"},
             "workloadIdentity": {"awsRoleArn": "arn:aws:iam::123456789012:role/sediment-archive"},
         },
+        # Every request over a threshold of 0 is a slow request: the live
+        # scrape then has sediment_slow_requests_total series.
         "broker": {"clusterName": "secure",
                    "cluster": {"etcdLeaseTtlMs": 6000, "replicaLagTimeMaxMs": 10000,
-                               "offsetsTopicPartitions": 4}},
+                               "offsetsTopicPartitions": 4},
+                   "config": {"slow_request_threshold_ms": 0}},
         "tls": {"enabled": True, "secretName": "sediment-tls"},
         "sasl": {"enabled": True, "mechanisms": ["SCRAM-SHA-512", "PLAIN"],
                  "plainUsers": {"secretName": "sediment-plain-users"}},
