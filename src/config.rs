@@ -111,6 +111,21 @@ pub struct Config {
     pub log_maintenance_interval_ms: u64,
     /// How often the uploader looks for sealed segments to archive.
     pub tiering_interval_ms: u64,
+    /// The Iceberg REST catalog's one namespace; the cluster's name when unset.
+    pub iceberg_namespace: Option<String>,
+    /// Hand the broker's own S3 credentials (`AWS_ACCESS_KEY_ID`, ...) to
+    /// engines that load a table from the catalog.
+    pub iceberg_vend_credentials: bool,
+    /// Iceberg's history.expire.max-snapshot-age-ms for every topic's table.
+    pub iceberg_snapshot_max_age_ms: i64,
+    /// Iceberg's history.expire.min-snapshots-to-keep.
+    pub iceberg_min_snapshots_to_keep: usize,
+    /// Snapshots a table keeps at most, whatever their age.
+    pub iceberg_max_snapshots: usize,
+    /// Iceberg's write.metadata.previous-versions-max.
+    pub iceberg_metadata_previous_versions_max: usize,
+    /// Iceberg's commit.manifest.min-count-to-merge.
+    pub iceberg_min_manifests_to_merge: usize,
     /// How often the log cleaner looks for compacted partitions to clean.
     pub cleaner_interval_ms: u64,
     /// Memory for one cleaning pass's key map (Kafka's
@@ -309,6 +324,13 @@ impl Default for Config {
             log_maintenance_interval_ms: 5_000,
             tiering_interval_ms: 2_000,
             cleaner_interval_ms: 15_000,
+            iceberg_namespace: None,
+            iceberg_vend_credentials: false,
+            iceberg_snapshot_max_age_ms: 5 * 24 * 3600 * 1000,
+            iceberg_min_snapshots_to_keep: 1,
+            iceberg_max_snapshots: 100,
+            iceberg_metadata_previous_versions_max: 20,
+            iceberg_min_manifests_to_merge: 16,
             cleaner_dedupe_buffer_bytes: 128 << 20,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
@@ -542,6 +564,23 @@ impl Config {
         }
         if self.cluster.is_empty() || !self.cluster.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return invalid(format!("cluster name {:?} must be non-empty [A-Za-z0-9._-]", self.cluster));
+        }
+        if let Some(ns) = &self.iceberg_namespace {
+            if ns.is_empty() || ns.len() > 255 || !ns.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+                return invalid(format!("iceberg_namespace {ns:?} must be 1 to 255 of [A-Za-z0-9_-]"));
+            }
+        }
+        if self.iceberg_snapshot_max_age_ms < 0
+            || self.iceberg_min_snapshots_to_keep < 1
+            || self.iceberg_max_snapshots < 1
+            || self.iceberg_metadata_previous_versions_max < 1
+            || self.iceberg_min_manifests_to_merge < 1
+        {
+            return invalid(
+                "iceberg_snapshot_max_age_ms must be >= 0, and iceberg_min_snapshots_to_keep, iceberg_max_snapshots, \
+                 iceberg_metadata_previous_versions_max and iceberg_min_manifests_to_merge >= 1"
+                    .into(),
+            );
         }
         if !(1..=10_000).contains(&self.default_partitions) {
             return invalid(format!("default_partitions must be 1..=10000, got {}", self.default_partitions));

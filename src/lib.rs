@@ -30,6 +30,7 @@ pub mod coordination;
 pub mod fetch_session;
 pub mod groups;
 pub mod http;
+pub mod iceberg;
 pub mod kafka_client;
 pub mod line_file;
 pub mod log;

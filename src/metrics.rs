@@ -34,6 +34,11 @@ pub struct TopicLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
     pub topic: String,
     pub partition: String,
@@ -128,6 +133,13 @@ pub struct Metrics {
     pub log_segments: Family<PartitionLabels, Gauge>,
     pub group_lag: Family<LagLabels, Gauge>,
     pub tiering_uploads: Counter,
+    /// Iceberg snapshots committed, by operation (append, delete, overwrite).
+    pub iceberg_commits: Family<OperationLabels, Counter>,
+    pub iceberg_commit_conflicts: Counter,
+    pub iceberg_commit_errors: Counter,
+    pub iceberg_metadata_repairs: Counter,
+    pub iceberg_snapshots_expired: Counter,
+    pub iceberg_commit_duration: Histogram,
     pub cleaner_passes: Counter,
     pub last_stable_offset: Family<PartitionLabels, Gauge>,
     pub transactions_open: Gauge,
@@ -239,6 +251,12 @@ impl Metrics {
             log_segments: Family::default(),
             group_lag: Family::default(),
             tiering_uploads: Counter::default(),
+            iceberg_commits: Family::default(),
+            iceberg_commit_conflicts: Counter::default(),
+            iceberg_commit_errors: Counter::default(),
+            iceberg_metadata_repairs: Counter::default(),
+            iceberg_snapshots_expired: Counter::default(),
+            iceberg_commit_duration: latency_histogram(),
             tiering_upload_errors: Counter::default(),
             cleaner_passes: Counter::default(),
             last_stable_offset: Family::default(),
@@ -420,6 +438,36 @@ impl Metrics {
             m.group_series_omitted.clone(),
         );
         registry.register("tiering_uploads", "Segments archived as Parquet objects", m.tiering_uploads.clone());
+        registry.register(
+            "iceberg_commits",
+            "Snapshots committed to topics' Iceberg tables, by operation (append, delete, overwrite)",
+            m.iceberg_commits.clone(),
+        );
+        registry.register(
+            "iceberg_commit_conflicts",
+            "Iceberg commits that lost the compare-and-swap on the table's next metadata version to another writer, and were retried",
+            m.iceberg_commit_conflicts.clone(),
+        );
+        registry.register(
+            "iceberg_commit_errors",
+            "Iceberg commits that failed (object store errors, lost races five times); retried next tiering round",
+            m.iceberg_commit_errors.clone(),
+        );
+        registry.register(
+            "iceberg_metadata_repairs",
+            "Iceberg tables whose newest metadata, manifest list or manifest was missing or unreadable, rebuilt from the archive's manifests",
+            m.iceberg_metadata_repairs.clone(),
+        );
+        registry.register(
+            "iceberg_snapshots_expired",
+            "Iceberg snapshots expired (history.expire.*), their manifest lists and unreferenced manifests deleted",
+            m.iceberg_snapshots_expired.clone(),
+        );
+        registry.register(
+            "iceberg_commit_duration_seconds",
+            "Time to commit one topic's Iceberg snapshot: reading the table and the archive's manifests, writing manifests and metadata",
+            m.iceberg_commit_duration.clone(),
+        );
         registry.register(
             "last_stable_offset",
             "The offset read_committed consumers read up to: below the high watermark while a transaction is open",

@@ -21,18 +21,22 @@ use crate::archive::manifest::{self, Manifest, ManifestError, ObjectEntry};
 use crate::archive::{layout, ArchiveError};
 use crate::broker::{Broker, Partition, Topic};
 use crate::clock::now_ms;
+use crate::iceberg::table::Committer;
 use crate::metrics::PartitionLabels;
 
-/// Runs until its task is cancelled (shutdown).
-pub async fn run(broker: Arc<Broker>) {
+/// Runs until its task is cancelled (shutdown). `iceberg` commits the
+/// topics' tables.
+pub async fn run(broker: Arc<Broker>, iceberg: Committer) {
     let mut attempt = 0u32;
     let mut mirrored_versions = (0u64, 0u64);
     // When each follower partition's manifest was last read.
     let mut manifest_reads: HashMap<(String, i32), Instant> = HashMap::new();
+    let mut tables = TableSync::default();
     loop {
         let interval = Duration::from_millis(broker.config.tiering_interval_ms);
         let mut result = Ok(());
         for topic in broker.topics() {
+            let mut removed = Vec::new();
             for partition in topic.partitions() {
                 // Only a partition's leader archives it (at its leader epoch).
                 let Some(epoch) = partition.leader_epoch() else {
@@ -51,7 +55,9 @@ pub async fn run(broker: Arc<Broker>) {
                     err => err,
                 };
                 let outcome = match outcome {
-                    Ok(()) => apply_archive_retention(&broker, &topic, &partition, epoch).await,
+                    Ok(()) => apply_archive_retention(&broker, &topic, &partition, epoch)
+                        .await
+                        .map(|gone| removed.extend(gone)),
                     err => err,
                 };
                 if let Err(e) = outcome {
@@ -61,6 +67,7 @@ pub async fn run(broker: Arc<Broker>) {
                 }
                 apply_local_retention(&broker, &topic, &partition).await;
             }
+            tables.after_round(&broker, &iceberg, &topic, removed).await;
         }
         if let Err(e) = mirror_cluster_state(&broker, &mut mirrored_versions).await {
             tracing::warn!(error = %e, "cannot copy cluster metadata to the archive; will retry");
@@ -215,12 +222,18 @@ pub(crate) async fn publish<T>(
 }
 
 /// `retention.ms` / `retention.bytes` over the archive: oldest objects
-/// leave the manifest first, then the store.
-async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Partition, epoch: i32) -> Result<(), ArchiveError> {
+/// leave the manifest. Returns them: they leave the store once the topic's
+/// Iceberg table no longer names them (`TableSync`).
+async fn apply_archive_retention(
+    broker: &Broker,
+    topic: &Topic,
+    partition: &Partition,
+    epoch: i32,
+) -> Result<Vec<ObjectEntry>, ArchiveError> {
     let config = topic.config();
     // A compact-only topic keeps its history: nothing expires by time or size.
     if !config.delete_policy {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let now = now_ms();
     let expired = |m: &Manifest| -> usize {
@@ -239,7 +252,7 @@ async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Par
     };
     let known = partition.manifest();
     if expired(&known) == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let doomed = publish(broker, topic, partition, |current| {
         let count = expired(current);
@@ -247,8 +260,56 @@ async fn apply_archive_retention(broker: &Broker, topic: &Topic, partition: &Par
     })
     .await?;
     tracing::info!(topic = %topic.name, partition = partition.index, objects = doomed.len(), "archive retention removed objects");
-    broker.archive.delete_objects(&doomed).await;
-    Ok(())
+    Ok(doomed)
+}
+
+/// What the uploader knows of each topic's Iceberg table: the partition
+/// manifest versions it last committed from, and objects retention removed
+/// that wait for a delete snapshot before they leave the store.
+#[derive(Default)]
+struct TableSync {
+    committed: HashMap<String, (uuid::Uuid, Vec<(i32, u64)>)>,
+    pending_deletes: HashMap<String, Vec<ObjectEntry>>,
+}
+
+impl TableSync {
+    /// Commits `topic`'s table when a partition this broker leads changed
+    /// since the last commit (or none was made since start), then deletes
+    /// the objects retention removed. An internal topic or one with
+    /// `archive.iceberg.enabled=false` has no table: its objects go at once.
+    async fn after_round(&mut self, broker: &Broker, iceberg: &Committer, topic: &Topic, removed: Vec<ObjectEntry>) {
+        let mut doomed = self.pending_deletes.remove(&topic.name).unwrap_or_default();
+        doomed.extend(removed);
+        if topic.name.starts_with("__") || !topic.config().iceberg_enabled {
+            broker.archive.delete_objects(&doomed).await;
+            return;
+        }
+        let led: Vec<(i32, u64)> = topic
+            .partitions()
+            .iter()
+            .filter(|p| p.leader_epoch().is_some())
+            .map(|p| (p.index, p.manifest().version))
+            .collect();
+        let known = self
+            .committed
+            .get(&topic.name)
+            .is_some_and(|(id, versions)| *id == topic.id && *versions == led);
+        if led.is_empty() || (known && doomed.is_empty()) {
+            broker.archive.delete_objects(&doomed).await;
+            return;
+        }
+        match iceberg.sync(&topic.name, topic.id, topic.partition_count(), now_ms()).await {
+            Ok(_) => {
+                self.committed.insert(topic.name.clone(), (topic.id, led));
+                broker.archive.delete_objects(&doomed).await;
+            }
+            Err(e) => {
+                tracing::warn!(topic = %topic.name, error = %e, "cannot commit the topic's Iceberg table; will retry");
+                // The table may still name them: they stay until it does not.
+                self.pending_deletes.insert(topic.name.clone(), doomed);
+            }
+        }
+    }
 }
 
 /// `local.retention.*` and the disk budget: removes local segments that

@@ -2,6 +2,10 @@
 //! `offset` int64, `timestamp` timestamp(ms, UTC), `key` binary (nullable),
 //! `value` binary (nullable), `headers` list<struct<key: utf8, value:
 //! binary (nullable)>> (never null, may be empty).
+//!
+//! Each column carries its Iceberg field id (`PARQUET:field_id`), so the
+//! topic's Iceberg table (`crate::iceberg`) reads files written since ids
+//! were added without its name mapping.
 
 use std::sync::Arc;
 
@@ -31,24 +35,52 @@ pub const MAX_BATCH_BYTES: usize = 32 << 20;
 /// segment of large, compressible records does not sit in memory whole.
 pub const MAX_ROW_GROUP_BYTES: usize = 128 << 20;
 
+/// Iceberg field ids of the archive's columns (a public contract: the
+/// topic's table schema uses them, docs/archive-format.md lists them). Top
+/// level first, then nested, as Iceberg assigns them; 6 is the table's
+/// `partition` column, which the files do not hold.
+pub mod field_id {
+    pub const OFFSET: i32 = 1;
+    pub const TIMESTAMP: i32 = 2;
+    pub const KEY: i32 = 3;
+    pub const VALUE: i32 = 4;
+    pub const HEADERS: i32 = 5;
+    pub const PARTITION: i32 = 6;
+    pub const HEADER: i32 = 7;
+    pub const HEADER_KEY: i32 = 8;
+    pub const HEADER_VALUE: i32 = 9;
+}
+
+fn with_id(field: Field, id: i32) -> Field {
+    let metadata: std::collections::HashMap<String, String> =
+        [(::parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_string(), id.to_string())].into();
+    field.with_metadata(metadata)
+}
+
 fn header_fields() -> Fields {
     Fields::from(vec![
-        Field::new("key", DataType::Utf8, false),
-        Field::new("value", DataType::Binary, true),
+        with_id(Field::new("key", DataType::Utf8, false), field_id::HEADER_KEY),
+        with_id(Field::new("value", DataType::Binary, true), field_id::HEADER_VALUE),
     ])
 }
 
 fn header_item() -> FieldRef {
-    Arc::new(Field::new("item", DataType::Struct(header_fields()), false))
+    Arc::new(with_id(
+        Field::new("item", DataType::Struct(header_fields()), false),
+        field_id::HEADER,
+    ))
 }
 
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("offset", DataType::Int64, false),
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-        Field::new("key", DataType::Binary, true),
-        Field::new("value", DataType::Binary, true),
-        Field::new("headers", DataType::List(header_item()), false),
+        with_id(Field::new("offset", DataType::Int64, false), field_id::OFFSET),
+        with_id(
+            Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            field_id::TIMESTAMP,
+        ),
+        with_id(Field::new("key", DataType::Binary, true), field_id::KEY),
+        with_id(Field::new("value", DataType::Binary, true), field_id::VALUE),
+        with_id(Field::new("headers", DataType::List(header_item()), false), field_id::HEADERS),
     ]))
 }
 

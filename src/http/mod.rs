@@ -68,6 +68,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/topics", get(list_topics))
         .route("/v1/topics/{name}", get(get_topic))
+        .nest("/iceberg", crate::iceberg::catalog::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

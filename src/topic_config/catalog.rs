@@ -98,6 +98,9 @@ macro_rules! def {
 
 /// Kafka 4.0's topic configs, in name order (DescribeConfigs' order).
 pub static CATALOG: &[ConfigDef] = &[
+    // Sediment's own: not a Kafka config.
+    def!("archive.iceberg.enabled", Boolean, "true", Rule::Any, [], Applied,
+        "Whether the topic's archive is also an Iceberg table (metadata under topic=<t>/_iceberg/, served by the /iceberg REST catalog). false stops commits; the metadata already written stays."),
     def!("cleanup.policy", List, "delete", Rule::ListOf(&["compact", "delete"]), ["log.cleanup.policy"], Applied,
         "delete: segments go by retention.ms/bytes; compact: the cleaner keeps each key's latest record; both: compacted, and old segments deleted too."),
     def!("compression.gzip.level", Int, "-1", Rule::GzipLevel, ["compression.gzip.level"], Applied,

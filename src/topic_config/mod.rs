@@ -43,6 +43,8 @@ pub struct TopicConfig {
     pub timestamp_after_max_ms: i64,
     pub compression: TopicCompression,
     pub compaction: CompactionConfig,
+    /// `archive.iceberg.enabled`.
+    pub iceberg_enabled: bool,
 }
 
 /// Where Sediment's defaults differ from Kafka's, and why.
@@ -119,6 +121,7 @@ impl TopicConfig {
             timestamp_before_max_ms: int(&values, "message.timestamp.before.max.ms"),
             timestamp_after_max_ms: int(&values, "message.timestamp.after.max.ms"),
             compression,
+            iceberg_enabled: values.get("archive.iceberg.enabled").is_none_or(|v| v == "true"),
             compaction: CompactionConfig {
                 delete_retention_ms: int(&values, "delete.retention.ms"),
                 min_compaction_lag_ms: int(&values, "min.compaction.lag.ms"),
