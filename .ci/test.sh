@@ -44,6 +44,15 @@ if ! python3 -c "import kafka, snappy, lz4.frame, zstandard, pyarrow" 2>/dev/nul
   python3 -m pip install -q --disable-pip-version-check 'kafka-python==3.0.12' python-snappy lz4 zstandard pyarrow
 fi
 
+# The Iceberg engines the table tests read with: pyiceberg, and DuckDB with
+# its iceberg, avro and httpfs extensions as PyPI packages (pinned with
+# their DuckDB; DuckDB cannot download extensions offline).
+if ! python3 -c "import pyiceberg, duckdb, duckdb_ext" 2>/dev/null; then
+  echo "installing: pyiceberg, duckdb and its iceberg extension"
+  python3 -m pip install -q --disable-pip-version-check 'pyiceberg[pyarrow]==0.12.0' 'duckdb==1.4.4' \
+    'duckdb-ext-iceberg==1.4.4.20260205' 'duckdb-ext-avro==1.4.4.20260205' 'duckdb-ext-httpfs==1.4.4.20260205'
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test

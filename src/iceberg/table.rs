@@ -156,11 +156,7 @@ async fn read_current(store: &dyn ObjectStore, loc: &TableLocation) -> Result<Cu
                 Err(e) => return Ok(broken(format!("{}: {e}", file.manifest_path))),
             };
             let (entries, _) = manifest.into_parts();
-            let entries = entries
-                .into_iter()
-                .filter(|e| e.is_alive())
-                .map(Arc::unwrap_or_clone)
-                .collect();
+            let entries = entries.into_iter().filter(|e| e.is_alive()).map(Arc::unwrap_or_clone).collect();
             manifests.push(LiveManifest { file, entries });
         }
     }

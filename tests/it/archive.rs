@@ -40,8 +40,14 @@ pub(crate) fn read_bucket_with_pyarrow(s3: &S3Server, prefix: &str, topic: &str)
         &[&s3.endpoint(), BUCKET, prefix, topic, out.path().to_str().unwrap()],
     );
     assert!(report.starts_with("OK"), "{report}");
+    parse_rows(out.path())
+}
+
+/// Rows dumped by a reader script: partition, offset, timestamp, key,
+/// value, headers per line; each (partition, offset) at most once.
+pub(crate) fn parse_rows(path: &std::path::Path) -> HashMap<(i32, i64), TestRecord> {
     let mut rows = HashMap::new();
-    for line in std::fs::read_to_string(out.path()).unwrap().lines() {
+    for line in std::fs::read_to_string(path).unwrap().lines() {
         let f: Vec<&str> = line.split('\t').collect();
         let headers: Vec<(String, Option<String>)> = serde_json::from_str(f[5]).unwrap();
         let record = TestRecord {
@@ -79,7 +85,7 @@ pub(crate) fn wait_for_tiering(broker: &Broker, records: f64) {
     }
 }
 
-async fn set_topic_config(bootstrap: &str, topic: &str, key: &str, value: &str) {
+pub(crate) async fn set_topic_config(bootstrap: &str, topic: &str, key: &str, value: &str) {
     let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().unwrap();
     admin
         .alter_configs(

@@ -20,6 +20,7 @@ mod group_admin;
 mod groups;
 mod groups_bounds;
 mod hardening;
+mod iceberg;
 mod kafka;
 mod partition;
 mod quotas;
