@@ -78,7 +78,7 @@ fn wait_for_table(broker: &Broker, namespace: &str, topic: &str, records: i64) -
             let snapshot = metadata["snapshots"]
                 .as_array()
                 .and_then(|s| s.iter().find(|s| s["snapshot-id"].as_i64() == current));
-            if snapshot.is_some_and(|s| s["summary"]["total-records"] == records.to_string()) {
+            if snapshot.is_some_and(|s| s["summary"]["total-records"].as_str() == Some(records.to_string().as_str())) {
                 return true;
             }
         }
