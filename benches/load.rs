@@ -21,6 +21,8 @@
 //!   --signal S       failover: kill (SIGKILL, default) or term (SIGTERM)
 //!   --retry-backoff-max-ms N  failover: librdkafka's retry.backoff.max.ms
 //!                    (default 1000, librdkafka's own)
+//!   --iceberg B      archive: the topic's archive.iceberg.enabled (default
+//!                    true); run both ways to see what Iceberg commits cost
 //!
 //! Modes: matrix, produce, txn (produce in transactions), consume, e2e,
 //! archive, fetch-sessions (a consumer of --partitions, 1,000 unless
@@ -74,6 +76,8 @@ struct Opts {
     /// Records per transaction; 0: not transactional.
     txn_records: u64,
     txn_ms: u64,
+    /// archive: the topic's `archive.iceberg.enabled`.
+    iceberg: bool,
 }
 
 fn parse(args: &[String]) -> (String, Opts) {
@@ -95,6 +99,7 @@ fn parse(args: &[String]) -> (String, Opts) {
         retry_backoff_max_ms: 1000,
         txn_records: 0,
         txn_ms: 100,
+        iceberg: true,
     };
     let mut mode = "matrix".to_string();
     let mut settings = Vec::new();
@@ -119,6 +124,7 @@ fn parse(args: &[String]) -> (String, Opts) {
             "--retry-backoff-max-ms" => o.retry_backoff_max_ms = val().parse().unwrap(),
             "--txn-records" => o.txn_records = val().parse().unwrap(),
             "--txn-ms" => o.txn_ms = val().parse().unwrap(),
+            "--iceberg" => o.iceberg = val().parse().unwrap(),
             "-X" => {
                 let setting = val();
                 let (k, v) = setting.split_once('=').expect("-X takes key=value");
@@ -662,8 +668,9 @@ fn run_e2e(o: &Opts) {
 /// from acknowledgement to visibility in the archive.
 fn run_archive(o: &Opts) {
     let config = format!(
-        "log_maintenance_interval_ms = 100\ntiering_interval_ms = 100\n[topic_defaults]\n\"segment.bytes\" = \"{}\"\n\"segment.ms\" = \"1000\"\n\"retention.ms\" = \"-1\"\n",
-        64 << 20
+        "log_maintenance_interval_ms = 100\ntiering_interval_ms = 100\n[topic_defaults]\n\"segment.bytes\" = \"{}\"\n\"segment.ms\" = \"1000\"\n\"retention.ms\" = \"-1\"\n\"archive.iceberg.enabled\" = \"{}\"\n",
+        64 << 20,
+        o.iceberg
     );
     let broker = Broker::start_with_config(o, &config);
     let topic = format!("load-archive-{}", free_port());
@@ -682,6 +689,14 @@ fn run_archive(o: &Opts) {
     let tier_mb = (o.count as f64 - uploaded_at_produce_end.max(0.0)) * o.size as f64 / 1e6;
     let parquet_mb = broker.metric("sediment_tiering_uploaded_bytes_total") / 1e6;
     let objects = broker.metric("sediment_tiering_uploads_total");
+    println!(
+        "iceberg  enabled={} commits={} commit_s_total={:.3} commit_ms_mean={:.1}",
+        o.iceberg,
+        broker.metric("sediment_iceberg_commit_duration_seconds_count"),
+        broker.metric("sediment_iceberg_commit_duration_seconds_sum"),
+        1000.0 * broker.metric("sediment_iceberg_commit_duration_seconds_sum")
+            / broker.metric("sediment_iceberg_commit_duration_seconds_count").max(1.0),
+    );
     println!(
         "tiering  partitions={} size={} msgs={} produce_MB/s={:.1} ingest_to_archived_MB/s={:.1} catch_up_after_produce_s={:.2} tiering_cpu_s_per_MB={:.4} parquet_MB={:.1} objects={} compression={:.1}x total_broker_cpu_s={:.2}",
         o.partitions,
@@ -729,8 +744,10 @@ fn run_archive(o: &Opts) {
         },
     );
     let mut delays = Vec::new();
+    let mut table_delays = Vec::new();
     for i in 0..5 {
         let before = broker.metric("sediment_tiering_uploaded_records_total");
+        let commits_before = broker.metric("sediment_iceberg_commit_duration_seconds_count");
         let t = Instant::now();
         p.send(BaseRecord::with_opaque_to(&topic, 0).key(&[i as u8][..]).payload(&b"visible?"[..]))
             .map_err(|(e, _)| e)
@@ -741,10 +758,22 @@ fn run_archive(o: &Opts) {
             v > before
         });
         delays.push((t.elapsed() - acked).as_secs_f64());
+        if o.iceberg {
+            // The commit that names the new object makes it visible through
+            // the catalog.
+            broker.wait_metric(
+                "sediment_iceberg_commit_duration_seconds_count",
+                "the table to name the record",
+                |v| v > commits_before,
+            );
+            table_delays.push((t.elapsed() - acked).as_secs_f64());
+        }
     }
+    let rounded = |v: &[f64]| v.iter().map(|d| (d * 100.0).round() / 100.0).collect::<Vec<_>>();
     println!(
-        "visible  ack_to_archive_s={:?} (segment.ms=1000, tiering_interval_ms=100)",
-        delays.iter().map(|d| (d * 100.0).round() / 100.0).collect::<Vec<_>>()
+        "visible  ack_to_archive_s={:?} ack_to_iceberg_table_s={:?} (segment.ms=1000, tiering_interval_ms=100)",
+        rounded(&delays),
+        rounded(&table_delays)
     );
 }
 

@@ -418,5 +418,6 @@ fn iceberg_committer(broker: &Arc<Broker>) -> crate::iceberg::table::Committer {
             min_manifests_to_merge: c.iceberg_min_manifests_to_merge,
         },
         metrics: broker.metrics.clone(),
+        manifests: Default::default(),
     }
 }

@@ -58,6 +58,39 @@ pub struct Committer {
     pub writer: String,
     pub retention: Retention,
     pub metrics: Arc<Metrics>,
+    /// Manifests read before (they never change once written).
+    pub manifests: Arc<ManifestCache>,
+}
+
+/// Live entries of manifests already read, by URL: a commit reads the
+/// current snapshot's manifests, and most are the previous commit's.
+/// Bounded by entries; dropped whole when full (only costs reads).
+#[derive(Default)]
+pub struct ManifestCache(parking_lot::Mutex<CachedManifests>);
+
+#[derive(Default)]
+struct CachedManifests {
+    by_url: HashMap<String, Arc<Vec<ManifestEntry>>>,
+    entries: usize,
+}
+
+/// Manifest entries the cache holds at most (a few hundred bytes each).
+const MANIFEST_CACHE_ENTRIES: usize = 200_000;
+
+impl ManifestCache {
+    fn get(&self, url: &str) -> Option<Arc<Vec<ManifestEntry>>> {
+        self.0.lock().by_url.get(url).cloned()
+    }
+
+    fn put(&self, url: &str, entries: Arc<Vec<ManifestEntry>>) {
+        let mut cached = self.0.lock();
+        if cached.entries + entries.len() > MANIFEST_CACHE_ENTRIES {
+            cached.by_url.clear();
+            cached.entries = 0;
+        }
+        cached.entries += entries.len();
+        cached.by_url.insert(url.to_string(), entries);
+    }
 }
 
 /// What a commit did.
@@ -90,7 +123,7 @@ pub async fn newest_metadata(store: &dyn ObjectStore, loc: &TableLocation) -> ob
 /// A manifest of the current snapshot with its live entries.
 struct LiveManifest {
     file: ManifestFile,
-    entries: Vec<ManifestEntry>,
+    entries: Arc<Vec<ManifestEntry>>,
 }
 
 /// The table as it is: the newest version number, and its metadata and
@@ -114,7 +147,7 @@ async fn read_url(store: &dyn ObjectStore, loc: &TableLocation, url: &str) -> Re
     }
 }
 
-async fn read_current(store: &dyn ObjectStore, loc: &TableLocation) -> Result<Current, IcebergError> {
+async fn read_current(store: &dyn ObjectStore, loc: &TableLocation, cache: &ManifestCache) -> Result<Current, IcebergError> {
     let Some(version) = newest_version(store, loc).await? else {
         return Ok(Current {
             version: 0,
@@ -147,6 +180,10 @@ async fn read_current(store: &dyn ObjectStore, loc: &TableLocation) -> Result<Cu
             Err(e) => return Ok(broken(format!("{}: {e}", snapshot.manifest_list()))),
         };
         for file in list.entries().to_vec() {
+            if let Some(entries) = cache.get(&file.manifest_path) {
+                manifests.push(LiveManifest { file, entries });
+                continue;
+            }
             let bytes = match read_url(store, loc, &file.manifest_path).await? {
                 Ok(b) => b,
                 Err(why) => return Ok(broken(why)),
@@ -156,7 +193,9 @@ async fn read_current(store: &dyn ObjectStore, loc: &TableLocation) -> Result<Cu
                 Err(e) => return Ok(broken(format!("{}: {e}", file.manifest_path))),
             };
             let (entries, _) = manifest.into_parts();
-            let entries = entries.into_iter().filter(|e| e.is_alive()).map(Arc::unwrap_or_clone).collect();
+            let entries: Arc<Vec<ManifestEntry>> =
+                Arc::new(entries.into_iter().filter(|e| e.is_alive()).map(Arc::unwrap_or_clone).collect());
+            cache.put(&file.manifest_path, entries.clone());
             manifests.push(LiveManifest { file, entries });
         }
     }
@@ -243,7 +282,7 @@ impl Committer {
             // The table first, then the archive: whatever another writer
             // committed, the archive read after it holds at least as much,
             // so this commit never takes back what it added.
-            let current = read_current(store, &loc).await?;
+            let current = read_current(store, &loc, &self.manifests).await?;
             if let Some(why) = &current.broken {
                 self.metrics.iceberg_metadata_repairs.inc();
                 tracing::error!(topic, version = current.version, reason = %why, "the Iceberg table is unreadable; rebuilding it from the archive's manifests");
@@ -661,7 +700,7 @@ struct SnapshotFacts {
 /// tests and checks).
 pub async fn current_files(store: &dyn ObjectStore, archive_url: &str, topic: &str) -> Result<Vec<String>, IcebergError> {
     let loc = TableLocation::new(archive_url, topic);
-    let current = read_current(store, &loc).await?;
+    let current = read_current(store, &loc, &ManifestCache::default()).await?;
     if let Some(why) = current.broken {
         return Err(IcebergError::Iceberg(iceberg::Error::new(iceberg::ErrorKind::DataInvalid, why)));
     }
@@ -694,6 +733,7 @@ mod tests {
             writer: writer.into(),
             retention,
             metrics: Arc::new(Metrics::new()),
+            manifests: Default::default(),
         }
     }
 

@@ -331,6 +331,7 @@ async fn two_committers_racing_over_s3_lose_no_commit() {
         writer: writer.into(),
         retention: Default::default(),
         metrics: Arc::new(sediment::metrics::Metrics::new()),
+        manifests: Default::default(),
     };
     let (a, b) = (committer("b1-1"), committer("b2-1"));
     let rounds = 30;
