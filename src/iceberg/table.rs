@@ -165,7 +165,7 @@ async fn read_current(store: &dyn ObjectStore, loc: &TableLocation, cache: &Mani
         Ok(b) => b,
         Err(why) => return Ok(broken(why)),
     };
-    let metadata: TableMetadata = match serde_json::from_slice(&bytes) {
+    let metadata = match parse_metadata(&bytes) {
         Ok(m) => m,
         Err(e) => return Ok(broken(format!("{metadata_url}: {e}"))),
     };
@@ -175,11 +175,11 @@ async fn read_current(store: &dyn ObjectStore, loc: &TableLocation, cache: &Mani
             Ok(b) => b,
             Err(why) => return Ok(broken(why)),
         };
-        let list = match ManifestList::parse_with_version(&list, FormatVersion::V2) {
+        let list = match parse_manifest_list(&list) {
             Ok(l) => l,
             Err(e) => return Ok(broken(format!("{}: {e}", snapshot.manifest_list()))),
         };
-        for file in list.entries().to_vec() {
+        for file in list {
             if let Some(entries) = cache.get(&file.manifest_path) {
                 manifests.push(LiveManifest { file, entries });
                 continue;
@@ -204,6 +204,24 @@ async fn read_current(store: &dyn ObjectStore, loc: &TableLocation, cache: &Mani
         table: Some((metadata, manifests)),
         broken: None,
     })
+}
+
+/// A table metadata file. The parsers take bytes from the bucket, which a
+/// person or a broken writer may have damaged: errors, never panics
+/// (fuzzed: `fuzz/fuzz_targets/iceberg_read.rs`).
+pub fn parse_metadata(bytes: &[u8]) -> Result<TableMetadata, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// A manifest list's manifests.
+pub fn parse_manifest_list(bytes: &[u8]) -> iceberg::Result<Vec<ManifestFile>> {
+    Ok(ManifestList::parse_with_version(bytes, FormatVersion::V2)?.entries().to_vec())
+}
+
+/// A manifest's live (added or existing) entries.
+pub fn parse_live_entries(bytes: &[u8]) -> iceberg::Result<Vec<ManifestEntry>> {
+    let (entries, _) = Manifest::parse_avro(bytes)?.into_parts();
+    Ok(entries.into_iter().filter(|e| e.is_alive()).map(Arc::unwrap_or_clone).collect())
 }
 
 /// The archive's objects for a topic, by partition: the truth the table
@@ -601,8 +619,8 @@ impl Committer {
             Ok(Err(why)) => return Err(why),
             Err(e) => return Err(e.to_string()),
         };
-        ManifestList::parse_with_version(&bytes, FormatVersion::V2)
-            .map(|l| l.entries().iter().map(|m| m.manifest_path.clone()).collect())
+        parse_manifest_list(&bytes)
+            .map(|l| l.into_iter().map(|m| m.manifest_path).collect())
             .map_err(|e| e.to_string())
     }
 
@@ -864,5 +882,38 @@ mod tests {
             current_files(store.as_ref(), URL, "t").await.unwrap(),
             archived_urls(store.as_ref(), 1).await
         );
+    }
+
+    #[tokio::test]
+    async fn damaged_table_files_are_errors_not_panics() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let id = uuid::Uuid::from_u128(10);
+        let c = committer(store.clone(), "b0-1", Retention::default());
+        archive(store.as_ref(), &id.to_string(), 0, 0, 9).await;
+        c.sync("t", id, 1, 1).await.unwrap();
+        let loc = TableLocation::new(URL, "t");
+        let files = store.list(Some(&loc.metadata_prefix())).try_collect::<Vec<_>>().await.unwrap();
+        let mut rng = crate::seeded::Seeded::new(5);
+        for file in files {
+            let bytes = store.get(&file.location).await.unwrap().bytes().await.unwrap().to_vec();
+            for _ in 0..300 {
+                let mut damaged = bytes.clone();
+                match rng.below(3) {
+                    0 => damaged.truncate(rng.below(bytes.len() as u64 + 1) as usize),
+                    1 => {
+                        for _ in 0..1 + rng.below(8) {
+                            let i = rng.below(damaged.len().max(1) as u64) as usize;
+                            if let Some(b) = damaged.get_mut(i) {
+                                *b = rng.below(256) as u8;
+                            }
+                        }
+                    }
+                    _ => damaged.extend((0..rng.below(64)).map(|_| rng.below(256) as u8)),
+                }
+                let _ = parse_metadata(&damaged);
+                let _ = parse_manifest_list(&damaged);
+                let _ = parse_live_entries(&damaged);
+            }
+        }
     }
 }
