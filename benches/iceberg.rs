@@ -43,6 +43,7 @@ fn main() {
         retention: Retention::default(),
         metrics: Arc::new(sediment::metrics::Metrics::new()),
         manifests: Default::default(),
+        partition_manifests: Default::default(),
     };
     let id = uuid::Uuid::from_u128(1);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -419,5 +419,6 @@ fn iceberg_committer(broker: &Arc<Broker>) -> crate::iceberg::table::Committer {
         },
         metrics: broker.metrics.clone(),
         manifests: Default::default(),
+        partition_manifests: Default::default(),
     }
 }

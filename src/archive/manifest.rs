@@ -64,11 +64,16 @@ impl Manifest {
         }
     }
 
+    /// Whether the objects are `topic_id`'s (an empty manifest is anyone's).
+    pub fn belongs_to(&self, topic_id: &str) -> bool {
+        self.topic_id == topic_id || self.version == 0
+    }
+
     /// This manifest if it belongs to `topic_id`; otherwise an empty one that
     /// continues its version numbering (the objects belong to a deleted
     /// topic of the same name).
     pub fn for_incarnation(self, topic_id: &str) -> Manifest {
-        if self.topic_id == topic_id || self.version == 0 {
+        if self.belongs_to(topic_id) {
             Manifest {
                 topic_id: topic_id.to_string(),
                 ..self
@@ -169,7 +174,12 @@ pub async fn load(store: &dyn ObjectStore, topic: &str, partition: i32) -> Resul
     let Some((_, key)) = layout::newest_version(store, &layout::manifest_prefix(topic, partition)).await? else {
         return Ok(Manifest::default());
     };
-    let bytes = store.get(&key).await?.bytes().await?;
+    read(store, &key).await
+}
+
+/// Reads one manifest version by its key.
+pub async fn read(store: &dyn ObjectStore, key: &object_store::path::Path) -> Result<Manifest, ManifestError> {
+    let bytes = store.get(key).await?.bytes().await?;
     serde_json::from_slice(&bytes).map_err(|e| ManifestError::Corrupt {
         key: key.to_string(),
         message: e.to_string(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -73,6 +73,10 @@ pub fn router() -> Router<Arc<HttpState>> {
             "/v1/namespaces/{ns}/tables/{table}",
             get(load_table).head(table_exists).post(read_only).delete(read_only),
         )
+        .route("/v1/namespaces/{ns}/properties", post(read_only))
+        .route("/v1/namespaces/{ns}/register", post(read_only))
+        .route("/v1/tables/rename", post(read_only))
+        .route("/v1/transactions/commit", post(read_only))
         .fallback(|| async { CatalogError::new(StatusCode::NOT_FOUND, "NotFoundException", "no such catalog endpoint") })
 }
 

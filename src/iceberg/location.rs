@@ -140,6 +140,33 @@ mod tests {
     }
 
     #[test]
+    fn table_keys_are_never_a_prefix_of_archive_keys_or_each_other() {
+        use crate::archive::layout;
+        let loc = TableLocation::new("s3://b", "t");
+        let keys: Vec<String> = [
+            loc.metadata_key(1),
+            loc.metadata_key(10),
+            loc.version_hint_key(),
+            loc.manifest_list_key(1, "b0-5"),
+            loc.manifest_list_key(10, "b0-5"),
+            loc.manifest_key(1, "b0-5", 0),
+            loc.manifest_key(1, "b0-5", 10),
+            layout::data_key("t", 0, 0, 9),
+            layout::manifest_key("t", 0, 1),
+        ]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+        for a in &keys {
+            for b in &keys {
+                assert!(a == b || !b.starts_with(a.as_str()), "{a} prefixes {b}");
+            }
+        }
+        // Hive-style readers skip the folder; no partition folder holds it.
+        assert!(loc.metadata_prefix().as_ref().starts_with("topic=t/_"));
+    }
+
+    #[test]
     fn data_files_carry_bounds_and_survive_hostile_timestamps() {
         let loc = TableLocation::new("file:///a", "t");
         let object = ObjectEntry {

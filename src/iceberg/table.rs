@@ -24,6 +24,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 use super::location::{self, TableLocation};
 use super::plan::{self, ManifestAction, Plan};
 use super::schema::{self, Retention};
+use crate::archive::layout;
 use crate::archive::manifest::{self, ManifestError, ObjectEntry};
 use crate::metrics::{Metrics, OperationLabels};
 
@@ -32,6 +33,10 @@ const COMMIT_ATTEMPTS: usize = 5;
 /// Files in the metadata folder younger than this are never swept as
 /// orphans: another broker may be about to commit them.
 const ORPHAN_GRACE: Duration = Duration::from_secs(600);
+/// A table file larger than this is treated as damaged, not read: the
+/// largest the broker writes (a merged manifest of one partition) is about
+/// 500 bytes per data file, so this is over 100,000 objects a partition.
+const MAX_TABLE_FILE_BYTES: u64 = 64 << 20;
 /// Every this many versions, unreferenced files are swept.
 const SWEEP_EVERY_VERSIONS: u64 = 100;
 
@@ -60,6 +65,8 @@ pub struct Committer {
     pub metrics: Arc<Metrics>,
     /// Manifests read before (they never change once written).
     pub manifests: Arc<ManifestCache>,
+    /// The archive's partition manifests read before.
+    pub partition_manifests: Arc<PartitionManifests>,
 }
 
 /// Live entries of manifests already read, by URL: a commit reads the
@@ -141,6 +148,7 @@ async fn read_url(store: &dyn ObjectStore, loc: &TableLocation, url: &str) -> Re
         return Ok(Err(format!("{url} is outside the table")));
     };
     match store.get(&key).await {
+        Ok(got) if got.meta.size > MAX_TABLE_FILE_BYTES => Ok(Err(format!("{url} is {} bytes, over the bound", got.meta.size))),
         Ok(got) => Ok(Ok(got.bytes().await?)),
         Err(object_store::Error::NotFound { .. }) => Ok(Err(format!("{url} is missing"))),
         Err(e) => Err(e.into()),
@@ -215,30 +223,87 @@ pub fn parse_metadata(bytes: &[u8]) -> Result<TableMetadata, serde_json::Error> 
 
 /// A manifest list's manifests.
 pub fn parse_manifest_list(bytes: &[u8]) -> iceberg::Result<Vec<ManifestFile>> {
+    check_avro(bytes)?;
     Ok(ManifestList::parse_with_version(bytes, FormatVersion::V2)?.entries().to_vec())
 }
 
 /// A manifest's live (added or existing) entries.
 pub fn parse_live_entries(bytes: &[u8]) -> iceberg::Result<Vec<ManifestEntry>> {
+    check_avro(bytes)?;
     let (entries, _) = Manifest::parse_avro(bytes)?.into_parts();
     Ok(entries.into_iter().filter(|e| e.is_alive()).map(Arc::unwrap_or_clone).collect())
 }
 
+/// The largest single allocation the Avro reader may make for one value
+/// or block: it sizes buffers and collections from counts in the file, and
+/// a damaged count asked for gigabytes (found by the fuzzer). The writer's
+/// blocks are about 16 KB, so this leaves a wide margin.
+const AVRO_MAX_ALLOCATION: usize = 4 << 20;
+
+/// Checks that the Avro reader can read `bytes` in bounded memory: sets
+/// its allocation bound (process-wide, first call wins), and refuses a
+/// compressed file. The writer never compresses, and the reader inflates
+/// deflate, snappy and zstd blocks without a bound.
+fn check_avro(bytes: &[u8]) -> iceberg::Result<()> {
+    apache_avro::util::max_allocation_bytes(AVRO_MAX_ALLOCATION);
+    // The header's `avro.codec` entry: the key's length (10, zigzag) and
+    // name, then the value's length and value.
+    const KEY: &[u8] = b"\x14avro.codec";
+    const NULL: &[u8] = b"\x08null";
+    let compressed = bytes
+        .windows(KEY.len())
+        .enumerate()
+        .any(|(at, w)| w == KEY && !bytes[at + KEY.len()..].starts_with(NULL));
+    if compressed {
+        return Err(iceberg::Error::new(
+            iceberg::ErrorKind::DataInvalid,
+            "a compressed Avro file (Sediment writes them uncompressed)",
+        ));
+    }
+    Ok(())
+}
+
 /// The archive's objects for a topic, by partition: the truth the table
 /// follows. Objects of a deleted topic of the same name are not included.
+/// Each partition's newest manifest is listed, and read only if it is
+/// not the version read last time.
 async fn archived_objects(
     store: &dyn ObjectStore,
     topic: &str,
     topic_id: &str,
     partitions: i32,
+    cache: &PartitionManifests,
 ) -> Result<Vec<(i32, ObjectEntry)>, IcebergError> {
     let mut objects = Vec::new();
     for p in 0..partitions {
-        let m = manifest::load(store, topic, p).await?.for_incarnation(topic_id);
-        objects.extend(m.objects.into_iter().map(|o| (p, o)));
+        let Some((_, key)) = layout::newest_version(store, &layout::manifest_prefix(topic, p)).await? else {
+            continue;
+        };
+        let slot = (topic.to_string(), p);
+        let cached = cache.0.lock().get(&slot).filter(|(k, _)| *k == key).map(|(_, m)| m.clone());
+        let m = match cached {
+            Some(m) => m,
+            None => {
+                let m = Arc::new(manifest::read(store, &key).await?);
+                cache.0.lock().insert(slot, (key, m.clone()));
+                m
+            }
+        };
+        if m.belongs_to(topic_id) {
+            objects.extend(m.objects.iter().map(|o| (p, o.clone())));
+        }
     }
     Ok(objects)
 }
+
+/// The partition manifest each commit last read, by topic and partition:
+/// one per partition, replaced by newer versions, so it holds what the
+/// broker holds in memory anyway.
+#[derive(Default)]
+pub struct PartitionManifests(parking_lot::Mutex<HashMap<(String, i32), KnownManifest>>);
+
+/// A partition manifest version's key, and the manifest.
+type KnownManifest = (Path, Arc<manifest::Manifest>);
 
 /// The Kafka partition of a data file (its identity partition value).
 fn partition_of(entry: &ManifestEntry) -> i32 {
@@ -305,7 +370,7 @@ impl Committer {
                 self.metrics.iceberg_metadata_repairs.inc();
                 tracing::error!(topic, version = current.version, reason = %why, "the Iceberg table is unreadable; rebuilding it from the archive's manifests");
             }
-            let objects = archived_objects(store, topic, &topic_id.to_string(), partitions).await?;
+            let objects = archived_objects(store, topic, &topic_id.to_string(), partitions, &self.partition_manifests).await?;
             let desired: Vec<String> = objects.iter().map(|(_, o)| loc.url(&Path::from(o.key.as_str()))).collect();
             let live: Vec<Vec<String>> = match &current.table {
                 Some((_, manifests)) => manifests
@@ -403,10 +468,10 @@ impl Committer {
         let added: HashSet<&str> = plan.added.iter().map(String::as_str).collect();
         let mut added_records = 0u64;
         for (partition, object) in objects {
-            let file = location::data_file(loc, *partition, object)?;
-            if !added.contains(file.file_path()) {
+            if !added.contains(loc.url(&Path::from(object.key.as_str())).as_str()) {
                 continue;
             }
+            let file = location::data_file(loc, *partition, object)?;
             added_records += file.record_count();
             let group = if plan.merge {
                 format!("p{partition:010}")
@@ -752,6 +817,7 @@ mod tests {
             retention,
             metrics: Arc::new(Metrics::new()),
             manifests: Default::default(),
+            partition_manifests: Default::default(),
         }
     }
 
@@ -882,6 +948,22 @@ mod tests {
             current_files(store.as_ref(), URL, "t").await.unwrap(),
             archived_urls(store.as_ref(), 1).await
         );
+    }
+
+    #[test]
+    fn a_lying_avro_count_is_refused_before_it_allocates() {
+        // Found by the fuzzer: a header map claiming ~2^28 entries made the
+        // reader reserve 2.7 GB.
+        let found: &[u8] = &[
+            79, 98, 106, 1, 255, 255, 255, 24, 0, 0, 0, 255, 255, 255, 250, 255, 255, 10, 32, 91, 91, 48, 46, 53,
+        ];
+        assert!(parse_manifest_list(found).is_err());
+        assert!(parse_live_entries(found).is_err());
+        // A compressed file is refused (the reader inflates without a bound).
+        let mut deflated = b"Obj\x01\x02\x14avro.codec\x0edeflate\x00".to_vec();
+        deflated.extend([0u8; 16]);
+        let err = parse_live_entries(&deflated).unwrap_err().to_string();
+        assert!(err.contains("compressed"), "{err}");
     }
 
     #[tokio::test]

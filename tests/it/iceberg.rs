@@ -302,17 +302,9 @@ async fn retention_commits_a_delete_snapshot_and_a_corrupt_table_is_repaired() {
     assert_eq!(report["static_rows"], remaining + 6_000);
 }
 
-/// Two committers (as two brokers leading partitions of one topic would)
-/// commit to one table at once over S3 while objects are archived: no
-/// commit is lost and the table's files are the archive's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_committers_racing_over_s3_lose_no_commit() {
-    use object_store::ObjectStore;
-    use sediment::archive::manifest::{self, ObjectEntry};
-    use sediment::iceberg::table::{current_files, Committer};
-
-    let s3 = S3Server::start();
-    let store: Arc<dyn ObjectStore> = Arc::new(
+/// The S3 test server's bucket as an object store.
+fn s3_store(s3: &S3Server) -> Arc<dyn object_store::ObjectStore> {
+    Arc::new(
         object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(BUCKET)
             .with_endpoint(format!("http://{}", s3.endpoint()))
@@ -322,18 +314,118 @@ async fn two_committers_racing_over_s3_lose_no_commit() {
             .with_secret_access_key("sediment-secret")
             .build()
             .unwrap(),
-    );
-    let archive_url = format!("s3://{BUCKET}");
-    let id = uuid::Uuid::from_u128(42);
-    let committer = |writer: &str| Committer {
+    )
+}
+
+/// A committer to the S3 test server's bucket, as `writer`.
+fn committer(
+    store: &Arc<dyn object_store::ObjectStore>,
+    writer: &str,
+    retention: sediment::iceberg::schema::Retention,
+) -> sediment::iceberg::table::Committer {
+    sediment::iceberg::table::Committer {
         store: store.clone(),
-        archive_url: archive_url.clone(),
+        archive_url: format!("s3://{BUCKET}"),
         writer: writer.into(),
-        retention: Default::default(),
+        retention,
         metrics: Arc::new(sediment::metrics::Metrics::new()),
         manifests: Default::default(),
+        partition_manifests: Default::default(),
+    }
+}
+
+/// A partition manifest that names one more object.
+async fn archive_object(
+    store: &dyn object_store::ObjectStore,
+    topic: &str,
+    id: uuid::Uuid,
+    partition: i32,
+    first: i64,
+    count: i64,
+) -> String {
+    use sediment::archive::manifest::{self, ObjectEntry};
+    let entry = ObjectEntry {
+        key: sediment::archive::layout::data_key(topic, partition, first, first + count - 1).to_string(),
+        first_offset: first,
+        last_offset: first + count - 1,
+        records: count,
+        size_bytes: 1,
+        min_timestamp: first,
+        max_timestamp: first + count - 1,
     };
-    let (a, b) = (committer("b1-1"), committer("b2-1"));
+    let key = entry.key.clone();
+    let current = manifest::load(store, topic, partition)
+        .await
+        .unwrap()
+        .for_incarnation(&id.to_string());
+    let updated = current.with_object(entry, 0).unwrap();
+    manifest::publish(store, topic, partition, &current, &updated).await.unwrap();
+    key
+}
+
+/// Snapshot expiry over 250 commits (one per tiering round) against S3,
+/// with retention trimming the archive now and then: the metadata folder
+/// stays bounded and the table stays equal to the archive. (The unit test
+/// `iceberg::table::tests::appends_retention_and_a_thousand_rounds_keep_metadata_bounded`
+/// runs 1,000 rounds on an in-memory store; on the S3 test server, in a
+/// debug build, a round takes about 0.3 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_stays_bounded_over_many_rounds_on_s3() {
+    use sediment::archive::manifest;
+    use sediment::iceberg::table::current_files;
+
+    let s3 = S3Server::start();
+    let store = s3_store(&s3);
+    let archive_url = format!("s3://{BUCKET}");
+    let id = uuid::Uuid::from_u128(43);
+    let retention = sediment::iceberg::schema::Retention {
+        max_snapshots: 10,
+        previous_versions_max: 5,
+        min_manifests_to_merge: 8,
+        ..Default::default()
+    };
+    let committer = committer(&store, "b0-1", retention);
+    let metadata_dir = s3.bucket_dir().join("topic=bounded/_iceberg/metadata");
+    let mut next = [0i64; 2];
+    let mut most = 0;
+    for round in 0..250usize {
+        let p = round % 2;
+        archive_object(store.as_ref(), "bounded", id, p as i32, next[p], 10).await;
+        next[p] += 10;
+        if round % 50 == 49 {
+            for p in 0..2 {
+                let current = manifest::load(store.as_ref(), "bounded", p).await.unwrap();
+                let trimmed = current.without_oldest(5, 0);
+                manifest::publish(store.as_ref(), "bounded", p, &current, &trimmed).await.unwrap();
+            }
+        }
+        let committed = committer.sync("bounded", id, 2, round as i64).await.unwrap();
+        assert!(committed.version.is_some(), "round {round}");
+        most = most.max(std::fs::read_dir(&metadata_dir).unwrap().count());
+    }
+    // 10 snapshots' lists, 6 metadata versions, the hint, and the manifests
+    // those snapshots name.
+    assert!(most < 60, "{most} files in the metadata folder");
+    let files = current_files(store.as_ref(), &archive_url, "bounded").await.unwrap();
+    assert_eq!(files.len(), 250 - 5 * 10);
+    assert!(committer.metrics.iceberg_snapshots_expired.get() >= 230);
+}
+
+/// Two committers (as two brokers leading partitions of one topic would)
+/// commit to one table at once over S3 while objects are archived: no
+/// commit is lost and the table's files are the archive's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_committers_racing_over_s3_lose_no_commit() {
+    use sediment::iceberg::table::{current_files, Committer};
+
+    let s3 = S3Server::start();
+    let store = s3_store(&s3);
+    let archive_url = format!("s3://{BUCKET}");
+    let id = uuid::Uuid::from_u128(42);
+    let (a, b) = (
+        committer(&store, "b1-1", Default::default()),
+        committer(&store, "b2-1", Default::default()),
+    );
     let rounds = 30;
     let mut next = [0i64; 2];
     let mut expected = Vec::new();
@@ -341,24 +433,8 @@ async fn two_committers_racing_over_s3_lose_no_commit() {
         let p = round % 2;
         let first = next[p];
         next[p] += 100;
-        let entry = ObjectEntry {
-            key: sediment::archive::layout::data_key("race", p as i32, first, first + 99).to_string(),
-            first_offset: first,
-            last_offset: first + 99,
-            records: 100,
-            size_bytes: 1,
-            min_timestamp: first,
-            max_timestamp: first + 99,
-        };
-        expected.push(format!("{archive_url}/{}", entry.key));
-        let current = manifest::load(store.as_ref(), "race", p as i32)
-            .await
-            .unwrap()
-            .for_incarnation(&id.to_string());
-        let updated = current.with_object(entry, 0).unwrap();
-        manifest::publish(store.as_ref(), "race", p as i32, &current, &updated)
-            .await
-            .unwrap();
+        let key = archive_object(store.as_ref(), "race", id, p as i32, first, 100).await;
+        expected.push(format!("{archive_url}/{key}"));
         let (ra, rb) = tokio::join!(a.sync("race", id, 2, round as i64), b.sync("race", id, 2, round as i64));
         ra.unwrap();
         rb.unwrap();

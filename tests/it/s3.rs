@@ -49,15 +49,29 @@ impl S3Server {
         let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let runtime = self.runtime.as_ref().unwrap();
+        // s3s-fs checks If-None-Match and then writes, so two racing
+        // create-only PUTs can both succeed; S3 (and MinIO) decide them
+        // atomically. Serializing them keeps S3's promise, which the
+        // compare-and-swap tests rely on.
+        let creates = std::sync::Arc::new(tokio::sync::Mutex::new(()));
         self.task = Some(runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let service = service.clone();
+                let (service, creates) = (service.clone(), creates.clone());
+                let atomic_creates = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let (service, creates) = (service.clone(), creates.clone());
+                    async move {
+                        let create_only =
+                            request.method() == hyper::Method::PUT && request.headers().contains_key(hyper::header::IF_NONE_MATCH);
+                        let _one_at_a_time = if create_only { Some(creates.lock().await) } else { None };
+                        hyper::service::Service::call(&service, request).await
+                    }
+                });
                 connections.spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(stream), atomic_creates)
                         .await;
                 });
             }
