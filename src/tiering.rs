@@ -281,6 +281,8 @@ impl TableSync {
         let mut doomed = self.pending_deletes.remove(&topic.name).unwrap_or_default();
         doomed.extend(removed);
         if topic.name.starts_with("__") || !topic.config().iceberg_enabled {
+            // Turned on again later, the table is brought up to date at once.
+            self.committed.remove(&topic.name);
             broker.archive.delete_objects(&doomed).await;
             return;
         }
@@ -298,7 +300,15 @@ impl TableSync {
             broker.archive.delete_objects(&doomed).await;
             return;
         }
-        match iceberg.sync(&topic.name, topic.id, topic.partition_count(), now_ms()).await {
+        // On the blocking pool: reading and writing manifests is Avro
+        // decoding and encoding, tens of milliseconds on a large table,
+        // which must not hold up an async worker.
+        let (committer, name, id, partitions) = (iceberg.clone(), topic.name.clone(), topic.id, topic.partition_count());
+        let runtime = tokio::runtime::Handle::current();
+        let committed = tokio::task::spawn_blocking(move || runtime.block_on(committer.sync(&name, id, partitions, now_ms())))
+            .await
+            .unwrap_or_else(|e| Err(crate::iceberg::table::IcebergError::Task(e.to_string())));
+        match committed {
             Ok(_) => {
                 self.committed.insert(topic.name.clone(), (topic.id, led));
                 broker.archive.delete_objects(&doomed).await;

@@ -52,6 +52,8 @@ pub enum IcebergError {
     Json(#[from] serde_json::Error),
     #[error("the commit lost the race for the next version {0} times")]
     Contended(usize),
+    #[error("the commit task failed: {0}")]
+    Task(String),
 }
 
 /// Who commits and how the table's history is kept.
@@ -123,8 +125,12 @@ pub async fn newest_metadata(store: &dyn ObjectStore, loc: &TableLocation) -> ob
     let Some(version) = newest_version(store, loc).await? else {
         return Ok(None);
     };
-    let bytes = store.get(&loc.metadata_key(version)).await?.bytes().await?;
-    Ok(Some((version, bytes)))
+    let got = store.get(&loc.metadata_key(version)).await?;
+    if got.meta.size > MAX_TABLE_FILE_BYTES {
+        // Served as unreadable; the next commit rebuilds the table.
+        return Ok(Some((version, Bytes::new())));
+    }
+    Ok(Some((version, got.bytes().await?)))
 }
 
 /// A manifest of the current snapshot with its live entries.
