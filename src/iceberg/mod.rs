@@ -7,8 +7,10 @@
 //!   the identity-partitioned `partition`), name mapping and properties.
 //! - `location`: metadata keys and data-file URLs; objects as data files.
 //! - `plan`: what a commit changes and which snapshots expire (pure).
-//! - `table`: reading the table and committing a snapshot that makes it
-//!   equal the archive, by compare-and-swap on the next metadata version.
+//! - `read`: reading the table and the partition manifests back from the
+//!   bucket, with bounded caches and parsers that refuse damaged files.
+//! - `table`: committing a snapshot that makes the table equal the
+//!   archive, by compare-and-swap on the next metadata version; expiry.
 //! - `catalog`: the read-only REST catalog under `/iceberg` on the admin
 //!   HTTP port.
 //!
@@ -19,5 +21,6 @@
 pub mod catalog;
 pub mod location;
 pub mod plan;
+pub mod read;
 pub mod schema;
 pub mod table;
