@@ -36,15 +36,13 @@ fn main() {
     std::fs::create_dir_all(&root).unwrap();
     let url = format!("file://{}", root.display());
     let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&root).unwrap());
-    let committer = Committer {
-        store: store.clone(),
-        archive_url: url.clone(),
-        writer: "bench".into(),
-        retention: Retention::default(),
-        metrics: Arc::new(sediment::metrics::Metrics::new()),
-        manifests: Default::default(),
-        partition_manifests: Default::default(),
-    };
+    let committer = Committer::new(
+        store.clone(),
+        url.clone(),
+        "bench".into(),
+        Retention::default(),
+        Arc::new(sediment::metrics::Metrics::new()),
+    );
     let id = uuid::Uuid::from_u128(1);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let base_ms = 1_700_000_000_000i64;

@@ -406,19 +406,18 @@ async fn restore_cluster_state(store: &dyn object_store::ObjectStore, meta_dir: 
 /// process so that its files never collide with another broker's.
 fn iceberg_committer(broker: &Arc<Broker>) -> crate::iceberg::table::Committer {
     let c = &broker.config;
-    crate::iceberg::table::Committer {
-        store: broker.archive.store.clone(),
-        archive_url: broker.archive.url.clone(),
-        writer: format!("b{}-{}", c.broker_id, crate::clock::now_ms()),
-        retention: crate::iceberg::schema::Retention {
-            max_snapshot_age_ms: c.iceberg_snapshot_max_age_ms,
-            min_snapshots_to_keep: c.iceberg_min_snapshots_to_keep,
-            max_snapshots: c.iceberg_max_snapshots,
-            previous_versions_max: c.iceberg_metadata_previous_versions_max,
-            min_manifests_to_merge: c.iceberg_min_manifests_to_merge,
-        },
-        metrics: broker.metrics.clone(),
-        manifests: Default::default(),
-        partition_manifests: Default::default(),
-    }
+    let retention = crate::iceberg::schema::Retention {
+        max_snapshot_age_ms: c.iceberg_snapshot_max_age_ms,
+        min_snapshots_to_keep: c.iceberg_min_snapshots_to_keep,
+        max_snapshots: c.iceberg_max_snapshots,
+        previous_versions_max: c.iceberg_metadata_previous_versions_max,
+        min_manifests_to_merge: c.iceberg_min_manifests_to_merge,
+    };
+    crate::iceberg::table::Committer::new(
+        broker.archive.store.clone(),
+        broker.archive.url.clone(),
+        format!("b{}-{}", c.broker_id, crate::clock::now_ms()),
+        retention,
+        broker.metrics.clone(),
+    )
 }

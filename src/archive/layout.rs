@@ -73,11 +73,21 @@ pub fn parse_version(key: &Path) -> Option<u64> {
 
 /// The newest versioned file under `prefix`, with its version.
 pub async fn newest_version(store: &dyn object_store::ObjectStore, prefix: &Path) -> object_store::Result<Option<(u64, Path)>> {
+    newest_by(store, prefix, parse_version).await
+}
+
+/// The file under `prefix` with the highest version, as `version_of` reads
+/// it from a key (other files are ignored).
+pub async fn newest_by(
+    store: &dyn object_store::ObjectStore,
+    prefix: &Path,
+    version_of: fn(&Path) -> Option<u64>,
+) -> object_store::Result<Option<(u64, Path)>> {
     use futures::TryStreamExt;
     let metas: Vec<_> = store.list(Some(prefix)).try_collect().await?;
     Ok(metas
         .into_iter()
-        .filter_map(|m| parse_version(&m.location).map(|v| (v, m.location)))
+        .filter_map(|m| version_of(&m.location).map(|v| (v, m.location)))
         .max_by_key(|(v, _)| *v))
 }
 

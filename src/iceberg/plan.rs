@@ -21,8 +21,8 @@ pub enum ManifestAction {
 pub struct Plan {
     /// One per current manifest, in order.
     pub manifests: Vec<ManifestAction>,
-    /// Files the table gains, in the order given.
-    pub added: Vec<String>,
+    /// Files the table gains: their positions in `desired`, in order.
+    pub added: Vec<usize>,
     /// Rewrite everything into one manifest per Kafka partition, because
     /// the snapshot would otherwise list too many manifests.
     pub merge: bool,
@@ -74,12 +74,13 @@ pub fn plan(current: &[Vec<String>], desired: &[String], merge_at: usize) -> Pla
             ManifestAction::Keep
         });
     }
-    let added: Vec<String> = {
+    let added: Vec<usize> = {
         let mut unique = HashSet::new();
         desired
             .iter()
-            .filter(|p| !seen.contains(p.as_str()) && unique.insert(p.as_str()))
-            .cloned()
+            .enumerate()
+            .filter(|(_, p)| !seen.contains(p.as_str()) && unique.insert(p.as_str()))
+            .map(|(i, _)| i)
             .collect()
     };
     let listed = manifests.iter().filter(|a| **a != ManifestAction::Drop).count() + usize::from(!added.is_empty());
@@ -123,7 +124,7 @@ mod tests {
     }
 
     /// The live files after applying `plan` to `current`.
-    fn apply(current: &[Vec<String>], plan: &Plan) -> BTreeSet<String> {
+    fn apply(current: &[Vec<String>], desired: &[String], plan: &Plan) -> BTreeSet<String> {
         let mut live = BTreeSet::new();
         for (files, action) in current.iter().zip(&plan.manifests) {
             match action {
@@ -138,7 +139,7 @@ mod tests {
                 ManifestAction::Drop => {}
             }
         }
-        live.extend(plan.added.iter().cloned());
+        live.extend(plan.added.iter().map(|&i| desired[i].clone()));
         live
     }
 
@@ -147,7 +148,7 @@ mod tests {
         let current = vec![paths(&["a", "b"]), paths(&["c"])];
         let append = plan(&current, &paths(&["a", "b", "c", "d"]), 16);
         assert_eq!(append.manifests, vec![ManifestAction::Keep, ManifestAction::Keep]);
-        assert_eq!(append.added, paths(&["d"]));
+        assert_eq!(append.added, vec![3], "d");
         assert!(!append.merge && !append.is_empty());
 
         let retention = plan(&current, &paths(&["b", "c"]), 16);
@@ -188,10 +189,10 @@ mod tests {
             let desired: Vec<String> = (0..rng.below(8)).map(|_| name(&mut rng)).collect();
             let p = plan(&current, &desired, 1 + rng.below(6) as usize);
             let want: BTreeSet<String> = desired.iter().cloned().collect();
-            assert_eq!(apply(&current, &p), want, "{current:?} -> {desired:?}: {p:?}");
+            assert_eq!(apply(&current, &desired, &p), want, "{current:?} -> {desired:?}: {p:?}");
             // Nothing is added that was already live, and a second commit
             // from the result has nothing to do.
-            let after: Vec<Vec<String>> = vec![apply(&current, &p).into_iter().collect()];
+            let after: Vec<Vec<String>> = vec![apply(&current, &desired, &p).into_iter().collect()];
             assert!(plan(&after, &desired, 16).is_empty());
         }
     }

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use iceberg::spec::{FormatVersion, Manifest, ManifestEntry, ManifestFile, ManifestList, TableMetadata};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -57,8 +56,8 @@ impl ManifestCache {
 
 /// The newest metadata version under the table's folder, by listing it.
 pub async fn newest_version(store: &dyn ObjectStore, loc: &TableLocation) -> object_store::Result<Option<u64>> {
-    let metas: Vec<_> = store.list(Some(&loc.metadata_prefix())).try_collect().await?;
-    Ok(metas.iter().filter_map(|m| location::metadata_version(&m.location)).max())
+    let newest = layout::newest_by(store, &loc.metadata_prefix(), location::metadata_version).await?;
+    Ok(newest.map(|(version, _)| version))
 }
 
 /// The newest metadata's version and bytes, for the catalog.

@@ -64,9 +64,24 @@ pub struct Committer {
     pub retention: Retention,
     pub metrics: Arc<Metrics>,
     /// Manifests read before (they never change once written).
-    pub manifests: Arc<ManifestCache>,
+    manifests: Arc<ManifestCache>,
     /// The archive's partition manifests read before.
-    pub partition_manifests: Arc<PartitionManifests>,
+    partition_manifests: Arc<PartitionManifests>,
+}
+
+impl Committer {
+    /// A committer with empty caches.
+    pub fn new(store: Arc<dyn ObjectStore>, archive_url: String, writer: String, retention: Retention, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            archive_url,
+            writer,
+            retention,
+            metrics,
+            manifests: Default::default(),
+            partition_manifests: Default::default(),
+        }
+    }
 }
 
 /// What a commit did.
@@ -241,12 +256,8 @@ impl Committer {
                 }
             }
         }
-        let added: HashSet<&str> = plan.added.iter().map(String::as_str).collect();
         let mut added_records = 0u64;
-        for (partition, object) in objects {
-            if !added.contains(loc.url(&Path::from(object.key.as_str())).as_str()) {
-                continue;
-            }
+        for (partition, object) in plan.added.iter().filter_map(|&i| objects.get(i)) {
             let file = location::data_file(loc, *partition, object)?;
             added_records += file.record_count();
             let group = if plan.merge {
@@ -565,15 +576,7 @@ mod tests {
     const URL: &str = "memory:///archive";
 
     fn committer(store: Arc<dyn ObjectStore>, writer: &str, retention: Retention) -> Committer {
-        Committer {
-            store,
-            archive_url: URL.into(),
-            writer: writer.into(),
-            retention,
-            metrics: Arc::new(Metrics::new()),
-            manifests: Default::default(),
-            partition_manifests: Default::default(),
-        }
+        Committer::new(store, URL.into(), writer.into(), retention, Arc::new(Metrics::new()))
     }
 
     fn object(partition: i32, first: i64, last: i64) -> ObjectEntry {

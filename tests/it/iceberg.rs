@@ -323,15 +323,13 @@ fn committer(
     writer: &str,
     retention: sediment::iceberg::schema::Retention,
 ) -> sediment::iceberg::table::Committer {
-    sediment::iceberg::table::Committer {
-        store: store.clone(),
-        archive_url: format!("s3://{BUCKET}"),
-        writer: writer.into(),
+    sediment::iceberg::table::Committer::new(
+        store.clone(),
+        format!("s3://{BUCKET}"),
+        writer.into(),
         retention,
-        metrics: Arc::new(sediment::metrics::Metrics::new()),
-        manifests: Default::default(),
-        partition_manifests: Default::default(),
-    }
+        Arc::new(sediment::metrics::Metrics::new()),
+    )
 }
 
 /// A partition manifest that names one more object.
